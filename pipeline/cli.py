@@ -1,0 +1,158 @@
+"""`python -m pipeline` / `facegrid-build`: build one split's shards with Apache Beam.
+
+    python -m pipeline --annotations=wider_face_val_bbx_gt.txt --images_dir=WIDER_val/images \\
+        --output_dir=shards --split=val [--num_shards=8] [--image_format=jpeg|raw] ...
+
+facegrid's flags are read here; every other flag goes to Beam (`--runner`, `--project`,
+`--temp_location`, `--s3_endpoint_url`, ...). Without `--runner` the build runs on this
+machine with Beam's FnApiRunner (the batch engine behind DirectRunner) in multi_processing
+mode, one worker per core: the DirectRunner would first try to download its Prism runner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import uuid
+
+import apache_beam as beam
+from absl import flags
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+
+from pipeline import annotations, images, job, records, transforms
+from reader import layout
+
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    """facegrid's build flags (the flex template's metadata.json mirrors these)."""
+    flags.DEFINE_string("annotations", None, "WIDER annotation file (*_bbx_gt.txt, or the test file list).", flag_values=fv)
+    flags.DEFINE_string("images_dir", None, "Directory the annotation paths are relative to.", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Directory for shards, manifest and errors.jsonl.", flag_values=fv)
+    flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split name; `test` reads the file-list format.", flag_values=fv)
+    flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("image_format", "jpeg", ["jpeg", "raw"], "How the stored image is encoded.", flag_values=fv)
+    flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored image.", lower_bound=1, upper_bound=100, flag_values=fv)
+    flags.DEFINE_integer("input_size", 224, "Side of the stored square image, pixels.", lower_bound=16, flag_values=fv)
+    flags.DEFINE_integer("grid_size", 7, "Side of the target grid, cells.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("resize", "stretch", ["stretch", "letterbox"], "Fill the square, or keep the aspect ratio.", flag_values=fv)
+    flags.DEFINE_float("min_face_px", 0.0, "Faces smaller than this on either side once resized are ignored, not targets.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float(
+        "max_error_fraction", 0.01, "Fail the build when more than this share of images is unusable.", lower_bound=0, upper_bound=1, flag_values=fv
+    )
+
+
+class UsageError(ValueError):
+    """Bad command line: exit status 2."""
+
+
+def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
+    """Splits argv (argv[0] is the program) into the Job and Beam's PipelineOptions."""
+    fv = flags.FlagValues()
+    define_flags(fv)
+    try:
+        beam_args = fv(argv, known_only=True)[1:]
+    except flags.Error as e:
+        raise UsageError(str(e)) from None
+    missing = [name for name in ("annotations", "images_dir", "output_dir", "split") if fv[name].value is None]
+    if missing:
+        raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
+    try:
+        config = records.BuildConfig(
+            image=images.ImageConfig(fv.input_size, fv.resize, fv.image_format, fv.jpeg_quality),
+            grid_size=fv.grid_size,
+            min_face_px=fv.min_face_px,
+        )
+        output = transforms.OutputSpec(fv.output_dir, fv.split, fv.num_shards, uuid.uuid4().hex[:12])
+        build = job.Job(fv.annotations, fv.images_dir, output, config, fv.max_error_fraction)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = LOCAL_RUNNER
+        direct = options.view_as(DirectOptions)
+        if "--direct_running_mode" not in " ".join(beam_args):
+            direct.direct_running_mode = "multi_processing"
+        if "--direct_num_workers" not in " ".join(beam_args):
+            direct.direct_num_workers = os.cpu_count() or 1
+    # DoFns reference only importable modules; nothing of __main__ needs shipping.
+    options.view_as(SetupOptions).save_main_session = False
+    return build, options
+
+
+def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
+    """Builds one split; returns the finished PipelineResult. Raises UsageError on bad flags."""
+    build, options = parse_args(sys.argv if argv is None else ["facegrid-build", *argv])
+    pipeline = beam.Pipeline(options=options)
+    job.build(pipeline, build)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+class _WorkerLogs(logging.Filter):
+    """Beam's local runner relays each worker log line as a protobuf dump. Keep warnings and
+    facegrid's own progress lines, shown as their message alone."""
+
+    _FIELDS = re.compile(r'message: "(?P<message>.*?)" (?:instruction_id|transform_id|log_location).*?log_location: "(?P<where>[^"]*)"')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = self._FIELDS.search(record.getMessage())
+        if match is None:
+            return record.levelno >= logging.WARNING
+        if record.levelno < logging.WARNING and "/pipeline/" not in match["where"]:
+            return False
+        record.msg, record.args = match["message"], ()
+        return True
+
+
+_FATAL = tuple(f"{cls.__module__}.{cls.__qualname__}: " for cls in (annotations.AnnotationError, transforms.BuildError))
+
+
+def _fatal_message(error: Exception) -> str | None:
+    """The message of an AnnotationError or BuildError, found inside the runner's wrapping."""
+    for line in reversed(str(error).splitlines()):
+        for marker in _FATAL:
+            if marker in line:
+                return line.split(marker, 1)[1].split(" [while running")[0]
+    return None
+
+
+def _summary(output: transforms.OutputSpec) -> str:
+    with FileSystems.open(output.path(layout.manifest_name(output.split))) as f:
+        manifest = json.load(f)
+    c = manifest["counts"]
+    size = sum(s["bytes"] for s in manifest["shards"]) / 1e6
+    return (
+        f"{output.split}: {c['images_annotated']} images -> {c['records']} records in {len(manifest['shards'])} shards "
+        f"({size:.1f} MB), {c['errors']} unusable; faces: {c['faces_annotated']} annotated, {c['faces_stored']} stored, "
+        f"{c['targets']} targets, {c['dropped']} dropped by cell collisions, {c['ignored']} ignored, "
+        f"{c['degenerate']} degenerate\nwrote {output.path(layout.manifest_name(output.split))}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(_WorkerLogs())
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        build, _ = parse_args(["facegrid-build", *argv])
+        run(argv)
+    except UsageError as e:
+        print(f"facegrid-build: {e}\nTry --helpfull for every flag.", file=sys.stderr)
+        return 2
+    except Exception as e:
+        message = _fatal_message(e)
+        if message is None:
+            raise
+        print(f"facegrid-build: {message}", file=sys.stderr)
+        return 1
+    print(_summary(build.output))
+    return 0

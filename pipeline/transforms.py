@@ -1,0 +1,346 @@
+"""The Beam job's composite transforms, one job each.
+
+    ParseAnnotations   begin -> ImageAnnotation per image of the annotation file
+    WriteShards        ImageAnnotation -> ShardWritten per shard (records in a temporary file)
+                                        + UnusableEntry per image that could not be used
+    Finalize           those two, plus the parse totals -> shards renamed into place, manifest,
+                                        errors.jsonl, stale files of earlier builds removed
+
+Image bytes never cross a shuffle: WriteShards groups only the small annotations by shard,
+then each shard's worker reads, prepares and writes its images in hash order, one at a time.
+So peak memory does not grow with the dataset, and GroupByShard is the fusion break that
+spreads the image work (parsing is one element; images are not).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline import annotations as annotation_formats
+from pipeline import images, records
+from pipeline.annotations import ImageAnnotation
+from reader import layout, schema, tfrecord
+
+_LOG = logging.getLogger(__name__)
+NAMESPACE = "facegrid"
+ERRORS_TAG = "errors"
+_UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
+_PREFETCH = 8  # images read ahead per shard writer: hides storage latency on gs:// and s3://
+
+
+class BuildError(RuntimeError):
+    """A build that must not finish: too many unusable images, or counts that do not add up."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """Where and how a split is written. `build_id` names this build's temporary files."""
+
+    output_dir: str
+    split: str
+    num_shards: int
+    build_id: str
+
+    def __post_init__(self):
+        if self.split not in layout.SPLITS:
+            raise ValueError(f"split must be one of {layout.SPLITS}, got {self.split!r}")
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+
+    def path(self, name: str) -> str:
+        return FileSystems.join(self.output_dir, name)
+
+    def shard_name(self, index: int) -> str:
+        return layout.shard_name(self.split, index, self.num_shards)
+
+    def temp_path(self, name: str) -> str:
+        return self.path(f".{self.split}-tmp-{self.build_id}-{name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardWritten:
+    """One shard written under its temporary name."""
+
+    index: int
+    file: str
+    records: int
+    bytes: int
+    sha256: str
+    counts: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnusableEntry:
+    """One image that did not become a record: a line of errors.jsonl."""
+
+    filename: str
+    line: int
+    reason: str
+    detail: str
+    faces: int
+
+    def as_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+
+
+def _counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+def read_annotations(path: str, list_format: str) -> Iterator[ImageAnnotation]:
+    """Streams the annotation file at a local, gs:// or s3:// path."""
+    parsed = _counter("images_annotated")
+    faces = _counter("faces_annotated")
+    with FileSystems.open(path, compression_type=_UNCOMPRESSED) as raw:
+        for annotation in annotation_formats.parse(io.TextIOWrapper(raw, encoding="utf-8"), path, list_format):
+            parsed.inc()
+            faces.inc(len(annotation.faces))
+            yield annotation
+
+
+class ParseAnnotations(beam.PTransform):
+    """Begin -> one ImageAnnotation per image of the file. Fails on a malformed file."""
+
+    def __init__(self, path: str, list_format: str):
+        super().__init__()
+        self._path, self._list_format = path, list_format
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "AnnotationPath" >> beam.Create([self._path])
+            | "Parse" >> beam.FlatMap(read_annotations, self._list_format)
+        )
+
+
+def _prefetch(fn: Callable, items: Iterable, pool: concurrent.futures.Executor, depth: int) -> Iterator:
+    """Yields (item, fn(item) or the exception it raised) in order, at most `depth` ahead."""
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) > depth:
+            yield _settle(*pending.popleft())
+    while pending:
+        yield _settle(*pending.popleft())
+
+
+def _settle(item, future):
+    try:
+        return item, future.result()
+    except Exception as e:  # handed on: the caller turns it into an errors.jsonl entry
+        return item, e
+
+
+def read_image(images_dir: str, filename: str) -> bytes:
+    """The source bytes of an image. Raises UnusableImage naming what went wrong."""
+    path = FileSystems.join(images_dir, images.confined_path(filename))
+    try:
+        with FileSystems.open(path, compression_type=_UNCOMPRESSED) as f:
+            return f.read()
+    except Exception as e:
+        if isinstance(e, FileNotFoundError) or not FileSystems.exists(path):
+            raise images.UnusableImage("missing", f"no file at {path}") from None
+        raise images.UnusableImage("unreadable", f"{path}: {e}") from None
+
+
+class WriteShardFn(beam.DoFn):
+    """(shard index, annotations) -> ShardWritten; unusable images to the `errors` output."""
+
+    def __init__(self, images_dir: str, output: OutputSpec, config: records.BuildConfig):
+        super().__init__()
+        self._images_dir, self._output, self._config = images_dir, output, config
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def setup(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(_PREFETCH, thread_name_prefix="facegrid-read")
+        self._counters = {key: _counter(key) for key in records.COUNT_KEYS if key not in ("images_annotated", "faces_annotated")}
+        self._reasons = {reason: _counter(f"errors_{reason}") for reason in images.REASONS}
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _read(self, annotation: ImageAnnotation) -> bytes:
+        return read_image(self._images_dir, annotation.filename)
+
+    def process(self, element):
+        index, group = element
+        ordered = sorted(group, key=lambda a: records.record_key(a.filename))
+        name = self._output.shard_name(index)
+        counts = records.Counts()
+        digest, size = hashlib.sha256(), 0
+        with FileSystems.create(self._output.temp_path(name), compression_type=_UNCOMPRESSED) as f:
+            for annotation, data in _prefetch(self._read, ordered, self._pool, _PREFETCH):
+                try:
+                    if isinstance(data, Exception):
+                        raise data
+                    record, image_counts = records.make_record(annotation, data, self._config)
+                except images.UnusableImage as e:
+                    self._count(records.Counts(errors=1, faces_in_errors=len(annotation.faces)))
+                    self._reasons[e.reason].inc()
+                    counts.update(errors=1, faces_in_errors=len(annotation.faces))
+                    yield beam.pvalue.TaggedOutput(
+                        ERRORS_TAG,
+                        UnusableEntry(annotation.filename, annotation.line, e.reason, e.detail, len(annotation.faces)),
+                    )
+                    continue
+                framed = tfrecord.encode_record(record.serialize())
+                f.write(framed)
+                digest.update(framed)
+                size += len(framed)
+                counts.update(image_counts)
+                self._count(image_counts)
+        _LOG.info("%s: %d records, %d unusable, %.1f MB", name, counts["records"], counts["errors"], size / 1e6)
+        yield ShardWritten(index, name, counts["records"], size, digest.hexdigest(), counts.as_dict())
+
+    def _count(self, counts: records.Counts) -> None:
+        for key, value in counts.items():
+            if value:
+                self._counters[key].inc(value)
+
+
+class WriteShards(beam.PTransform):
+    """ImageAnnotation -> ShardWritten (main output) and UnusableEntry (`errors` output).
+
+    Shards with no image produce nothing here; Finalize writes them empty.
+    """
+
+    def __init__(self, images_dir: str, output: OutputSpec, config: records.BuildConfig):
+        super().__init__()
+        self._images_dir, self._output, self._config = images_dir, output, config
+
+    def expand(self, annotations):
+        num_shards = self._output.num_shards
+        return (
+            annotations
+            | "KeyByShard" >> beam.Map(_key_by_shard, num_shards)
+            | "GroupByShard" >> beam.GroupByKey()
+            | "PrepareAndWrite"
+            >> beam.ParDo(WriteShardFn(self._images_dir, self._output, self._config)).with_outputs(
+                ERRORS_TAG, main="shards"
+            )
+        )
+
+
+def _key_by_shard(annotation: ImageAnnotation, num_shards: int) -> tuple[int, ImageAnnotation]:
+    return records.shard_of(annotation.filename, num_shards), annotation
+
+
+class AnnotatedTotals(beam.CombineFn):
+    """ImageAnnotation -> {"images_annotated": n, "faces_annotated": n}."""
+
+    def create_accumulator(self):
+        return (0, 0)
+
+    def add_input(self, acc, annotation):
+        return acc[0] + 1, acc[1] + len(annotation.faces)
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        return sum(a[0] for a in accs), sum(a[1] for a in accs)
+
+    def extract_output(self, acc):
+        return {"images_annotated": acc[0], "faces_annotated": acc[1]}
+
+
+def _write_atomically(output: OutputSpec, name: str, data: bytes) -> None:
+    temp = output.temp_path(name)
+    with FileSystems.create(temp, mime_type="application/json", compression_type=_UNCOMPRESSED) as f:
+        f.write(data)
+    FileSystems.rename([temp], [output.path(name)])
+
+
+def _match(output: OutputSpec, pattern: str) -> list[str]:
+    result = FileSystems.match([output.path(pattern)])[0]
+    return sorted(m.path for m in result.metadata_list)
+
+
+class FinalizeFn(beam.DoFn):
+    """Runs once, after every shard: checks the counts, renames shards into place, writes the
+    manifest and errors.jsonl, then removes files of earlier builds (stale shards, temp files)."""
+
+    def __init__(self, output: OutputSpec, config: records.BuildConfig, max_error_fraction: float):
+        super().__init__()
+        self._output, self._config, self._max_error_fraction = output, config, max_error_fraction
+
+    def process(self, _, shards, unusable, annotated):
+        output = self._output
+        counts = records.Counts(annotated)
+        for shard in shards:
+            counts.update(shard.counts)
+        if broken := counts.imbalances():
+            raise BuildError(f"{output.split}: counts do not add up: {'; '.join(broken)}")
+
+        unusable = sorted(unusable, key=lambda e: (e.filename, e.line))
+        errors_text = "".join(entry.as_json() + "\n" for entry in unusable)
+        _write_atomically(output, layout.errors_name(output.split), errors_text.encode("utf-8"))
+        fraction = counts["errors"] / max(1, counts["images_annotated"])
+        if fraction > self._max_error_fraction:
+            FileSystems.delete([output.temp_path(s.file) for s in shards])
+            raise BuildError(
+                f"{output.split}: {counts['errors']} of {counts['images_annotated']} images are unusable "
+                f"({fraction:.2%}), over --max_error_fraction={self._max_error_fraction}; "
+                f"see {output.path(layout.errors_name(output.split))}. The earlier build, if any, is untouched."
+            )
+
+        written = {s.index: s for s in shards}
+        empty_sha = hashlib.sha256(b"").hexdigest()
+        for index in range(output.num_shards):
+            if index not in written:
+                name = output.shard_name(index)
+                FileSystems.create(output.temp_path(name), compression_type=_UNCOMPRESSED).close()
+                written[index] = ShardWritten(index, name, 0, 0, empty_sha, records.Counts().as_dict())
+        ordered = [written[i] for i in range(output.num_shards)]
+        FileSystems.rename([output.temp_path(s.file) for s in ordered], [output.path(s.file) for s in ordered])
+
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "split": output.split,
+            "config": self._config.manifest(),
+            "counts": counts.as_dict(),
+            "error_reasons": dict(sorted(collections.Counter(e.reason for e in unusable).items())),
+            "shards": [{"file": s.file, "records": s.records, "bytes": s.bytes, "sha256": s.sha256} for s in ordered],
+        }
+        _write_atomically(output, layout.manifest_name(output.split), (json.dumps(manifest, indent=2) + "\n").encode())
+
+        keep = {output.path(s.file) for s in ordered}
+        stale = [p for p in _match(output, layout.shard_glob(output.split)) if p not in keep]
+        stale += _match(output, layout.temp_glob(output.split))
+        if stale:
+            _LOG.info("removing %d files of earlier builds: %s", len(stale), stale)
+            FileSystems.delete(stale)
+        yield manifest
+
+
+class Finalize(beam.PTransform):
+    """(ShardWritten, UnusableEntry, annotated totals) -> the manifest dict, once written."""
+
+    def __init__(self, output: OutputSpec, config: records.BuildConfig, max_error_fraction: float):
+        super().__init__()
+        self._fn = FinalizeFn(output, config, max_error_fraction)
+
+    def expand(self, inputs):
+        shards, unusable, annotated = inputs
+        return (
+            shards.pipeline
+            | "Once" >> beam.Create([None])
+            | "WriteManifest"
+            >> beam.ParDo(
+                self._fn,
+                shards=beam.pvalue.AsList(shards),
+                unusable=beam.pvalue.AsList(unusable),
+                annotated=beam.pvalue.AsSingleton(annotated),
+            )
+        )

@@ -1,0 +1,213 @@
+"""The record schema (version 1), declared once.
+
+One `tf.train.Example` per image. The Beam job writes records with `Record.serialize`, the
+readers parse them with `Record.parse` or with `tf_feature_spec` inside tf.data, and the checker
+validates them against `FEATURES`. No feature key is spelled anywhere else.
+
+Bbox keys and names follow the TensorFlow Object Detection API, so its tools read the shards.
+Normalized coordinates are relative to the stored square image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from reader import protowire
+
+SCHEMA_VERSION = 1
+IMAGE_FORMATS = ("jpeg", "raw")
+
+ENCODED = "image/encoded"
+FORMAT = "image/format"
+HEIGHT = "image/height"
+WIDTH = "image/width"
+ORIGINAL_HEIGHT = "image/original/height"
+ORIGINAL_WIDTH = "image/original/width"
+FILENAME = "image/filename"
+SHA256 = "image/key/sha256"
+XMIN = "image/object/bbox/xmin"
+YMIN = "image/object/bbox/ymin"
+XMAX = "image/object/bbox/xmax"
+YMAX = "image/object/bbox/ymax"
+LABEL = "image/object/class/label"
+ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+ATTRIBUTE_KEYS = tuple(f"image/object/{name}" for name in ATTRIBUTES)
+GRID = "target/grid"
+IGNORE = "target/ignore"
+DROPPED = "target/dropped"
+
+BOX_KEYS = (XMIN, YMIN, XMAX, YMAX)  # rel_xyxy order
+FACE_LABEL = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One key of the schema: its value kind and how many values it holds.
+
+    length: a fixed count, "faces" for one value per stored face, or a function of the grid
+    size (see `lengths`).
+    """
+
+    key: str
+    kind: protowire.Kind
+    length: str  # "1", "faces", "grid", "cells"
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature(ENCODED, "bytes", "1"),
+    Feature(FORMAT, "bytes", "1"),
+    Feature(HEIGHT, "int64", "1"),
+    Feature(WIDTH, "int64", "1"),
+    Feature(ORIGINAL_HEIGHT, "int64", "1"),
+    Feature(ORIGINAL_WIDTH, "int64", "1"),
+    Feature(FILENAME, "bytes", "1"),
+    Feature(SHA256, "bytes", "1"),
+    *(Feature(key, "float", "faces") for key in BOX_KEYS),
+    Feature(LABEL, "int64", "faces"),
+    *(Feature(key, "int64", "faces") for key in ATTRIBUTE_KEYS),
+    Feature(GRID, "float", "grid"),
+    Feature(IGNORE, "float", "cells"),
+    Feature(DROPPED, "int64", "1"),
+)
+FEATURES_BY_KEY: Mapping[str, Feature] = {f.key: f for f in FEATURES}
+
+
+def expected_length(feature: Feature, grid_size: int, faces: int) -> int:
+    """How many values `feature` holds in a record with `faces` stored faces."""
+    return {"1": 1, "faces": faces, "grid": grid_size * grid_size * 5, "cells": grid_size * grid_size}[
+        feature.length
+    ]
+
+
+class SchemaError(ValueError):
+    """A record that does not match the schema: a key missing, of the wrong kind or length."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Record:
+    """One image and its targets, as stored.
+
+    image: JPEG bytes, or raw uint8 H x W x 3 bytes when image_format is "raw".
+    boxes: float32 rel_xyxy [N, 4] of the stored (non-degenerate) faces.
+    attributes: int64 [N, 6] in ATTRIBUTES order.
+    grid: float32 [S, S, 5]; ignore: float32 [S, S]; dropped: int.
+    """
+
+    image: bytes
+    image_format: str
+    height: int
+    width: int
+    original_height: int
+    original_width: int
+    filename: str
+    sha256: str
+    boxes: np.ndarray
+    attributes: np.ndarray
+    grid: np.ndarray
+    ignore: np.ndarray
+    dropped: int
+
+    @property
+    def grid_size(self) -> int:
+        return self.grid.shape[0]
+
+    def pixels(self) -> np.ndarray:
+        """The stored image as uint8 [height, width, 3] (decodes JPEG with Pillow)."""
+        if self.image_format == "raw":
+            return np.frombuffer(self.image, np.uint8).reshape(self.height, self.width, 3)
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.image)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    def serialize(self) -> bytes:
+        boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        attributes = np.asarray(self.attributes, np.int64).reshape(-1, len(ATTRIBUTES))
+        values = {
+            ENCODED: [self.image],
+            FORMAT: [self.image_format.encode()],
+            HEIGHT: [self.height],
+            WIDTH: [self.width],
+            ORIGINAL_HEIGHT: [self.original_height],
+            ORIGINAL_WIDTH: [self.original_width],
+            FILENAME: [self.filename.encode("utf-8")],
+            SHA256: [self.sha256.encode()],
+            **{key: boxes[:, i] for i, key in enumerate(BOX_KEYS)},
+            LABEL: np.full(len(boxes), FACE_LABEL, np.int64),
+            **{key: attributes[:, i] for i, key in enumerate(ATTRIBUTE_KEYS)},
+            GRID: np.asarray(self.grid, np.float32).ravel(),
+            IGNORE: np.asarray(self.ignore, np.float32).ravel(),
+            DROPPED: [self.dropped],
+        }
+        return protowire.encode_example({key: (FEATURES_BY_KEY[key].kind, v) for key, v in values.items()})
+
+    @classmethod
+    def parse(cls, data: bytes) -> Record:
+        """Parses and validates a serialized record; raises SchemaError naming the bad key."""
+        try:
+            features = protowire.decode_example(data)
+        except protowire.WireError as e:
+            raise SchemaError(f"not a tf.train.Example: {e}") from e
+        validate_features(features)
+        faces = len(features[XMIN][1])
+        grid_values = features[GRID][1]
+        grid_size = int(round((len(grid_values) / 5) ** 0.5))
+
+        def one(key):
+            return features[key][1][0]
+
+        return cls(
+            image=one(ENCODED),
+            image_format=one(FORMAT).decode(),
+            height=int(one(HEIGHT)),
+            width=int(one(WIDTH)),
+            original_height=int(one(ORIGINAL_HEIGHT)),
+            original_width=int(one(ORIGINAL_WIDTH)),
+            filename=one(FILENAME).decode("utf-8"),
+            sha256=one(SHA256).decode(),
+            boxes=np.stack([features[key][1] for key in BOX_KEYS], axis=1).reshape(faces, 4),
+            attributes=np.stack([features[key][1] for key in ATTRIBUTE_KEYS], axis=1).reshape(faces, -1),
+            grid=grid_values.reshape(grid_size, grid_size, 5),
+            ignore=features[IGNORE][1].reshape(grid_size, grid_size),
+            dropped=int(one(DROPPED)),
+        )
+
+
+def validate_features(features: Mapping[str, tuple[str, object]], grid_size: int | None = None) -> None:
+    """Checks every schema key is present with its kind and length; raises SchemaError.
+
+    grid_size: the expected grid size, or None to take it from the record's own grid.
+    """
+    for feature in FEATURES:
+        if feature.key not in features:
+            raise SchemaError(f"missing key {feature.key!r}")
+        kind, _ = features[feature.key]
+        if kind != feature.kind:
+            raise SchemaError(f"key {feature.key!r}: expected {feature.kind} values, found {kind}")
+    faces = len(features[XMIN][1])
+    if grid_size is None:
+        grid_size = int(round((len(features[GRID][1]) / 5) ** 0.5))
+    for feature in FEATURES:
+        want, found = expected_length(feature, grid_size, faces), len(features[feature.key][1])
+        if want != found:
+            raise SchemaError(f"key {feature.key!r}: expected {want} values, found {found}")
+
+
+def tf_feature_spec(grid_size: int) -> dict:
+    """The feature spec for `tf.io.parse_example` (imports TensorFlow; readers only)."""
+    import tensorflow as tf
+
+    kinds = {"bytes": tf.string, "float": tf.float32, "int64": tf.int64}
+    spec = {}
+    for feature in FEATURES:
+        dtype = kinds[feature.kind]
+        if feature.length == "faces":
+            spec[feature.key] = tf.io.RaggedFeature(dtype)
+        else:
+            spec[feature.key] = tf.io.FixedLenFeature([expected_length(feature, grid_size, 0)], dtype)
+    return spec

@@ -1,0 +1,123 @@
+"""TFRecord framing, without TensorFlow.
+
+Each record is: uint64 length (little endian), masked crc32c of those 8 bytes, the data, masked
+crc32c of the data. The Beam job writes shards with `encode_record`; the Keras reader and the
+checker walk them with `iter_records`, which names the shard, record index and byte offset of
+any damage instead of TensorFlow's bare DataLossError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import google_crc32c
+
+HEADER_BYTES = 12  # length + its crc
+FOOTER_BYTES = 4  # data crc
+_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def encode_record(data: bytes) -> bytes:
+    """Frames one record's bytes as TFRecord."""
+    length = struct.pack("<Q", len(data))
+    return b"".join(
+        (length, struct.pack("<I", masked_crc32c(length)), data, struct.pack("<I", masked_crc32c(data)))
+    )
+
+
+class CorruptRecordError(ValueError):
+    """A record whose framing or checksums are wrong. Says where: shard, record index, offset."""
+
+    def __init__(self, shard: str, index: int, offset: int, problem: str):
+        super().__init__(f"{shard}: record {index} at byte {offset}: {problem}")
+        self.shard, self.index, self.offset, self.problem = shard, index, offset, problem
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSpan:
+    """Where one record's data lies in its shard."""
+
+    index: int
+    offset: int  # of the record's header
+    length: int  # of its data
+
+    @property
+    def data_offset(self) -> int:
+        return self.offset + HEADER_BYTES
+
+    @property
+    def end(self) -> int:
+        return self.data_offset + self.length + FOOTER_BYTES
+
+
+def _read_header(f: BinaryIO, shard: str, index: int, offset: int) -> int | None:
+    """Reads a record header; returns the data length, or None at a clean end of file."""
+    header = f.read(HEADER_BYTES)
+    if not header:
+        return None
+    if len(header) < HEADER_BYTES:
+        raise CorruptRecordError(shard, index, offset, f"truncated header ({len(header)} of 12 bytes)")
+    length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
+    if masked_crc32c(length_bytes) != crc:
+        raise CorruptRecordError(shard, index, offset, "length checksum mismatch")
+    return struct.unpack("<Q", length_bytes)[0]
+
+
+def _read_data(f: BinaryIO, shard: str, index: int, offset: int, length: int, verify: bool) -> bytes:
+    body = f.read(length + FOOTER_BYTES)
+    if len(body) < length + FOOTER_BYTES:
+        raise CorruptRecordError(
+            shard, index, offset, f"truncated data ({len(body)} of {length + FOOTER_BYTES} bytes)"
+        )
+    data = body[:length]
+    if verify and masked_crc32c(data) != struct.unpack("<I", body[length:])[0]:
+        raise CorruptRecordError(shard, index, offset, "data checksum mismatch")
+    return data
+
+
+def iter_records(f: BinaryIO, shard: str, verify: bool = True) -> Iterator[tuple[RecordSpan, bytes]]:
+    """Yields (span, data) for every record of an open shard, checking framing and checksums.
+
+    `shard` names the file in errors. Raises CorruptRecordError at the first damaged record.
+    """
+    index = offset = 0
+    while (length := _read_header(f, shard, index, offset)) is not None:
+        span = RecordSpan(index, offset, length)
+        yield span, _read_data(f, shard, index, offset, length, verify)
+        index, offset = index + 1, span.end
+
+
+def index_records(f: BinaryIO, shard: str) -> list[RecordSpan]:
+    """Finds every record's span from the headers alone, seeking past the data."""
+    size = f.seek(0, 2)
+    f.seek(0)
+    spans, offset = [], 0
+    while (length := _read_header(f, shard, len(spans), offset)) is not None:
+        span = RecordSpan(len(spans), offset, length)
+        if span.end > size:
+            raise CorruptRecordError(
+                shard, span.index, offset, f"truncated data ({size - span.data_offset} of {length + FOOTER_BYTES} bytes)"
+            )
+        f.seek(span.end)
+        spans.append(span)
+        offset = span.end
+    return spans
+
+
+def read_record(f: BinaryIO, shard: str, span: RecordSpan) -> bytes:
+    """Reads and checks one record at a known span (random access for the Keras reader)."""
+    f.seek(span.offset)
+    length = _read_header(f, shard, span.index, span.offset)
+    if length != span.length:
+        raise CorruptRecordError(
+            shard, span.index, span.offset, f"header says {length} bytes, the index {span.length}"
+        )
+    return _read_data(f, shard, span.index, span.offset, length, verify=True)
