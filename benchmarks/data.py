@@ -1,0 +1,16 @@
+"""The benchmark's data: generated images for the real WIDER val annotation file, and its builds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchData:
+    """annotations: the real val annotation file; images_dir: generated images for it;
+    shards_jpeg / shards_raw: the val split built from them (jpeg and raw image_format)."""
+
+    annotations: str
+    images_dir: str
+    shards_jpeg: str
+    shards_raw: str
