@@ -98,8 +98,7 @@ def make_record(annotation: ImageAnnotation, data: bytes, config: BuildConfig) -
     rel = placement.to_rel_xyxy(xyxy[stored])
     attributes = annotation.attributes[stored].astype(np.int64)
     invalid = attributes[:, schema.ATTRIBUTES.index("invalid")]
-    is_target = targets.target_mask(rel, invalid, config.min_face_px, config.image.input_size)
-    grid = targets.encode(rel, is_target, config.grid_size)
+    grid = targets.encode_faces(rel, invalid, placement, config.grid_size, config.min_face_px)
 
     size = config.image.input_size
     record = schema.Record(
@@ -123,6 +122,6 @@ def make_record(annotation: ImageAnnotation, data: bytes, config: BuildConfig) -
         degenerate=int(degenerate.sum()),
         targets=grid.targets,
         dropped=grid.dropped,
-        ignored=int((~is_target).sum()),
+        ignored=grid.ignored,
     )
     return record, counts

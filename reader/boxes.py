@@ -58,6 +58,17 @@ class Placement:
         offset = np.array([self.left, self.top, self.left, self.top])
         return ((xyxy * scale + offset) / self.size).astype(np.float32)
 
+    def source_areas(self, rel_xyxy: np.ndarray) -> np.ndarray:
+        """Areas in source pixels of canvas-normalized boxes, int64 [N].
+
+        Clipped WIDER boxes have whole-pixel sides, so rounding recovers them exactly from the
+        stored float32 coordinates: equal faces tie exactly, whatever their position.
+        """
+        rel = np.asarray(rel_xyxy, dtype=np.float64).reshape(-1, 4)
+        width = (rel[:, 2] - rel[:, 0]) * self.size * self.source_width / self.scaled_width
+        height = (rel[:, 3] - rel[:, 1]) * self.size * self.source_height / self.scaled_height
+        return np.round(width).astype(np.int64) * np.round(height).astype(np.int64)
+
 
 def xywh_to_clipped_xyxy(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
     """WIDER pixel boxes [N, 4] to corners clipped to the W x H image, float64 pixels."""

@@ -8,7 +8,9 @@ For a face with centre (cx, cy) and size (w, h), all normalized to the canvas:
     col = min(floor(cx * S), S - 1)      row = min(floor(cy * S), S - 1)
     grid[row, col] = (h, w, cy * S - row, cx * S - col, 1)
 Only target faces get a cell. When two share one, the larger area wins and a tie goes to the
-face listed first; the losers are counted as dropped. Faces kept out of the targets (invalid,
+face listed first; the losers are counted as dropped. Areas compete in source pixels (recovered
+exactly from the stored boxes, see `Placement.source_areas`), so float32 rounding never breaks
+a tie. Faces kept out of the targets (invalid,
 or too small) mark their cell in `ignore` unless a target holds it.
 """
 
@@ -18,6 +20,8 @@ import dataclasses
 
 import numpy as np
 
+from reader.boxes import Placement
+
 CHANNELS = ("h", "w", "y", "x", "obj")
 H, W, Y, X, OBJ = range(5)
 
@@ -26,16 +30,22 @@ H, W, Y, X, OBJ = range(5)
 class GridTargets:
     """grid: float32 [S, S, 5] in CHANNELS order; ignore: float32 [S, S] of 0/1;
     dropped: target faces that lost their cell; owners: int [S, S], the index of the face
-    that owns each cell or -1."""
+    that owns each cell or -1; is_target: bool [N], the faces that competed for cells."""
 
     grid: np.ndarray
     ignore: np.ndarray
     dropped: int
     owners: np.ndarray
+    is_target: np.ndarray
 
     @property
     def targets(self) -> int:
         return int((self.owners >= 0).sum())
+
+    @property
+    def ignored(self) -> int:
+        """Faces stored but kept out of the targets."""
+        return int((~self.is_target).sum())
 
 
 def target_mask(boxes: np.ndarray, invalid: np.ndarray, min_face_px: float, input_size: int) -> np.ndarray:
@@ -58,10 +68,11 @@ def cells(boxes: np.ndarray, grid_size: int) -> tuple[np.ndarray, np.ndarray]:
     return row, col
 
 
-def encode(boxes: np.ndarray, is_target: np.ndarray, grid_size: int) -> GridTargets:
+def encode(boxes: np.ndarray, is_target: np.ndarray, grid_size: int, areas: np.ndarray | None = None) -> GridTargets:
     """Encodes rel_xyxy boxes [N, 4] into grid targets.
 
     is_target: bool [N], False for faces stored but kept out of the targets.
+    areas: [N], what faces sharing a cell compare (larger wins); the canvas areas by default.
     """
     if grid_size < 1:
         raise ValueError(f"grid_size must be >= 1, got {grid_size}")
@@ -72,12 +83,13 @@ def encode(boxes: np.ndarray, is_target: np.ndarray, grid_size: int) -> GridTarg
     s = grid_size
     row, col = cells(boxes, s)
     width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    areas = width * height if areas is None else np.asarray(areas).reshape(-1)
 
     grid = np.zeros((s, s, 5), np.float32)
     owners = np.full((s, s), -1, np.int64)
     candidates = np.flatnonzero(is_target)
     # Largest area first; the stable sort keeps the listed order among equal areas.
-    for i in candidates[np.argsort(-(width * height)[candidates], kind="stable")]:
+    for i in candidates[np.argsort(-areas[candidates], kind="stable")]:
         r, c = row[i], col[i]
         if owners[r, c] >= 0:
             continue
@@ -89,7 +101,20 @@ def encode(boxes: np.ndarray, is_target: np.ndarray, grid_size: int) -> GridTarg
     kept_out = ~is_target
     ignore[row[kept_out], col[kept_out]] = 1.0
     ignore[owners >= 0] = 0.0
-    return GridTargets(grid, ignore, int(len(candidates) - (owners >= 0).sum()), owners)
+    return GridTargets(grid, ignore, int(len(candidates) - (owners >= 0).sum()), owners, is_target)
+
+
+def encode_faces(
+    boxes: np.ndarray, invalid: np.ndarray, placement: Placement, grid_size: int, min_face_px: float
+) -> GridTargets:
+    """The targets of one record, by the build's rule: what the build stores and the checker
+    and the flip augmentation recompute.
+
+    boxes: stored rel_xyxy [N, 4]; invalid: the WIDER flag [N]; placement: where the source
+    lies on the canvas (it gives source-pixel areas); min_face_px: on the canvas.
+    """
+    is_target = target_mask(boxes, invalid, min_face_px, placement.size)
+    return encode(boxes, is_target, grid_size, placement.source_areas(boxes))
 
 
 def decode(grid: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

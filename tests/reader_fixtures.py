@@ -1,0 +1,203 @@
+"""Small real builds for the reader tests: generated images, a WIDER annotation file, the Beam job.
+
+The annotation file is made to exercise what the readers must get right: several faces per
+image, two faces sharing a cell (the larger wins), invalid faces (ignored, not targets), a
+degenerate box, images without faces, and box centres lying exactly on a cell boundary, where
+a flipped image puts the face in another column than the mirrored one.
+
+Images are asymmetric colour patterns, so a horizontal flip is visible in the pixels.
+
+Import the fixtures into a test module (`from reader_fixtures import built_val, ...`); pytest
+then finds them there. Builds are session-scoped: one per test process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reader import layout, manifest, protowire, schema, tfrecord
+
+GRID = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """One built split: where it is and the records as written (read back without TensorFlow)."""
+
+    data_dir: str
+    split: str
+    records: tuple[schema.Record, ...]  # in shard order, then file order
+    locations: tuple[tuple[str, int], ...]  # (shard file, record index) per record
+
+    @property
+    def manifest(self) -> manifest.Manifest:
+        return manifest.load(self.data_dir, self.split)
+
+    def by_filename(self) -> dict[str, schema.Record]:
+        return {r.filename: r for r in self.records}
+
+
+def _faces_for(i: int, width: int, height: int, rng: np.random.Generator) -> list[list[int]]:
+    """The face lines (x y w h blur expression illumination invalid occlusion pose) of image i."""
+    kind = i % 6
+    if kind == 0:
+        return []  # no face
+    if kind == 1:
+        # Two faces whose centres share a cell; the second is larger and wins.
+        cw, ch = width / GRID, height / GRID
+        return [
+            [int(2 * cw + 2), int(3 * ch + 2), max(2, int(cw / 3)), max(2, int(ch / 3)), 0, 0, 0, 0, 0, 0],
+            [int(2 * cw + 1), int(3 * ch + 1), max(3, int(cw * 0.8)), max(3, int(ch * 0.8)), 1, 0, 0, 0, 1, 0],
+        ]
+    if kind == 2:
+        # Centre exactly on the boundary between columns 3 and 4 when mirrored (width multiple of 14),
+        # an invalid face, and a degenerate one.
+        return [
+            [width // 2 - 10, height // 4, 20, 24, 0, 0, 0, 0, 0, 0],
+            [width // 7, height // 2, 12, 12, 0, 0, 0, 1, 0, 0],
+            [5, 5, 0, 7, 0, 0, 0, 0, 0, 0],
+        ]
+    faces = []
+    for _ in range(int(rng.integers(1, 9))):
+        w = int(rng.integers(4, max(5, width // 3)))
+        h = int(rng.integers(4, max(5, height // 3)))
+        x = int(rng.integers(-3, width - 2))
+        y = int(rng.integers(-3, height - 2))
+        invalid = int(rng.random() < 0.15)
+        faces.append([x, y, w, h, int(rng.integers(0, 3)), 0, 0, invalid, int(rng.integers(0, 3)), 0])
+    return faces
+
+
+def _pattern(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A smooth but asymmetric RGB image (JPEG-friendly, flip-visible)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 255 * xx / max(1, width - 1)
+    g = 128 + 100 * np.sin(yy / 17.0 + rng.random() * 6)
+    b = 255 * ((xx + 2 * yy) % 97) / 96
+    image = np.stack([r, g, b], axis=-1)
+    x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+    image[y0 : y0 + height // 4, x0 : x0 + width // 5] = rng.integers(0, 256, 3)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_source(root: str, num_images: int, seed: int = 0) -> tuple[str, str]:
+    """Writes images and a WIDER val-style annotation file under root; returns (annotations, images_dir)."""
+    rng = np.random.default_rng(seed)
+    images_dir = os.path.join(root, "images")
+    lines = []
+    for i in range(num_images):
+        event = f"{i % 3}--Event{i % 3}"
+        filename = f"{event}/{i % 3}_Event_img_{i}.jpg"
+        width = int(rng.choice([140, 168, 210, 280, 330]))
+        height = int(rng.choice([112, 150, 196, 260]))
+        os.makedirs(os.path.join(images_dir, event), exist_ok=True)
+        Image.fromarray(_pattern(width, height, rng)).save(os.path.join(images_dir, filename), quality=92)
+        faces = _faces_for(i, width, height, rng)
+        lines.append(filename)
+        if faces:
+            lines.append(str(len(faces)))
+            lines.extend(" ".join(str(v) for v in face) + " " for face in faces)
+        else:
+            lines.extend(["1", "0 0 0 0 0 0 0 0 0 0 "])
+    annotations = os.path.join(root, "wider_face_val_bbx_gt.txt")
+    with open(annotations, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return annotations, images_dir
+
+
+def build(annotations: str, images_dir: str, output_dir: str, num_shards: int, image_format: str = "jpeg", split: str = "val") -> None:
+    """Runs the real Beam build, in memory (fast enough for tests)."""
+    from pipeline import cli
+
+    cli.run(
+        [
+            f"--annotations={annotations}",
+            f"--images_dir={images_dir}",
+            f"--output_dir={output_dir}",
+            f"--split={split}",
+            f"--num_shards={num_shards}",
+            f"--image_format={image_format}",
+            "--runner=FnApiRunner",
+            "--direct_running_mode=in_memory",
+        ]
+    )
+
+
+def parse_record(data: bytes) -> schema.Record:
+    """schema.Record.parse, also for records without faces (its attribute reshape fails on those)."""
+    try:
+        return schema.Record.parse(data)
+    except ValueError:
+        features = protowire.decode_example(data)
+        if len(features[schema.XMIN][1]):
+            raise
+        schema.validate_features(features)
+        one = {key: features[key][1][0] for key in (schema.ENCODED, schema.FORMAT, schema.HEIGHT, schema.WIDTH,
+               schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH, schema.FILENAME, schema.SHA256, schema.DROPPED)}
+        grid = features[schema.GRID][1]
+        s = int(round((len(grid) / 5) ** 0.5))
+        return schema.Record(
+            image=one[schema.ENCODED], image_format=one[schema.FORMAT].decode(), height=int(one[schema.HEIGHT]),
+            width=int(one[schema.WIDTH]), original_height=int(one[schema.ORIGINAL_HEIGHT]),
+            original_width=int(one[schema.ORIGINAL_WIDTH]), filename=one[schema.FILENAME].decode(),
+            sha256=one[schema.SHA256].decode(), boxes=np.zeros((0, 4), np.float32),
+            attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64), grid=grid.reshape(s, s, 5),
+            ignore=features[schema.IGNORE][1].reshape(s, s), dropped=int(one[schema.DROPPED]),
+        )
+
+
+def read_back(data_dir: str, split: str = "val") -> Build:
+    """The records of a build, read without TensorFlow, in shard then file order."""
+    m = manifest.load(data_dir, split)
+    records, locations = [], []
+    for entry, path in zip(m.shards, m.shard_paths()):
+        with open(path, "rb") as f:
+            for span, data in tfrecord.iter_records(f, entry.file):
+                records.append(parse_record(data))
+                locations.append((entry.file, span.index))
+    return Build(data_dir, split, tuple(records), tuple(locations))
+
+
+def make_build(root: str, num_images: int, num_shards: int, image_format: str = "jpeg", seed: int = 0) -> Build:
+    annotations, images_dir = write_source(os.path.join(root, "source"), num_images, seed)
+    out = os.path.join(root, f"shards-{image_format}")
+    build(annotations, images_dir, out, num_shards, image_format)
+    return read_back(out)
+
+
+def copy_build(source: Build, destination: str) -> str:
+    """A private copy of a build's files (for tests that damage shards)."""
+    shutil.copytree(source.data_dir, destination)
+    return destination
+
+
+def rewrite_manifest(data_dir: str, split: str, edit) -> None:
+    """Applies edit(dict) to a build's manifest in place."""
+    path = os.path.join(data_dir, layout.manifest_name(split))
+    with open(path) as f:
+        raw = json.load(f)
+    edit(raw)
+    with open(path, "w") as f:
+        json.dump(raw, f)
+
+
+NUM_IMAGES = 46  # not a multiple of the batch sizes the tests use
+
+
+@pytest.fixture(scope="session")
+def built_val(tmp_path_factory) -> Build:
+    """46 images in 3 JPEG shards."""
+    return make_build(str(tmp_path_factory.mktemp("reader-jpeg")), NUM_IMAGES, num_shards=3)
+
+
+@pytest.fixture(scope="session")
+def built_val_raw(tmp_path_factory) -> Build:
+    """The same images in 2 raw shards."""
+    return make_build(str(tmp_path_factory.mktemp("reader-raw")), 12, num_shards=2, image_format="raw")

@@ -1,0 +1,72 @@
+"""The detector: MobileNetV2 without its top, and a small head predicting the grid directly.
+
+Input: float32 [B, size, size, 3] in [-1, 1] (what `reader.make_dataset` yields).
+Output: float32 [B, size/32, size/32, 5] in (0, 1), channels (h, w, y, x, obj) as
+`reader.targets.CHANNELS`: every channel is a sigmoid because every target channel lies in
+[0, 1] (sizes relative to the canvas, centre offsets within the cell, objectness).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import keras
+
+from reader import targets
+
+WEIGHTS_CHOICES = ("none", "imagenet")  # or a local file path
+BACKBONE_STRIDE = 32
+# Objectness starts near the share of cells that hold a face, so the first steps are not spent
+# unlearning a 0.5 prior on 49 cells (the focal-loss paper's prior-bias initialisation).
+OBJECTNESS_PRIOR = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """alpha: MobileNetV2 width multiplier. input_size: side of the square input, px.
+    weights: "none", "imagenet" (downloads once), or a path to a backbone weights file
+    (Keras' MobileNetV2 no-top .h5 file for this alpha and input size).
+    head_filters: width of the head's 3x3 separable convolution."""
+
+    alpha: float = 0.75
+    input_size: int = 224
+    weights: str = "none"
+    freeze_backbone: bool = False
+    head_filters: int = 256
+
+    def __post_init__(self):
+        if self.input_size % BACKBONE_STRIDE:
+            raise ValueError(f"input_size must be a multiple of {BACKBONE_STRIDE}, got {self.input_size}")
+        if self.weights not in WEIGHTS_CHOICES and not os.path.isfile(self.weights):
+            raise ValueError(f"weights must be one of {WEIGHTS_CHOICES} or an existing file, got {self.weights!r}")
+        if self.alpha <= 0 or self.head_filters < 1:
+            raise ValueError(f"alpha and head_filters must be positive, got {self.alpha}, {self.head_filters}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.input_size // BACKBONE_STRIDE
+
+
+def build_model(config: ModelConfig = ModelConfig()) -> keras.Model:
+    """The detector as an uncompiled Keras model named "facegrid"; see the module docstring."""
+    size = config.input_size
+    weights = None if config.weights == "none" else config.weights
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), alpha=config.alpha, include_top=False, weights=weights
+    )
+    backbone.trainable = not config.freeze_backbone
+    images = keras.Input((size, size, 3), name="images")
+    # A frozen backbone keeps its BatchNorm statistics: run it in inference mode.
+    features = backbone(images, training=False) if config.freeze_backbone else backbone(images)
+    x = keras.layers.SeparableConv2D(config.head_filters, 3, padding="same", use_bias=False, name="head_conv")(features)
+    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = keras.layers.ReLU(6.0, name="head_relu")(x)
+    output = keras.layers.Conv2D(len(targets.CHANNELS), 1, activation="sigmoid", name="grid")
+    grid = output(x)
+    # Set once here rather than as a custom initializer, so saved models need no custom objects.
+    bias = [0.0] * len(targets.CHANNELS)
+    bias[targets.OBJ] = -math.log((1 - OBJECTNESS_PRIOR) / OBJECTNESS_PRIOR)
+    output.bias.assign(bias)
+    return keras.Model(images, grid, name="facegrid")
