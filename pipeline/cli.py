@@ -113,13 +113,17 @@ class _WorkerLogs(logging.Filter):
         return True
 
 
-_FATAL = tuple(f"{cls.__module__}.{cls.__qualname__}: " for cls in (annotations.AnnotationError, transforms.BuildError))
+_FATAL = (annotations.AnnotationError, transforms.BuildError)
+_FATAL_MARKERS = tuple(f"{cls.__module__}.{cls.__qualname__}: " for cls in _FATAL)
 
 
 def _fatal_message(error: Exception) -> str | None:
-    """The message of an AnnotationError or BuildError, found inside the runner's wrapping."""
+    """The message of an AnnotationError or BuildError, raised as is (in-process runners) or
+    found inside the runner's wrapping (worker processes send their traceback as text)."""
+    if isinstance(error, _FATAL):
+        return str(error).split(" [while running")[0]
     for line in reversed(str(error).splitlines()):
-        for marker in _FATAL:
+        for marker in _FATAL_MARKERS:
             if marker in line:
                 return line.split(marker, 1)[1].split(" [while running")[0]
     return None

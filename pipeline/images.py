@@ -107,8 +107,8 @@ def prepare(data: bytes, config: ImageConfig) -> PreparedImage:
         raise UnusableImage("empty", "the file has 0 bytes")
     try:
         im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as e:
-        raise UnusableImage("not_an_image", str(e)) from None
+    except UnidentifiedImageError:
+        raise UnusableImage("not_an_image", f"no image format recognized; the file starts {data[:16]!r}") from None
     except Image.DecompressionBombError as e:
         raise UnusableImage("decompression_bomb", str(e)) from None
     with im:

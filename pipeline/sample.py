@@ -132,8 +132,8 @@ def _draw(faces: np.ndarray, height: int, rng: np.random.Generator) -> Image.Ima
 def _encode(image: Image.Image, progressive: bool = False) -> bytes:
     """JPEG bytes, sized into _TARGET_BYTES where some quality allows it.
 
-    Starts at quality 90 and walks the quality ladder towards the target, stopping at the first
-    size inside it (or past it, one step from the other side).
+    Starts at quality 90 and walks the quality ladder towards the target until a size falls
+    inside it, or just past it when one step jumps over the whole window.
     """
 
     def jpeg(quality: int) -> bytes:

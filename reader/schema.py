@@ -171,7 +171,7 @@ class Record:
             filename=one(FILENAME).decode("utf-8"),
             sha256=one(SHA256).decode(),
             boxes=np.stack([features[key][1] for key in BOX_KEYS], axis=1).reshape(faces, 4),
-            attributes=np.stack([features[key][1] for key in ATTRIBUTE_KEYS], axis=1).reshape(faces, -1),
+            attributes=np.stack([features[key][1] for key in ATTRIBUTE_KEYS], axis=1).reshape(faces, len(ATTRIBUTES)),
             grid=grid_values.reshape(grid_size, grid_size, 5),
             ignore=features[IGNORE][1].reshape(grid_size, grid_size),
             dropped=int(one(DROPPED)),

@@ -1,0 +1,43 @@
+"""Runs the Beam build on the checked-in fixture set and reads what it wrote."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from pipeline import cli
+from reader import schema, tfrecord
+from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+
+IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+
+
+def build(output_dir, *flags: str, split: str = "val", annotations=FIXTURE_ANNOTATIONS, runner=IN_MEMORY) -> dict:
+    """Builds `split` into output_dir; returns its manifest."""
+    cli.run(
+        [
+            f"--annotations={annotations}",
+            f"--images_dir={FIXTURE_IMAGES}",
+            f"--output_dir={output_dir}",
+            f"--split={split}",
+            "--max_error_fraction=0.5",
+            *flags,
+            *runner,
+        ]
+    )
+    return json.loads((pathlib.Path(output_dir) / f"{split}.manifest.json").read_text())
+
+
+def read_shard(path) -> list[schema.Record]:
+    with open(path, "rb") as f:
+        return [schema.Record.parse(data) for _, data in tfrecord.iter_records(f, str(path))]
+
+
+def read_split(output_dir, manifest: dict) -> dict[str, list[schema.Record]]:
+    """{shard file: its records in order} for every shard of the manifest."""
+    return {s["file"]: read_shard(pathlib.Path(output_dir) / s["file"]) for s in manifest["shards"]}
+
+
+def files(output_dir) -> dict[str, bytes]:
+    """Every file of the directory (hidden ones included) and its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(pathlib.Path(output_dir).iterdir())}

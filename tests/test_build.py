@@ -1,0 +1,202 @@
+"""The whole job through `pipeline.cli.run`, on the checked-in fixture set."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline import cli, records
+from reader import targets
+from tests import build_helpers
+from tests.build_helpers import build, files, read_split
+from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+
+EXPECTED_COUNTS = {
+    "images_annotated": 16,
+    "records": 10,
+    "errors": 6,
+    "faces_annotated": 21,
+    "faces_stored": 14,
+    "degenerate": 1,  # the zero-width box of gray_3
+    "faces_in_errors": 6,
+    "targets": 11,
+    "dropped": 2,  # crowd_8: a smaller face and the second of two equal ones
+    "ignored": 1,  # the invalid face of gray_3
+}
+EXPECTED_ERRORS = {
+    "../outside.jpg": "path_escapes_images_dir",
+    "99--Broken/99_bomb.png": "decompression_bomb",
+    "99--Broken/99_empty.jpg": "empty",
+    "99--Broken/99_missing.jpg": "missing",
+    "99--Broken/99_not_an_image.jpg": "not_an_image",
+    "99--Broken/99_truncated.jpg": "truncated",
+}
+
+
+@pytest.fixture(scope="module")
+def default_build(tmp_path_factory):
+    """The fixture set built as a user would: default runner (multi_processing, one worker per core)."""
+    out = tmp_path_factory.mktemp("default")
+    manifest = build(out, "--num_shards=3", runner=[])
+    return out, manifest
+
+
+def test_manifest_matches_the_design(default_build):
+    out, manifest = default_build
+    assert manifest["schema_version"] == 1 and manifest["split"] == "val"
+    assert manifest["config"] == {
+        "input_size": 224, "grid_size": 7, "image_format": "jpeg", "jpeg_quality": 95, "resize": "stretch", "min_face_px": 0.0
+    }
+    assert manifest["counts"] == EXPECTED_COUNTS
+    assert [s["file"] for s in manifest["shards"]] == [f"val-0000{i}-of-00003.tfrecord" for i in range(3)]
+    for shard in manifest["shards"]:
+        data = (out / shard["file"]).read_bytes()
+        assert shard["bytes"] == len(data) and shard["sha256"] == hashlib.sha256(data).hexdigest()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [s["file"] for s in manifest["shards"]] + ["val.manifest.json", "val.errors.jsonl"]
+    )
+
+
+def test_errors_file_names_every_unusable_image(default_build):
+    out, _ = default_build
+    entries = [json.loads(line) for line in (out / "val.errors.jsonl").read_text().splitlines()]
+    assert {e["filename"]: e["reason"] for e in entries} == EXPECTED_ERRORS
+    assert [e["filename"] for e in entries] == sorted(EXPECTED_ERRORS)
+    not_an_image = next(e for e in entries if e["reason"] == "not_an_image")
+    assert not_an_image["faces"] == 2 and not_an_image["line"] == 44 and not_an_image["detail"]
+
+
+def test_records_are_placed_by_the_hash_of_their_filename(default_build):
+    out, manifest = default_build
+    shards = read_split(out, manifest)
+    seen = []
+    for index, (name, shard) in enumerate(shards.items()):
+        names = [r.filename for r in shard]
+        assert all(records.shard_of(n, 3) == index for n in names)
+        assert names == sorted(names, key=records.record_key)
+        assert len(shard) == manifest["shards"][index]["records"]
+        seen += names
+    assert sorted(seen) == sorted(
+        n for n in (line.strip() for line in open(FIXTURE_ANNOTATIONS)) if n.endswith((".jpg", ".png")) and n not in EXPECTED_ERRORS
+    )
+
+
+def test_record_content_worked_example(default_build):
+    out, manifest = default_build
+    by_name = {r.filename: r for shard in read_split(out, manifest).values() for r in shard}
+    rgb = by_name["0--Parade/0_Parade_rgb_1.jpg"]  # 320 x 240, one face at 106 28 94 75
+    assert (rgb.original_width, rgb.original_height, rgb.width, rgb.height) == (320, 240, 224, 224)
+    assert rgb.sha256 == hashlib.sha256((FIXTURE_IMAGES / rgb.filename).read_bytes()).hexdigest()
+    np.testing.assert_allclose(rgb.boxes, [[106 / 320, 28 / 240, 200 / 320, 103 / 240]], rtol=1e-6)
+    cx, cy = 153 / 320, 65.5 / 240
+    row, col = int(cy * 7), int(cx * 7)
+    np.testing.assert_allclose(rgb.grid[row, col], [75 / 240, 94 / 320, cy * 7 - row, cx * 7 - col, 1], rtol=1e-5)
+    assert rgb.grid[..., 4].sum() == 1 and rgb.pixels().shape == (224, 224, 3)
+
+    tall = by_name["0--Parade/0_Parade_tall_2.jpg"]  # 320 x 400; second face runs past both edges
+    np.testing.assert_allclose(tall.boxes[1], [250 / 320, 350 / 400, 1, 1], rtol=1e-6)
+    gray = by_name["0--Parade/0_Parade_gray_3.jpg"]  # degenerate face gone, invalid face ignored
+    assert len(gray.boxes) == 2 and gray.attributes[1, 3] == 1
+    assert gray.ignore[6, 6] == 1 and gray.grid[6, 6, 4] == 0 and gray.ignore.sum() == 1
+    crowd = by_name["12--Group/12_Group_crowd_8.jpg"]
+    assert crowd.dropped == 2 and crowd.grid[..., 4].sum() == 3
+    np.testing.assert_allclose(crowd.grid[0, 0, :2], [30 / 360, 30 / 480], rtol=1e-5)  # the larger face won
+    for name in ("12--Group/12_Group_empty_9.jpg", "12--Group/12_Group_empty_10.jpg"):
+        assert by_name[name].boxes.shape == (0, 4) and not by_name[name].grid.any()
+
+
+def test_targets_agree_with_the_stored_boxes(default_build):
+    out, manifest = default_build
+    from reader.boxes import Placement
+
+    for shard in read_split(out, manifest).values():
+        for r in shard:
+            placement = Placement.fit(r.original_width, r.original_height, 224, "stretch")
+            again = targets.encode_faces(r.boxes, r.attributes[:, 3], placement, 7, 0)
+            np.testing.assert_array_equal(again.grid, r.grid)
+            np.testing.assert_array_equal(again.ignore, r.ignore)
+            assert again.dropped == r.dropped
+
+
+def test_byte_identical_across_running_modes_and_worker_counts(default_build, tmp_path):
+    out, _ = default_build
+    reference = files(out)
+    for mode, workers in (("in_memory", 1), ("multi_threading", 2), ("multi_threading", 3)):
+        again = tmp_path / f"{mode}-{workers}"
+        build(again, "--num_shards=3", runner=["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"])
+        assert files(again) == reference, (mode, workers)
+
+
+def test_rebuild_replaces_the_earlier_build(tmp_path):
+    build(tmp_path, "--num_shards=4")
+    (tmp_path / ".val-tmp-deadbeef-val-00000-of-00004.tfrecord").write_bytes(b"left by a crashed build")
+    (tmp_path / "train-00000-of-00001.tfrecord").write_bytes(b"another split: not ours to remove")
+    manifest = build(tmp_path, "--num_shards=2")
+    assert sorted(files(tmp_path)) == sorted(
+        ["val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord", "val.manifest.json", "val.errors.jsonl", "train-00000-of-00001.tfrecord"]
+    )
+    assert manifest["counts"] == EXPECTED_COUNTS
+
+
+def test_too_many_errors_fail_and_leave_the_earlier_build(tmp_path):
+    build(tmp_path, "--num_shards=2")
+    before = files(tmp_path)
+    with pytest.raises(Exception, match=r"6 of 16 images are unusable \(37.50%\), over --max_error_fraction=0.25"):
+        build(tmp_path, "--num_shards=3", "--max_error_fraction=0.25")
+    after = files(tmp_path)
+    assert {k: v for k, v in after.items() if k != "val.errors.jsonl"} == {k: v for k, v in before.items() if k != "val.errors.jsonl"}
+    assert len(after["val.errors.jsonl"].splitlines()) == 6
+
+
+def test_malformed_annotations_stop_before_any_shard(tmp_path):
+    bad = tmp_path / "bad_gt.txt"
+    bad.write_text("0--Parade/0_Parade_rgb_1.jpg\n1\n106 28 94 75 0 0 0 0 0 0 \n0--Parade/0_Parade_tall_2.jpg\ntwo\n")
+    out = tmp_path / "out"
+    with pytest.raises(Exception, match=f"{bad}:5: expected a face count"):
+        build(out, annotations=bad)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_letterbox_raw_and_min_face(tmp_path):
+    manifest = build(tmp_path, "--num_shards=1", "--resize=letterbox", "--image_format=raw", "--min_face_px=20")
+    assert manifest["config"]["resize"] == "letterbox" and manifest["config"]["min_face_px"] == 20
+    by_name = {r.filename: r for r in read_split(tmp_path, manifest)["val-00000-of-00001.tfrecord"]}
+    tall = by_name["0--Parade/0_Parade_tall_2.jpg"]  # 320 x 400 -> 179 x 224 at x = 22
+    assert tall.image_format == "raw" and len(tall.image) == 224 * 224 * 3
+    np.testing.assert_allclose(tall.boxes[0], [(22 + 106 * 179 / 320) / 224, 47 / 400, (22 + 200 * 179 / 320) / 224, 172 / 400], rtol=1e-5)
+    crowd = by_name["12--Group/12_Group_crowd_8.jpg"]  # every crowd face is under 20 px once resized
+    assert not crowd.grid[..., 4].any() and crowd.ignore.sum() >= 1
+    c = manifest["counts"]
+    assert c["faces_stored"] == c["targets"] + c["dropped"] + c["ignored"] and c["ignored"] > 1
+
+
+def test_test_split_reads_the_file_list(tmp_path):
+    file_list = tmp_path / "wider_face_test_filelist.txt"
+    file_list.write_text("0--Parade/0_Parade_rgb_1.jpg\n12--Group/12_Group_rgba_7.png\n")
+    manifest = build(tmp_path / "out", "--num_shards=1", split="test", annotations=file_list)
+    assert manifest["counts"]["records"] == 2 and manifest["counts"]["faces_annotated"] == 0
+    for r in read_split(tmp_path / "out", manifest)["test-00000-of-00001.tfrecord"]:
+        assert r.boxes.shape == (0, 4) and not r.grid.any()
+
+
+def test_cli_exit_codes_and_summary(tmp_path, capsys):
+    common = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", *build_helpers.IN_MEMORY]
+    assert cli.main([*common, f"--output_dir={tmp_path}"]) == 2  # no --split
+    assert "missing required flags: --split" in capsys.readouterr().err
+    assert cli.main([*common, f"--output_dir={tmp_path}", "--split=val", "--num_shards=0"]) == 2
+    assert cli.main([*common, f"--output_dir={tmp_path}", "--split=val"]) == 1  # 6 of 16 unusable
+    assert "over --max_error_fraction=0.01" in capsys.readouterr().err
+    assert cli.main([*common, f"--output_dir={tmp_path}", "--split=val", "--max_error_fraction=0.5", "--num_shards=2"]) == 0
+    out = capsys.readouterr().out
+    assert "val: 16 images -> 10 records in 2 shards" in out and "6 unusable" in out
+
+
+def test_workers_never_import_tensorflow():
+    code = (
+        "import sys, pipeline.cli, pipeline.transforms, pipeline.records, reader.schema, reader.targets, reader.tfrecord\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(m for m in sys.modules if 'tensor' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

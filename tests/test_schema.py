@@ -1,0 +1,135 @@
+"""The record schema and its wire codecs, held to TensorFlow's own parser and writer."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from reader import protowire, schema, tfrecord
+
+
+def _record(faces: int = 3, grid_size: int = 7) -> schema.Record:
+    rng = np.random.default_rng(faces)
+    corners = np.sort(rng.random((faces, 2, 2)), axis=1)
+    return schema.Record(
+        image=b"\xff\xd8 not really a jpeg",
+        image_format="jpeg",
+        height=224,
+        width=224,
+        original_height=768,
+        original_width=1024,
+        filename="0--Parade/0_Parade_marchingband_1_849.jpg",
+        sha256="ab" * 32,
+        boxes=corners.transpose(0, 2, 1).reshape(faces, 4)[:, [0, 2, 1, 3]].astype(np.float32),
+        attributes=rng.integers(0, 2, (faces, 6)),
+        grid=rng.random((grid_size, grid_size, 5)).astype(np.float32),
+        ignore=(rng.random((grid_size, grid_size)) > 0.8).astype(np.float32),
+        dropped=2,
+    )
+
+
+@pytest.mark.parametrize("faces", [0, 1, 5])
+def test_serialized_record_parses_with_tensorflow(faces):
+    record = _record(faces)
+    example = tf.train.Example.FromString(record.serialize())
+    feature = example.features.feature
+    assert set(feature) == {f.key for f in schema.FEATURES}
+    assert feature[schema.FILENAME].bytes_list.value == [record.filename.encode()]
+    assert feature[schema.ORIGINAL_WIDTH].int64_list.value == [1024]
+    np.testing.assert_array_equal(feature[schema.XMAX].float_list.value, record.boxes[:, 2])
+    assert list(feature[schema.LABEL].int64_list.value) == [1] * faces
+    np.testing.assert_array_equal(feature[schema.GRID].float_list.value, record.grid.ravel())
+    np.testing.assert_array_equal(feature["image/object/pose"].int64_list.value, record.attributes[:, 5])
+
+
+def test_tf_feature_spec_parses_a_batch():
+    records = [_record(2), _record(0)]
+    parsed = tf.io.parse_example([r.serialize() for r in records], schema.tf_feature_spec(7))
+    assert parsed[schema.GRID].shape == (2, 245)
+    assert parsed[schema.XMIN].shape.as_list() == [2, None]
+    np.testing.assert_array_equal(parsed[schema.XMIN][0].numpy(), records[0].boxes[:, 0])
+    assert parsed[schema.XMIN][1].shape == (0,)
+
+
+def test_parse_round_trip_and_tensorflow_written_examples():
+    record = _record(4)
+    again = schema.Record.parse(record.serialize())
+    for field in ("image", "filename", "sha256", "dropped", "original_width", "image_format"):
+        assert getattr(again, field) == getattr(record, field)
+    np.testing.assert_array_equal(again.boxes, record.boxes)
+    np.testing.assert_array_equal(again.grid, record.grid)
+    # Our decoder reads what TensorFlow writes (its own map order, its own packing).
+    tf_bytes = tf.train.Example.FromString(record.serialize()).SerializeToString()
+    np.testing.assert_array_equal(schema.Record.parse(tf_bytes).attributes, record.attributes)
+
+
+def test_serialization_is_deterministic_and_key_ordered():
+    assert _record(3).serialize() == _record(3).serialize()
+    forward = protowire.encode_example({"a": ("int64", [1]), "b": ("float", [0.5])})
+    backward = protowire.encode_example({"b": ("float", [0.5]), "a": ("int64", [1])})
+    assert forward == backward
+
+
+def test_negative_and_large_int64_survive():
+    data = protowire.encode_example({"v": ("int64", [-1, 0, 2**62, -(2**63)])})
+    assert list(tf.train.Example.FromString(data).features.feature["v"].int64_list.value) == [-1, 0, 2**62, -(2**63)]
+    np.testing.assert_array_equal(protowire.decode_example(data)["v"][1], [-1, 0, 2**62, -(2**63)])
+
+
+def test_schema_errors_name_the_key():
+    features = protowire.decode_example(_record(2).serialize())
+    del features[schema.DROPPED]
+    with pytest.raises(schema.SchemaError, match="missing key 'target/dropped'"):
+        schema.validate_features(features)
+    features = protowire.decode_example(_record(2).serialize())
+    features[schema.YMIN] = ("float", np.zeros(3, np.float32))
+    with pytest.raises(schema.SchemaError, match="key 'image/object/bbox/ymin': expected 2 values, found 3"):
+        schema.validate_features(features)
+    features = protowire.decode_example(_record(2).serialize())
+    features[schema.DROPPED] = ("float", np.zeros(1, np.float32))
+    with pytest.raises(schema.SchemaError, match="expected int64 values, found float"):
+        schema.validate_features(features)
+    with pytest.raises(schema.SchemaError, match="not a tf.train.Example"):
+        schema.Record.parse(b"\x0a\xff\xff")
+
+
+def test_tfrecord_framing_matches_tensorflow(tmp_path):
+    payloads = [b"", b"x", _record(1).serialize(), b"\x00" * 70000]
+    path = str(tmp_path / "tf.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for p in payloads:
+            writer.write(p)
+    ours = b"".join(tfrecord.encode_record(p) for p in payloads)
+    assert open(path, "rb").read() == ours
+    assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == payloads
+
+
+def test_tfrecord_index_and_random_access():
+    payloads = [b"alpha", b"", b"gamma" * 100]
+    stream = io.BytesIO(b"".join(tfrecord.encode_record(p) for p in payloads))
+    spans = tfrecord.index_records(stream, "s")
+    assert [s.length for s in spans] == [5, 0, 500]
+    assert spans[1].offset == spans[0].end
+    assert tfrecord.read_record(stream, "s", spans[2]) == payloads[2]
+    stream.seek(0)
+    assert [d for _, d in tfrecord.iter_records(stream, "s")] == payloads
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[:-3], "truncated data (6 of 9 bytes)"),
+        (lambda b: b[:52], "truncated data (2 of 9 bytes)"),
+        (lambda b: b[:41], "truncated header (3 of 12 bytes)"),
+        (lambda b: b[:42] + bytes([b[42] ^ 1]) + b[43:], "length checksum mismatch"),
+        (lambda b: b[:51] + bytes([b[51] ^ 1]) + b[52:], "data checksum mismatch"),
+    ],
+)
+def test_damage_is_located(damage, message):
+    good = b"".join(tfrecord.encode_record(p) for p in (b"one", b"two", b"three"))  # 19 + 19 + 21 bytes
+    expected = f"train-00001-of-00002.tfrecord: record 2 at byte 38: {message}"
+    with pytest.raises(tfrecord.CorruptRecordError) as caught:
+        list(tfrecord.iter_records(io.BytesIO(damage(good)), "train-00001-of-00002.tfrecord"))
+    assert str(caught.value) == expected
+    assert (caught.value.index, caught.value.offset) == (2, 38)

@@ -1,0 +1,102 @@
+"""Each composite transform alone, under TestPipeline with assert_that."""
+
+import hashlib
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline import records, transforms
+from pipeline.annotations import parse_boxes
+from pipeline.transforms import OutputSpec, ShardWritten, UnusableEntry
+from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+
+OPTIONS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+
+
+def _annotations():
+    with open(FIXTURE_ANNOTATIONS) as f:
+        return list(parse_boxes(f, str(FIXTURE_ANNOTATIONS)))
+
+
+def test_parse_annotations_reads_every_image():
+    expected = [(a.filename, a.line, len(a.faces)) for a in _annotations()]
+    with TestPipeline(argv=OPTIONS) as p:
+        parsed = p | transforms.ParseAnnotations(str(FIXTURE_ANNOTATIONS), "boxes")
+        assert_that(parsed | beam.Map(lambda a: (a.filename, a.line, len(a.faces))), equal_to(expected))
+
+
+def test_annotated_totals():
+    with TestPipeline(argv=OPTIONS) as p:
+        totals = p | beam.Create(_annotations()) | beam.CombineGlobally(transforms.AnnotatedTotals())
+        assert_that(totals, equal_to([{"images_annotated": 16, "faces_annotated": 21}]))
+
+
+def test_write_shards_splits_records_and_errors(tmp_path):
+    output = OutputSpec(str(tmp_path), "val", 2, "t1")
+    with TestPipeline(argv=OPTIONS) as p:
+        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), output, records.BuildConfig())
+        assert_that(
+            written.shards | beam.Map(lambda s: (s.index, s.file)),
+            equal_to([(0, "val-00000-of-00002.tfrecord"), (1, "val-00001-of-00002.tfrecord")]),
+            label="shards",
+        )
+        assert_that(
+            written.shards | beam.Map(lambda s: s.records) | beam.CombineGlobally(sum), equal_to([10]), label="records"
+        )
+        assert_that(
+            written[transforms.ERRORS_TAG] | beam.Map(lambda e: (e.reason, e.faces)),
+            equal_to([("truncated", 1), ("empty", 0), ("not_an_image", 2), ("decompression_bomb", 1), ("missing", 1), ("path_escapes_images_dir", 1)]),
+            label="errors",
+        )
+    # Shards are written under this build's temporary names until Finalize renames them.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".val-tmp-t1-val-00000-of-00002.tfrecord",
+        ".val-tmp-t1-val-00001-of-00002.tfrecord",
+    ]
+
+
+def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
+    output = OutputSpec(str(tmp_path), "val", 3, "t2")
+    with TestPipeline(argv=OPTIONS) as p:
+        result = (
+            p | "shards" >> beam.Create(shards),
+            p | "errors" >> beam.Create(unusable),
+            p | "annotated" >> beam.Create([annotated]),
+        ) | transforms.Finalize(output, records.BuildConfig(), max_error_fraction)
+        assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.records for s in shards)]))
+
+
+def _shard(tmp_path, index, records_in_it, errors=0, data=b"x"):
+    name = f"val-{index:05d}-of-00003.tfrecord"
+    (tmp_path / f".val-tmp-t2-{name}").write_bytes(data)
+    counts = records.Counts(records=records_in_it, errors=errors, faces_stored=records_in_it, targets=records_in_it).as_dict()
+    return ShardWritten(index, name, records_in_it, len(data), hashlib.sha256(data).hexdigest(), counts)
+
+
+def test_finalize_renames_writes_manifest_and_fills_empty_shards(tmp_path):
+    (tmp_path / "val-00000-of-00001.tfrecord").write_bytes(b"stale")
+    shards = [_shard(tmp_path, 0, 2, errors=1), _shard(tmp_path, 2, 1)]
+    unusable = [UnusableEntry("b.jpg", 7, "missing", "no file", 0)]
+    annotated = {"images_annotated": 4, "faces_annotated": 3}
+    _finalize(tmp_path, shards, unusable, {**annotated})
+    manifest = json.loads((tmp_path / "val.manifest.json").read_text())
+    assert [(s["file"], s["records"], s["bytes"]) for s in manifest["shards"]] == [
+        ("val-00000-of-00003.tfrecord", 2, 1),
+        ("val-00001-of-00003.tfrecord", 0, 0),
+        ("val-00002-of-00003.tfrecord", 1, 1),
+    ]
+    assert manifest["counts"]["errors"] == 1 and manifest["error_reasons"] == {"missing": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "val-00000-of-00003.tfrecord", "val-00001-of-00003.tfrecord", "val-00002-of-00003.tfrecord", "val.errors.jsonl", "val.manifest.json"
+    ]
+    assert json.loads((tmp_path / "val.errors.jsonl").read_text())["filename"] == "b.jpg"
+
+
+def test_finalize_refuses_counts_that_do_not_add_up(tmp_path):
+    shards = [_shard(tmp_path, 0, 2)]
+    with pytest.raises(Exception, match=r"counts do not add up: images_annotated 5 != records 2 \+ errors 0"):
+        _finalize(tmp_path, shards, [], {"images_annotated": 5, "faces_annotated": 2})
+    assert not (tmp_path / "val.manifest.json").exists()
