@@ -144,7 +144,11 @@ def _summary(output: transforms.OutputSpec) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(_WorkerLogs())
+    # Beam's own INFO lines (servers starting, type hints) bury the progress lines of the build.
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    relay.setLevel(logging.INFO)
+    relay.addFilter(_WorkerLogs())
     argv = sys.argv[1:] if argv is None else argv
     try:
         build, _ = parse_args(["facegrid-build", *argv])

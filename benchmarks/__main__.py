@@ -1,0 +1,79 @@
+"""`make bench`: every benchmark figure of BENCHMARKS.md, measured in one run on this machine.
+
+    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check]
+
+Generates photo-like images for the real WIDER val annotation file (3,226 images; and for the
+train file, 12,880, with --train_memory), builds them, then times the build, the readers and
+the checker. Prints a Markdown report and writes WORK_DIR/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import sys
+
+from absl import flags
+
+from benchmarks.data import BenchData
+
+SHARED_SPLIT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "wider_face_split"
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()
+    )
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def _define(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
+    flags.DEFINE_string("split_dir", str(SHARED_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
+    flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
+    flags.DEFINE_list("parts", ["build", "read", "check"], "Benchmarks to run.", flag_values=fv)
+
+
+def main(argv: list[str]) -> int:
+    fv = flags.FlagValues()
+    _define(fv)
+    fv(argv)
+    from pipeline.sample import render_images
+
+    work = os.path.abspath(fv.work_dir)
+    os.makedirs(work, exist_ok=True)
+    val = str(pathlib.Path(fv.split_dir) / "wider_face_val_bbx_gt.txt")
+    data = BenchData(val, f"{work}/val_images", f"{work}/val_shards", f"{work}/val_shards_raw")
+    print(f"rendering images for {val} into {data.images_dir} (skips existing files)", flush=True)
+    render_images(val, data.images_dir)
+    train = None
+    if fv.train_memory and "build" in fv.parts:
+        train_file = str(pathlib.Path(fv.split_dir) / "wider_face_train_bbx_gt.txt")
+        print(f"rendering images for {train_file} (skips existing files)", flush=True)
+        render_images(train_file, f"{work}/train_images")
+        train = (train_file, f"{work}/train_images")
+
+    results = {"machine": machine()}
+    if "build" in fv.parts:
+        from benchmarks import build
+
+        results["build"] = build.run(data, work, train)
+        print(json.dumps(results["build"], indent=2), flush=True)
+    if "read" in fv.parts:
+        from benchmarks import read
+
+        results["read"] = read.run(data)
+    if "check" in fv.parts:
+        from benchmarks import check
+
+        results["check"] = check.run(data)
+    pathlib.Path(work, "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nmachine: {results['machine']}\nresults: {work}/results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
