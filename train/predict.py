@@ -1,0 +1,119 @@
+"""`python -m train.predict`: draw a trained model's detections over a split's images, as PNG.
+
+    python -m train.predict --model=OUTPUT_DIR/best.keras --data_dir=SHARDS --output_dir=DIR \\
+        [--split=val] [--num_images=8] [--score_threshold=0.5] [--nms_iou=0.4] [--scale=2]
+
+Each picture is the stored canvas (what the model sees), scaled up `scale` times, with the grid
+cells in faint lines, the stored faces in green (invalid ones grey) and the detections in red
+with their scores. One PNG per image, named after the image's path (event__name.png).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from absl import flags
+from PIL import Image, ImageDraw
+
+DETECTION = (255, 40, 40)
+FACE = (40, 220, 40)
+INVALID_FACE = (150, 150, 150)
+GRID_LINE = (255, 255, 255, 50)
+
+
+def draw(
+    image: np.ndarray, gt_boxes: np.ndarray, gt_invalid: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
+    grid_size: int, scale: int = 2,
+) -> Image.Image:
+    """One picture. image: float [size, size, 3] in [-1, 1]; boxes rel_xyxy [N, 4] / [K, 4]."""
+    pixels = np.clip(np.rint((np.asarray(image) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    picture = Image.fromarray(pixels).convert("RGBA")
+    side = picture.width * scale
+    picture = picture.resize((side, side), Image.Resampling.BILINEAR)
+    overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    lines = ImageDraw.Draw(overlay)
+    for i in range(1, grid_size):
+        at = round(i * side / grid_size)
+        lines.line([(at, 0), (at, side)], fill=GRID_LINE)
+        lines.line([(0, at), (side, at)], fill=GRID_LINE)
+    picture = Image.alpha_composite(picture, overlay).convert("RGB")
+    pen = ImageDraw.Draw(picture)
+    for box, invalid in zip(np.asarray(gt_boxes).reshape(-1, 4) * side, np.asarray(gt_invalid).reshape(-1)):
+        pen.rectangle(box.tolist(), outline=INVALID_FACE if invalid else FACE, width=1)
+    for box, score in zip(np.asarray(det_boxes).reshape(-1, 4) * side, np.asarray(det_scores).reshape(-1)):
+        pen.rectangle(box.tolist(), outline=DETECTION, width=2)
+        label = f"{score:.2f}"
+        at = (box[0], max(0.0, box[1] - 12))
+        pen.rectangle(pen.textbbox(at, label), fill=DETECTION)
+        pen.text(at, label, fill=(255, 255, 255))
+    return picture
+
+
+def draw_split(model, data_dir: str, split: str, output_dir: str, num_images: int, settings, scale: int = 2) -> list[str]:
+    """Draws the first `num_images` records of a split (manifest order); returns the PNG paths.
+
+    model: a keras.Model or the path of a saved one (.keras); settings: `DetectSettings`.
+    """
+    import keras
+
+    import reader
+    from reader import manifest as manifests
+    from train import detect
+
+    if isinstance(model, str):
+        model = keras.saving.load_model(model, compile=False)
+    grid_size = manifests.load(data_dir, split).grid_size
+    os.makedirs(output_dir, exist_ok=True)
+    paths = []
+    dataset = reader.make_dataset(data_dir, split, min(num_images, 16), training=False, with_boxes=True)
+    for images, _, meta in dataset:
+        grids = np.asarray(model.predict_on_batch(images))
+        for image, grid, boxes, invalid, filename in zip(
+            images.numpy(), grids, meta["boxes"].numpy(), meta["invalid"].numpy(), meta["filename"].numpy()
+        ):
+            if len(paths) == num_images:
+                return paths
+            det_boxes, det_scores = detect.detect(grid, settings.score_threshold, settings.iou_threshold, settings.max_detections)
+            picture = draw(image, boxes, invalid, det_boxes, det_scores, grid_size, scale)
+            name = os.path.splitext(filename.decode("utf-8"))[0].replace("/", "__")
+            paths.append(os.path.join(output_dir, f"{name}.png"))
+            picture.save(paths[-1])
+    return paths
+
+
+def _define_flags() -> flags.FlagValues:
+    fv = flags.FlagValues()
+    flags.DEFINE_string("model", None, "A saved model (OUTPUT_DIR/best.keras of `python -m train`).", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Directory holding the shards and manifests.", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Directory for the PNG pictures.", flag_values=fv)
+    flags.DEFINE_string("split", "val", "Split to draw.", flag_values=fv)
+    flags.DEFINE_integer("num_images", 8, "Images to draw.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("score_threshold", 0.5, "Lowest objectness drawn.", lower_bound=0, upper_bound=1, flag_values=fv)
+    flags.DEFINE_float("nms_iou", 0.4, "NMS IoU threshold.", lower_bound=0, upper_bound=1, flag_values=fv)
+    flags.DEFINE_integer("scale", 2, "Pictures are the canvas scaled up this many times.", lower_bound=1, flag_values=fv)
+    return fv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """argv includes the program name (default sys.argv). Returns 0, or 2 on bad usage."""
+    fv = _define_flags()
+    try:
+        fv(sys.argv if argv is None else argv)
+        missing = [name for name in ("model", "data_dir", "output_dir") if fv[name].value is None]
+        if missing:
+            raise flags.Error("missing required flags: " + ", ".join(f"--{m}" for m in missing))
+    except flags.Error as e:
+        print(f"train.predict: {e}\n{__doc__}", file=sys.stderr)
+        return 2
+    from train.validation import DetectSettings
+
+    settings = DetectSettings(fv.score_threshold, fv.nms_iou)
+    paths = draw_split(fv.model, fv.data_dir, fv.split, fv.output_dir, fv.num_images, settings, fv.scale)
+    print("\n".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

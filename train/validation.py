@@ -1,0 +1,104 @@
+"""Runs the detector over a split: loss, AP50 by the WIDER protocol, and WIDER-layout predictions.
+
+Reads the split with `reader.make_dataset(..., training=False, with_ignore=True, with_boxes=True)`,
+so every record is scored exactly once, against its stored boxes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+import reader
+from reader import boxes as box_formats
+from reader import manifest as manifests
+from train import detect, evaluate, wider
+from train.loss import GridLoss
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectSettings:
+    """score_threshold: lowest objectness kept. For AP it is low, so the precision-recall curve
+    runs to the grid's full recall; raise it for pictures. iou_threshold: NMS overlap above which
+    the lower-scoring box goes. max_detections: per image, None for all (at most S * S)."""
+
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.4
+    max_detections: int | None = None
+
+    def __post_init__(self):
+        if not (0 <= self.score_threshold <= 1 and 0 <= self.iou_threshold <= 1):
+            raise ValueError(f"thresholds must lie in [0, 1], got {self}")
+
+
+def evaluate_split(
+    model: keras.Model,
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    settings: DetectSettings = DetectSettings(),
+    loss: keras.losses.Loss | None = None,
+    predictions_dir: str | None = None,
+) -> dict:
+    """Scores `model` on every record of `split`.
+
+    Returns {"loss": the batches' losses averaged with their sizes as weights (as Keras averages
+    the training loss), "ap50", "recall" (with every kept detection), "positives" (valid stored
+    faces), "detections", "true_positives", "discarded" (detections of invalid faces), "images",
+    "recall_ceiling" (faces that own a cell / target faces, from the manifest)}.
+    predictions_dir: when given, writes each image's detections there in the WIDER layout,
+    in source pixels (see `train.wider`).
+    """
+    loss = loss or GridLoss()
+    manifest = manifests.load(data_dir, split)
+    config = manifest.config
+    resize, input_size = str(config.get("resize", "stretch")), int(config["input_size"])
+    evaluator = evaluate.Evaluator()
+    loss_sum = images_seen = 0.0
+    dataset = reader.make_dataset(data_dir, split, batch_size, training=False, with_ignore=True, with_boxes=True)
+    for images, targets, meta in dataset:
+        grids = np.asarray(model.predict_on_batch(images))
+        loss_sum += float(loss(targets, grids)) * len(grids)
+        images_seen += len(grids)
+        for grid, boxes, invalid, filename, (height, width) in zip(
+            grids,
+            meta["boxes"].numpy(),
+            meta["invalid"].numpy(),
+            meta["filename"].numpy(),
+            meta["original_size"].numpy(),
+        ):
+            det_boxes, det_scores = detect.detect(grid, settings.score_threshold, settings.iou_threshold, settings.max_detections)
+            evaluator.add(det_boxes, det_scores, boxes, invalid)
+            if predictions_dir is not None:
+                placement = box_formats.Placement.fit(int(width), int(height), input_size, resize)
+                xywh = wider.canvas_to_source(det_boxes, placement)
+                wider.write_predictions(predictions_dir, filename.decode("utf-8"), xywh, det_scores)
+    result = evaluator.result()
+    return {
+        "loss": loss_sum / images_seen if images_seen else float("nan"),
+        "ap50": result.pop("ap"),
+        **result,
+        "recall_ceiling": evaluate.recall_ceiling(manifest.counts),
+    }
+
+
+class ValidationCallback(keras.callbacks.Callback):
+    """At each epoch end, scores the model on a split and adds `val_loss` and `val_ap50` to the
+    epoch's logs. Put it first among the callbacks: Keras hands the same logs to the ones after
+    it (CSV, TensorBoard, checkpoint), which then see these values."""
+
+    def __init__(self, data_dir: str, split: str, batch_size: int, settings: DetectSettings, loss: keras.losses.Loss):
+        super().__init__()
+        self._args = (data_dir, split, batch_size, settings, loss)
+
+    def on_epoch_end(self, epoch, logs=None):
+        result = evaluate_split(self.model, *self._args)
+        if logs is not None:
+            logs["val_loss"], logs["val_ap50"] = result["loss"], result["ap50"]
+
+
+def default_predictions_dir(output_dir: str, split: str) -> str:
+    return os.path.join(output_dir, "predictions", split)

@@ -1,0 +1,58 @@
+"""Detections in the WIDER FACE evaluation layout, in source-image pixels.
+
+One text file per image, at ROOT/<event>/<name>.txt for an image <event>/<name>.jpg:
+
+    <name>
+    <number of detections>
+    x y w h score          (one line per detection; pixels of the source image, `xywh`)
+
+which is what the official evaluation tool (eval_tools/, and its Python ports) reads.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+import numpy as np
+
+from reader import boxes as box_formats
+
+
+def canvas_to_source(rel_xyxy: np.ndarray, placement: box_formats.Placement) -> np.ndarray:
+    """Canvas-normalized corners [N, 4] back to source-pixel `xywh` [N, 4], float64.
+
+    The inverse of `Placement.to_rel_xyxy`; boxes are clipped to the source image, since on a
+    letterboxed canvas a detection may reach into the black bars.
+    """
+    rel = np.asarray(rel_xyxy, np.float64).reshape(-1, 4)
+    sx = placement.scaled_width / placement.source_width
+    sy = placement.scaled_height / placement.source_height
+    offset = np.array([placement.left, placement.top] * 2, np.float64)
+    xyxy = (rel * placement.size - offset) / np.array([sx, sy, sx, sy])
+    xyxy = np.clip(xyxy, 0, [placement.source_width, placement.source_height] * 2)
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+
+def prediction_path(root: str, filename: str) -> str:
+    """Where the predictions of the image `filename` (as annotated) go under `root`.
+
+    Raises ValueError for a filename that would leave `root` (absolute, or with "..").
+    """
+    relative = posixpath.normpath(filename.replace("\\", "/"))
+    if relative.startswith(("/", "../")) or relative == "..":
+        raise ValueError(f"image filename must be relative and stay inside the output, got {filename!r}")
+    event, name = posixpath.split(relative)
+    return os.path.join(root, *([event] if event else []), posixpath.splitext(name)[0] + ".txt")
+
+
+def write_predictions(root: str, filename: str, xywh: np.ndarray, scores: np.ndarray) -> str:
+    """Writes one image's detections (source-pixel `xywh` [K, 4], scores [K]); returns the path."""
+    path = prediction_path(root, filename)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    xywh, scores = np.asarray(xywh).reshape(-1, 4), np.asarray(scores).reshape(-1)
+    lines = [posixpath.splitext(posixpath.basename(filename))[0], str(len(scores))]
+    lines += [f"{x:.1f} {y:.1f} {w:.1f} {h:.1f} {s:.4f}" for (x, y, w, h), s in zip(xywh.tolist(), scores.tolist())]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
