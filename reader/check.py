@@ -1,0 +1,145 @@
+"""`python -m reader.check` / `facegrid-check`: check one split's shards before anyone trains on them.
+
+    python -m reader.check --data_dir=shards --split=val [--json] [--sheet=val.png]
+
+Checks the shard set against the manifest, every record's framing, schema, image, value
+ranges and targets (recomputed from its boxes), duplicates and leakage between splits, and the
+manifest's counts; prints pass/fail per check, the first problems as `shard:record: check:
+message`, and dataset statistics. Exit status: 0 when every check passes, 1 when any fails,
+2 on bad usage. `--sheet` also draws sample records with their boxes and grid targets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import TextIO
+
+from absl import flags
+
+from reader import contact_sheet, layout, manifest
+from reader.check_split import SplitCheck, check_split
+
+PROGRAM = "facegrid-check"
+
+
+def define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("data_dir", None, "Directory holding the split's shards and manifest (local, gs:// or s3://).", flag_values=fv)
+    flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split to check.", flag_values=fv)
+    flags.DEFINE_boolean("json", False, "Print the report as JSON instead of the summary.", flag_values=fv)
+    flags.DEFINE_string("sheet", None, "Also write a contact sheet of sample records to this PNG file.", flag_values=fv)
+    flags.DEFINE_integer("sheet_samples", 16, "Records on the contact sheet.", lower_bound=1, upper_bound=256, flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's sample.", flag_values=fv)
+    flags.DEFINE_integer("workers", 0, "Worker processes; 0 for one per core.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_boolean("leakage", True, "Look for source images shared with the other splits in --data_dir.", flag_values=fv)
+    flags.DEFINE_integer("max_problems", 20, "Problems listed in the summary (--json lists them all).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress bar on stderr; auto: when stderr is a terminal.", flag_values=fv)
+
+
+class UsageError(ValueError):
+    """Bad command line: exit status 2."""
+
+
+def parse_args(argv: list[str]) -> flags.FlagValues:
+    """Parses argv (argv[0] is the program); raises UsageError saying what is wrong."""
+    fv = flags.FlagValues()
+    define_flags(fv)
+    try:
+        rest = fv(argv)
+    except flags.Error as e:
+        raise UsageError(str(e)) from None
+    if len(rest) > 1:
+        raise UsageError(f"unexpected arguments: {' '.join(rest[1:])}")
+    missing = [name for name in ("data_dir", "split") if fv[name].value is None]
+    if missing:
+        raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
+    if manifest.is_local(fv.data_dir) and not os.path.isdir(fv.data_dir.removeprefix("file://")):
+        raise UsageError(f"--data_dir={fv.data_dir}: no such directory")
+    if fv.sheet is not None:
+        parent = os.path.dirname(os.path.abspath(fv.sheet))
+        if not os.path.isdir(parent):
+            raise UsageError(f"--sheet={fv.sheet}: no directory {parent} to write it in")
+    return fv
+
+
+class ProgressBar:
+    """`checking val: [################..............] 1785/3226 records  1,540/s`, redrawn in
+    place on one line (at most every `interval` seconds), ended by a newline when done."""
+
+    def __init__(self, label: str, stream: TextIO, width: int = 30, interval: float = 0.1):
+        self._label, self._stream, self._width, self._interval = label, stream, width, interval
+        self._start = time.perf_counter()
+        self._shown = 0.0
+        self._ended = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done < total and now - self._shown < self._interval:
+            return
+        self._shown = now
+        filled = self._width * done // total if total else self._width
+        rate = done / max(now - self._start, 1e-9)
+        self._stream.write(
+            f"\r{self._label}: [{'#' * filled}{'.' * (self._width - filled)}] {done}/{total} records  {rate:,.0f}/s"
+        )
+        if done >= total and not self._ended:
+            self._stream.write("\n")
+            self._ended = True
+        self._stream.flush()
+
+
+def _help() -> str:
+    fv = flags.FlagValues()
+    define_flags(fv)
+    lines = [__doc__.strip(), "", "flags:"]
+    for name in sorted(fv):
+        flag = fv[name]
+        if name in ("flagfile", "undefok"):
+            continue
+        default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+        lines.append(f"  --{name}: {flag.help}{default}")
+    return "\n".join(lines)
+
+
+def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
+    """Checks the split the flags name (argv[0] is the program); raises UsageError on bad flags."""
+    fv = parse_args(argv)
+    want_bar = fv.progress == "always" or (fv.progress == "auto" and sys.stderr.isatty())
+    bar = ProgressBar(f"checking {fv.split}", sys.stderr) if want_bar else None
+    result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
+    return result, fv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script: 0 when every check passes, 1 when any fails, 2 on bad usage."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv):
+        print(_help())
+        return 0
+    try:
+        result, fv = run([PROGRAM, *argv])
+    except UsageError as e:
+        print(f"{PROGRAM}: {e}\nTry --help for every flag.", file=sys.stderr)
+        return 2
+    report = result.report
+    sheet_note = None
+    if fv.sheet is not None:
+        shown = contact_sheet.write(result, fv.sheet, samples=fv.sheet_samples, seed=fv.seed)
+        sheet_note = f"wrote contact sheet of {shown} records: {fv.sheet}"
+    if fv.json:
+        out = report.as_json()
+        out["sheet"] = fv.sheet
+        print(json.dumps(out, indent=2))
+        if sheet_note:
+            print(sheet_note, file=sys.stderr)
+    else:
+        print(report.summary(max_problems=fv.max_problems))
+        if sheet_note:
+            print(sheet_note)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""The checker's per-record checks: one serialized record in, its problems and facts out.
+
+Pure functions of the record bytes and the build's config (no file access), so the checker runs
+them in worker processes and the tests run them on hand-made records. Never imports TensorFlow:
+Pillow decodes the JPEGs.
+
+A record is checked in order; a failing step stops the steps that depend on it:
+    schema    the bytes are a tf.train.Example holding every key of the schema, with its kind
+              and length (grid of the manifest's grid size), and bytes values that make sense
+    images    image/encoded decodes as image/format says to input_size x input_size x 3
+    ranges    boxes in [0, 1] with min <= max; grid h, w in (0, 1], offsets in [0, 1), obj in
+              {0, 1} and all channels 0 where obj is 0; ignore in {0, 1} and never under a
+              target; dropped >= 0; labels 1; WIDER attributes within their ranges
+    targets   grid, ignore and dropped equal what `reader.targets.encode_faces` recomputes from
+              the stored boxes, invalid flags and original size, bit for bit: the build encodes
+              from the same float32 boxes by the same rule
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+
+import numpy as np
+from PIL import Image
+
+from reader import boxes as box_formats
+from reader import protowire, schema, targets
+
+# Largest value of each WIDER attribute (all start at 0); see the WIDER FACE readme.
+ATTRIBUTE_MAX = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
+_ATTRIBUTE_MAX = np.array([ATTRIBUTE_MAX[name] for name in schema.ATTRIBUTES])
+_INVALID = schema.ATTRIBUTES.index("invalid")
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
+_SHOWN_CELLS = 3  # cells named per targets problem; the rest are counted
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordConfig:
+    """What every record of a build must agree with, from the manifest's config.
+
+    image_format: "jpeg" or "raw", or None to accept either (as image/format says).
+    min_face_px: faces with a shorter side below this, in pixels of the stored image, are
+    ignored rather than targets.
+    resize: "stretch" or "letterbox", how the source was placed on the canvas (faces sharing a
+    cell compare their source-pixel areas, which the placement recovers from the stored boxes).
+    """
+
+    input_size: int = 224
+    grid_size: int = 7
+    min_face_px: float = 0.0
+    image_format: str | None = None
+    resize: str = "stretch"
+
+    def __post_init__(self):
+        if self.input_size < 1:
+            raise ValueError(f"input_size must be >= 1, got {self.input_size}")
+        if not 1 <= self.grid_size <= self.input_size:
+            raise ValueError(f"grid_size must be between 1 and input_size, got {self.grid_size}")
+        if self.min_face_px < 0:
+            raise ValueError(f"min_face_px must be >= 0, got {self.min_face_px}")
+        if self.image_format not in (None, *schema.IMAGE_FORMATS):
+            raise ValueError(f"image_format must be one of {schema.IMAGE_FORMATS} or None, got {self.image_format!r}")
+        if self.resize not in box_formats.RESIZE_MODES:
+            raise ValueError(f"resize must be one of {box_formats.RESIZE_MODES}, got {self.resize!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordFacts:
+    """What the split-wide checks and the statistics need from one readable record.
+
+    face_sides: float32 [N], the shorter side of each stored face in pixels of the stored image.
+    targets / dropped / ignored: recomputed from the boxes (not read from the record); 0 when
+    they cannot be (see `recompute_targets`).
+    """
+
+    filename: str
+    sha256: str
+    faces: int
+    face_sides: np.ndarray
+    targets: int
+    dropped: int
+    ignored: int
+
+
+Problems = list[tuple[str, str]]  # (check name, message)
+
+
+def check_record(data: bytes, config: RecordConfig) -> tuple[RecordFacts | None, Problems]:
+    """Checks one serialized record. Returns its facts (None when it is not a readable record
+    of the schema) and its problems as (check, message) pairs, in check order."""
+    problems: Problems = []
+    try:
+        fields = parse(data, config)
+    except schema.SchemaError as e:
+        return None, [("schema", str(e))]
+
+    problems += (("images", m) for m in _image_problems(fields, config))
+    problems += (("ranges", m) for m in _range_problems(fields))
+
+    boxes = fields["boxes"]
+    counts = (0, 0, 0)
+    recomputed = recompute_targets(fields, config)
+    if recomputed is not None:
+        problems += (("targets", m) for m in _target_problems(fields, recomputed))
+        counts = (recomputed.targets, recomputed.dropped, recomputed.ignored)
+    # else: the ranges check names the non-finite box or the bad original size.
+    sides = (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * config.input_size).astype(np.float32)
+    return RecordFacts(fields["filename"], fields["sha256"], len(boxes), sides, *counts), problems
+
+
+def parse(data: bytes, config: RecordConfig) -> dict:
+    """A serialized record's values by name, as arrays and strings: image, format, height, width,
+    original_height, original_width, filename, sha256, boxes [N, 4] rel_xyxy, labels [N],
+    attributes [N, 6], grid [S, S, 5], ignore [S, S], dropped.
+
+    Raises SchemaError for bytes that are not a record of the schema with the config's grid
+    size, or whose bytes values are not what the schema means (unknown format, filename not
+    UTF-8, sha256 not hex). Unlike `schema.Record.parse`, it holds the record to the manifest's
+    grid size and image format.
+    """
+    try:
+        features = protowire.decode_example(data)
+    except protowire.WireError as e:
+        raise schema.SchemaError(f"not a tf.train.Example: {e}") from None
+    schema.validate_features(features, config.grid_size)
+    fields, message = _read_fields(features, config)
+    if message:
+        raise schema.SchemaError(message)
+    return fields
+
+
+def recompute_targets(fields: dict, config: RecordConfig) -> targets.GridTargets | None:
+    """The targets the build's rule gives for a record's stored boxes and invalid flags, or None
+    when they cannot be recomputed (a non-finite box, an original size below 1 pixel)."""
+    if not np.isfinite(fields["boxes"]).all() or min(fields["original_width"], fields["original_height"]) < 1:
+        return None
+    placement = box_formats.Placement.fit(fields["original_width"], fields["original_height"], config.input_size, config.resize)
+    invalid = fields["attributes"][:, _INVALID]
+    return targets.encode_faces(fields["boxes"], invalid, placement, config.grid_size, config.min_face_px)
+
+
+def _read_fields(features: dict, config: RecordConfig) -> tuple[dict, str | None]:
+
+    def one(key):
+        return features[key][1][0]
+
+    image_format = one(schema.FORMAT)
+    if image_format.decode("ascii", "replace") not in schema.IMAGE_FORMATS:
+        return {}, f"key {schema.FORMAT!r}: expected one of {schema.IMAGE_FORMATS}, found {image_format!r}"
+    image_format = image_format.decode()
+    if config.image_format is not None and image_format != config.image_format:
+        return {}, f"key {schema.FORMAT!r}: expected {config.image_format!r} as the manifest's config says, found {image_format!r}"
+    try:
+        filename = one(schema.FILENAME).decode("utf-8")
+    except UnicodeDecodeError as e:
+        return {}, f"key {schema.FILENAME!r}: expected UTF-8 text, found {one(schema.FILENAME)[:60]!r} ({e.reason})"
+    if not filename:
+        return {}, f"key {schema.FILENAME!r}: expected the annotation path, found an empty string"
+    sha256 = one(schema.SHA256)
+    if not _HEX64.fullmatch(sha256):
+        return {}, f"key {schema.SHA256!r}: expected 64 lowercase hex digits, found {sha256[:80]!r}"
+    s = config.grid_size
+    faces = len(features[schema.XMIN][1])
+    return {
+        "image": one(schema.ENCODED),
+        "format": image_format,
+        "height": int(one(schema.HEIGHT)),
+        "width": int(one(schema.WIDTH)),
+        "original_height": int(one(schema.ORIGINAL_HEIGHT)),
+        "original_width": int(one(schema.ORIGINAL_WIDTH)),
+        "filename": filename,
+        "sha256": sha256.decode(),
+        "boxes": np.stack([features[key][1] for key in schema.BOX_KEYS], axis=1).reshape(faces, 4),
+        "labels": features[schema.LABEL][1],
+        "attributes": np.stack([features[key][1] for key in schema.ATTRIBUTE_KEYS], axis=1).reshape(
+            faces, len(schema.ATTRIBUTES)
+        ),
+        "grid": features[schema.GRID][1].reshape(s, s, 5),
+        "ignore": features[schema.IGNORE][1].reshape(s, s),
+        "dropped": int(one(schema.DROPPED)),
+    }, None
+
+
+def decode_image(image: bytes, image_format: str, height: int, width: int) -> np.ndarray:
+    """The stored image as uint8 [height, width, 3]; raises ValueError saying what is wrong.
+
+    JPEG is decoded in full (a truncated stream fails) and must be 8-bit RGB of that size.
+    """
+    if image_format == "raw":
+        if len(image) != height * width * 3:
+            raise ValueError(f"raw image: expected {height}x{width}x3 = {height * width * 3} bytes, found {len(image)}")
+        return np.frombuffer(image, np.uint8).reshape(height, width, 3)
+    return _decode_jpeg(image, height, width, keep=True)
+
+
+def _decode_jpeg(image: bytes, height: int, width: int, keep: bool) -> np.ndarray | None:
+    try:
+        with Image.open(io.BytesIO(image)) as im:
+            if im.format != "JPEG":
+                raise ValueError(f"image/format says jpeg, the bytes are {im.format or 'unknown'}")
+            if im.mode != "RGB":
+                raise ValueError(f"expected an RGB JPEG, found mode {im.mode}")
+            if im.size != (width, height):
+                raise ValueError(f"expected {width}x{height} pixels, found {im.size[0]}x{im.size[1]}")
+            im.load()
+            return np.asarray(im) if keep else None
+    except ValueError:
+        raise
+    except Exception as e:  # Pillow raises OSError, SyntaxError, DecompressionBombError, ...
+        raise ValueError(f"JPEG does not decode: {type(e).__name__}: {e}") from None
+
+
+def _image_problems(fields: dict, config: RecordConfig) -> list[str]:
+    size = config.input_size
+    if (fields["height"], fields["width"]) != (size, size):
+        return [f"image/height, image/width: expected {size}, {size}, found {fields['height']}, {fields['width']}"]
+    try:
+        if fields["format"] == "raw":
+            decode_image(fields["image"], "raw", size, size)
+        else:
+            _decode_jpeg(fields["image"], size, size, keep=False)  # decoded, not copied out
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """Index of the first True element, and how many there are (as the last item)."""
+    where = np.argwhere(mask)
+    return (*(int(i) for i in where[0]), len(where))
+
+
+def _show(values) -> str:
+    """Float32 values in their shortest exact form."""
+    return "(" + ", ".join(str(np.float32(v)) for v in np.ravel(values)) + ")"
+
+
+def _in_range(fields: dict) -> bool:
+    """The common case, cheaply: True when every value is within range (no message needed).
+    NaN fails every comparison, so it never passes."""
+    boxes, grid, ignore = fields["boxes"], fields["grid"], fields["ignore"]
+    if fields["original_height"] < 1 or fields["original_width"] < 1 or fields["dropped"] < 0:
+        return False
+    if boxes.size and not (
+        boxes.min() >= 0
+        and boxes.max() <= 1
+        and (boxes[:, :2] <= boxes[:, 2:]).all()
+        and (fields["labels"] == schema.FACE_LABEL).all()
+        and ((fields["attributes"] >= 0) & (fields["attributes"] <= _ATTRIBUTE_MAX)).all()
+    ):
+        return False
+    is_target = grid[..., targets.OBJ] == 1
+    if grid[~is_target].any():  # a cell without a target holds something (NaN included)
+        return False
+    cells = grid[is_target]
+    if cells.size and not (
+        cells[:, :2].min() > 0 and cells[:, :2].max() <= 1 and cells[:, 2:4].min() >= 0 and cells[:, 2:4].max() < 1
+    ):
+        return False
+    return bool(((ignore == 0) | (ignore == 1)).all() and not ignore[is_target].any())
+
+
+def _range_problems(fields: dict) -> list[str]:
+    if _in_range(fields):
+        return []
+    problems = []
+    boxes = fields["boxes"]
+    for name in ("original_height", "original_width"):
+        if fields[name] < 1:
+            problems.append(f"image/{name.replace('_', '/')}: expected >= 1, found {fields[name]}")
+    if boxes.size:
+        bad = ~np.isfinite(boxes).all(axis=1) | ((boxes < 0) | (boxes > 1)).any(axis=1)
+        if bad.any():
+            face, count = _first(bad)
+            problems.append(f"face {face}: box (xmin, ymin, xmax, ymax) {_show(boxes[face])} outside [0, 1] ({count} such faces)")
+        inverted = (boxes[:, 0] > boxes[:, 2]) | (boxes[:, 1] > boxes[:, 3])
+        if inverted.any():
+            face, count = _first(inverted)
+            problems.append(f"face {face}: box (xmin, ymin, xmax, ymax) {_show(boxes[face])} has min > max ({count} such faces)")
+        labels = fields["labels"]
+        if (labels != schema.FACE_LABEL).any():
+            face, count = _first(labels != schema.FACE_LABEL)
+            problems.append(f"face {face}: {schema.LABEL} expected {schema.FACE_LABEL}, found {labels[face]} ({count} such faces)")
+        attributes = fields["attributes"]
+        for column, name in enumerate(schema.ATTRIBUTES):
+            bad = (attributes[:, column] < 0) | (attributes[:, column] > ATTRIBUTE_MAX[name])
+            if bad.any():
+                face, count = _first(bad)
+                problems.append(
+                    f"face {face}: image/object/{name} expected 0..{ATTRIBUTE_MAX[name]}, "
+                    f"found {attributes[face, column]} ({count} such faces)"
+                )
+
+    grid, ignore = fields["grid"], fields["ignore"]
+    obj = grid[..., targets.OBJ]
+    if not np.isfinite(grid).all():
+        row, col, _, count = _first(~np.isfinite(grid))
+        problems.append(f"cell ({row}, {col}): grid {_show(grid[row, col])} is not finite ({count} values)")
+    checks = (
+        ((obj != 0) & (obj != 1), "obj expected 0 or 1"),
+        ((obj == 1) & ~((grid[..., targets.H] > 0) & (grid[..., targets.H] <= 1)), "h expected in (0, 1]"),
+        ((obj == 1) & ~((grid[..., targets.W] > 0) & (grid[..., targets.W] <= 1)), "w expected in (0, 1]"),
+        ((obj == 1) & ~((grid[..., targets.Y] >= 0) & (grid[..., targets.Y] < 1)), "y offset expected in [0, 1)"),
+        ((obj == 1) & ~((grid[..., targets.X] >= 0) & (grid[..., targets.X] < 1)), "x offset expected in [0, 1)"),
+        ((obj == 0) & (grid != 0).any(axis=-1), "a cell without a target expected all channels 0"),
+        ((ignore != 0) & (ignore != 1), "ignore expected 0 or 1"),
+        ((ignore == 1) & (obj == 1), "ignore expected 0 where a target is"),
+    )
+    for mask, expected in checks:
+        if mask.any():
+            row, col, count = _first(mask)
+            problems.append(
+                f"cell ({row}, {col}): {expected}, found grid (h, w, y, x, obj) {_show(grid[row, col])}, "
+                f"ignore {_show(ignore[row, col])[1:-1]} ({count} such cells)"
+            )
+    if fields["dropped"] < 0:
+        problems.append(f"{schema.DROPPED}: expected >= 0, found {fields['dropped']}")
+    return problems
+
+
+def _target_problems(fields: dict, recomputed: targets.GridTargets) -> list[str]:
+    """Where the stored targets differ from the recomputed ones (bitwise, as float32)."""
+    problems = []
+    grid, ignore = fields["grid"], fields["ignore"]
+    # Compared as bits: the same float32 inputs give the same float32 outputs, and NaN != NaN.
+    grid_diff = (grid.view(np.uint32) != recomputed.grid.view(np.uint32)).any(axis=-1)
+    ignore_diff = ignore.view(np.uint32) != recomputed.ignore.view(np.uint32)
+    if grid_diff.any():
+        cells = np.argwhere(grid_diff)
+        shown = [
+            f"cell ({r}, {c}) stored {_show(grid[r, c])}, recomputed {_show(recomputed.grid[r, c])}"
+            for r, c in cells[:_SHOWN_CELLS]
+        ]
+        more = f"; and {len(cells) - _SHOWN_CELLS} more cells" if len(cells) > _SHOWN_CELLS else ""
+        problems.append(f"grid (h, w, y, x, obj) differs from the boxes: {'; '.join(shown)}{more}")
+    if ignore_diff.any():
+        cells = np.argwhere(ignore_diff)
+        shown = [
+            f"cell ({r}, {c}) stored {_show(ignore[r, c])[1:-1]}, recomputed {_show(recomputed.ignore[r, c])[1:-1]}"
+            for r, c in cells[:_SHOWN_CELLS]
+        ]
+        more = f"; and {len(cells) - _SHOWN_CELLS} more cells" if len(cells) > _SHOWN_CELLS else ""
+        problems.append(f"ignore differs from the boxes: {'; '.join(shown)}{more}")
+    if fields["dropped"] != recomputed.dropped:
+        problems.append(f"{schema.DROPPED}: stored {fields['dropped']}, recomputed from the boxes {recomputed.dropped}")
+    return problems
