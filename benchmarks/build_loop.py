@@ -30,7 +30,7 @@ def build_loop(annotations_path: str, images_dir: str, output_dir: str, split: s
             except (images.UnusableImage, OSError):
                 counts.update(errors=1)
                 continue
-            shards[records.shard_of(annotation.filename, num_shards)].write(tfrecord.encode_record(record.serialize()))
+            shards[layout.shard_of(annotation.filename, num_shards)].write(tfrecord.encode_record(record.serialize()))
             counts.update(image_counts)
     for shard in shards:
         shard.close()

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from reader.schema import ATTRIBUTE_MAX
+
 BOX_FIELDS = ("x", "y", "w", "h", "blur", "expression", "illumination", "invalid", "occlusion", "pose")
-_ATTRIBUTE_RANGES = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
 LIST_FORMATS = ("boxes", "names")
 
 
@@ -95,10 +96,8 @@ def _parse_box(text: str) -> list[int] | None:
 
 def _check_attributes(box: list[int], source: str, line: int) -> None:
     for name, value in zip(BOX_FIELDS[4:], box[4:]):
-        if not 0 <= value <= _ATTRIBUTE_RANGES[name]:
-            raise AnnotationError(
-                source, line, f"{name} between 0 and {_ATTRIBUTE_RANGES[name]}", f"{value} in {box}"
-            )
+        if not 0 <= value <= ATTRIBUTE_MAX[name]:
+            raise AnnotationError(source, line, f"{name} between 0 and {ATTRIBUTE_MAX[name]}", f"{value} in {box}")
 
 
 def parse_boxes(lines: Iterable[str], source: str) -> Iterator[ImageAnnotation]:

@@ -16,21 +16,7 @@ from pipeline import images
 from pipeline.annotations import ImageAnnotation
 from reader import boxes as box_formats
 from reader import schema, targets
-
-# Every count of the manifest; see DESIGN.md "Nothing vanishes".
-COUNT_KEYS = (
-    "images_annotated",
-    "records",
-    "errors",
-    "faces_annotated",
-    "faces_stored",
-    "degenerate",
-    "faces_in_errors",
-    "targets",
-    "dropped",
-    "ignored",
-)
-
+from reader.manifest import COUNT_KEYS, count_imbalances
 
 class Counts(collections.Counter):
     """Counts of COUNT_KEYS, added up across images and shards."""
@@ -40,17 +26,7 @@ class Counts(collections.Counter):
 
     def imbalances(self) -> list[str]:
         """The conservation laws that do not hold, as readable equations (empty when all hold)."""
-        laws = (
-            ("images_annotated", ("records", "errors")),
-            ("faces_annotated", ("faces_stored", "degenerate", "faces_in_errors")),
-            ("faces_stored", ("targets", "dropped", "ignored")),
-        )
-        broken = []
-        for total, parts in laws:
-            if self[total] != sum(self[p] for p in parts):
-                found = " + ".join(f"{p} {self[p]}" for p in parts)
-                broken.append(f"{total} {self[total]} != {found}")
-        return broken
+        return count_imbalances(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,15 +53,6 @@ class BuildConfig:
             "resize": self.image.resize,
             "min_face_px": self.min_face_px,
         }
-
-
-def record_key(filename: str) -> bytes:
-    """The stable hash that places a record: its shard and its rank inside the shard."""
-    return hashlib.sha256(filename.encode("utf-8")).digest()
-
-
-def shard_of(filename: str, num_shards: int) -> int:
-    return int.from_bytes(record_key(filename)[:8], "big") % num_shards
 
 
 def make_record(annotation: ImageAnnotation, data: bytes, config: BuildConfig) -> tuple[schema.Record, Counts]:

@@ -177,7 +177,7 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, element):
         index, group = element
-        ordered = sorted(group, key=lambda a: records.record_key(a.filename))
+        ordered = sorted(group, key=lambda a: layout.record_key(a.filename))
         name = self._output.shard_name(index)
         counts = records.Counts()
         digest, size = hashlib.sha256(), 0
@@ -235,7 +235,7 @@ class WriteShards(beam.PTransform):
 
 
 def _key_by_shard(annotation: ImageAnnotation, num_shards: int) -> tuple[int, ImageAnnotation]:
-    return records.shard_of(annotation.filename, num_shards), annotation
+    return layout.shard_of(annotation.filename, num_shards), annotation
 
 
 class AnnotatedTotals(beam.CombineFn):

@@ -29,8 +29,7 @@ from reader import boxes as box_formats
 from reader import protowire, schema, targets
 
 # Largest value of each WIDER attribute (all start at 0); see the WIDER FACE readme.
-ATTRIBUTE_MAX = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
-_ATTRIBUTE_MAX = np.array([ATTRIBUTE_MAX[name] for name in schema.ATTRIBUTES])
+_ATTRIBUTE_MAX = np.array([schema.ATTRIBUTE_MAX[name] for name in schema.ATTRIBUTES])
 _INVALID = schema.ATTRIBUTES.index("invalid")
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 _SHOWN_CELLS = 3  # cells named per targets problem; the rest are counted
@@ -285,11 +284,11 @@ def _range_problems(fields: dict) -> list[str]:
             problems.append(f"face {face}: {schema.LABEL} expected {schema.FACE_LABEL}, found {labels[face]} ({count} such faces)")
         attributes = fields["attributes"]
         for column, name in enumerate(schema.ATTRIBUTES):
-            bad = (attributes[:, column] < 0) | (attributes[:, column] > ATTRIBUTE_MAX[name])
+            bad = (attributes[:, column] < 0) | (attributes[:, column] > schema.ATTRIBUTE_MAX[name])
             if bad.any():
                 face, count = _first(bad)
                 problems.append(
-                    f"face {face}: image/object/{name} expected 0..{ATTRIBUTE_MAX[name]}, "
+                    f"face {face}: image/object/{name} expected 0..{schema.ATTRIBUTE_MAX[name]}, "
                     f"found {attributes[face, column]} ({count} such faces)"
                 )
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import json
 import math
 import multiprocessing
@@ -27,16 +26,6 @@ from reader import boxes, check_records, check_shards, layout, manifest, schema
 from reader.check_report import CHECKS, Problem, Report
 from reader.check_stats import Statistics
 
-# The manifest's counts and the laws they obey (DESIGN.md, "Nothing vanishes").
-COUNT_KEYS = (
-    "images_annotated", "records", "errors", "faces_annotated", "faces_stored",
-    "degenerate", "faces_in_errors", "targets", "dropped", "ignored",
-)  # fmt: skip
-COUNT_LAWS = (
-    ("images_annotated", ("records", "errors")),
-    ("faces_annotated", ("faces_stored", "degenerate", "faces_in_errors")),
-    ("faces_stored", ("targets", "dropped", "ignored")),
-)
 RECOMPUTED_COUNTS = ("faces_stored", "targets", "dropped", "ignored")
 ERROR_FIELDS = {"filename": str, "line": int, "reason": str, "detail": str, "faces": int}
 INLINE_BELOW = 256  # records: fewer are checked in this process; worker start-up would cost more
@@ -233,7 +222,7 @@ def _check_manifest(built: manifest.Manifest, split: str, findings: _Findings) -
             findings.add("manifest", file, None, f"config.{key}: expected {expected}, found {c[key]!r}")
         else:
             good[key] = c[key]
-    for key in COUNT_KEYS:
+    for key in manifest.COUNT_KEYS:
         value = built.counts.get(key)
         if not _is_int(value) or value < 0:
             findings.add("manifest", file, None, f"counts.{key}: expected an integer >= 0, found {value!r}")
@@ -363,12 +352,6 @@ def _compare_hash(entry: manifest.ShardEntry, found: check_shards.HashResult, fi
         findings.add("shard_files", entry.file, None, f"sha256 {found.sha256}, the manifest says {entry.sha256}")
 
 
-def record_key(filename: str) -> bytes:
-    """The stable hash that places a record: its shard, and its rank inside the shard (the
-    build's rule, DESIGN.md "Determinism")."""
-    return hashlib.sha256(filename.encode("utf-8")).digest()
-
-
 def _check_placement(listed, records: tuple[CheckedRecord, ...], findings: _Findings) -> None:
     by_file = collections.defaultdict(list)
     for record in records:
@@ -381,8 +364,8 @@ def _check_placement(listed, records: tuple[CheckedRecord, ...], findings: _Find
         previous: CheckedRecord | None = None
         previous_key = b""
         for record in by_file[entry.file]:
-            key = record_key(record.facts.filename)
-            home = int.from_bytes(key[:8], "big") % num_shards
+            key = layout.record_key(record.facts.filename)
+            home = layout.shard_of(record.facts.filename, num_shards)
             if home != shard_index:
                 findings.add("placement", entry.file, record.index,
                              f"{record.facts.filename!r} belongs in shard {home} of {num_shards} by its filename hash")
@@ -469,14 +452,12 @@ def _check_leakage(records, other_keys: dict[str, tuple[str, int, str]], finding
 
 def _check_counts(built: manifest.Manifest, records, unusable, complete: bool, findings: _Findings) -> None:
     file = layout.manifest_name(built.split)
-    counts = {key: built.counts.get(key) for key in COUNT_KEYS}
+    counts = {key: built.counts.get(key) for key in manifest.COUNT_KEYS}
     if not all(_is_int(v) for v in counts.values()):
         findings.note("counts", "laws not checked: counts missing from the manifest")
     else:
-        for total, parts in COUNT_LAWS:
-            if counts[total] != sum(counts[p] for p in parts):
-                found = " + ".join(f"{p} {counts[p]}" for p in parts)
-                findings.add("counts", file, None, f"{total} {counts[total]} != {found} = {sum(counts[p] for p in parts)}")
+        for broken in manifest.count_imbalances(counts):
+            findings.add("counts", file, None, broken)
     in_entries = sum(entry.records for entry in built.shards)
     if _is_int(counts["records"]) and counts["records"] != in_entries:
         findings.add("counts", file, None, f"counts.records {counts['records']}, the shard entries add up to {in_entries}")

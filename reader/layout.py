@@ -4,11 +4,13 @@
     {split}.manifest.json                 counts, per-shard records / bytes / sha256, config
     {split}.errors.jsonl                  one JSON object per unusable image
 
-Temporary files of a build in progress start with `.{split}-` and are never read.
+Temporary files of a build in progress start with `.{split}-` and are never read. A record's
+shard and its place inside the shard come from `record_key`, a stable hash of its filename.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 SPLITS = ("train", "val", "test")
@@ -43,3 +45,13 @@ def manifest_name(split: str) -> str:
 
 def errors_name(split: str) -> str:
     return f"{split}.errors.jsonl"
+
+
+def record_key(filename: str) -> bytes:
+    """The stable hash that places a record: its shard, and its rank inside the shard."""
+    return hashlib.sha256(filename.encode("utf-8")).digest()
+
+
+def shard_of(filename: str, num_shards: int) -> int:
+    """The shard a record belongs in, of `num_shards`."""
+    return int.from_bytes(record_key(filename)[:8], "big") % num_shards

@@ -31,6 +31,28 @@ def open_binary(path: str) -> BinaryIO:
     return tf.io.gfile.GFile(path, "rb")
 
 
+# The manifest's counts and the laws they obey (DESIGN.md, "Nothing vanishes").
+COUNT_KEYS = (
+    "images_annotated", "records", "errors", "faces_annotated", "faces_stored",
+    "degenerate", "faces_in_errors", "targets", "dropped", "ignored",
+)  # fmt: skip
+COUNT_LAWS = (
+    ("images_annotated", ("records", "errors")),
+    ("faces_annotated", ("faces_stored", "degenerate", "faces_in_errors")),
+    ("faces_stored", ("targets", "dropped", "ignored")),
+)
+
+
+def count_imbalances(counts) -> list[str]:
+    """The laws of COUNT_LAWS that `counts` break, as readable equations (empty when all hold)."""
+    broken = []
+    for total, parts in COUNT_LAWS:
+        added = sum(counts[p] for p in parts)
+        if counts[total] != added:
+            broken.append(f"{total} {counts[total]} != {' + '.join(f'{p} {counts[p]}' for p in parts)} = {added}")
+    return broken
+
+
 class ManifestError(ValueError):
     """A missing or unreadable manifest, or one of another schema version."""
 

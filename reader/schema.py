@@ -34,6 +34,8 @@ XMAX = "image/object/bbox/xmax"
 YMAX = "image/object/bbox/ymax"
 LABEL = "image/object/class/label"
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+# The largest value of each WIDER attribute (all start at 0).
+ATTRIBUTE_MAX = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
 ATTRIBUTE_KEYS = tuple(f"image/object/{name}" for name in ATTRIBUTES)
 GRID = "target/grid"
 IGNORE = "target/ignore"

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import cli, records
-from reader import targets
+from pipeline import cli
+from reader import layout, targets
 from tests import build_helpers
 from tests.build_helpers import build, files, read_split
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
@@ -75,8 +75,8 @@ def test_records_are_placed_by_the_hash_of_their_filename(default_build):
     seen = []
     for index, (name, shard) in enumerate(shards.items()):
         names = [r.filename for r in shard]
-        assert all(records.shard_of(n, 3) == index for n in names)
-        assert names == sorted(names, key=records.record_key)
+        assert all(layout.shard_of(n, 3) == index for n in names)
+        assert names == sorted(names, key=layout.record_key)
         assert len(shard) == manifest["shards"][index]["records"]
         seen += names
     assert sorted(seen) == sorted(
