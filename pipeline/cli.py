@@ -21,7 +21,14 @@ import uuid
 import apache_beam as beam
 from absl import flags
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TestOptions,
+)
 
 from pipeline import annotations, images, job, records, transforms
 from reader import layout
@@ -88,13 +95,40 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
 
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
-    """Builds one split; returns the finished PipelineResult. Raises UsageError on bad flags."""
+    """Builds one split; returns its PipelineResult, finished unless --no_wait_until_finish.
+    Raises UsageError on bad flags."""
     build, options = parse_args(sys.argv if argv is None else ["facegrid-build", *argv])
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
     job.build(pipeline, build)
     result = pipeline.run()
-    result.wait_until_finish()
+    if not options.view_as(StandardOptions).no_wait_until_finish:
+        result.wait_until_finish()
     return result
+
+
+def _local_runner(options: PipelineOptions):
+    """The FnApiRunner, given every pipeline option for its worker processes; None for any other
+    runner. Built from its name alone it hands its multi_processing workers no options, so they
+    would reach s3:// without --s3_endpoint_url and the keys. Beam's DirectRunner does the same."""
+    if options.view_as(StandardOptions).runner != LOCAL_RUNNER:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options(drop_default=True))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    )
+
+
+def _built_here(options: PipelineOptions) -> bool:
+    """False when run() only translated or submitted the job: a dry run, a template, no waiting."""
+    return not (
+        options.view_as(TestOptions).dry_run
+        or options.view_as(GoogleCloudOptions).template_location
+        or options.view_as(StandardOptions).no_wait_until_finish
+    )
 
 
 class _WorkerLogs(logging.Filter):
@@ -151,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     relay.addFilter(_WorkerLogs())
     argv = sys.argv[1:] if argv is None else argv
     try:
-        build, _ = parse_args(["facegrid-build", *argv])
+        build, options = parse_args(["facegrid-build", *argv])
         run(argv)
     except UsageError as e:
         print(f"facegrid-build: {e}\nTry --helpfull for every flag.", file=sys.stderr)
@@ -162,5 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"facegrid-build: {message}", file=sys.stderr)
         return 1
+    if not _built_here(options):
+        runner = options.view_as(StandardOptions).runner
+        print(f"{build.output.split}: handed to {runner} (dry run, template or no wait); it writes {build.output.output_dir}")
+        return 0
     print(_summary(build.output))
     return 0
