@@ -58,6 +58,16 @@ class UsageError(ValueError):
     """Bad command line: exit status 2."""
 
 
+def usage() -> str:
+    fv = flags.FlagValues()
+    define_flags(fv)
+    return (
+        f"{__doc__.strip()}\n\nfacegrid flags:\n{fv.get_help()}\n\n"
+        "Beam's own flags (--runner, --direct_num_workers, --project, --temp_location, ...) are listed by\n"
+        "  python -c 'from apache_beam.options.pipeline_options import PipelineOptions; PipelineOptions([\"--help\"])'"
+    )
+
+
 def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     """Splits argv (argv[0] is the program) into the Job and Beam's PipelineOptions."""
     fv = flags.FlagValues()
@@ -184,11 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     relay.setLevel(logging.INFO)
     relay.addFilter(_WorkerLogs())
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help", "--helpfull"} & set(argv):
+        print(usage())
+        return 0
     try:
         build, options = parse_args(["facegrid-build", *argv])
         run(argv)
     except UsageError as e:
-        print(f"facegrid-build: {e}\nTry --helpfull for every flag.", file=sys.stderr)
+        print(f"facegrid-build: {e}\nTry --help for every flag.", file=sys.stderr)
         return 2
     except Exception as e:
         message = _fatal_message(e)

@@ -184,6 +184,8 @@ def test_test_split_reads_the_file_list(tmp_path):
 
 def test_cli_exit_codes_and_summary(tmp_path, capsys):
     common = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", *build_helpers.IN_MEMORY]
+    assert cli.main(["--help"]) == 0
+    assert "--max_error_fraction: Fail the build" in capsys.readouterr().out
     assert cli.main([*common, f"--output_dir={tmp_path}"]) == 2  # no --split
     assert "missing required flags: --split" in capsys.readouterr().err
     assert cli.main([*common, f"--output_dir={tmp_path}", "--split=val", "--num_shards=0"]) == 2
