@@ -7,7 +7,7 @@ a flipped image puts the face in another column than the mirrored one.
 
 Images are asymmetric colour patterns, so a horizontal flip is visible in the pixels.
 
-Import the fixtures into a test module (`from reader_fixtures import built_val, ...`); pytest
+Import the fixtures into a test module (`from tests.reader_fixtures import built_val, ...`); pytest
 then finds them there. Builds are session-scoped: one per test process.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reader import layout, manifest, protowire, schema, tfrecord
+from reader import layout, manifest, schema, tfrecord
 
 GRID = 7
 
@@ -130,29 +130,6 @@ def build(annotations: str, images_dir: str, output_dir: str, num_shards: int, i
     )
 
 
-def parse_record(data: bytes) -> schema.Record:
-    """schema.Record.parse, also for records without faces (its attribute reshape fails on those)."""
-    try:
-        return schema.Record.parse(data)
-    except ValueError:
-        features = protowire.decode_example(data)
-        if len(features[schema.XMIN][1]):
-            raise
-        schema.validate_features(features)
-        one = {key: features[key][1][0] for key in (schema.ENCODED, schema.FORMAT, schema.HEIGHT, schema.WIDTH,
-               schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH, schema.FILENAME, schema.SHA256, schema.DROPPED)}
-        grid = features[schema.GRID][1]
-        s = int(round((len(grid) / 5) ** 0.5))
-        return schema.Record(
-            image=one[schema.ENCODED], image_format=one[schema.FORMAT].decode(), height=int(one[schema.HEIGHT]),
-            width=int(one[schema.WIDTH]), original_height=int(one[schema.ORIGINAL_HEIGHT]),
-            original_width=int(one[schema.ORIGINAL_WIDTH]), filename=one[schema.FILENAME].decode(),
-            sha256=one[schema.SHA256].decode(), boxes=np.zeros((0, 4), np.float32),
-            attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64), grid=grid.reshape(s, s, 5),
-            ignore=features[schema.IGNORE][1].reshape(s, s), dropped=int(one[schema.DROPPED]),
-        )
-
-
 def read_back(data_dir: str, split: str = "val") -> Build:
     """The records of a build, read without TensorFlow, in shard then file order."""
     m = manifest.load(data_dir, split)
@@ -160,7 +137,7 @@ def read_back(data_dir: str, split: str = "val") -> Build:
     for entry, path in zip(m.shards, m.shard_paths()):
         with open(path, "rb") as f:
             for span, data in tfrecord.iter_records(f, entry.file):
-                records.append(parse_record(data))
+                records.append(schema.Record.parse(data))
                 locations.append((entry.file, span.index))
     return Build(data_dir, split, tuple(records), tuple(locations))
 

@@ -1,0 +1,487 @@
+"""`ShardSequence`: a split's shards as a Keras 3 `PyDataset`, with random access to any record.
+
+    sequence = reader.ShardSequence("shards", "train", batch_size=32, shuffle=True, seed=0, workers=2)
+    model.fit(sequence, epochs=10, shuffle=False)   # the sequence shuffles; see below
+
+Batches are numpy arrays of the layout `reader.make_dataset` yields: images float32
+[B, size, size, 3] in [-1, 1], targets float32 [B, S, S, 5] (or [B, S, S, 6] with the ignore
+mask as channel 5, `with_ignore=True`). Without shuffling, the order is the manifest's (shards in
+turn, each in file order), the same as `make_dataset(..., training=False)`, and so are the
+pixels: both decode JPEG with libjpeg's accurate integer DCT.
+
+Random access: every record's byte span comes from an index of the shards' record headers
+(`reader.tfrecord.index_records`, seeking past the data, so a shard is not read to index it).
+The index is cached next to the shards as `{split}.index.json` (when the directory is local and
+writable), keyed by the manifest's size and sha256 of each shard, so a rebuilt split is indexed
+again. Records are read with `os.pread` (no shared file position: safe across threads and
+forked workers) and checked against their checksums; a damaged record raises
+`reader.tfrecord.CorruptRecordError` naming the shard, record and byte offset.
+
+Shuffling: `shuffle=True` draws a permutation of all records for every epoch from
+(seed, epoch), a true global shuffle; `on_epoch_end` moves to the next epoch. Keras also shuffles
+the order of batches of a PyDataset unless `model.fit(..., shuffle=False)`; pass that for a
+run that the seed alone decides.
+
+Workers: `workers=N` reads batches in N threads (JPEG decoding releases the GIL), or in N
+processes with `use_multiprocessing=True`; the object pickles without open files. Works under
+the TensorFlow, JAX and PyTorch Keras backends: batches are plain numpy, and nothing here
+imports TensorFlow (except `tf.io.gfile` for gs:// paths).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import threading
+
+import keras
+import numpy as np
+from PIL import Image
+
+from reader import augment as augmentation
+from reader import boxes as box_formats
+from reader import manifest as manifests
+from reader import protowire, schema, tfrecord
+
+INDEX_VERSION = 1
+_INVALID = "image/object/invalid"
+_SCALE = np.float32(1 / 127.5)
+
+
+def index_name(split: str) -> str:
+    """The file that caches a split's record index, next to its shards."""
+    return f"{split}.index.json"
+
+
+class ShardSequence(keras.utils.PyDataset):
+    """Batches of one split with random access to any record (see the module docstring).
+
+    data_dir: local path or gs://; split: train, val or test.
+    shuffle: a new global permutation per epoch from `seed` (None: a seed drawn at random once,
+      so that every worker process follows the same order).
+    augment: random horizontal flip (probability 1/2), targets encoded again from the flipped
+      boxes (`reader.augment.flip_numpy`); drawn from (seed, epoch, batch).
+    with_ignore: append the ignore mask to the targets as channel 5.
+    drop_remainder: leave out the last partial batch.
+    cache_index: read and write `{split}.index.json` next to the shards (local directories).
+    workers, use_multiprocessing, max_queue_size: Keras' PyDataset options.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        split: str,
+        batch_size: int,
+        shuffle: bool,
+        seed: int | None = None,
+        *,
+        augment: bool = False,
+        with_ignore: bool = False,
+        drop_remainder: bool = False,
+        cache_index: bool = True,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.manifest = manifests.load(data_dir, split)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
+        self.augment = augment
+        self.with_ignore = with_ignore
+        self.drop_remainder = drop_remainder
+        config = self.manifest.config
+        self.input_size = int(config["input_size"])
+        self.grid_size = int(config["grid_size"])
+        self._resize = str(config.get("resize", "stretch"))
+        self._min_face_px = float(config.get("min_face_px", 0.0))
+        self._paths = self.manifest.shard_paths()
+        self.index = load_index(self.manifest, write_cache=cache_index, read_cache=cache_index)
+        if drop_remainder and self.num_records < batch_size:
+            raise ValueError(f"{split} has {self.num_records} records, fewer than one batch of {batch_size}")
+        self.epoch = 0
+        self._order = self._permutation(0)
+        self._files = _Files()
+
+    # ---- size and order ------------------------------------------------------------------
+
+    @property
+    def num_records(self) -> int:
+        return len(self.index)
+
+    def __len__(self) -> int:
+        if self.drop_remainder:
+            return self.num_records // self.batch_size
+        return math.ceil(self.num_records / self.batch_size)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.num_records)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_records)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._permutation(self.epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Jumps to the order of `epoch` (for resuming a run)."""
+        self.epoch = epoch
+        self._order = self._permutation(epoch)
+
+    def batch_records(self, batch: int) -> np.ndarray:
+        """The record numbers (in manifest order) that batch `batch` of this epoch holds."""
+        if not -len(self) <= batch < len(self):
+            raise IndexError(f"batch {batch} out of range for {len(self)} batches")
+        batch %= len(self)
+        return self._order[batch * self.batch_size : (batch + 1) * self.batch_size]
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def read(self, record: int) -> bytes:
+        """The serialized record number `record` (in manifest order), checksums checked."""
+        shard, span = self.index.locate(record)
+        path, name = self._paths[shard], self.manifest.shards[shard].file
+        if manifests.is_local(path):
+            fd = self._files.fd(path.removeprefix("file://"))
+            chunk = os.pread(fd, span.end - span.offset, span.offset)
+        else:
+            f = self._files.remote(path)
+            f.seek(span.offset)
+            chunk = f.read(span.end - span.offset)
+        return tfrecord.read_record(_Window(chunk, span.offset), name, span)
+
+    def record(self, record: int) -> schema.Record:
+        """Record number `record` (in manifest order), parsed."""
+        return schema.Record.parse(self.read(record))
+
+    def __getitem__(self, batch: int):
+        records = self.batch_records(batch)
+        n, size, s = len(records), self.input_size, self.grid_size
+        images = np.empty((n, size, size, 3), np.float32)
+        targets = np.zeros((n, s, s, 6 if self.with_ignore else 5), np.float32)
+        flips = self._flips(batch, n)
+        for i, record in enumerate(records):
+            features = _select(self.read(int(record)), self._keys)
+            pixels = _decode(features, size)
+            grid = features[schema.GRID].reshape(s, s, 5)
+            ignore = features[schema.IGNORE].reshape(s, s) if self.with_ignore else None
+            if flips[i]:
+                pixels, grid, ignore = self._flip(pixels, features)
+            # Scaled one image at a time, while its pixels are still in cache.
+            np.multiply(pixels, _SCALE, out=images[i], dtype=np.float32)
+            images[i] -= 1.0
+            targets[i, ..., :5] = grid
+            if self.with_ignore:
+                targets[i, ..., 5] = ignore
+        return images, targets
+
+    def _flips(self, batch: int, n: int) -> np.ndarray:
+        if not self.augment:
+            return np.zeros(n, bool)
+        return np.random.default_rng([self.seed, self.epoch, batch % len(self), 1]).random(n) < 0.5
+
+    @property
+    def _keys(self) -> frozenset[str]:
+        keys = {schema.ENCODED, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.GRID}
+        if self.with_ignore:
+            keys.add(schema.IGNORE)
+        if self.augment:
+            keys |= {*schema.BOX_KEYS, _INVALID, schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH}
+        return frozenset(keys)
+
+    def _flip(self, image: np.ndarray, features: dict):
+        boxes = np.stack([features[key] for key in schema.BOX_KEYS], axis=1).reshape(-1, 4)
+        placement = box_formats.Placement.fit(
+            int(features[schema.ORIGINAL_WIDTH][0]), int(features[schema.ORIGINAL_HEIGHT][0]), self.input_size, self._resize
+        )
+        flipped, _, grid = augmentation.flip_numpy(
+            image, boxes, features[_INVALID], placement, self.grid_size, self._min_face_px
+        )
+        return flipped, grid.grid, grid.ignore
+
+
+class _Files:
+    """Open shard files of this process: local descriptors (shared by threads: pread has no
+    position) and one remote file per thread. Reopens after a fork."""
+
+    def __init__(self):
+        self._pid = os.getpid()
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def __reduce__(self):
+        return _Files, ()  # open files stay with their process
+
+    def _check_pid(self):
+        if self._pid != os.getpid():  # a forked worker: the parent's descriptors are not ours to share
+            self._pid, self._fds, self._local = os.getpid(), {}, threading.local()
+
+    def fd(self, path: str) -> int:
+        self._check_pid()
+        fd = self._fds.get(path)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(path)
+                if fd is None:
+                    fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def remote(self, path: str):
+        self._check_pid()
+        files = getattr(self._local, "files", None)
+        if files is None:
+            files = self._local.files = {}
+        if path not in files:
+            files[path] = manifests.open_binary(path)
+        return files[path]
+
+    def __del__(self):
+        if getattr(self, "_pid", None) == os.getpid():
+            for fd in self._fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+class _Window:
+    """A file-like view of bytes read from `start` of a shard, so that `tfrecord.read_record`
+    checks a record read with one pread and names its true offset in errors."""
+
+    def __init__(self, data: bytes, start: int):
+        self._data, self._start, self._pos = data, start, start
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = pos
+        return pos
+
+    def read(self, n: int) -> bytes:
+        begin = self._pos - self._start
+        self._pos += n
+        return self._data[begin : begin + n]
+
+
+# ---- the index ----------------------------------------------------------------------------
+
+
+class RecordIndex:
+    """Where every record of a split lies: shard number, header offset and data length per
+    record, in manifest order (shards in turn, each in file order)."""
+
+    def __init__(self, shard: np.ndarray, offset: np.ndarray, length: np.ndarray):
+        self.shard, self.offset, self.length = shard, offset, length
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def locate(self, record: int) -> tuple[int, tfrecord.RecordSpan]:
+        """(shard number, span) of record number `record`."""
+        if not 0 <= record < len(self):
+            raise IndexError(f"record {record} out of range for {len(self)} records")
+        shard = int(self.shard[record])
+        first = int(np.searchsorted(self.shard, shard, side="left"))
+        return shard, tfrecord.RecordSpan(record - first, int(self.offset[record]), int(self.length[record]))
+
+
+def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_cache: bool = True) -> RecordIndex:
+    """The split's record index: from `{split}.index.json` when it matches the manifest, else
+    built from the shard headers (and cached when the directory is local and writable).
+
+    Raises CorruptRecordError for a damaged header, ValueError when a shard's record count
+    differs from the manifest.
+    """
+    cache_path = manifests.join(manifest.data_dir, index_name(manifest.split))
+    local = manifests.is_local(cache_path)
+    per_shard = _read_cache(cache_path, manifest) if read_cache else None
+    if per_shard is None:
+        per_shard = []
+        for entry, path in zip(manifest.shards, manifest.shard_paths()):
+            spans = _index_shard(path, entry.file)
+            if len(spans) != entry.records:
+                raise ValueError(f"{path}: holds {len(spans)} records, the manifest promises {entry.records}")
+            per_shard.append(([s.offset for s in spans], [s.length for s in spans]))
+        if write_cache and local:
+            _write_cache(cache_path.removeprefix("file://"), manifest, per_shard)
+    shard = np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(per_shard)] or [np.zeros(0, np.int32)])
+    offset = np.concatenate([np.asarray(o, np.int64) for o, _ in per_shard] or [np.zeros(0, np.int64)])
+    length = np.concatenate([np.asarray(n, np.int64) for _, n in per_shard] or [np.zeros(0, np.int64)])
+    return RecordIndex(shard, offset, length)
+
+
+def _index_shard(path: str, name: str) -> list[tfrecord.RecordSpan]:
+    with manifests.open_binary(path) as f:
+        if manifests.is_local(path):
+            return tfrecord.index_records(f, name)
+        # Remote files: one sequential read beats a ranged request per header.
+        return tfrecord.index_records(io.BytesIO(f.read()), name)
+
+
+def _cache_key(manifest: manifests.Manifest) -> list[dict]:
+    return [{"file": s.file, "bytes": s.bytes, "sha256": s.sha256, "records": s.records} for s in manifest.shards]
+
+
+def _read_cache(path: str, manifest: manifests.Manifest):
+    try:
+        with manifests.open_binary(path) as f:
+            cached = json.loads(f.read())
+    except Exception:  # missing or unreadable: build the index instead
+        return None
+    if cached.get("version") != INDEX_VERSION or cached.get("shards_key") != _cache_key(manifest):
+        return None
+    try:
+        per_shard = [(list(s["offsets"]), list(s["lengths"])) for s in cached["shards"]]
+    except (KeyError, TypeError):
+        return None
+    if [len(o) for o, _ in per_shard] != [s.records for s in manifest.shards]:
+        return None
+    return per_shard
+
+
+def _write_cache(path: str, manifest: manifests.Manifest, per_shard) -> None:
+    cached = {
+        "version": INDEX_VERSION,
+        "split": manifest.split,
+        "shards_key": _cache_key(manifest),
+        "shards": [{"offsets": o, "lengths": n} for o, n in per_shard],
+    }
+    temp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        with open(temp, "w") as f:
+            json.dump(cached, f, separators=(",", ":"))
+        os.replace(temp, path)
+    except OSError:  # a read-only data directory: keep the index in memory only
+        try:
+            os.remove(temp)
+        except OSError:
+            pass
+
+
+# ---- parsing and decoding -----------------------------------------------------------------
+
+
+_LIST_KINDS = {1: "bytes", 2: "float", 3: "int64"}  # Feature's oneof field numbers
+
+
+def _select(data: bytes, keys: frozenset[str]) -> dict[str, object]:
+    """The features `keys` of a serialized Example: bytes lists as lists, floats and int64s as
+    arrays. Other features are skipped undecoded: a crowded image's per-face int64 lists cost
+    more to decode than the rest of the record, and this runs under the GIL for every record.
+
+    Wire layout: Example{1: Features{1: repeated entry{1: key, 2: Feature{1|2|3: list}}}}.
+    """
+    view = memoryview(data)
+    out: dict[str, object] = {}
+    pos, end = 0, len(view)
+    try:
+        while pos < end:  # Example
+            tag, pos = _varint(view, pos)
+            if tag != 0x0A:
+                pos = _skip(view, pos, tag)
+                continue
+            size, pos = _varint(view, pos)
+            features_end = pos + size
+            while pos < features_end:  # Features
+                tag, pos = _varint(view, pos)
+                if tag != 0x0A:
+                    pos = _skip(view, pos, tag)
+                    continue
+                size, pos = _varint(view, pos)
+                entry_end = pos + size
+                key, value_start, value_end = None, 0, 0
+                while pos < entry_end:  # one map entry, key and value in either order
+                    tag, pos = _varint(view, pos)
+                    if tag == 0x0A:
+                        size, pos = _varint(view, pos)
+                        key = str(view[pos : pos + size], "utf-8")
+                        pos += size
+                    elif tag == 0x12:
+                        size, pos = _varint(view, pos)
+                        value_start, value_end = pos, pos + size
+                        pos += size
+                    else:
+                        pos = _skip(view, pos, tag)
+                if key in keys:
+                    out[key] = _feature_values(view, key, value_start, value_end)
+    except (IndexError, ValueError) as e:
+        raise schema.SchemaError(f"not a well-formed tf.train.Example: {e}") from None
+    if len(out) != len(keys):
+        raise schema.SchemaError(f"missing key {sorted(keys - out.keys())[0]!r}")
+    return out
+
+
+def _feature_values(view, key: str, start: int, end: int):
+    found = None
+    pos = start
+    while pos < end:
+        tag, pos = _varint(view, pos)
+        if tag & 7 != 2:
+            pos = _skip(view, pos, tag)
+            continue
+        size, pos = _varint(view, pos)
+        if tag >> 3 in _LIST_KINDS:
+            if found is not None:
+                raise schema.SchemaError(f"key {key!r} holds two value lists, expected 1")
+            found = (_LIST_KINDS[tag >> 3], pos, pos + size)
+        pos += size
+    if found is None:
+        raise schema.SchemaError(f"key {key!r} holds no value list")
+    kind, begin, stop = found
+    want = schema.FEATURES_BY_KEY[key].kind
+    if kind != want:
+        raise schema.SchemaError(f"key {key!r}: expected {want} values, found {kind}")
+    return protowire._decode_list(kind, view[begin:stop].tobytes())
+
+
+def _varint(view, pos: int) -> tuple[int, int]:
+    byte = view[pos]
+    if byte < 0x80:  # tags and short lengths: nearly every call
+        return byte, pos + 1
+    result, shift = byte & 0x7F, 7
+    while True:
+        pos += 1
+        byte = view[pos]
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos + 1
+        shift += 7
+        if shift >= 70:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _skip(view, pos: int, tag: int) -> int:
+    """The position after a field's value (of any wire type) that starts at pos."""
+    wire_type = tag & 7
+    if wire_type == 2:
+        size, pos = _varint(view, pos)
+        return pos + size
+    if wire_type == 0:
+        return _varint(view, pos)[1]
+    if wire_type in (1, 5):
+        return pos + (8 if wire_type == 1 else 4)
+    raise ValueError(f"unsupported wire type {wire_type}")
+
+
+def _decode(features: dict, size: int) -> np.ndarray:
+    """A record's image as uint8 [size, size, 3], decoded as image/format says."""
+    encoded = features[schema.ENCODED][0]
+    image_format = features[schema.FORMAT][0]
+    height, width = int(features[schema.HEIGHT][0]), int(features[schema.WIDTH][0])
+    if (height, width) != (size, size):
+        raise schema.SchemaError(f"expected a {size}x{size} image, found {height}x{width}")
+    if image_format == b"raw":
+        return np.frombuffer(encoded, np.uint8).reshape(size, size, 3)
+    if image_format != b"jpeg":
+        raise schema.SchemaError(f"image/format: expected one of {schema.IMAGE_FORMATS}, found {image_format!r}")
+    with Image.open(io.BytesIO(encoded)) as image:
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        pixels = np.asarray(image)
+    if pixels.shape != (size, size, 3):
+        raise schema.SchemaError(f"expected a {size}x{size} RGB image, found shape {pixels.shape}")
+    return pixels
