@@ -3,6 +3,7 @@
     {split}-00000-of-0000N.tfrecord ...   the shards
     {split}.manifest.json                 counts, per-shard records / bytes / sha256, config
     {split}.errors.jsonl                  one JSON object per unusable image
+    {split}.index.json                    record offsets, cached by the Keras reader (not the build)
 
 Temporary files of a build in progress start with `.{split}-` and are never read. A record's
 shard and its place inside the shard come from `record_key`, a stable hash of its filename.
@@ -45,6 +46,11 @@ def manifest_name(split: str) -> str:
 
 def errors_name(split: str) -> str:
     return f"{split}.errors.jsonl"
+
+
+def index_name(split: str) -> str:
+    """The Keras reader's cache of record offsets, written beside the shards on first use."""
+    return f"{split}.index.json"
 
 
 def record_key(filename: str) -> bytes:

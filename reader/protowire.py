@@ -12,7 +12,7 @@ field 1 holds the values (floats and int64s packed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Literal, Union
 
 import numpy as np
@@ -67,61 +67,61 @@ def encode_example(features: Mapping[str, tuple[Kind, Values]]) -> bytes:
     return _field(1, b"".join(entries))
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    byte = view[pos]
+    if byte < 0x80:  # tags and short lengths: nearly every call
+        return byte, pos + 1
+    result, shift = byte & 0x7F, 7
     while True:
-        if pos >= len(buf):
-            raise WireError("truncated varint")
-        byte = buf[pos]
         pos += 1
+        byte = view[pos]
         result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
+        if byte < 0x80:
+            return result, pos + 1
         shift += 7
         if shift >= 70:
             raise WireError("varint longer than 10 bytes")
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
-    """Yields (field number, wire type, value) for every field of one message."""
-    pos = 0
-    while pos < len(buf):
-        tag, pos = _read_varint(buf, pos)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == _VARINT:
-            value, pos = _read_varint(buf, pos)
-        elif wire_type == _LEN:
-            length, pos = _read_varint(buf, pos)
-            if pos + length > len(buf):
-                raise WireError(f"field {number} claims {length} bytes, {len(buf) - pos} left")
-            value, pos = buf[pos:pos + length], pos + length
+def _fields(view: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """Yields (field number, wire type, start, stop) of every field of the message in view[pos:end];
+    for a varint field, start is its value and stop is -1."""
+    while pos < end:
+        tag, pos = _read_varint(view, pos)
+        wire_type = tag & 7
+        if wire_type == _LEN:
+            size, pos = _read_varint(view, pos)
+            start, pos = pos, pos + size
+        elif wire_type == _VARINT:
+            value, pos = _read_varint(view, pos)
+            yield tag >> 3, wire_type, value, -1
+            continue
         elif wire_type in (_I32, _I64):
-            size = 4 if wire_type == _I32 else 8
-            if pos + size > len(buf):
-                raise WireError(f"field {number} truncated")
-            value, pos = buf[pos:pos + size], pos + size
+            start, pos = pos, pos + (4 if wire_type == _I32 else 8)
         else:
-            raise WireError(f"unsupported wire type {wire_type} in field {number}")
-        yield number, wire_type, value
+            raise WireError(f"unsupported wire type {wire_type} in field {tag >> 3}")
+        if pos > end:
+            raise WireError(f"field {tag >> 3} runs {pos - end} bytes past its message")
+        yield tag >> 3, wire_type, start, pos
 
 
-def _decode_list(kind: Kind, buf: bytes) -> list[bytes] | np.ndarray:
+def _decode_list(kind: Kind, view: memoryview) -> list[bytes] | np.ndarray:
     if kind == "bytes":
-        return [bytes(v) for n, t, v in _fields(buf) if n == 1 and t == _LEN]
+        return [bytes(view[a:b]) for n, t, a, b in _fields(view, 0, len(view)) if n == 1 and t == _LEN]
     chunks = []
-    for number, wire_type, value in _fields(buf):
+    for number, wire_type, start, stop in _fields(view, 0, len(view)):
         if number != 1:
             continue
         if kind == "float":
-            if wire_type not in (_LEN, _I32) or len(value) % 4:
+            if wire_type not in (_LEN, _I32) or (stop - start) % 4:
                 raise WireError("float_list holds a value that is not a 32-bit float")
-            chunks.append(np.frombuffer(value, dtype="<f4"))
+            chunks.append(np.frombuffer(view[start:stop], dtype="<f4"))
         elif wire_type == _VARINT:
-            chunks.append(np.array([value], dtype=np.uint64))
+            chunks.append(np.array([start], dtype=np.uint64))
         else:
-            pos, ints = 0, []
-            while pos < len(value):
-                item, pos = _read_varint(value, pos)
+            pos, ints = start, []
+            while pos < stop:
+                item, pos = _read_varint(view, pos)
                 ints.append(item)
             chunks.append(np.array(ints, dtype=np.uint64))
     if kind == "float":
@@ -129,30 +129,39 @@ def _decode_list(kind: Kind, buf: bytes) -> list[bytes] | np.ndarray:
     return np.concatenate(chunks).view(np.int64) if chunks else np.zeros(0, np.int64)
 
 
-def decode_example(data: bytes) -> dict[str, tuple[Kind, list[bytes] | np.ndarray]]:
+def decode_example(data: bytes, keys: Collection[str] | None = None) -> dict[str, tuple[Kind, list[bytes] | np.ndarray]]:
     """Parses a serialized `tf.train.Example` into `{key: (kind, values)}`.
 
     Bytes features give a list of bytes; float and int64 features give float32 and int64 arrays.
-    Raises WireError on bytes that are not a well-formed Example.
+    keys: the features to decode, or None for all; the others are skipped undecoded (a crowded
+    image's per-face lists cost more than the rest of the record). Raises WireError on bytes
+    that are not a well-formed Example.
     """
+    view = memoryview(data)
     features: dict[str, tuple[Kind, list[bytes] | np.ndarray]] = {}
-    for number, wire_type, body in _fields(data):
-        if number != 1 or wire_type != _LEN:
-            continue
-        for entry_number, entry_type, entry in _fields(body):
-            if entry_number != 1 or entry_type != _LEN:
+    try:
+        for number, wire_type, start, stop in _fields(view, 0, len(view)):
+            if number != 1 or wire_type != _LEN:
                 continue
-            key, feature = None, b""
-            for part_number, part_type, part in _fields(entry):
-                if part_number == 1 and part_type == _LEN:
-                    key = part.decode("utf-8")
-                elif part_number == 2 and part_type == _LEN:
-                    feature = part
-            if key is None:
-                raise WireError("feature map entry without a key")
-            kinds = [(n, v) for n, t, v in _fields(feature) if n in _KIND_OF_FIELD and t == _LEN]
-            if len(kinds) != 1:
-                raise WireError(f"feature {key!r} holds {len(kinds)} value lists, expected 1")
-            list_field, payload = kinds[0]
-            features[key] = (_KIND_OF_FIELD[list_field], _decode_list(_KIND_OF_FIELD[list_field], payload))
+            for entry_number, entry_type, entry_start, entry_stop in _fields(view, start, stop):
+                if entry_number != 1 or entry_type != _LEN:
+                    continue
+                key, feature = None, (0, 0)
+                for part_number, part_type, a, b in _fields(view, entry_start, entry_stop):
+                    if part_number == 1 and part_type == _LEN:
+                        key = str(view[a:b], "utf-8")
+                    elif part_number == 2 and part_type == _LEN:
+                        feature = (a, b)
+                if key is None:
+                    raise WireError("feature map entry without a key")
+                if keys is not None and key not in keys:
+                    continue
+                lists = [(n, a, b) for n, t, a, b in _fields(view, *feature) if n in _KIND_OF_FIELD and t == _LEN]
+                if len(lists) != 1:
+                    raise WireError(f"feature {key!r} holds {len(lists)} value lists, expected 1")
+                list_field, a, b = lists[0]
+                kind = _KIND_OF_FIELD[list_field]
+                features[key] = (kind, _decode_list(kind, view[a:b]))
+    except IndexError:
+        raise WireError("message ends inside a field") from None
     return features

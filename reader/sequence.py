@@ -43,16 +43,11 @@ from PIL import Image
 from reader import augment as augmentation
 from reader import boxes as box_formats
 from reader import manifest as manifests
-from reader import protowire, schema, tfrecord
+from reader import layout, protowire, schema, tfrecord
 
 INDEX_VERSION = 1
 _INVALID = "image/object/invalid"
 _SCALE = np.float32(1 / 127.5)
-
-
-def index_name(split: str) -> str:
-    """The file that caches a split's record index, next to its shards."""
-    return f"{split}.index.json"
 
 
 class ShardSequence(keras.utils.PyDataset):
@@ -296,7 +291,7 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
     Raises CorruptRecordError for a damaged header, ValueError when a shard's record count
     differs from the manifest.
     """
-    cache_path = manifests.join(manifest.data_dir, index_name(manifest.split))
+    cache_path = manifests.join(manifest.data_dir, layout.index_name(manifest.split))
     local = manifests.is_local(cache_path)
     per_shard = _read_cache(cache_path, manifest) if read_cache else None
     if per_shard is None:
@@ -365,106 +360,20 @@ def _write_cache(path: str, manifest: manifests.Manifest, per_shard) -> None:
 # ---- parsing and decoding -----------------------------------------------------------------
 
 
-_LIST_KINDS = {1: "bytes", 2: "float", 3: "int64"}  # Feature's oneof field numbers
-
-
 def _select(data: bytes, keys: frozenset[str]) -> dict[str, object]:
-    """The features `keys` of a serialized Example: bytes lists as lists, floats and int64s as
-    arrays. Other features are skipped undecoded: a crowded image's per-face int64 lists cost
-    more to decode than the rest of the record, and this runs under the GIL for every record.
-
-    Wire layout: Example{1: Features{1: repeated entry{1: key, 2: Feature{1|2|3: list}}}}.
-    """
-    view = memoryview(data)
-    out: dict[str, object] = {}
-    pos, end = 0, len(view)
+    """The features `keys` of a serialized record, checked against the schema; the others are
+    skipped undecoded (this runs under the GIL for every record)."""
     try:
-        while pos < end:  # Example
-            tag, pos = _varint(view, pos)
-            if tag != 0x0A:
-                pos = _skip(view, pos, tag)
-                continue
-            size, pos = _varint(view, pos)
-            features_end = pos + size
-            while pos < features_end:  # Features
-                tag, pos = _varint(view, pos)
-                if tag != 0x0A:
-                    pos = _skip(view, pos, tag)
-                    continue
-                size, pos = _varint(view, pos)
-                entry_end = pos + size
-                key, value_start, value_end = None, 0, 0
-                while pos < entry_end:  # one map entry, key and value in either order
-                    tag, pos = _varint(view, pos)
-                    if tag == 0x0A:
-                        size, pos = _varint(view, pos)
-                        key = str(view[pos : pos + size], "utf-8")
-                        pos += size
-                    elif tag == 0x12:
-                        size, pos = _varint(view, pos)
-                        value_start, value_end = pos, pos + size
-                        pos += size
-                    else:
-                        pos = _skip(view, pos, tag)
-                if key in keys:
-                    out[key] = _feature_values(view, key, value_start, value_end)
-    except (IndexError, ValueError) as e:
+        features = protowire.decode_example(data, keys)
+    except protowire.WireError as e:
         raise schema.SchemaError(f"not a well-formed tf.train.Example: {e}") from None
-    if len(out) != len(keys):
-        raise schema.SchemaError(f"missing key {sorted(keys - out.keys())[0]!r}")
-    return out
-
-
-def _feature_values(view, key: str, start: int, end: int):
-    found = None
-    pos = start
-    while pos < end:
-        tag, pos = _varint(view, pos)
-        if tag & 7 != 2:
-            pos = _skip(view, pos, tag)
-            continue
-        size, pos = _varint(view, pos)
-        if tag >> 3 in _LIST_KINDS:
-            if found is not None:
-                raise schema.SchemaError(f"key {key!r} holds two value lists, expected 1")
-            found = (_LIST_KINDS[tag >> 3], pos, pos + size)
-        pos += size
-    if found is None:
-        raise schema.SchemaError(f"key {key!r} holds no value list")
-    kind, begin, stop = found
-    want = schema.FEATURES_BY_KEY[key].kind
-    if kind != want:
-        raise schema.SchemaError(f"key {key!r}: expected {want} values, found {kind}")
-    return protowire._decode_list(kind, view[begin:stop].tobytes())
-
-
-def _varint(view, pos: int) -> tuple[int, int]:
-    byte = view[pos]
-    if byte < 0x80:  # tags and short lengths: nearly every call
-        return byte, pos + 1
-    result, shift = byte & 0x7F, 7
-    while True:
-        pos += 1
-        byte = view[pos]
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos + 1
-        shift += 7
-        if shift >= 70:
-            raise ValueError("varint longer than 10 bytes")
-
-
-def _skip(view, pos: int, tag: int) -> int:
-    """The position after a field's value (of any wire type) that starts at pos."""
-    wire_type = tag & 7
-    if wire_type == 2:
-        size, pos = _varint(view, pos)
-        return pos + size
-    if wire_type == 0:
-        return _varint(view, pos)[1]
-    if wire_type in (1, 5):
-        return pos + (8 if wire_type == 1 else 4)
-    raise ValueError(f"unsupported wire type {wire_type}")
+    for key in sorted(keys):
+        if key not in features:
+            raise schema.SchemaError(f"missing key {key!r}")
+        kind, _ = features[key]
+        if kind != schema.FEATURES_BY_KEY[key].kind:
+            raise schema.SchemaError(f"key {key!r}: expected {schema.FEATURES_BY_KEY[key].kind} values, found {kind}")
+    return {key: values for key, (_, values) in features.items()}
 
 
 def _decode(features: dict, size: int) -> np.ndarray:
