@@ -112,7 +112,7 @@ def make_dataset(
     parallel_shards: int = 8,
     deterministic: bool | None = None,
     drop_remainder: bool | None = None,
-    dct_method: str = "INTEGER_ACCURATE",
+    dct_method: str = "",
 ) -> tf.data.Dataset:
     """The batches of one split, read from `data_dir` (a local path or gs://).
 
@@ -138,9 +138,9 @@ def make_dataset(
     shuffle_buffer: records held by the shuffle buffer (serialized, about 30 KB each for JPEG).
     deterministic: whether parallel steps keep their order; default: True unless training
       without a seed.
-    dct_method: `tf.io.decode_jpeg`'s; the default, INTEGER_ACCURATE, gives exactly Pillow's
-      pixels (what `ShardSequence` and `Record.pixels` give); "" is TensorFlow's faster default,
-      INTEGER_FAST, off by a grey level or two on average.
+    dct_method: `tf.io.decode_jpeg`'s; the default "" is TensorFlow's own (INTEGER_FAST, the
+      fastest, off by a grey level or two on average from Pillow); INTEGER_ACCURATE gives exactly
+      Pillow's pixels, what `ShardSequence` and `Record.pixels` give.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

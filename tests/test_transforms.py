@@ -100,3 +100,14 @@ def test_finalize_refuses_counts_that_do_not_add_up(tmp_path):
     with pytest.raises(Exception, match=r"counts do not add up: images_annotated 5 != records 2 \+ errors 0"):
         _finalize(tmp_path, shards, [], {"images_annotated": 5, "faces_annotated": 2})
     assert not (tmp_path / "val.manifest.json").exists()
+
+
+def test_annotation_coder_round_trips_and_is_deterministic():
+    coder = transforms.ImageAnnotationCoder()
+    annotations = _annotations()
+    for annotation in annotations:
+        again = coder.decode(coder.encode(annotation))
+        assert (again.filename, again.line) == (annotation.filename, annotation.line)
+        assert again.faces.shape == annotation.faces.shape and (again.faces == annotation.faces).all()
+    assert coder.is_deterministic() and coder.encode(annotations[7]) == coder.encode(annotations[7])
+    assert beam.coders.registry.get_coder(type(annotations[0])).__class__ is transforms.ImageAnnotationCoder
