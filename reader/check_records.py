@@ -231,6 +231,14 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return (*(int(i) for i in where[0]), len(where))
 
 
+def _cells_differ(what: str, differ: np.ndarray, stored: np.ndarray, recomputed: np.ndarray, show) -> str:
+    """The first differing cells of a stored grid or mask against the recomputed one, as a problem."""
+    cells = np.argwhere(differ)
+    shown = [f"cell ({r}, {c}) stored {show(stored[r, c])}, recomputed {show(recomputed[r, c])}" for r, c in cells[:_SHOWN_CELLS]]
+    more = f"; and {len(cells) - _SHOWN_CELLS} more cells" if len(cells) > _SHOWN_CELLS else ""
+    return f"{what} differs from the boxes: {'; '.join(shown)}{more}"
+
+
 def _show(values) -> str:
     """Float32 values in their shortest exact form."""
     return "(" + ", ".join(str(np.float32(v)) for v in np.ravel(values)) + ")"
@@ -327,21 +335,9 @@ def _target_problems(fields: dict, recomputed: targets.GridTargets) -> list[str]
     grid_diff = (grid.view(np.uint32) != recomputed.grid.view(np.uint32)).any(axis=-1)
     ignore_diff = ignore.view(np.uint32) != recomputed.ignore.view(np.uint32)
     if grid_diff.any():
-        cells = np.argwhere(grid_diff)
-        shown = [
-            f"cell ({r}, {c}) stored {_show(grid[r, c])}, recomputed {_show(recomputed.grid[r, c])}"
-            for r, c in cells[:_SHOWN_CELLS]
-        ]
-        more = f"; and {len(cells) - _SHOWN_CELLS} more cells" if len(cells) > _SHOWN_CELLS else ""
-        problems.append(f"grid (h, w, y, x, obj) differs from the boxes: {'; '.join(shown)}{more}")
+        problems.append(_cells_differ("grid (h, w, y, x, obj)", grid_diff, grid, recomputed.grid, _show))
     if ignore_diff.any():
-        cells = np.argwhere(ignore_diff)
-        shown = [
-            f"cell ({r}, {c}) stored {_show(ignore[r, c])[1:-1]}, recomputed {_show(recomputed.ignore[r, c])[1:-1]}"
-            for r, c in cells[:_SHOWN_CELLS]
-        ]
-        more = f"; and {len(cells) - _SHOWN_CELLS} more cells" if len(cells) > _SHOWN_CELLS else ""
-        problems.append(f"ignore differs from the boxes: {'; '.join(shown)}{more}")
+        problems.append(_cells_differ("ignore", ignore_diff, ignore, recomputed.ignore, lambda v: _show(v)[1:-1]))
     if fields["dropped"] != recomputed.dropped:
         problems.append(f"{schema.DROPPED}: stored {fields['dropped']}, recomputed from the boxes {recomputed.dropped}")
     return problems
