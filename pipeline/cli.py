@@ -145,13 +145,17 @@ class _WorkerLogs(logging.Filter):
     """Beam's local runner relays each worker log line as a protobuf dump. Keep warnings and
     facegrid's own progress lines, shown as their message alone."""
 
-    _FIELDS = re.compile(r'message: "(?P<message>.*?)" (?:instruction_id|transform_id|log_location).*?log_location: "(?P<where>[^"]*)"')
+    # Every local worker warns that it has no semi_persistent_directory: nothing to act on.
+    _NOISE = ("No semi_persistent_directory found",)
+    _FIELDS = re.compile(r'message: "(?P<message>.*?)" (?=instruction_id|transform_id|log_location).*?log_location: "(?P<where>[^"]*)"')
 
     def filter(self, record: logging.LogRecord) -> bool:
         match = self._FIELDS.search(record.getMessage())
         if match is None:
             return record.levelno >= logging.WARNING
         if record.levelno < logging.WARNING and "/pipeline/" not in match["where"]:
+            return False
+        if match["message"].startswith(self._NOISE):
             return False
         record.msg, record.args = match["message"], ()
         return True

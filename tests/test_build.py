@@ -216,3 +216,19 @@ def test_beam_metrics_count_everything(tmp_path):
     assert {k.removeprefix("errors_"): v for k, v in counters.items() if k.startswith("errors_")} == {
         reason: 1 for reason in EXPECTED_ERRORS.values()
     }
+
+
+def test_worker_log_relay_keeps_progress_and_warnings_only():
+    import logging
+
+    relay = cli._WorkerLogs()
+
+    def record(level, message, where):
+        text = f'severity: X timestamp {{ seconds: 1 }} message: "{message}" log_location: "{where}:9" thread: "T"'
+        return logging.LogRecord("relay", level, __file__, 1, "Worker: %s", (text,), None)
+
+    progress = record(logging.INFO, "val-00000-of-00002.tfrecord: 10 records", "/x/pipeline/transforms.py")
+    assert relay.filter(progress) and progress.getMessage() == "val-00000-of-00002.tfrecord: 10 records"
+    assert not relay.filter(record(logging.INFO, "Control channel established.", "/x/apache_beam/runners/worker/sdk_worker.py"))
+    assert not relay.filter(record(logging.WARNING, "No semi_persistent_directory found: ...", "/x/sdk_worker_main.py"))
+    assert relay.filter(record(logging.WARNING, "Unable to locate credentials", "/x/apache_beam/io/aws/s3io.py"))
