@@ -45,19 +45,7 @@ def index_shard(path: str, file: str) -> ShardIndex:
         try:
             return ShardIndex(file, tuple(tfrecord.index_records(f, file)))
         except tfrecord.CorruptRecordError as e:
-            # index_records stops at the bad header without the spans before it: walk them again.
-            return ShardIndex(file, tuple(_spans_before(f, e.index)), e)
-
-
-def _spans_before(f, count: int) -> list[tfrecord.RecordSpan]:
-    """The first `count` spans of a shard whose headers are known to be good that far."""
-    spans, offset = [], 0
-    for index in range(count):
-        f.seek(offset)
-        length = int.from_bytes(f.read(tfrecord.HEADER_BYTES)[:8], "little")
-        spans.append(tfrecord.RecordSpan(index, offset, length))
-        offset = spans[-1].end
-    return spans
+            return ShardIndex(file, e.spans, e)
 
 
 @dataclasses.dataclass(frozen=True)

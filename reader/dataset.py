@@ -39,9 +39,7 @@ import dataclasses
 import logging
 import math
 import os
-import struct
 import threading
-from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -333,36 +331,6 @@ def _damage_check(manifest: manifests.Manifest):
     return check
 
 
-def _walk(f, shard: str) -> Iterator[tuple[int, int, bytes | None, str | None]]:
-    """Every record of a shard as (index, offset, data, None), or (index, offset, None, problem)
-    for a damaged one. Goes on past a record whose data checksum fails (its header still gives
-    the next record's place); stops at a damaged header or a truncated shard."""
-    index = offset = 0
-    while True:
-        f.seek(offset)
-        header = f.read(tfrecord.HEADER_BYTES)
-        if not header:
-            return
-        if len(header) < tfrecord.HEADER_BYTES:
-            yield index, offset, None, f"truncated header ({len(header)} of {tfrecord.HEADER_BYTES} bytes)"
-            return
-        length_bytes = header[:8]
-        if tfrecord.masked_crc32c(length_bytes) != struct.unpack("<I", header[8:])[0]:
-            yield index, offset, None, "length checksum mismatch"
-            return
-        (length,) = struct.unpack("<Q", length_bytes)
-        body = f.read(length + tfrecord.FOOTER_BYTES)
-        if len(body) < length + tfrecord.FOOTER_BYTES:
-            yield index, offset, None, f"truncated data ({len(body)} of {length + tfrecord.FOOTER_BYTES} bytes)"
-            return
-        data = body[:length]
-        if tfrecord.masked_crc32c(data) != struct.unpack("<I", body[length:])[0]:
-            yield index, offset, None, "data checksum mismatch"
-        else:
-            yield index, offset, data, None
-        index, offset = index + 1, offset + tfrecord.HEADER_BYTES + length + tfrecord.FOOTER_BYTES
-
-
 def _rescan(path: str, already_read: int, expected: int, on_damage: SkippedRecords | None) -> tuple[list[bytes], str]:
     """For a shard whose read came up short or long: (intact records after the first
     `already_read`, problem). The problem is "" when `on_damage` takes the damage (it is then
@@ -373,12 +341,12 @@ def _rescan(path: str, already_read: int, expected: int, on_damage: SkippedRecor
         return [], f"{path}: cannot open shard: {e}"
     intact, damage, end = [], [], 0
     with f:
-        for index, offset, data, problem in _walk(f, path):
+        for span, data, problem in tfrecord.walk_records(f):
             if problem is not None:
-                damage.append(str(tfrecord.CorruptRecordError(path, index, offset, problem)))
-            elif index >= already_read:
+                damage.append(str(tfrecord.CorruptRecordError(path, span.index, span.offset, problem)))
+            elif span.index >= already_read:
                 intact.append(data)
-            end = index + 1
+            end = span.index + 1
         found = already_read + len(intact)
     if not damage:
         if found == expected:  # a transient read error that did not come back

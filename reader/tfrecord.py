@@ -39,6 +39,7 @@ class CorruptRecordError(ValueError):
     def __init__(self, shard: str, index: int, offset: int, problem: str):
         super().__init__(f"{shard}: record {index} at byte {offset}: {problem}")
         self.shard, self.index, self.offset, self.problem = shard, index, offset, problem
+        self.spans: tuple[RecordSpan, ...] = ()  # index_records: the intact records before the damage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,16 +72,33 @@ def _read_header(f: BinaryIO, shard: str, index: int, offset: int) -> int | None
     return struct.unpack("<Q", length_bytes)[0]
 
 
-def _read_data(f: BinaryIO, shard: str, index: int, offset: int, length: int, verify: bool) -> bytes:
-    body = f.read(length + FOOTER_BYTES)
-    if len(body) < length + FOOTER_BYTES:
-        raise CorruptRecordError(
-            shard, index, offset, f"truncated data ({len(body)} of {length + FOOTER_BYTES} bytes)"
-        )
-    data = body[:length]
-    if verify and masked_crc32c(data) != struct.unpack("<I", body[length:])[0]:
-        raise CorruptRecordError(shard, index, offset, "data checksum mismatch")
-    return data
+def walk_records(f: BinaryIO, verify: bool = True) -> Iterator[tuple[RecordSpan, bytes | None, str | None]]:
+    """Yields (span, data, None) for every intact record of an open shard and (span, None,
+    problem) for a damaged one. Goes on past a record whose data checksum fails (its header
+    still gives the next record's place); stops after a damaged header or a truncated shard."""
+    index = offset = 0
+    while True:
+        header = f.read(HEADER_BYTES)
+        if not header:
+            return
+        if len(header) < HEADER_BYTES:
+            yield RecordSpan(index, offset, 0), None, f"truncated header ({len(header)} of 12 bytes)"
+            return
+        length_bytes = header[:8]
+        if masked_crc32c(length_bytes) != struct.unpack("<I", header[8:])[0]:
+            yield RecordSpan(index, offset, 0), None, "length checksum mismatch"
+            return
+        span = RecordSpan(index, offset, struct.unpack("<Q", length_bytes)[0])
+        body = f.read(span.length + FOOTER_BYTES)
+        if len(body) < span.length + FOOTER_BYTES:
+            yield span, None, f"truncated data ({len(body)} of {span.length + FOOTER_BYTES} bytes)"
+            return
+        data = body[: span.length]
+        if verify and masked_crc32c(data) != struct.unpack("<I", body[span.length :])[0]:
+            yield span, None, "data checksum mismatch"
+        else:
+            yield span, data, None
+        index, offset = index + 1, span.end
 
 
 def iter_records(f: BinaryIO, shard: str, verify: bool = True) -> Iterator[tuple[RecordSpan, bytes]]:
@@ -88,36 +106,43 @@ def iter_records(f: BinaryIO, shard: str, verify: bool = True) -> Iterator[tuple
 
     `shard` names the file in errors. Raises CorruptRecordError at the first damaged record.
     """
-    index = offset = 0
-    while (length := _read_header(f, shard, index, offset)) is not None:
-        span = RecordSpan(index, offset, length)
-        yield span, _read_data(f, shard, index, offset, length, verify)
-        index, offset = index + 1, span.end
+    for span, data, problem in walk_records(f, verify):
+        if problem is not None:
+            raise CorruptRecordError(shard, span.index, span.offset, problem)
+        yield span, data
 
 
 def index_records(f: BinaryIO, shard: str) -> list[RecordSpan]:
-    """Finds every record's span from the headers alone, seeking past the data."""
+    """Finds every record's span from the headers alone, seeking past the data.
+
+    On damage raises CorruptRecordError whose `spans` holds the records found before it.
+    """
     size = f.seek(0, 2)
     f.seek(0)
-    spans, offset = [], 0
-    while (length := _read_header(f, shard, len(spans), offset)) is not None:
-        span = RecordSpan(len(spans), offset, length)
-        if span.end > size:
-            raise CorruptRecordError(
-                shard, span.index, offset, f"truncated data ({size - span.data_offset} of {length + FOOTER_BYTES} bytes)"
-            )
-        f.seek(span.end)
-        spans.append(span)
-        offset = span.end
+    spans: list[RecordSpan] = []
+    offset = 0
+    try:
+        while (length := _read_header(f, shard, len(spans), offset)) is not None:
+            span = RecordSpan(len(spans), offset, length)
+            if span.end > size:
+                raise CorruptRecordError(
+                    shard, span.index, offset, f"truncated data ({size - span.data_offset} of {length + FOOTER_BYTES} bytes)"
+                )
+            f.seek(span.end)
+            spans.append(span)
+            offset = span.end
+    except CorruptRecordError as e:
+        e.spans = tuple(spans)
+        raise
     return spans
 
 
 def read_record(f: BinaryIO, shard: str, span: RecordSpan) -> bytes:
     """Reads and checks one record at a known span (random access for the Keras reader)."""
     f.seek(span.offset)
-    length = _read_header(f, shard, span.index, span.offset)
-    if length != span.length:
-        raise CorruptRecordError(
-            shard, span.index, span.offset, f"header says {length} bytes, the index {span.length}"
-        )
-    return _read_data(f, shard, span.index, span.offset, length, verify=True)
+    found, data, problem = next(walk_records(f), (None, None, "the shard ends before this record"))
+    if problem is None and found.length != span.length:
+        problem = f"header says {found.length} bytes, the index {span.length}"
+    if problem is not None:
+        raise CorruptRecordError(shard, span.index, span.offset, problem)
+    return data
