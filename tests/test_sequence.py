@@ -13,7 +13,7 @@ import pytest
 
 import reader
 from reader import boxes as box_formats
-from reader import layout, schema, sequence, targets, tfrecord
+from reader import layout, schema, targets, tfrecord
 from tests import reader_fixtures
 from tests.reader_fixtures import built_val, built_val_raw  # noqa: F401  (fixtures)
 
