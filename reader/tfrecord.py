@@ -59,17 +59,18 @@ class RecordSpan:
         return self.data_offset + self.length + FOOTER_BYTES
 
 
-def _read_header(f: BinaryIO, shard: str, index: int, offset: int) -> int | None:
-    """Reads a record header; returns the data length, or None at a clean end of file."""
+def _header(f: BinaryIO) -> tuple[int | None, str | None]:
+    """Reads a record header: (data length, None), (None, problem), or (None, None) at a clean
+    end of file."""
     header = f.read(HEADER_BYTES)
     if not header:
-        return None
+        return None, None
     if len(header) < HEADER_BYTES:
-        raise CorruptRecordError(shard, index, offset, f"truncated header ({len(header)} of 12 bytes)")
-    length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
-    if masked_crc32c(length_bytes) != crc:
-        raise CorruptRecordError(shard, index, offset, "length checksum mismatch")
-    return struct.unpack("<Q", length_bytes)[0]
+        return None, f"truncated header ({len(header)} of 12 bytes)"
+    length_bytes = header[:8]
+    if masked_crc32c(length_bytes) != struct.unpack("<I", header[8:])[0]:
+        return None, "length checksum mismatch"
+    return struct.unpack("<Q", length_bytes)[0], None
 
 
 def walk_records(f: BinaryIO, verify: bool = True) -> Iterator[tuple[RecordSpan, bytes | None, str | None]]:
@@ -78,17 +79,12 @@ def walk_records(f: BinaryIO, verify: bool = True) -> Iterator[tuple[RecordSpan,
     still gives the next record's place); stops after a damaged header or a truncated shard."""
     index = offset = 0
     while True:
-        header = f.read(HEADER_BYTES)
-        if not header:
+        length, problem = _header(f)
+        if problem is not None:
+            yield RecordSpan(index, offset, 0), None, problem
+        if length is None:
             return
-        if len(header) < HEADER_BYTES:
-            yield RecordSpan(index, offset, 0), None, f"truncated header ({len(header)} of 12 bytes)"
-            return
-        length_bytes = header[:8]
-        if masked_crc32c(length_bytes) != struct.unpack("<I", header[8:])[0]:
-            yield RecordSpan(index, offset, 0), None, "length checksum mismatch"
-            return
-        span = RecordSpan(index, offset, struct.unpack("<Q", length_bytes)[0])
+        span = RecordSpan(index, offset, length)
         body = f.read(span.length + FOOTER_BYTES)
         if len(body) < span.length + FOOTER_BYTES:
             yield span, None, f"truncated data ({len(body)} of {span.length + FOOTER_BYTES} bytes)"
@@ -122,7 +118,12 @@ def index_records(f: BinaryIO, shard: str) -> list[RecordSpan]:
     spans: list[RecordSpan] = []
     offset = 0
     try:
-        while (length := _read_header(f, shard, len(spans), offset)) is not None:
+        while True:
+            length, problem = _header(f)
+            if problem is not None:
+                raise CorruptRecordError(shard, len(spans), offset, problem)
+            if length is None:
+                break
             span = RecordSpan(len(spans), offset, length)
             if span.end > size:
                 raise CorruptRecordError(
