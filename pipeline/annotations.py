@@ -174,6 +174,24 @@ def parse(lines: Iterable[str], source: str, list_format: str) -> Iterator[Image
     raise ValueError(f"list_format must be one of {LIST_FORMATS}, got {list_format!r}")
 
 
+ZERO_LINE = "0 0 0 0 0 0 0 0 0 0 "
+
+
+def box_lines(faces, split: str) -> list[str]:
+    """The count line and box lines of one image, byte for byte as the WIDER .txt files write
+    them (`faces`: [N, 10] ints in BOX_FIELDS order). An image without faces gets the train
+    file's placeholder (`0` and a zero line) or the val file's (`1` and a zero box)."""
+    rows = np.asarray(faces, dtype=np.int64).reshape(-1, len(BOX_FIELDS)).tolist()
+    if not rows:
+        return ["0" if split == "train" else "1", ZERO_LINE]
+    return [str(len(rows))] + ["".join(f"{v} " for v in row) for row in rows]
+
+
+def format_boxes(entries, split: str) -> str:
+    """A whole `*_bbx_gt.txt` file from (filename, faces) pairs: what `parse_boxes` reads."""
+    return "".join(f"{line}\n" for filename, faces in entries for line in (filename, *box_lines(faces, split)))
+
+
 def list_format_for_split(split: str) -> str:
     """The test split ships a file list; train and val ship boxes."""
     return "names" if split == "test" else "boxes"

@@ -49,7 +49,6 @@ _EVENTS = (
     "0--Parade", "2--Demonstration", "7--Cheering", "12--Group", "13--Interview",
     "20--Family_Group", "29--Students_Schoolkids", "50--Celebration_Or_Party",
 )
-_ZERO_LINE = "0 0 0 0 0 0 0 0 0 0 "
 # The images each split opens with, so a sample of any allowed size holds every quirk. The rest
 # are "group" images; "gray" and "progressive" are group images stored in that JPEG flavour.
 _TRAIN_KINDS = ("crowd", "big", "empty", "edges", "gray", "progressive")
@@ -235,13 +234,6 @@ def _sample_faces(kind: str, height: int, rng: np.random.Generator) -> np.ndarra
     return np.concatenate([faces, np.concatenate([quirks, attributes], axis=1)]).astype(np.int32)
 
 
-def _box_lines(faces: np.ndarray, split: str) -> list[str]:
-    """The count line and box lines of one image, byte-for-byte as in the WIDER .txt files."""
-    if not len(faces):  # the empty-image placeholders differ between the two files
-        return ["0" if split == "train" else "1", _ZERO_LINE]
-    return [str(len(faces))] + ["".join(f"{v} " for v in row) for row in faces.tolist()]
-
-
 def write_sample(output_dir: str, num_images: int = 48, seed: int = 0) -> Sample:
     """Writes a WIDER-layout sample dataset of `num_images` images under `output_dir`.
 
@@ -267,7 +259,7 @@ def write_sample(output_dir: str, num_images: int = 48, seed: int = 0) -> Sample
         ("train", num_images - num_val, _TRAIN_KINDS, sample.train_annotations),
         ("val", num_val, _VAL_KINDS, sample.val_annotations),
     ):
-        lines = []
+        entries = []
         for position in range(count):
             kind = kinds[position] if position < len(kinds) else "group"
             event = _EVENTS[rng.integers(len(_EVENTS))]
@@ -275,13 +267,13 @@ def write_sample(output_dir: str, num_images: int = 48, seed: int = 0) -> Sample
             filename = f"{event}/{number}_{name}_{name}_{number}_{index}.jpg"
             height = _typical_height(rng)
             faces = _sample_faces(kind, height, rng)
-            lines += [filename, *_box_lines(faces, split)]
+            entries.append((filename, faces))
             image = _draw(faces, height, _image_rng(seed, filename))
             if kind == "gray":
                 image = image.convert("L")
             _write(os.path.join(sample.images_dir, filename), _encode(image, progressive=kind == "progressive"))
             index += 1
-        _write(path, "".join(f"{line}\n" for line in lines).encode("ascii"))
+        _write(path, annotations.format_boxes(entries, split).encode("ascii"))
     return sample
 
 

@@ -12,19 +12,16 @@ from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
 
-def build(output_dir, *flags: str, split: str = "val", annotations=FIXTURE_ANNOTATIONS, runner=IN_MEMORY) -> dict:
-    """Builds `split` into output_dir; returns its manifest."""
-    cli.run(
-        [
-            f"--annotations={annotations}",
-            f"--images_dir={FIXTURE_IMAGES}",
-            f"--output_dir={output_dir}",
-            f"--split={split}",
-            "--max_error_fraction=0.5",
-            *flags,
-            *runner,
-        ]
+def run_build(annotations, images_dir, output_dir, split: str, *flags: str, runner=IN_MEMORY):
+    """The real Beam build through `pipeline.cli.run`, in memory unless `runner` says otherwise."""
+    return cli.run(
+        [f"--annotations={annotations}", f"--images_dir={images_dir}", f"--output_dir={output_dir}", f"--split={split}", *flags, *runner]
     )
+
+
+def build(output_dir, *flags: str, split: str = "val", annotations=FIXTURE_ANNOTATIONS, runner=IN_MEMORY) -> dict:
+    """Builds `split` of the checked-in fixture set into output_dir; returns its manifest."""
+    run_build(annotations, FIXTURE_IMAGES, output_dir, split, "--max_error_fraction=0.5", *flags, runner=runner)
     return json.loads((pathlib.Path(output_dir) / f"{split}.manifest.json").read_text())
 
 

@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline import cli
+from pipeline.annotations import format_boxes
 from reader import layout, protowire, schema, tfrecord
+from tests.build_helpers import run_build
 
 SPLIT = "val"
 NUM_SHARDS = 3
-IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
 # (filename, width, height, faces as (x, y, w, h, invalid)); None: the image file is not written.
 _IMAGES = (
@@ -66,34 +66,19 @@ def _draw_image(path: pathlib.Path, width: int, height: int, faces, seed: int) -
 def write_source(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes the annotation file and images under root; returns (annotations, images_dir)."""
     images = root / "images"
-    lines = []
+    entries = []
     for seed, (filename, width, height, faces) in enumerate(_IMAGES):
-        lines.append(filename)
-        if faces:
-            lines.append(str(len(faces)))
-            lines += [f"{x} {y} {w} {h} 0 0 0 {invalid} 0 0 " for x, y, w, h, invalid in faces]
-        else:
-            lines += ["1", "0 0 0 0 0 0 0 0 0 0 "]
+        entries.append((filename, [[x, y, w, h, 0, 0, 0, invalid, 0, 0] for x, y, w, h, invalid in faces]))
         if filename != _MISSING:
             _draw_image(images / filename, width, height, faces, seed)
     annotations = root / "wider_face_val_bbx_gt.txt"
-    annotations.write_text("\n".join(lines) + "\n")
+    annotations.write_text(format_boxes(entries, "val"))
     return annotations, images
 
 
 def build(source_root: pathlib.Path, output_dir: pathlib.Path, split: str = SPLIT, num_shards: int = NUM_SHARDS) -> None:
     annotations, images = write_source(source_root)
-    cli.run(
-        [
-            f"--annotations={annotations}",
-            f"--images_dir={images}",
-            f"--output_dir={output_dir}",
-            f"--split={split}",
-            f"--num_shards={num_shards}",
-            "--max_error_fraction=0.5",
-            *IN_MEMORY,
-        ]
-    )
+    run_build(annotations, images, output_dir, split, f"--num_shards={num_shards}", "--max_error_fraction=0.5")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.annotations import format_boxes
 from reader import layout, manifest, schema, tfrecord
+from tests.build_helpers import run_build
 
 GRID = 7
 
@@ -91,7 +93,7 @@ def write_source(root: str, num_images: int, seed: int = 0) -> tuple[str, str]:
     """Writes images and a WIDER val-style annotation file under root; returns (annotations, images_dir)."""
     rng = np.random.default_rng(seed)
     images_dir = os.path.join(root, "images")
-    lines = []
+    entries = []
     for i in range(num_images):
         event = f"{i % 3}--Event{i % 3}"
         filename = f"{event}/{i % 3}_Event_img_{i}.jpg"
@@ -99,35 +101,16 @@ def write_source(root: str, num_images: int, seed: int = 0) -> tuple[str, str]:
         height = int(rng.choice([112, 150, 196, 260]))
         os.makedirs(os.path.join(images_dir, event), exist_ok=True)
         Image.fromarray(_pattern(width, height, rng)).save(os.path.join(images_dir, filename), quality=92)
-        faces = _faces_for(i, width, height, rng)
-        lines.append(filename)
-        if faces:
-            lines.append(str(len(faces)))
-            lines.extend(" ".join(str(v) for v in face) + " " for face in faces)
-        else:
-            lines.extend(["1", "0 0 0 0 0 0 0 0 0 0 "])
+        entries.append((filename, _faces_for(i, width, height, rng)))
     annotations = os.path.join(root, "wider_face_val_bbx_gt.txt")
     with open(annotations, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(format_boxes(entries, "val"))
     return annotations, images_dir
 
 
 def build(annotations: str, images_dir: str, output_dir: str, num_shards: int, image_format: str = "jpeg", split: str = "val") -> None:
     """Runs the real Beam build, in memory (fast enough for tests)."""
-    from pipeline import cli
-
-    cli.run(
-        [
-            f"--annotations={annotations}",
-            f"--images_dir={images_dir}",
-            f"--output_dir={output_dir}",
-            f"--split={split}",
-            f"--num_shards={num_shards}",
-            f"--image_format={image_format}",
-            "--runner=FnApiRunner",
-            "--direct_running_mode=in_memory",
-        ]
-    )
+    run_build(annotations, images_dir, output_dir, split, f"--num_shards={num_shards}", f"--image_format={image_format}")
 
 
 def read_back(data_dir: str, split: str = "val") -> Build:

@@ -207,10 +207,7 @@ def test_workers_never_import_tensorflow():
 def test_beam_metrics_count_everything(tmp_path):
     from apache_beam.metrics.metric import MetricsFilter
 
-    result = cli.run(
-        [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={tmp_path}", "--split=val",
-         "--max_error_fraction=0.5", *build_helpers.IN_MEMORY]
-    )
+    result = build_helpers.run_build(FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, tmp_path, "val", "--max_error_fraction=0.5")
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("facegrid"))["counters"]}
     assert {k: counters.get(k, 0) for k in EXPECTED_COUNTS} == EXPECTED_COUNTS
     assert {k.removeprefix("errors_"): v for k, v in counters.items() if k.startswith("errors_")} == {

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from pipeline.annotations import format_boxes
+from tests.build_helpers import run_build
+
 SKIN = (224, 172, 140)
 
 
@@ -42,7 +45,7 @@ def write_source(root: str, split: str, num_images: int, seed: int) -> tuple[str
     """Writes images and a WIDER annotation file for one split; returns (annotations, images_dir)."""
     rng = np.random.default_rng(seed)
     images_dir = os.path.join(root, "images")
-    out = []
+    entries = []
     for i in range(num_images):
         event = f"{i % 2}--Event{i % 2}"
         filename = f"{event}/{split}_{i}.jpg"
@@ -52,33 +55,19 @@ def write_source(root: str, split: str, num_images: int, seed: int) -> tuple[str
             faces[0][7] = 1  # invalid: stored, ignored by the targets, not scored
         os.makedirs(os.path.join(images_dir, event), exist_ok=True)
         image.save(os.path.join(images_dir, filename), quality=90)
-        out.append(filename)
-        if faces:
-            out += [str(len(faces))] + ["".join(f"{v} " for v in face) for face in faces]
-        else:
-            out += ["0", "0 0 0 0 0 0 0 0 0 0 "]
+        entries.append((filename, faces))
     annotations = os.path.join(root, f"wider_face_{split}_bbx_gt.txt")
     with open(annotations, "w") as f:
-        f.write("\n".join(out) + "\n")
+        f.write(format_boxes(entries, split))
     return annotations, images_dir
 
 
 def make_build(root: str, num_train: int = 24, num_val: int = 8, seed: int = 0) -> str:
     """Builds train and val shards under root/shards with the real Beam job, in memory."""
-    from pipeline import cli
-
     data_dir = os.path.join(root, "shards")
     for split, count, shards in (("train", num_train, 2), ("val", num_val, 1)):
         annotations, images_dir = write_source(os.path.join(root, "source"), split, count, seed + (split == "val"))
-        cli.run([
-            f"--annotations={annotations}",
-            f"--images_dir={images_dir}",
-            f"--output_dir={data_dir}",
-            f"--split={split}",
-            f"--num_shards={shards}",
-            "--runner=FnApiRunner",
-            "--direct_running_mode=in_memory",
-        ])
+        run_build(annotations, images_dir, data_dir, split, f"--num_shards={shards}")
     return data_dir
 
 
