@@ -1,13 +1,17 @@
 """Peak memory of the build's worker processes, the figure deploy/README.md sizes Dataflow workers by.
 
 Generates a WIDER-layout sample of 1,024-px JPEGs (pipeline.sample), then builds its train split
-twice with `python -m pipeline`, polling every process of the run with psutil:
+three times with `python -m pipeline`, polling every process of the run with psutil:
 
-- `multi_processing`: Beam's local FnApiRunner with one SDK worker process per worker, as the
-  default local build runs. Each worker process runs one bundle (one shard) at a time.
+- `in_memory`: the default local build: one process, runner and SDK worker together, running
+  one bundle (one shard) at a time.
+- `multi_processing`: Beam's local FnApiRunner with one SDK worker process per worker, each
+  running one bundle (one shard) at a time, as one Dataflow SDK process with one bundle does.
 - `multi_threading`: one process whose SDK worker runs `--threads` bundles at once, as one
   Dataflow SDK process does with its default 12 harness threads. The runner lives in the same
   process, so this over-counts a Dataflow SDK process slightly.
+
+Every shard writer prepares `--image_threads` images at once (the build's default, 8).
 
     python deploy/measure_memory.py --work_dir=build/memory [--num_images=400] [--workers=2]
         [--threads=12] [--json=build/memory/memory.json]
@@ -121,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--num_shards={args.num_shards}",
     ]  # fmt: skip
     runs = {
+        "in_memory": [],
         "multi_processing": ["--direct_running_mode=multi_processing", f"--direct_num_workers={args.workers}"],
         "multi_threading": ["--direct_running_mode=multi_threading", f"--direct_num_workers={args.threads}"],
     }

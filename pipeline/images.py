@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import posixpath
 
 import numpy as np
@@ -137,6 +138,18 @@ def prepare(data: bytes, config: ImageConfig) -> PreparedImage:
         scaled = canvas
     if config.image_format == "raw":
         return PreparedImage(scaled.tobytes(), placement)
-    out = io.BytesIO()
-    scaled.save(out, format="JPEG", quality=config.jpeg_quality)
-    return PreparedImage(out.getvalue(), placement)
+    return PreparedImage(_encode_jpeg(scaled, config.jpeg_quality), placement)
+
+
+def _encode_jpeg(im: Image.Image, quality: int) -> bytes:
+    """JPEG bytes of `im`. Pillow releases the GIL while it encodes only when it writes to a
+    file descriptor, so on Linux the bytes go through an in-memory file (same bytes as a
+    BytesIO): the shard writer's threads then encode side by side."""
+    if not hasattr(os, "memfd_create"):
+        out = io.BytesIO()
+        im.save(out, format="JPEG", quality=quality)
+        return out.getvalue()
+    with os.fdopen(os.memfd_create("facegrid-jpeg", os.MFD_CLOEXEC), "w+b") as out:
+        im.save(out, format="JPEG", quality=quality)
+        out.seek(0)
+        return out.read()

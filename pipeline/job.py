@@ -11,24 +11,28 @@ from pipeline import annotations, records, transforms
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """One split's build: inputs, outputs and the record config."""
+    """One split's build: inputs, outputs, the record config, and how many images each shard
+    writer prepares at once (threads; they decide speed, never bytes)."""
 
     annotations: str
     images_dir: str
     output: transforms.OutputSpec
     config: records.BuildConfig = records.BuildConfig()
     max_error_fraction: float = 0.01
+    image_threads: int = transforms.IMAGE_THREADS
 
     def __post_init__(self):
         if not 0 <= self.max_error_fraction <= 1:
             raise ValueError(f"max_error_fraction must be between 0 and 1, got {self.max_error_fraction}")
+        if self.image_threads < 1:
+            raise ValueError(f"image_threads must be >= 1, got {self.image_threads}")
 
 
 def build(pipeline: beam.Pipeline, job: Job):
     """Adds the build of `job` to `pipeline`; returns the PCollection holding the manifest."""
     list_format = annotations.list_format_for_split(job.output.split)
     parsed = pipeline | "ParseAnnotations" >> transforms.ParseAnnotations(job.annotations, list_format)
-    written = parsed | "WriteShards" >> transforms.WriteShards(job.images_dir, job.output, job.config)
+    written = parsed | "WriteShards" >> transforms.WriteShards(job.images_dir, job.output, job.config, job.image_threads)
     totals = parsed | "CountAnnotated" >> beam.CombineGlobally(transforms.AnnotatedTotals())
     return (written.shards, written[transforms.ERRORS_TAG], totals) | "Finalize" >> transforms.Finalize(
         job.output, job.config, job.max_error_fraction

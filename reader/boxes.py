@@ -73,12 +73,9 @@ class Placement:
 def xywh_to_clipped_xyxy(xywh: np.ndarray, width: int, height: int) -> np.ndarray:
     """WIDER pixel boxes [N, 4] to corners clipped to the W x H image, float64 pixels."""
     xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
-    x0, y0 = xywh[:, 0], xywh[:, 1]
     # A negative width or height is a degenerate box: it must not reach back past its own origin.
-    x1, y1 = x0 + np.maximum(xywh[:, 2], 0), y0 + np.maximum(xywh[:, 3], 0)
-    return np.stack(
-        [np.clip(x0, 0, width), np.clip(y0, 0, height), np.clip(x1, 0, width), np.clip(y1, 0, height)], axis=1
-    )
+    corners = np.concatenate([xywh[:, :2], xywh[:, :2] + np.maximum(xywh[:, 2:], 0)], axis=1)
+    return np.clip(corners, 0, np.array([width, height, width, height], dtype=np.float64))
 
 
 def is_degenerate(xyxy: np.ndarray) -> np.ndarray:

@@ -30,7 +30,12 @@ class WireError(ValueError):
     """The bytes are not a well-formed serialized `tf.train.Example`."""
 
 
+_ONE_BYTE = [bytes([value]) for value in range(0x80)]  # tags, short lengths, most attribute values
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     if value < 0:  # int64 negatives travel as their 64-bit two's complement
         value += 1 << 64
     out = bytearray()
@@ -45,13 +50,20 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | _LEN) + _varint(len(payload)) + payload
 
 
+def _packed_int64(values: Values) -> bytes:
+    ints = np.asarray(values, dtype=np.int64).ravel().tolist()
+    if all(0 <= v < 0x80 for v in ints):  # one byte each: the varint is the value itself
+        return bytes(ints)
+    return b"".join(_varint(v) for v in ints)
+
+
 def _encode_list(kind: str, values: Values) -> bytes:
     if kind == "bytes":
         return b"".join(_field(1, bytes(v)) for v in values)
     if kind == "float":
         packed = np.asarray(values, dtype="<f4").tobytes()
     elif kind == "int64":
-        packed = b"".join(_varint(int(v)) for v in np.asarray(values, dtype=np.int64).ravel())
+        packed = _packed_int64(values)
     else:
         raise ValueError(f"feature kind must be one of {sorted(_LIST_FIELD)}, got {kind!r}")
     return _field(1, packed) if packed else b""

@@ -89,13 +89,15 @@ def encode(boxes: np.ndarray, is_target: np.ndarray, grid_size: int, areas: np.n
     owners = np.full((s, s), -1, np.int64)
     candidates = np.flatnonzero(is_target)
     # Largest area first; the stable sort keeps the listed order among equal areas.
-    for i in candidates[np.argsort(-areas[candidates], kind="stable")]:
-        r, c = row[i], col[i]
-        if owners[r, c] >= 0:
-            continue
-        owners[r, c] = i
-        cy, cx = (boxes[i, 1] + boxes[i, 3]) / 2, (boxes[i, 0] + boxes[i, 2]) / 2
-        grid[r, c] = (height[i], width[i], cy * s - r, cx * s - c, 1.0)
+    order = candidates[np.argsort(-areas[candidates], kind="stable")]
+    # First come, first served, so the winners are the first of each cell in that order.
+    order_cells = row[order] * s + col[order]
+    _, first = np.unique(order_cells, return_index=True)
+    winners = order[first]
+    r, c = row[winners], col[winners]
+    owners[r, c] = winners
+    cy, cx = (boxes[winners, 1] + boxes[winners, 3]) / 2, (boxes[winners, 0] + boxes[winners, 2]) / 2
+    grid[r, c] = np.stack([height[winners], width[winners], cy * s - r, cx * s - c, np.ones(len(winners))], axis=1)
 
     ignore = np.zeros((s, s), np.float32)
     kept_out = ~is_target

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ EXPECTED_ERRORS = {
 
 @pytest.fixture(scope="module")
 def default_build(tmp_path_factory):
-    """The fixture set built as a user would: default runner (multi_processing, one worker per core)."""
+    """The fixture set built as a user would: default runner (in_memory, shard writers on threads)."""
     out = tmp_path_factory.mktemp("default")
     manifest = build(out, "--num_shards=3", runner=[])
     return out, manifest
@@ -121,13 +122,35 @@ def test_targets_agree_with_the_stored_boxes(default_build):
             assert again.dropped == r.dropped
 
 
-def test_byte_identical_across_running_modes_and_worker_counts(default_build, tmp_path):
+def test_byte_identical_across_running_modes_worker_and_thread_counts(default_build, tmp_path):
     out, _ = default_build
     reference = files(out)
-    for mode, workers in (("in_memory", 1), ("multi_threading", 2), ("multi_threading", 3)):
-        again = tmp_path / f"{mode}-{workers}"
-        build(again, "--num_shards=3", runner=["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"])
-        assert files(again) == reference, (mode, workers)
+    for mode, workers, threads in (
+        ("in_memory", 1, 1), ("in_memory", 1, 3), ("multi_threading", 2, 8), ("multi_threading", 3, 2), ("multi_processing", 2, 8)
+    ):
+        again = tmp_path / f"{mode}-{workers}-{threads}"
+        runner = ["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+        build(again, "--num_shards=3", f"--image_threads={threads}", runner=runner)
+        assert files(again) == reference, (mode, workers, threads)
+
+
+def test_local_default_is_one_process_with_threads_and_modes_can_be_chosen():
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    required = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", "--output_dir=out", "--split=val"]
+
+    def local(*flags):
+        job, options = cli.parse_args(["facegrid-build", *required, *flags])
+        direct = options.view_as(DirectOptions)
+        return options.view_as(StandardOptions).runner, direct.direct_running_mode, direct.direct_num_workers, job.image_threads
+
+    assert local() == ("FnApiRunner", "in_memory", 1, 8)
+    assert local("--image_threads=3") == ("FnApiRunner", "in_memory", 1, 3)
+    assert local("--direct_running_mode=multi_processing") == ("FnApiRunner", "multi_processing", os.cpu_count(), 8)
+    assert local("--direct_running_mode=multi_threading", "--direct_num_workers=5") == ("FnApiRunner", "multi_threading", 5, 8)
+    assert local("--runner=DirectRunner")[0] == "DirectRunner"
+    with pytest.raises(cli.UsageError, match="image_threads"):
+        local("--image_threads=0")
 
 
 def test_rebuild_replaces_the_earlier_build(tmp_path):

@@ -1,4 +1,5 @@
 import io
+import os
 
 import numpy as np
 import pytest
@@ -109,6 +110,15 @@ def _decoded_raw(raw: bytes) -> np.ndarray:
 def test_same_input_same_bytes():
     source = _fixture("0--Parade/0_Parade_progressive_5.jpg")
     assert images.prepare(source, JPEG).encoded == images.prepare(source, JPEG).encoded
+
+
+def test_jpeg_bytes_do_not_depend_on_how_they_are_encoded(monkeypatch):
+    # Linux encodes through an in-memory file (Pillow then releases the GIL); elsewhere BytesIO.
+    source = _fixture("0--Parade/0_Parade_rgb_1.jpg")
+    through_file = images.prepare(source, JPEG).encoded
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    assert images.prepare(source, JPEG).encoded == through_file
+    assert through_file[:2] == b"\xff\xd8" and through_file[-2:] == b"\xff\xd9"
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,23 @@ def test_write_shards_splits_records_and_errors(tmp_path):
     ]
 
 
+def test_a_bug_while_preparing_fails_the_build_instead_of_becoming_an_error_entry(tmp_path, monkeypatch):
+    # Only UnusableImage means "this image": anything else raised on the writer's threads is a
+    # defect, and must stop the bundle rather than be filed in errors.jsonl.
+    def broken(annotation, data, config):
+        raise ZeroDivisionError(f"bug while preparing {annotation.filename}")
+
+    monkeypatch.setattr(records, "make_record", broken)
+    output = OutputSpec(str(tmp_path), "val", 2, "t3")
+    with pytest.raises(Exception, match="bug while preparing"), TestPipeline(argv=OPTIONS) as p:
+        _ = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), output, records.BuildConfig(), threads=3)
+
+
+def test_write_shard_fn_needs_a_thread():
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        transforms.WriteShardFn(str(FIXTURE_IMAGES), OutputSpec("out", "val", 1, "t"), records.BuildConfig(), 0)
+
+
 def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
     output = OutputSpec(str(tmp_path), "val", 3, "t2")
     with TestPipeline(argv=OPTIONS) as p:
