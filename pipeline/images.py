@@ -145,11 +145,13 @@ def _encode_jpeg(im: Image.Image, quality: int) -> bytes:
     """JPEG bytes of `im`. Pillow releases the GIL while it encodes only when it writes to a
     file descriptor, so on Linux the bytes go through an in-memory file (same bytes as a
     BytesIO): the shard writer's threads then encode side by side."""
-    if not hasattr(os, "memfd_create"):
+    try:
+        fd = os.memfd_create("facegrid-jpeg", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux, or a sandbox that forbids it
         out = io.BytesIO()
         im.save(out, format="JPEG", quality=quality)
         return out.getvalue()
-    with os.fdopen(os.memfd_create("facegrid-jpeg", os.MFD_CLOEXEC), "w+b") as out:
+    with os.fdopen(fd, "w+b") as out:
         im.save(out, format="JPEG", quality=quality)
         out.seek(0)
         return out.read()
