@@ -11,9 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline import records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.transforms import OutputSpec, ShardWritten, UnusableEntry
+from tests.build_helpers import IN_MEMORY
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
-
-OPTIONS = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 
 
 def _annotations():
@@ -23,20 +22,20 @@ def _annotations():
 
 def test_parse_annotations_reads_every_image():
     expected = [(a.filename, a.line, len(a.faces)) for a in _annotations()]
-    with TestPipeline(argv=OPTIONS) as p:
+    with TestPipeline(argv=IN_MEMORY) as p:
         parsed = p | transforms.ParseAnnotations(str(FIXTURE_ANNOTATIONS), "boxes")
         assert_that(parsed | beam.Map(lambda a: (a.filename, a.line, len(a.faces))), equal_to(expected))
 
 
 def test_annotated_totals():
-    with TestPipeline(argv=OPTIONS) as p:
+    with TestPipeline(argv=IN_MEMORY) as p:
         totals = p | beam.Create(_annotations()) | beam.CombineGlobally(transforms.AnnotatedTotals())
         assert_that(totals, equal_to([{"images_annotated": 16, "faces_annotated": 21}]))
 
 
 def test_write_shards_splits_records_and_errors(tmp_path):
     output = OutputSpec(str(tmp_path), "val", 2, "t1")
-    with TestPipeline(argv=OPTIONS) as p:
+    with TestPipeline(argv=IN_MEMORY) as p:
         written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), output, records.BuildConfig())
         assert_that(
             written.shards | beam.Map(lambda s: (s.index, s.file)),
@@ -66,7 +65,7 @@ def test_a_bug_while_preparing_fails_the_build_instead_of_becoming_an_error_entr
 
     monkeypatch.setattr(records, "make_record", broken)
     output = OutputSpec(str(tmp_path), "val", 2, "t3")
-    with pytest.raises(Exception, match="bug while preparing"), TestPipeline(argv=OPTIONS) as p:
+    with pytest.raises(Exception, match="bug while preparing"), TestPipeline(argv=IN_MEMORY) as p:
         _ = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), output, records.BuildConfig(), threads=3)
 
 
@@ -77,7 +76,7 @@ def test_write_shard_fn_needs_a_thread():
 
 def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
     output = OutputSpec(str(tmp_path), "val", 3, "t2")
-    with TestPipeline(argv=OPTIONS) as p:
+    with TestPipeline(argv=IN_MEMORY) as p:
         result = (
             p | "shards" >> beam.Create(shards),
             p | "errors" >> beam.Create(unusable),
