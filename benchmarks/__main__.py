@@ -19,7 +19,7 @@ from absl import flags
 
 from benchmarks.data import BenchData
 
-SHARED_SPLIT = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "wider_face_split"
+WIDER_SPLIT = pathlib.Path(__file__).resolve().parents[1] / "data" / "wider_face_split"
 
 
 def machine() -> str:
@@ -32,7 +32,7 @@ def machine() -> str:
 
 def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
-    flags.DEFINE_string("split_dir", str(SHARED_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
+    flags.DEFINE_string("split_dir", str(WIDER_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
     flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
     flags.DEFINE_list("parts", ["build", "read", "check"], "Benchmarks to run.", flag_values=fv)
 
