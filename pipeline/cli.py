@@ -16,16 +16,21 @@ process per core unless --direct_num_workers says otherwise.
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import json
 import logging
+import math
 import os
 import re
+import socket
 import sys
-import uuid
+import traceback
 
 import apache_beam as beam
 from absl import flags
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options import pipeline_options as beam_options
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     GoogleCloudOptions,
@@ -35,18 +40,21 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline import annotations, images, job, records, transforms
+from pipeline import annotations, commit, images, job, records, storage, transforms
 from reader import layout
 
 LOCAL_RUNNER = "FnApiRunner"
+# Runners whose workers live and die with this process: their builds' leases name it.
+_IN_PROCESS_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner")
+PROGRAM = "facegrid-build"
 
 
 def define_flags(fv: flags.FlagValues) -> None:
     """facegrid's build flags (the flex template's metadata.json mirrors these)."""
-    flags.DEFINE_string("annotations", None, "WIDER annotation file (*_bbx_gt.txt, or the test file list).", flag_values=fv)
-    flags.DEFINE_string("images_dir", None, "Directory the annotation paths are relative to.", flag_values=fv)
-    flags.DEFINE_string("output_dir", None, "Directory for shards, manifest and errors.jsonl.", flag_values=fv)
-    flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split name; `test` reads the file-list format.", flag_values=fv)
+    flags.DEFINE_string("annotations", None, "WIDER annotation file (*_bbx_gt.txt, or the test file list). Required.", flag_values=fv)
+    flags.DEFINE_string("images_dir", None, "Directory the annotation paths are relative to. Required.", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Directory for shards, manifest and errors file. Required.", flag_values=fv)
+    flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split name; `test` reads the file-list format. Required.", flag_values=fv)
     flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards.", lower_bound=1, flag_values=fv)
     flags.DEFINE_enum("image_format", "jpeg", ["jpeg", "raw"], "How the stored image is encoded.", flag_values=fv)
     flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored image.", lower_bound=1, upper_bound=100, flag_values=fv)
@@ -61,6 +69,10 @@ def define_flags(fv: flags.FlagValues) -> None:
         "image_threads", transforms.IMAGE_THREADS, "Images each shard writer reads and prepares at once, on threads (speed only: never changes a byte).",
         lower_bound=1, flag_values=fv,
     )
+    flags.DEFINE_boolean("verbose", False, "On failure, also print the Python traceback.", flag_values=fv)
+    for name in ("min_face_px", "max_error_fraction"):
+        # absl's bounds let NaN through (every comparison with NaN is false), and infinity past a lower bound.
+        flags.register_validator(name, lambda value: value is None or math.isfinite(value), f"--{name} must be a finite number", flag_values=fv)
 
 
 class UsageError(ValueError):
@@ -72,32 +84,53 @@ def usage() -> str:
     define_flags(fv)
     return (
         f"{__doc__.strip()}\n\nfacegrid flags:\n{fv.get_help()}\n\n"
-        "Beam's own flags (--runner, --direct_num_workers, --project, --temp_location, ...) are listed by\n"
-        "  python -c 'from apache_beam.options.pipeline_options import PipelineOptions; PipelineOptions([\"--help\"])'"
+        "Every other flag is Beam's (--runner, --direct_num_workers, --project, --temp_location,\n"
+        "--s3_endpoint_url, ...): --helpfull lists them all."
     )
 
 
+def _beam_parser() -> argparse.ArgumentParser:
+    """Every flag Beam's PipelineOptions know, parsed as Beam parses them."""
+    parser = beam_options._BeamArgumentParser(allow_abbrev=False, exit_on_error=False)
+    seen = set()
+    for cls in PipelineOptions.__subclasses__():  # the classes Beam itself consults
+        if str(cls) not in seen:
+            seen.add(str(cls))
+            cls._add_argparse_args(parser)
+    return parser
+
+
+def _check_beam_flags(beam_args: list[str], facegrid_flags: list[str]) -> None:
+    """Refuses what neither facegrid nor Beam knows (Beam would drop it with a warning and run
+    with defaults), naming the nearest real flag."""
+    parser = _beam_parser()
+    try:
+        _, unknown = parser.parse_known_args(beam_args)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from None
+    for arg in unknown:
+        if not arg.startswith("-"):
+            raise UsageError(f"unexpected argument {arg!r}: every flag is --name=value")
+        name = arg.lstrip("-").split("=", 1)[0]
+        known = [*facegrid_flags, *(o.lstrip("-") for o in parser._option_string_actions if o.startswith("--"))]
+        near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f" (did you mean --{near[0]}?)" if near else ""
+        raise UsageError(f"unknown flag --{name}{hint}")
+
+
 def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
-    """Splits argv (argv[0] is the program) into the Job and Beam's PipelineOptions."""
+    """Splits argv (argv[0] is the program) into the Job and Beam's PipelineOptions. Raises
+    UsageError for anything wrong with the flags themselves."""
     fv = flags.FlagValues()
     define_flags(fv)
     try:
         beam_args = fv(argv, known_only=True)[1:]
     except flags.Error as e:
         raise UsageError(str(e)) from None
+    _check_beam_flags(beam_args, list(fv))
     missing = [name for name in ("annotations", "images_dir", "output_dir", "split") if fv[name].value is None]
     if missing:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
-    try:
-        config = records.BuildConfig(
-            image=images.ImageConfig(fv.input_size, fv.resize, fv.image_format, fv.jpeg_quality),
-            grid_size=fv.grid_size,
-            min_face_px=fv.min_face_px,
-        )
-        output = transforms.OutputSpec(fv.output_dir, fv.split, fv.num_shards, uuid.uuid4().hex[:12])
-        build = job.Job(fv.annotations, fv.images_dir, output, config, fv.max_error_fraction, fv.image_threads)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
 
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
@@ -111,19 +144,96 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
             direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else os.cpu_count() or 1
     # DoFns reference only importable modules; nothing of __main__ needs shipping.
     options.view_as(SetupOptions).save_main_session = False
+
+    in_process = _runner_name(options) in _IN_PROCESS_RUNNERS
+    try:
+        config = records.BuildConfig(
+            image=images.ImageConfig(fv.input_size, fv.resize, fv.image_format, fv.jpeg_quality),
+            grid_size=fv.grid_size,
+            min_face_px=fv.min_face_px,
+        )
+        output = commit.OutputSpec(
+            fv.output_dir,
+            fv.split,
+            fv.num_shards,
+            # A classic template is one graph run many times: each run draws its own id.
+            build_id=None if options.view_as(GoogleCloudOptions).template_location else commit.new_build_id(),
+            host=socket.gethostname() if in_process else None,
+            pid=os.getpid() if in_process else None,
+        )
+        build = job.Job(fv.annotations, fv.images_dir, output, config, fv.max_error_fraction, fv.image_threads)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     return build, options
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner
+    return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def check_inputs(build: job.Job, options: PipelineOptions) -> None:
+    """Before Beam starts: the annotation file and images directory exist, and the output
+    directory takes a file. Raises UsageError with one line naming the flag."""
+    FileSystems.set_options(options)  # what beam.Pipeline would do: gs:// and s3:// need them
+    path = build.annotations
+    try:
+        if storage.is_local(path):
+            local = path.removeprefix("file://")
+            if not os.path.isfile(local):
+                raise UsageError(f"--annotations={path}: {'a directory, not a file' if os.path.isdir(local) else 'no such file'}")
+        elif not FileSystems.exists(path):
+            raise UsageError(f"--annotations={path}: no such file")
+    except UsageError:
+        raise
+    except Exception as e:  # credentials, a bucket that does not exist
+        raise UsageError(f"--annotations={path}: cannot read: {storage.describe(e)}") from None
+    images_dir = build.images_dir
+    if storage.is_local(images_dir) and not os.path.isdir(images_dir.removeprefix("file://")):
+        raise UsageError(f"--images_dir={images_dir}: no such directory")
+    output_dir = build.output.output_dir
+    probe = storage.join(output_dir, f".{build.output.split}.probe-{commit.new_build_id()}")
+    try:
+        storage.ensure_dir(output_dir)
+        storage.write_bytes(probe, b"")
+        storage.delete([probe])
+    except storage.StorageError as e:
+        raise UsageError(f"--output_dir={output_dir}: cannot write there: {e.problem.removeprefix('cannot write: ')}") from None
 
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Builds one split; returns its PipelineResult, finished unless --no_wait_until_finish.
-    Raises UsageError on bad flags."""
+    Raises UsageError on bad flags or inputs."""
     build, options = parse_args(sys.argv if argv is None else ["facegrid-build", *argv])
+    if _writes(options):
+        check_inputs(build, options)
+    return run_job(build, options)
+
+
+def run_job(build: job.Job, options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+    """Runs the parsed build. When it fails here (not submitted elsewhere), the files it wrote
+    are removed (but its errors file, for the user to read) and the earlier build stays."""
     pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
     job.build(pipeline, build)
-    result = pipeline.run()
-    if not options.view_as(StandardOptions).no_wait_until_finish:
-        result.wait_until_finish()
+    wait = not options.view_as(StandardOptions).no_wait_until_finish
+    try:
+        result = pipeline.run()
+        if wait:
+            result.wait_until_finish()
+    except BaseException:
+        _abandon(build)
+        raise
     return result
+
+
+def _abandon(build: job.Job) -> None:
+    output = build.output
+    if output.build_id is None:
+        return
+    try:
+        commit.abandon(output.output_dir, output.split, output.build_id, keep=(layout.errors_name(output.split, output.build_id),))
+    except storage.StorageError as e:
+        logging.warning("could not remove the files of the failed build %s: %s", output.build_id, e)
 
 
 def _local_runner(options: PipelineOptions):
@@ -142,22 +252,28 @@ def _local_runner(options: PipelineOptions):
     )
 
 
+def _writes(options: PipelineOptions) -> bool:
+    """False when run() only translates the job: a dry run, or a classic template."""
+    return not (options.view_as(TestOptions).dry_run or options.view_as(GoogleCloudOptions).template_location)
+
+
 def _built_here(options: PipelineOptions) -> bool:
     """False when run() only translated or submitted the job: a dry run, a template, no waiting."""
-    return not (
-        options.view_as(TestOptions).dry_run
-        or options.view_as(GoogleCloudOptions).template_location
-        or options.view_as(StandardOptions).no_wait_until_finish
-    )
+    return _writes(options) and not options.view_as(StandardOptions).no_wait_until_finish
 
 
 class _WorkerLogs(logging.Filter):
     """Beam's local runner relays each worker log line as a protobuf dump. Keep warnings and
-    facegrid's own progress lines, shown as their message alone."""
+    facegrid's own progress lines, shown as their message alone; a failing step's traceback
+    only when `verbose` (the build's one-line error says what failed)."""
 
     # Every local worker warns that it has no semi_persistent_directory: nothing to act on.
     _NOISE = ("No semi_persistent_directory found",)
     _FIELDS = re.compile(r'message: "(?P<message>.*?)" (?=instruction_id|transform_id|log_location).*?log_location: "(?P<where>[^"]*)"')
+
+    def __init__(self, verbose: bool = False):
+        super().__init__()
+        self._verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
         match = self._FIELDS.search(record.getMessage())
@@ -165,67 +281,99 @@ class _WorkerLogs(logging.Filter):
             return record.levelno >= logging.WARNING
         if record.levelno < logging.WARNING and "/pipeline/" not in match["where"]:
             return False
+        if not self._verbose and record.levelno >= logging.ERROR and "apache_beam/runners/" in match["where"]:
+            return False
         if match["message"].startswith(self._NOISE):
             return False
         record.msg, record.args = match["message"], ()
         return True
 
 
-_FATAL = (annotations.AnnotationError, transforms.BuildError)
+_FATAL = (annotations.AnnotationError, commit.BuildError, storage.StorageError)
 _FATAL_MARKERS = tuple(f"{cls.__module__}.{cls.__qualname__}: " for cls in _FATAL)
 
 
-def _fatal_message(error: Exception) -> str | None:
-    """The message of an AnnotationError or BuildError, raised as is (in-process runners) or
-    found inside the runner's wrapping (worker processes send their traceback as text)."""
+def _fatal_message(error: BaseException) -> str | None:
+    """The message of an AnnotationError, BuildError or StorageError, raised as is (in-process
+    runners) or found inside the runner's wrapping (worker processes send their traceback as
+    text). None for anything else."""
     if isinstance(error, _FATAL):
         return str(error).split(" [while running")[0]
     for line in reversed(str(error).splitlines()):
         for marker in _FATAL_MARKERS:
             if marker in line:
                 return line.split(marker, 1)[1].split(" [while running")[0]
-    return None
+    cause = error.__cause__ or error.__context__
+    return _fatal_message(cause) if cause is not None and cause is not error else None
 
 
-def _summary(output: transforms.OutputSpec) -> str:
-    with FileSystems.open(output.path(layout.manifest_name(output.split))) as f:
-        manifest = json.load(f)
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
+
+
+def _summary(output: commit.OutputSpec) -> str:
+    manifest = json.loads(storage.read_bytes(output.manifest_path))
     c = manifest["counts"]
     size = sum(s["bytes"] for s in manifest["shards"]) / 1e6
-    return (
+    summary = (
         f"{output.split}: {c['images_annotated']} images -> {c['records']} records in {len(manifest['shards'])} shards "
         f"({size:.1f} MB), {c['errors']} unusable; faces: {c['faces_annotated']} annotated, {c['faces_stored']} stored, "
         f"{c['targets']} targets, {c['dropped']} dropped by cell collisions, {c['ignored']} ignored, "
-        f"{c['degenerate']} degenerate\nwrote {output.path(layout.manifest_name(output.split))}"
+        f"{c['degenerate']} degenerate\nwrote {output.manifest_path} (build {manifest['build']})"
     )
+    if c["errors"]:
+        summary += f"\nunusable images: {output.path(manifest['errors_file'])}"
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script: 0 when the build committed, 1 when it failed (the earlier build
+    stays), 2 for a mistake on the command line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Beam's own INFO lines (servers starting, type hints) bury the progress lines of the build.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
     relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
     relay.setLevel(logging.INFO)
-    relay.addFilter(_WorkerLogs())
     argv = sys.argv[1:] if argv is None else argv
-    if {"-h", "--help", "--helpfull"} & set(argv):
+    verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv)
+    relay.addFilter(_WorkerLogs(verbose))
+    if not verbose:
+        # Beam logs a failing step's traceback before it raises; the one line below says it.
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+    if {"-h", "--help", "-help"} & set(argv):
         print(usage())
         return 0
+    if "--helpfull" in argv:
+        print(f"{usage()}\n\nBeam's flags:\n{_beam_parser().format_help()}")
+        return 0
     try:
-        build, options = parse_args(["facegrid-build", *argv])
-        run(argv)
+        build, options = parse_args([PROGRAM, *argv])
+        if _writes(options):
+            check_inputs(build, options)
     except UsageError as e:
-        print(f"facegrid-build: {e}\nTry --help for every flag.", file=sys.stderr)
+        print(f"{PROGRAM}: {e}; --help lists every flag", file=sys.stderr)
         return 2
+    try:
+        run_job(build, options)
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: interrupted; the split holds the earlier build or this one, whole", file=sys.stderr)
+        return 130
     except Exception as e:
         message = _fatal_message(e)
-        if message is None:
-            raise
-        print(f"facegrid-build: {message}", file=sys.stderr)
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        text = message or f"the build failed: {_last_line(e)}{'' if verbose else ' (--verbose shows the traceback)'}"
+        print(f"{PROGRAM}: {text}", file=sys.stderr)
         return 1
     if not _built_here(options):
-        runner = options.view_as(StandardOptions).runner
-        print(f"{build.output.split}: handed to {runner} (dry run, template or no wait); it writes {build.output.output_dir}")
+        runner = _runner_name(options)
+        if options.view_as(TestOptions).dry_run:
+            print(f"{build.output.split}: translated by {runner} (dry run); nothing was built or written")
+        elif options.view_as(GoogleCloudOptions).template_location:
+            print(f"{build.output.split}: written as a template by {runner}; nothing was built")
+        else:
+            print(f"{build.output.split}: submitted to {runner}; the job writes {build.output.output_dir}")
         return 0
     print(_summary(build.output))
     return 0

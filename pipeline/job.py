@@ -1,4 +1,4 @@
-"""The whole build of one split as a Beam graph: parse, prepare and write shards, finalize."""
+"""The whole build of one split as a Beam graph: begin, parse, prepare and write shards, commit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from pipeline import annotations, records, transforms
+from pipeline import annotations, commit, records, transforms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Job:
 
     annotations: str
     images_dir: str
-    output: transforms.OutputSpec
+    output: commit.OutputSpec
     config: records.BuildConfig = records.BuildConfig()
     max_error_fraction: float = 0.01
     image_threads: int = transforms.IMAGE_THREADS
@@ -31,9 +31,12 @@ class Job:
 def build(pipeline: beam.Pipeline, job: Job):
     """Adds the build of `job` to `pipeline`; returns the PCollection holding the manifest."""
     list_format = annotations.list_format_for_split(job.output.split)
+    handle = pipeline | "Begin" >> beam.Create([None]) | "BeginBuild" >> beam.ParDo(transforms.BeginBuildFn(job.output))
     parsed = pipeline | "ParseAnnotations" >> transforms.ParseAnnotations(job.annotations, list_format)
-    written = parsed | "WriteShards" >> transforms.WriteShards(job.images_dir, job.output, job.config, job.image_threads)
+    written = parsed | "WriteShards" >> transforms.WriteShards(
+        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads
+    )
     totals = parsed | "CountAnnotated" >> beam.CombineGlobally(transforms.AnnotatedTotals())
     return (written.shards, written[transforms.ERRORS_TAG], totals) | "Finalize" >> transforms.Finalize(
-        job.output, job.config, job.max_error_fraction
+        job.config, job.max_error_fraction, handle
     )

@@ -1,10 +1,14 @@
 """The Beam job's composite transforms, one job each.
 
     ParseAnnotations   begin -> ImageAnnotation per image of the annotation file
-    WriteShards        ImageAnnotation -> ShardWritten per shard (records in a temporary file)
+    WriteShards        ImageAnnotation -> ShardWritten per shard (written under the build's id)
                                         + UnusableEntry per image that could not be used
-    Finalize           those two, plus the parse totals -> shards renamed into place, manifest,
-                                        errors.jsonl, stale files of earlier builds removed
+    Finalize           those two, plus the parse totals -> the build committed (pipeline.commit):
+                                        errors file and empty shards written, the manifest
+                                        written in one atomic step, files of builds that are
+                                        over removed
+BeginBuildFn, run first, draws the build id and writes its lease; every other step gets the
+BuildHandle as a side input.
 
 Image bytes never cross a shuffle: WriteShards groups only the small annotations by shard,
 then each shard's writer reads and prepares its images a few at a time on threads and writes
@@ -30,7 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
-from pipeline import images, records
+from pipeline import commit, images, records
 from pipeline.annotations import ImageAnnotation
 from reader import layout, schema, tfrecord
 
@@ -39,35 +43,6 @@ NAMESPACE = "facegrid"
 ERRORS_TAG = "errors"
 _UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads in flight on gs://
-
-
-class BuildError(RuntimeError):
-    """A build that must not finish: too many unusable images, or counts that do not add up."""
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputSpec:
-    """Where and how a split is written. `build_id` names this build's temporary files."""
-
-    output_dir: str
-    split: str
-    num_shards: int
-    build_id: str
-
-    def __post_init__(self):
-        if self.split not in layout.SPLITS:
-            raise ValueError(f"split must be one of {layout.SPLITS}, got {self.split!r}")
-        if self.num_shards < 1:
-            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
-
-    def path(self, name: str) -> str:
-        return FileSystems.join(self.output_dir, name)
-
-    def shard_name(self, index: int) -> str:
-        return layout.shard_name(self.split, index, self.num_shards)
-
-    def temp_path(self, name: str) -> str:
-        return self.path(f".{self.split}-tmp-{self.build_id}-{name}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,21 +152,36 @@ def read_image(images_dir: str, filename: str) -> bytes:
         raise images.UnusableImage("unreadable", f"{path}: {e}") from None
 
 
+class BeginBuildFn(beam.DoFn):
+    """None -> the BuildHandle of this run: its id drawn (unless given) and its lease written,
+    before any other file of the build."""
+
+    def __init__(self, output: commit.OutputSpec):
+        super().__init__()
+        self._output = output
+
+    def process(self, _):
+        yield commit.begin(self._output)
+
+
 class WriteShardFn(beam.DoFn):
-    """(shard index, annotations) -> ShardWritten; unusable images to the `errors` output.
+    """(shard index, annotations), BuildHandle -> ShardWritten; unusable images to the `errors`
+    output.
 
     Up to `threads` images of the shard are read and prepared at once, on a thread pool, and
     written in hash order as they come back. Threads pay twice: Pillow releases the GIL while it
     decodes, resizes and encodes, so one worker process keeps several cores busy, and reads from
     gs:// or s3:// wait side by side. Counters are incremented on the bundle's own thread, where
-    Beam attributes them.
+    Beam attributes them. The shard goes straight to its final name, which carries the build id:
+    no reader follows it until the build commits, and a retried bundle writes the same bytes.
+    A shard no image landed in is written empty by Finalize.
     """
 
-    def __init__(self, images_dir: str, output: OutputSpec, config: records.BuildConfig, threads: int):
+    def __init__(self, images_dir: str, config: records.BuildConfig, threads: int):
         super().__init__()
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self._images_dir, self._output, self._config, self._threads = images_dir, output, config, threads
+        self._images_dir, self._config, self._threads = images_dir, config, threads
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def setup(self):
@@ -209,14 +199,16 @@ class WriteShardFn(beam.DoFn):
         record, image_counts = records.make_record(annotation, data, self._config)
         return tfrecord.encode_record(record.serialize()), image_counts
 
-    def process(self, element):
+    def process(self, element, build: commit.BuildHandle):
         index, group = element
         ordered = sorted(group, key=lambda a: layout.record_key(a.filename))
-        name = self._output.shard_name(index)
+        name = build.shard_name(index)
         counts = records.Counts()
         digest, size = hashlib.sha256(), 0
-        with FileSystems.create(self._output.temp_path(name), compression_type=_UNCOMPRESSED) as f:
+        build.heartbeat()
+        with build.create(name) as f:
             for annotation, result in _prefetch(self._framed_record, ordered, self._pool, self._threads):
+                build.heartbeat()
                 try:
                     if isinstance(result, Exception):
                         raise result
@@ -245,22 +237,23 @@ class WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """ImageAnnotation -> ShardWritten (main output) and UnusableEntry (`errors` output).
+    """ImageAnnotation, BuildHandle (singleton) -> ShardWritten (main output) and UnusableEntry
+    (`errors` output).
 
     Shards with no image produce nothing here; Finalize writes them empty.
     """
 
-    def __init__(self, images_dir: str, output: OutputSpec, config: records.BuildConfig, threads: int = IMAGE_THREADS):
+    def __init__(self, images_dir: str, num_shards: int, config: records.BuildConfig, build, threads: int = IMAGE_THREADS):
         super().__init__()
-        self._write = WriteShardFn(images_dir, output, config, threads)
-        self._num_shards = output.num_shards
+        self._write = WriteShardFn(images_dir, config, threads)
+        self._num_shards, self._build = num_shards, build
 
     def expand(self, annotations):
         return (
             annotations
             | "KeyByShard" >> beam.Map(_key_by_shard, self._num_shards).with_output_types(tuple[int, ImageAnnotation])
             | "GroupByShard" >> beam.GroupByKey()
-            | "PrepareAndWrite" >> beam.ParDo(self._write).with_outputs(ERRORS_TAG, main="shards")
+            | "PrepareAndWrite" >> beam.ParDo(self._write, build=beam.pvalue.AsSingleton(self._build)).with_outputs(ERRORS_TAG, main="shards")
         )
 
 
@@ -285,90 +278,83 @@ class AnnotatedTotals(beam.CombineFn):
         return {"images_annotated": acc[0], "faces_annotated": acc[1]}
 
 
-def _write_atomically(output: OutputSpec, name: str, data: bytes) -> None:
-    temp = output.temp_path(name)
-    with FileSystems.create(temp, mime_type="application/json", compression_type=_UNCOMPRESSED) as f:
-        f.write(data)
-    FileSystems.rename([temp], [output.path(name)])
-
-
-def _match(output: OutputSpec, pattern: str) -> list[str]:
-    result = FileSystems.match([output.path(pattern)])[0]
-    return sorted(m.path for m in result.metadata_list)
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class FinalizeFn(beam.DoFn):
-    """Runs once, after every shard: checks the counts, renames shards into place, writes the
-    manifest and errors.jsonl, then removes files of earlier builds (stale shards, temp files)."""
+    """Runs once, after every shard: checks the counts and the error fraction, then commits the
+    build (pipeline.commit): empty shards and the errors file written, the manifest written as
+    the one atomic step, files of builds that are over removed. Safe to retry."""
 
-    def __init__(self, output: OutputSpec, config: records.BuildConfig, max_error_fraction: float):
+    def __init__(self, config: records.BuildConfig, max_error_fraction: float):
         super().__init__()
-        self._output, self._config, self._max_error_fraction = output, config, max_error_fraction
+        self._config, self._max_error_fraction = config, max_error_fraction
 
-    def process(self, _, shards, unusable, annotated):
-        output = self._output
+    def process(self, _, build: commit.BuildHandle, shards, unusable, annotated):
+        split = build.split
         counts = records.Counts(annotated)
         for shard in shards:
             counts.update(shard.counts)
         if broken := counts.imbalances():
-            raise BuildError(f"{output.split}: counts do not add up: {'; '.join(broken)}")
+            build.abandon()
+            raise commit.BuildError(f"{split}: counts do not add up: {'; '.join(broken)}")
 
         unusable = sorted(unusable, key=lambda e: (e.filename, e.line))
-        errors_text = "".join(entry.as_json() + "\n" for entry in unusable)
-        _write_atomically(output, layout.errors_name(output.split), errors_text.encode("utf-8"))
+        errors_text = "".join(entry.as_json() + "\n" for entry in unusable).encode("utf-8")
         fraction = counts["errors"] / max(1, counts["images_annotated"])
         if fraction > self._max_error_fraction:
-            FileSystems.delete([output.temp_path(s.file) for s in shards])
-            raise BuildError(
-                f"{output.split}: {counts['errors']} of {counts['images_annotated']} images are unusable "
+            # Kept for the user to read; it names no file of the earlier build, and the next
+            # build that commits removes it.
+            build.write(build.errors_name, errors_text)
+            build.abandon(keep=(build.errors_name,))
+            raise commit.BuildError(
+                f"{split}: {counts['errors']} of {counts['images_annotated']} images are unusable "
                 f"({fraction:.2%}), over --max_error_fraction={self._max_error_fraction}; "
-                f"see {output.path(layout.errors_name(output.split))}. The earlier build, if any, is untouched."
+                f"see {build.path(build.errors_name)}. Nothing was committed: the earlier build, if any, is untouched."
             )
 
         written = {s.index: s for s in shards}
-        empty_sha = hashlib.sha256(b"").hexdigest()
-        for index in range(output.num_shards):
+        new_files = {build.errors_name: errors_text}
+        for index in range(build.output.num_shards):
             if index not in written:
-                name = output.shard_name(index)
-                FileSystems.create(output.temp_path(name), compression_type=_UNCOMPRESSED).close()
-                written[index] = ShardWritten(index, name, 0, 0, empty_sha, records.Counts().as_dict())
-        ordered = [written[i] for i in range(output.num_shards)]
-        FileSystems.rename([output.temp_path(s.file) for s in ordered], [output.path(s.file) for s in ordered])
-
+                name = build.shard_name(index)
+                new_files[name] = b""
+                written[index] = ShardWritten(index, name, 0, 0, _EMPTY_SHA256, records.Counts().as_dict())
+        ordered = [written[i] for i in range(build.output.num_shards)]
         manifest = {
             "schema_version": schema.SCHEMA_VERSION,
-            "split": output.split,
+            "split": split,
+            "build": build.build,
             "config": self._config.manifest(),
             "counts": counts.as_dict(),
             "error_reasons": dict(sorted(collections.Counter(e.reason for e in unusable).items())),
+            "errors_file": build.errors_name,
             "shards": [{"file": s.file, "records": s.records, "bytes": s.bytes, "sha256": s.sha256} for s in ordered],
         }
-        _write_atomically(output, layout.manifest_name(output.split), (json.dumps(manifest, indent=2) + "\n").encode())
-
-        keep = {output.path(s.file) for s in ordered}
-        stale = [p for p in _match(output, layout.shard_glob(output.split)) if p not in keep]
-        stale += _match(output, layout.temp_glob(output.split))
-        if stale:
-            _LOG.info("removing %d files of earlier builds: %s", len(stale), stale)
-            FileSystems.delete(stale)
+        removed = build.commit(manifest, new_files, {s.file: s.bytes for s in ordered if s.file not in new_files})
+        if removed:
+            _LOG.info("%s: removed %d files of earlier or crashed builds", split, len(removed))
         yield manifest
 
 
 class Finalize(beam.PTransform):
-    """(ShardWritten, UnusableEntry, annotated totals) -> the manifest dict, once written."""
+    """(ShardWritten, UnusableEntry, annotated totals), BuildHandle -> the manifest dict, once
+    committed."""
 
-    def __init__(self, output: OutputSpec, config: records.BuildConfig, max_error_fraction: float):
+    def __init__(self, config: records.BuildConfig, max_error_fraction: float, build):
         super().__init__()
-        self._fn = FinalizeFn(output, config, max_error_fraction)
+        self._fn = FinalizeFn(config, max_error_fraction)
+        self._build = build
 
     def expand(self, inputs):
         shards, unusable, annotated = inputs
         return (
             shards.pipeline
             | "Once" >> beam.Create([None])
-            | "WriteManifest"
+            | "Commit"
             >> beam.ParDo(
                 self._fn,
+                build=beam.pvalue.AsSingleton(self._build),
                 shards=beam.pvalue.AsList(shards),
                 unusable=beam.pvalue.AsList(unusable),
                 annotated=beam.pvalue.AsSingleton(annotated),

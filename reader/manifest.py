@@ -81,6 +81,16 @@ class Manifest:
         return sum(s.records for s in self.shards)
 
     @property
+    def build(self) -> str | None:
+        """The build id (None for builds before build ids: their files carry none)."""
+        return self.raw.get("build")
+
+    @property
+    def errors_file(self) -> str:
+        """The errors file of this build, as the manifest names it."""
+        return self.raw.get("errors_file") or layout.errors_name(self.split)
+
+    @property
     def grid_size(self) -> int:
         return int(self.config["grid_size"])
 

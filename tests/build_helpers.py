@@ -38,3 +38,17 @@ def read_split(output_dir, manifest: dict) -> dict[str, list[schema.Record]]:
 def files(output_dir) -> dict[str, bytes]:
     """Every file of the directory (hidden ones included) and its bytes."""
     return {p.name: p.read_bytes() for p in sorted(pathlib.Path(output_dir).iterdir())}
+
+
+def without_build_ids(found: dict[str, bytes]) -> dict[str, bytes]:
+    """`files` with each build id (drawn at random per build) written as BUILD, in names and in
+    manifests: what two builds of the same inputs must agree on byte for byte."""
+    ids = {json.loads(data)["build"] for name, data in found.items() if name.endswith(".manifest.json")}
+    result = {}
+    for name, data in found.items():
+        for build in ids:
+            name = name.replace(build, "BUILD")
+            if name.endswith(".manifest.json"):
+                data = data.replace(build.encode(), b"BUILD")
+        result[name] = data
+    return result

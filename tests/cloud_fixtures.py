@@ -228,12 +228,13 @@ def fake_google_apis() -> Iterator[tuple[str, list[ApiCall]]]:
 def check_split(files: dict[str, bytes], split: str) -> dict:
     """Checks what one build wrote (as {name: bytes}); returns its manifest.
 
-    Exactly the shards, manifest and errors file are there (no temporary file left), every
-    shard parses and holds what the manifest says, and the counts add up as the design requires.
+    Exactly the shards, manifest and errors file the manifest names are there (no temporary
+    file, no lease, nothing of an earlier build left), every shard parses and holds what the
+    manifest says, and the counts add up as the design requires.
     """
     manifest = json.loads(files[layout.manifest_name(split)])
     shard_names = [s["file"] for s in manifest["shards"]]
-    assert sorted(files) == sorted([*shard_names, layout.manifest_name(split), layout.errors_name(split)])
+    assert sorted(files) == sorted([*shard_names, layout.manifest_name(split), manifest["errors_file"]])
     records = 0
     for entry in manifest["shards"]:
         data = files[entry["file"]]
@@ -242,7 +243,7 @@ def check_split(files: dict[str, bytes], split: str) -> dict:
         assert len(parsed) == entry["records"]
         records += len(parsed)
     c = manifest["counts"]
-    errors = files[layout.errors_name(split)].decode().splitlines()
+    errors = files[manifest["errors_file"]].decode().splitlines()
     assert records == c["records"] and len(errors) == c["errors"]
     assert c["images_annotated"] == c["records"] + c["errors"]
     assert c["faces_annotated"] == c["faces_stored"] + c["degenerate"] + c["faces_in_errors"]

@@ -3,6 +3,9 @@
 import hashlib
 import json
 import os
+import pathlib
+import re
+import socket
 import subprocess
 import sys
 
@@ -12,7 +15,7 @@ import pytest
 from pipeline import cli
 from reader import layout, targets
 from tests import build_helpers
-from tests.build_helpers import build, files, read_split
+from tests.build_helpers import build, files, read_split, without_build_ids
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 EXPECTED_COUNTS = {
@@ -52,18 +55,20 @@ def test_manifest_matches_the_design(default_build):
         "input_size": 224, "grid_size": 7, "image_format": "jpeg", "jpeg_quality": 95, "resize": "stretch", "min_face_px": 0.0
     }
     assert manifest["counts"] == EXPECTED_COUNTS
-    assert [s["file"] for s in manifest["shards"]] == [f"val-0000{i}-of-00003.tfrecord" for i in range(3)]
+    build_id = manifest["build"]
+    assert layout.check_build_id(build_id) and manifest["errors_file"] == f"val.{build_id}.errors.jsonl"
+    assert [s["file"] for s in manifest["shards"]] == [f"val-0000{i}-of-00003.{build_id}.tfrecord" for i in range(3)]
     for shard in manifest["shards"]:
         data = (out / shard["file"]).read_bytes()
         assert shard["bytes"] == len(data) and shard["sha256"] == hashlib.sha256(data).hexdigest()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [s["file"] for s in manifest["shards"]] + ["val.manifest.json", "val.errors.jsonl"]
+        [s["file"] for s in manifest["shards"]] + ["val.manifest.json", manifest["errors_file"]]
     )
 
 
 def test_errors_file_names_every_unusable_image(default_build):
-    out, _ = default_build
-    entries = [json.loads(line) for line in (out / "val.errors.jsonl").read_text().splitlines()]
+    out, manifest = default_build
+    entries = [json.loads(line) for line in (out / manifest["errors_file"]).read_text().splitlines()]
     assert {e["filename"]: e["reason"] for e in entries} == EXPECTED_ERRORS
     assert [e["filename"] for e in entries] == sorted(EXPECTED_ERRORS)
     not_an_image = next(e for e in entries if e["reason"] == "not_an_image")
@@ -124,14 +129,14 @@ def test_targets_agree_with_the_stored_boxes(default_build):
 
 def test_byte_identical_across_running_modes_worker_and_thread_counts(default_build, tmp_path):
     out, _ = default_build
-    reference = files(out)
+    reference = without_build_ids(files(out))
     for mode, workers, threads in (
         ("in_memory", 1, 1), ("in_memory", 1, 3), ("multi_threading", 2, 8), ("multi_threading", 3, 2), ("multi_processing", 2, 8)
     ):
         again = tmp_path / f"{mode}-{workers}-{threads}"
         runner = ["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
         build(again, "--num_shards=3", f"--image_threads={threads}", runner=runner)
-        assert files(again) == reference, (mode, workers, threads)
+        assert without_build_ids(files(again)) == reference, (mode, workers, threads)
 
 
 def test_local_default_is_one_process_with_threads_and_modes_can_be_chosen():
@@ -154,12 +159,22 @@ def test_local_default_is_one_process_with_threads_and_modes_can_be_chosen():
 
 
 def test_rebuild_replaces_the_earlier_build(tmp_path):
-    build(tmp_path, "--num_shards=4")
+    first = build(tmp_path, "--num_shards=4")
+    # Left by builds before build ids (a crashed one's temporary file, a finished one's files),
+    # and by a crashed build of this layout (its lease names a process that is gone).
     (tmp_path / ".val-tmp-deadbeef-val-00000-of-00004.tfrecord").write_bytes(b"left by a crashed build")
+    (tmp_path / "val-00003-of-00004.tfrecord").write_bytes(b"a shard of a build before build ids")
+    (tmp_path / "val.errors.jsonl").write_bytes(b"")
+    (tmp_path / "val-00000-of-00002.deadbeef0123.tfrecord").write_bytes(b"half a shard")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    lease = {"build": "deadbeef0123", "split": "val", "host": socket.gethostname(), "pid": int(gone.stdout), "started": 0}
+    (tmp_path / ".val.deadbeef0123.lease").write_text(json.dumps(lease))
     (tmp_path / "train-00000-of-00001.tfrecord").write_bytes(b"another split: not ours to remove")
+    (tmp_path / "notes.txt").write_bytes(b"not facegrid's")
     manifest = build(tmp_path, "--num_shards=2")
+    assert manifest["build"] != first["build"]
     assert sorted(files(tmp_path)) == sorted(
-        ["val-00000-of-00002.tfrecord", "val-00001-of-00002.tfrecord", "val.manifest.json", "val.errors.jsonl", "train-00000-of-00001.tfrecord"]
+        [*(s["file"] for s in manifest["shards"]), "val.manifest.json", manifest["errors_file"], "train-00000-of-00001.tfrecord", "notes.txt"]
     )
     assert manifest["counts"] == EXPECTED_COUNTS
 
@@ -167,11 +182,14 @@ def test_rebuild_replaces_the_earlier_build(tmp_path):
 def test_too_many_errors_fail_and_leave_the_earlier_build(tmp_path):
     build(tmp_path, "--num_shards=2")
     before = files(tmp_path)
-    with pytest.raises(Exception, match=r"6 of 16 images are unusable \(37.50%\), over --max_error_fraction=0.25"):
+    with pytest.raises(Exception, match=r"6 of 16 images are unusable \(37.50%\), over --max_error_fraction=0.25; see (\S+)\.") as failed:
         build(tmp_path, "--num_shards=3", "--max_error_fraction=0.25")
     after = files(tmp_path)
-    assert {k: v for k, v in after.items() if k != "val.errors.jsonl"} == {k: v for k, v in before.items() if k != "val.errors.jsonl"}
-    assert len(after["val.errors.jsonl"].splitlines()) == 6
+    # Every file of the earlier build as it was; beside them only the failed build's errors
+    # file, for the user to read (named by the message; the next build that commits removes it).
+    kept = pathlib.Path(re.search(r"see (\S+)\. Nothing was committed", str(failed.value))[1])
+    assert {k: v for k, v in after.items() if k != kept.name} == before
+    assert kept.parent == tmp_path and len(after[kept.name].splitlines()) == 6
 
 
 def test_malformed_annotations_stop_before_any_shard(tmp_path):
@@ -186,7 +204,8 @@ def test_malformed_annotations_stop_before_any_shard(tmp_path):
 def test_letterbox_raw_and_min_face(tmp_path):
     manifest = build(tmp_path, "--num_shards=1", "--resize=letterbox", "--image_format=raw", "--min_face_px=20")
     assert manifest["config"]["resize"] == "letterbox" and manifest["config"]["min_face_px"] == 20
-    by_name = {r.filename: r for r in read_split(tmp_path, manifest)["val-00000-of-00001.tfrecord"]}
+    (shard,) = read_split(tmp_path, manifest).values()
+    by_name = {r.filename: r for r in shard}
     tall = by_name["0--Parade/0_Parade_tall_2.jpg"]  # 320 x 400 -> 179 x 224 at x = 22
     assert tall.image_format == "raw" and len(tall.image) == 224 * 224 * 3
     np.testing.assert_allclose(tall.boxes[0], [(22 + 106 * 179 / 320) / 224, 47 / 400, (22 + 200 * 179 / 320) / 224, 172 / 400], rtol=1e-5)
@@ -201,7 +220,8 @@ def test_test_split_reads_the_file_list(tmp_path):
     file_list.write_text("0--Parade/0_Parade_rgb_1.jpg\n12--Group/12_Group_rgba_7.png\n")
     manifest = build(tmp_path / "out", "--num_shards=1", split="test", annotations=file_list)
     assert manifest["counts"]["records"] == 2 and manifest["counts"]["faces_annotated"] == 0
-    for r in read_split(tmp_path / "out", manifest)["test-00000-of-00001.tfrecord"]:
+    (shard,) = read_split(tmp_path / "out", manifest).values()
+    for r in shard:
         assert r.boxes.shape == (0, 4) and not r.grid.any()
 
 

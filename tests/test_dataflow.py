@@ -35,12 +35,13 @@ ACCOUNT = f"facegrid-runner@{PROJECT}.iam.gserviceaccount.com"
 # The settings deploy/launch.sh and deploy/README.md recommend.
 WORKER_SETTINGS = ["--machine_type=n2-highcpu-8", "--max_num_workers=4"]
 OUR_STEPS = {
+    "BeginBuild",
     "ParseAnnotations/Parse",
     "WriteShards/KeyByShard",
     "WriteShards/GroupByShard",
     "WriteShards/PrepareAndWrite",
     "CountAnnotated",
-    "Finalize/WriteManifest",
+    "Finalize/Commit",
 }
 
 
@@ -83,16 +84,20 @@ def _python_dofns(proto: beam_runner_api_pb2.Pipeline) -> dict[str, object]:
     return found
 
 
-def _check_graph(proto: beam_runner_api_pb2.Pipeline) -> None:
+def _check_graph(proto: beam_runner_api_pb2.Pipeline, template: bool = False) -> None:
     """Our steps, with our DoFns and their gs:// settings, all to run in the container image."""
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert OUR_STEPS <= names
     dofns = _python_dofns(proto)
     (write_fn,) = [fn for name, fn in dofns.items() if name.startswith("WriteShards/PrepareAndWrite")]
     assert isinstance(write_fn, transforms.WriteShardFn)
-    state = repr(vars(write_fn))  # what the workers get: the gs:// paths, untouched at launch
-    assert f"gs://{BUCKET}/images" in state and f"gs://{BUCKET}/shards" in state
-    assert isinstance(dofns["Finalize/WriteManifest"], transforms.FinalizeFn)
+    assert f"gs://{BUCKET}/images" in repr(vars(write_fn))  # what the workers get, untouched at launch
+    begin = dofns["BeginBuild"]
+    assert isinstance(begin, transforms.BeginBuildFn) and begin._output.output_dir == f"gs://{BUCKET}/shards"
+    # A template's graph runs many times: each run draws its own build id, none is baked in.
+    # Nor is the launcher's process: on Dataflow a lease lives by its heartbeats.
+    assert (begin._output.build_id is None) == template and begin._output.pid is None
+    assert isinstance(dofns["Finalize/Commit"], transforms.FinalizeFn)
     assert "read_annotations" in repr(vars(dofns["ParseAnnotations/Parse"]))
 
     used = {t.environment_id for t in proto.components.transforms.values() if t.environment_id}
@@ -139,7 +144,7 @@ def test_classic_template_carries_the_image_and_worker_settings(google_apis, tmp
     # The graph the workers will run was staged beside the template.
     staged = pathlib.Path(options["pipelineUrl"])
     assert staged.parent == staging
-    _check_graph(beam_runner_api_pb2.Pipeline.FromString(staged.read_bytes()))
+    _check_graph(beam_runner_api_pb2.Pipeline.FromString(staged.read_bytes()), template=True)
     assert google_apis == []
 
 
@@ -153,7 +158,7 @@ def test_flex_entry_point_defaults_to_dataflow(google_apis, tmp_path):
         capture_output=True, text=True, timeout=120, env=dict(os.environ),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
-    assert "train: handed to DataflowRunner" in done.stdout
+    assert "train: written as a template by DataflowRunner; nothing was built" in done.stdout
     (pool,) = json.loads(template.read_text())["environment"]["workerPools"]
     assert pool["workerHarnessContainerImage"] == IMAGE
     assert google_apis == []
@@ -260,7 +265,7 @@ def test_launch_script_direct_mode_submits_without_touching_storage(tmp_path):
         )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     assert (
-        f"test: handed to DataflowRunner (dry run, template or no wait); it writes gs://{BUCKET}/facegrid/shards" in done.stdout
+        "test: translated by DataflowRunner (dry run); nothing was built or written" in done.stdout
     )
     assert calls == []
 

@@ -8,9 +8,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import records, transforms
+from pipeline import commit, records, transforms
 from pipeline.annotations import parse_boxes
-from pipeline.transforms import OutputSpec, ShardWritten, UnusableEntry
+from pipeline.commit import OutputSpec
+from pipeline.transforms import ShardWritten, UnusableEntry
 from tests.build_helpers import IN_MEMORY
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
@@ -33,13 +34,21 @@ def test_annotated_totals():
         assert_that(totals, equal_to([{"images_annotated": 16, "faces_annotated": 21}]))
 
 
+BUILD = "0123456789ab"
+
+
+def _begin(tmp_path, num_shards: int) -> commit.BuildHandle:
+    return commit.begin(OutputSpec(str(tmp_path), "val", num_shards, BUILD))
+
+
 def test_write_shards_splits_records_and_errors(tmp_path):
-    output = OutputSpec(str(tmp_path), "val", 2, "t1")
+    handle = _begin(tmp_path, 2)
     with TestPipeline(argv=IN_MEMORY) as p:
-        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), output, records.BuildConfig())
+        build = p | "Handle" >> beam.Create([handle])
+        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, records.BuildConfig(), build)
         assert_that(
             written.shards | beam.Map(lambda s: (s.index, s.file)),
-            equal_to([(0, "val-00000-of-00002.tfrecord"), (1, "val-00001-of-00002.tfrecord")]),
+            equal_to([(0, f"val-00000-of-00002.{BUILD}.tfrecord"), (1, f"val-00001-of-00002.{BUILD}.tfrecord")]),
             label="shards",
         )
         assert_that(
@@ -50,10 +59,10 @@ def test_write_shards_splits_records_and_errors(tmp_path):
             equal_to([("truncated", 1), ("empty", 0), ("not_an_image", 2), ("decompression_bomb", 1), ("missing", 1), ("path_escapes_images_dir", 1)]),
             label="errors",
         )
-    # Shards are written under this build's temporary names until Finalize renames them.
+    # Shards go straight to names that carry the build id (no reader follows them before the
+    # commit); the lease says the build is running. Nothing else, no temporary file, is left.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".val-tmp-t1-val-00000-of-00002.tfrecord",
-        ".val-tmp-t1-val-00001-of-00002.tfrecord",
+        f".val.{BUILD}.lease", f"val-00000-of-00002.{BUILD}.tfrecord", f"val-00001-of-00002.{BUILD}.tfrecord"
     ]
 
 
@@ -64,58 +73,64 @@ def test_a_bug_while_preparing_fails_the_build_instead_of_becoming_an_error_entr
         raise ZeroDivisionError(f"bug while preparing {annotation.filename}")
 
     monkeypatch.setattr(records, "make_record", broken)
-    output = OutputSpec(str(tmp_path), "val", 2, "t3")
+    handle = _begin(tmp_path, 2)
     with pytest.raises(Exception, match="bug while preparing"), TestPipeline(argv=IN_MEMORY) as p:
-        _ = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), output, records.BuildConfig(), threads=3)
+        build = p | "Handle" >> beam.Create([handle])
+        _ = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, records.BuildConfig(), build, threads=3)
+    # The shard being written was never renamed into place: only the lease is there.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".val.{BUILD}.lease"]
 
 
 def test_write_shard_fn_needs_a_thread():
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
-        transforms.WriteShardFn(str(FIXTURE_IMAGES), OutputSpec("out", "val", 1, "t"), records.BuildConfig(), 0)
+        transforms.WriteShardFn(str(FIXTURE_IMAGES), records.BuildConfig(), 0)
 
 
 def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
-    output = OutputSpec(str(tmp_path), "val", 3, "t2")
+    handle = commit.begin(OutputSpec(str(tmp_path), "val", 3, BUILD))
     with TestPipeline(argv=IN_MEMORY) as p:
         result = (
             p | "shards" >> beam.Create(shards),
             p | "errors" >> beam.Create(unusable),
             p | "annotated" >> beam.Create([annotated]),
-        ) | transforms.Finalize(output, records.BuildConfig(), max_error_fraction)
+        ) | transforms.Finalize(records.BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]))
         assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.records for s in shards)]))
 
 
 def _shard(tmp_path, index, records_in_it, errors=0, data=b"x"):
-    name = f"val-{index:05d}-of-00003.tfrecord"
-    (tmp_path / f".val-tmp-t2-{name}").write_bytes(data)
+    name = f"val-{index:05d}-of-00003.{BUILD}.tfrecord"
+    (tmp_path / name).write_bytes(data)
     counts = records.Counts(records=records_in_it, errors=errors, faces_stored=records_in_it, targets=records_in_it).as_dict()
     return ShardWritten(index, name, records_in_it, len(data), hashlib.sha256(data).hexdigest(), counts)
 
 
-def test_finalize_renames_writes_manifest_and_fills_empty_shards(tmp_path):
-    (tmp_path / "val-00000-of-00001.tfrecord").write_bytes(b"stale")
+def test_finalize_commits_the_manifest_fills_empty_shards_and_removes_the_earlier_build(tmp_path):
+    (tmp_path / "val-00000-of-00001.tfrecord").write_bytes(b"a shard of a build before build ids")
+    (tmp_path / "val.errors.jsonl").write_bytes(b"")
     shards = [_shard(tmp_path, 0, 2, errors=1), _shard(tmp_path, 2, 1)]
     unusable = [UnusableEntry("b.jpg", 7, "missing", "no file", 0)]
     annotated = {"images_annotated": 4, "faces_annotated": 3}
     _finalize(tmp_path, shards, unusable, {**annotated})
     manifest = json.loads((tmp_path / "val.manifest.json").read_text())
+    assert manifest["build"] == BUILD and manifest["errors_file"] == f"val.{BUILD}.errors.jsonl"
     assert [(s["file"], s["records"], s["bytes"]) for s in manifest["shards"]] == [
-        ("val-00000-of-00003.tfrecord", 2, 1),
-        ("val-00001-of-00003.tfrecord", 0, 0),
-        ("val-00002-of-00003.tfrecord", 1, 1),
+        (f"val-00000-of-00003.{BUILD}.tfrecord", 2, 1),
+        (f"val-00001-of-00003.{BUILD}.tfrecord", 0, 0),
+        (f"val-00002-of-00003.{BUILD}.tfrecord", 1, 1),
     ]
     assert manifest["counts"]["errors"] == 1 and manifest["error_reasons"] == {"missing": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "val-00000-of-00003.tfrecord", "val-00001-of-00003.tfrecord", "val-00002-of-00003.tfrecord", "val.errors.jsonl", "val.manifest.json"
-    ]
-    assert json.loads((tmp_path / "val.errors.jsonl").read_text())["filename"] == "b.jpg"
+        f"val-00000-of-00003.{BUILD}.tfrecord", f"val-00001-of-00003.{BUILD}.tfrecord", f"val-00002-of-00003.{BUILD}.tfrecord",
+        f"val.{BUILD}.errors.jsonl", "val.manifest.json",
+    ]  # fmt: skip
+    assert json.loads((tmp_path / f"val.{BUILD}.errors.jsonl").read_text())["filename"] == "b.jpg"
 
 
 def test_finalize_refuses_counts_that_do_not_add_up(tmp_path):
     shards = [_shard(tmp_path, 0, 2)]
     with pytest.raises(Exception, match=r"counts do not add up: images_annotated 5 != records 2 \+ errors 0"):
         _finalize(tmp_path, shards, [], {"images_annotated": 5, "faces_annotated": 2})
-    assert not (tmp_path / "val.manifest.json").exists()
+    assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended
 
 
 def test_annotation_coder_round_trips_and_is_deterministic():

@@ -1,0 +1,301 @@
+"""How a build becomes the split: all or nothing, under crashes, retries and concurrent builds.
+
+The mechanism is the one table formats (Delta Lake, Iceberg) use: data files that are never
+overwritten, and one small file, written in a single atomic step, that says which data files
+are the table. Here:
+
+- Every file a build writes carries its build id (reader.layout): shards, the errors file, its
+  lease. Nothing of the earlier build is touched while a build runs, and a build never writes one
+  of its own files twice with other bytes (a retried shard writer writes the same bytes again).
+- The manifest is the commit point. Written whole in one step (a rename on local disk, one
+  object upload on GCS and S3, where there is no rename but copy + delete), it names the files
+  of its build: before it, readers that follow the manifest see the earlier build; after it,
+  the new one; never a mix.
+- After committing, the build removes what no longer belongs to a build: the earlier build's
+  files and the leftovers of crashed builds, never the files of a build still running.
+
+A build is running while its lease `.{split}.{build}.lease` says so. The lease is written when
+the build starts, refreshed by the shard writers (at most every HEARTBEAT_S per process), and
+removed once the build has committed or failed. A lease held by a process of this host is alive
+while that process exists (so rerunning a crashed local build clears its leftovers at once); any
+other lease is alive until LEASE_TIMEOUT_S pass without a heartbeat (a Dataflow job whose
+launcher has exited, a crashed worker).
+
+Every step of `BuildHandle.commit` may run again after a crash or a runner's retry: files are
+rewritten with the same bytes, deletes of files already gone are no error, and a commit whose
+own files have vanished (removed by another build that judged it dead) is refused, not made.
+
+What it costs on GCS and S3 per build: no copy at all (shards are uploaded to their final names),
+one upload for the lease plus one per heartbeat, one each for the errors file and the manifest,
+two to three listings of the output directory, one batched delete of the earlier build's files.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+
+from pipeline import storage
+from reader import layout
+
+_LOG = logging.getLogger(__name__)
+LEASE_TIMEOUT_S = 3600.0
+HEARTBEAT_S = 60.0
+
+
+class BuildError(RuntimeError):
+    """A build that must not finish: too many unusable images, counts that do not add up, or a
+    commit that would not be whole. The earlier build is left as it was."""
+
+
+def new_build_id() -> str:
+    return uuid.uuid4().hex[: layout.BUILD_ID_LENGTH]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """Where and how a split is written.
+
+    build_id: the id this build's files carry; None draws one when the build starts (a classic
+      Dataflow template, run many times from one graph, must not reuse one).
+    host, pid: the process that runs the build, when it runs on one machine (the local runners):
+      its lease is alive while that process is. None on Dataflow.
+    """
+
+    output_dir: str
+    split: str
+    num_shards: int
+    build_id: str | None = None
+    host: str | None = None
+    pid: int | None = None
+
+    def __post_init__(self):
+        if self.split not in layout.SPLITS:
+            raise ValueError(f"split must be one of {layout.SPLITS}, got {self.split!r}")
+        if self.num_shards < 1:
+            raise ValueError(f"num_shards must be >= 1, got {self.num_shards}")
+        if self.build_id is not None:
+            layout.check_build_id(self.build_id)
+
+    def path(self, name: str) -> str:
+        return storage.join(self.output_dir, name)
+
+    @property
+    def manifest_path(self) -> str:
+        return self.path(layout.manifest_name(self.split))
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    """What a lease file says: which build, run by which process, since when."""
+
+    build: str
+    split: str
+    host: str | None
+    pid: int | None
+    started: float
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(dataclasses.asdict(self), sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> Lease | None:
+        try:
+            raw = json.loads(data)
+            return cls(str(raw["build"]), str(raw["split"]), raw.get("host"), raw.get("pid"), float(raw["started"]))
+        except (TypeError, ValueError, KeyError):
+            return None  # unreadable: judged by its age alone
+
+    def alive(self, updated: float, now: float) -> bool:
+        if self.host is not None and self.host == socket.gethostname() and isinstance(self.pid, int):
+            return _process_exists(self.pid)
+        return now - updated < LEASE_TIMEOUT_S
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _lease_alive(lease: Lease | None, updated: float, now: float) -> bool:
+    return lease.alive(updated, now) if lease is not None else now - updated < LEASE_TIMEOUT_S
+
+
+_last_heartbeat: dict[str, float] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildHandle:
+    """One running build: its id, where its files go, and its lease. Made by `begin`; handed
+    to every step of the job (it pickles)."""
+
+    output: OutputSpec
+    build: str
+    lease: Lease
+
+    @property
+    def split(self) -> str:
+        return self.output.split
+
+    def path(self, name: str) -> str:
+        return self.output.path(name)
+
+    def temp_path(self, name: str) -> str:
+        """Where a local file of this build is written before it is renamed, whole, to `name`."""
+        return self.path(layout.temp_name(self.split, self.build, name, uuid.uuid4().hex[:8]))
+
+    def shard_name(self, index: int) -> str:
+        return layout.shard_name(self.split, index, self.output.num_shards, self.build)
+
+    @property
+    def errors_name(self) -> str:
+        return layout.errors_name(self.split, self.build)
+
+    @property
+    def lease_path(self) -> str:
+        return self.path(layout.lease_name(self.split, self.build))
+
+    def write(self, name: str, data: bytes) -> None:
+        storage.write_bytes(self.path(name), data, temp=self.temp_path(name))
+
+    def create(self, name: str):
+        """A file of this build to stream into: it appears at `name` whole, or not at all."""
+        return storage.create(self.path(name), temp=self.temp_path(name))
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Refreshes the lease (at most every HEARTBEAT_S per process unless `force`). A failed
+        refresh is only logged: the build goes on, and its commit checks its files are there."""
+        now = time.monotonic()
+        if not force and now - _last_heartbeat.get(self.build, -HEARTBEAT_S) < HEARTBEAT_S:
+            return
+        _last_heartbeat[self.build] = now
+        try:
+            self.write(layout.lease_name(self.split, self.build), self.lease.to_bytes())
+        except storage.StorageError as e:
+            _LOG.warning("could not refresh the lease of build %s: %s", self.build, e)
+
+    # ---- the commit ------------------------------------------------------------------------
+
+    def commit(self, manifest: dict, new_files: dict[str, bytes], written: dict[str, int]) -> list[str]:
+        """Makes this build the split: writes `new_files` (name -> bytes: the errors file, empty
+        shards), checks that they and the files written earlier (`written`: name -> size) are
+        all in place, writes the manifest (the commit), removes the files that no longer belong
+        to a build, and ends the lease. Returns the names removed. Raises BuildError (nothing
+        committed) when a file of the build is missing, StorageError when the store fails."""
+        self.heartbeat(force=True)
+        for name, data in new_files.items():
+            self.write(name, data)
+        expected = {**written, **{name: len(data) for name, data in new_files.items()}}
+        self._check_in_place(expected)
+        manifest_name = layout.manifest_name(self.split)
+        self.write(manifest_name, (json.dumps(manifest, indent=2) + "\n").encode())
+        removed = remove_leftovers(self.output, own=self.build)
+        storage.delete([self.lease_path])
+        return removed
+
+    def _check_in_place(self, expected: dict[str, int]) -> None:
+        found = {e.name: e.size for e in storage.list_dir(self.output.output_dir)}
+        wrong = []
+        for name, size in sorted(expected.items()):
+            if name not in found:
+                wrong.append(f"{name} is missing")
+            elif found[name] != size:
+                wrong.append(f"{name} has {found[name]} bytes, {size} were written")
+        if wrong:
+            raise BuildError(
+                f"{self.split}: not committed, files of build {self.build} are not as written ({'; '.join(wrong[:3])}"
+                f"{'; ...' if len(wrong) > 3 else ''}): another build judged this one dead and removed them, or the "
+                f"store lost them. The earlier build is untouched; run the build again."
+            )
+
+    def abandon(self, keep: tuple[str, ...] = ()) -> None:
+        """Removes this build's files (but `keep`) and ends its lease: for a build that failed.
+        Nothing of any other build is touched."""
+        abandon(self.output.output_dir, self.split, self.build, keep=keep)
+
+
+def begin(output: OutputSpec) -> BuildHandle:
+    """Starts a build: draws its id (unless the spec has one) and writes its lease."""
+    build = output.build_id or new_build_id()
+    lease = Lease(build, output.split, output.host, output.pid, time.time())
+    handle = BuildHandle(output, build, lease)
+    # Written before any other file of the build, so that a listing that shows one of its files
+    # shows a lease that existed when that file was made (see remove_leftovers).
+    handle.write(layout.lease_name(output.split, build), lease.to_bytes())
+    _last_heartbeat[build] = time.monotonic()
+    return handle
+
+
+def abandon(output_dir: str, split: str, build: str, keep: tuple[str, ...] = ()) -> None:
+    """Removes the files of `build` (but `keep`), its lease last."""
+    lease = layout.lease_name(split, build)
+    mine = [e for e in storage.list_dir(output_dir) if layout.build_of(e.name, split) == build and e.name not in keep]
+    storage.delete([e.path for e in mine if e.name != lease])
+    storage.delete([storage.join(output_dir, lease)])
+
+
+def current_build(output: OutputSpec) -> str | None:
+    """The build id the manifest on disk names (LEGACY_BUILD for builds before build ids), or
+    None when there is no readable manifest."""
+    data = storage.read_bytes(output.manifest_path)
+    if data is None:
+        return None
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    return raw.get("build") or layout.LEGACY_BUILD
+
+
+def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | None = None) -> list[str]:
+    """Removes the files of `output.split` that belong to no build: neither to the build the
+    manifest names nor to a build still running. `own`: the build calling, which removes its
+    own files too when a later build has committed over it. Returns the names removed.
+
+    The order makes it safe against builds that start or commit meanwhile: list the directory,
+    then read the leases of the builds listed, then read the manifest. A build writes its lease
+    before any other file, and commits before it removes its lease; so a file in the listing
+    belongs to a build whose lease is read as present, or that had committed (then the manifest
+    read after names it), or that is over.
+    """
+    split = output.split
+    listing = storage.list_dir(output.output_dir)
+    files: dict[str, list[storage.Entry]] = collections.defaultdict(list)
+    for entry in listing:
+        build = layout.build_of(entry.name, split)
+        if build is not None:
+            files[build].append(entry)
+    listed = {e.name: e for e in listing}
+    now = time.time() if now is None else now
+    alive = set()
+    for build in files:
+        if build in (own, layout.LEGACY_BUILD):
+            continue
+        lease_entry = listed.get(layout.lease_name(split, build)) or storage.stat(output.path(layout.lease_name(split, build)))
+        if lease_entry is None:
+            continue
+        lease = Lease.from_bytes(storage.read_bytes(lease_entry.path))
+        if _lease_alive(lease, lease_entry.updated, now):
+            alive.add(build)
+    current = current_build(output)
+    keep = alive | {current}
+    doomed = [e for build, entries in files.items() if build not in keep for e in entries]
+    if doomed:
+        _LOG.info("removing %d files of builds that are over: %s", len(doomed), ", ".join(e.name for e in doomed[:8]))
+        # Leases last: until the files are gone, a crash here leaves them attributable.
+        storage.delete([e.path for e in doomed if not layout.is_lease(e.name)])
+        storage.delete([e.path for e in doomed if layout.is_lease(e.name)])
+    return sorted(e.name for e in doomed)

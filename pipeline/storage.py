@@ -1,0 +1,304 @@
+"""Files of a build on local disk, gs:// and s3://, each made visible whole or not at all.
+
+Everything the build writes goes through here, so that one module knows how each store makes a
+file appear atomically:
+    local   written to a temporary name in the same directory, fsynced, then renamed (rename
+            is atomic on POSIX); the directory is fsynced too, so a commit survives power loss
+    gs://   one upload through Beam's GCS filesystem: an object appears when its upload
+            completes, never in part
+    s3://   one upload through boto3 with Beam's S3 options: a single PUT for small objects and
+            a multipart upload for large ones (aborted on failure). Beam's own S3 writer cannot
+            write an empty object (a multipart upload of zero parts is refused by S3 as
+            MalformedXML), and builds write empty shards and empty errors files.
+No build renames or copies a file on gs:// or s3://: there a rename is a copy and a delete.
+
+Failures of the store raise StorageError, whose message is one line naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+_UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
+_SPOOL_BYTES = 16 << 20  # an S3 upload is held in memory up to this size, then on local disk
+
+
+class StorageError(RuntimeError):
+    """The store refused an operation: `path: what happened`. A fault of the build's storage,
+    never of one image."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+def describe(error: BaseException) -> str:
+    """A one-line account of a storage exception (OSError's strerror, S3's error code, ...)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, BeamIOError) and error.exception_details:
+        return "; ".join(describe(e) for e in error.exception_details.values())
+    response = getattr(error, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        return f"{response['Error'].get('Code', '')}: {response['Error'].get('Message', '')}".strip(": ")
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".strip(": ")
+
+
+def scheme(path: str) -> str:
+    return path.split("://", 1)[0] if "://" in path else "file"
+
+
+def is_local(path: str) -> bool:
+    return scheme(path) == "file"
+
+
+def _local(path: str) -> str:
+    return path.removeprefix("file://")
+
+
+def join(directory: str, name: str) -> str:
+    return FileSystems.join(directory, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One file of a directory listing. `updated`: seconds since the epoch, by the store's clock."""
+
+    name: str
+    path: str
+    size: int
+    updated: float
+
+
+def list_dir(directory: str) -> list[Entry]:
+    """The files directly in `directory` (hidden ones included), sorted by name. A directory
+    that does not exist holds nothing."""
+    if is_local(directory):
+        entries = []
+        try:
+            with os.scandir(_local(directory)) as it:
+                for d in it:
+                    if d.is_file(follow_symlinks=False):
+                        st = d.stat(follow_symlinks=False)
+                        entries.append(Entry(d.name, d.path, st.st_size, st.st_mtime))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StorageError(directory, f"cannot list: {describe(e)}") from None
+        return sorted(entries, key=lambda e: e.name)
+    prefix = directory.rstrip("/") + "/"
+    try:
+        found = FileSystems.match([prefix + "*"])[0].metadata_list
+    except Exception as e:  # BeamIOError, HTTP errors of the clients
+        raise StorageError(directory, f"cannot list: {describe(e)}") from None
+    entries = [Entry(m.path[len(prefix) :], m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found]
+    return sorted((e for e in entries if e.name and "/" not in e.name), key=lambda e: e.name)
+
+
+def stat(path: str) -> Entry | None:
+    """The file at `path`, or None when there is none."""
+    if is_local(path):
+        try:
+            st = os.stat(_local(path))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError(path, describe(e)) from None
+        return Entry(os.path.basename(path), path, st.st_size, st.st_mtime)
+    try:
+        found = FileSystems.match([path])[0].metadata_list
+    except Exception as e:
+        raise StorageError(path, describe(e)) from None
+    for m in found:
+        if m.path == path:
+            return Entry(path.rsplit("/", 1)[-1], path, m.size_in_bytes, m.last_updated_in_seconds)
+    return None
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The bytes of the file at `path`, or None when there is none."""
+    try:
+        if is_local(path):
+            with open(_local(path), "rb") as f:
+                return f.read()
+        with FileSystems.open(path, compression_type=_UNCOMPRESSED) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except Exception as e:
+        if type(e).__name__ in ("NotFound", "NoSuchKey") or "Not found" in str(e) or "404" in str(e):
+            return None
+        raise StorageError(path, f"cannot read: {describe(e)}") from None
+
+
+def write_bytes(path: str, data: bytes, temp: str | None = None) -> None:
+    """Writes a whole file atomically: readers see the earlier file or this one, never a part.
+    `temp`: the name it is written under first on local disk (default: beside it)."""
+    with create(path, temp) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def create(path: str, temp: str | None = None) -> Iterator:
+    """A binary file to write, that appears at `path` whole when the block ends without an
+    exception, and not at all otherwise. `temp`: its name while written (local disk only)."""
+    try:
+        if is_local(path):
+            with _create_local(_local(path), temp and _local(temp)) as f:
+                yield f
+        elif scheme(path) == "s3":
+            with _create_s3(path) as f:
+                yield f
+        else:
+            with _create_remote(path) as f:
+                yield f
+    except StorageError:
+        raise
+    except OSError as e:  # ENOSPC, EROFS, EACCES, EDQUOT...
+        raise StorageError(path, f"cannot write: {describe(e)}") from None
+    except Exception as e:
+        if _is_store_error(e):
+            raise StorageError(path, f"cannot write: {describe(e)}") from None
+        raise
+
+
+def _is_store_error(error: Exception) -> bool:
+    """Errors the cloud clients raise (HTTP, credentials), told from our own bugs by module."""
+    module = type(error).__module__
+    return isinstance(error, BeamIOError) or module.startswith(("botocore", "boto3", "google", "apache_beam.io", "urllib3", "requests"))
+
+
+@contextlib.contextmanager
+def _create_local(path: str, temp: str | None):
+    directory = os.path.dirname(path) or "."
+    temp = temp or os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    os.makedirs(directory, exist_ok=True)
+    f = open(temp, "wb")
+    try:
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF):  # filesystems that cannot sync a directory
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _create_remote(path: str):
+    f = FileSystems.create(path, compression_type=_UNCOMPRESSED)
+    yield f  # on an exception the upload is left unfinished: GCS then holds no object
+    f.close()
+
+
+@contextlib.contextmanager
+def _create_s3(path: str):
+    bucket, key = _s3_bucket_key(path)
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        yield spool
+        spool.seek(0)
+        # upload_fileobj: one PUT below its multipart threshold (empty objects included), a
+        # multipart upload above, aborted if a part fails.
+        _s3_client().upload_fileobj(spool, bucket, key)
+
+
+def _s3_bucket_key(path: str) -> tuple[str, str]:
+    bucket, _, key = path.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+_S3_CLIENTS: dict[int, object] = {}
+
+
+def _s3_client():
+    """boto3's S3 client, configured from the pipeline options as Beam's S3 filesystem is (the
+    endpoint, keys and region of --s3_* flags reach workers the same way)."""
+    from apache_beam.io.aws.clients.s3 import boto3_client
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = FileSystems._pipeline_options or PipelineOptions()  # what Beam's own filesystems use
+    client = _S3_CLIENTS.get(id(options))
+    if client is None:
+        client = _S3_CLIENTS[id(options)] = boto3_client.Client(options).client
+    return client
+
+
+def delete(paths: list[str]) -> None:
+    """Deletes files; a file already gone is not an error (deletes are repeated on retries)."""
+    if not paths:
+        return
+    try:
+        if is_local(paths[0]):
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(_local(path))
+        elif scheme(paths[0]) == "s3":
+            _delete_s3(paths)
+        else:
+            FileSystems.delete(paths)
+    except BeamIOError as e:
+        failed = {p: err for p, err in (e.exception_details or {}).items() if not _is_missing(err)}
+        if failed:
+            path, err = next(iter(failed.items()))
+            raise StorageError(path, f"cannot delete: {describe(err)}") from None
+    except OSError as e:
+        raise StorageError(e.filename or paths[0], f"cannot delete: {describe(e)}") from None
+    except Exception as e:
+        if _is_store_error(e):
+            raise StorageError(paths[0], f"cannot delete: {describe(e)}") from None
+        raise
+
+
+def _delete_s3(paths: list[str]) -> None:
+    client = _s3_client()
+    by_bucket: dict[str, list[str]] = {}
+    for path in paths:
+        bucket, key = _s3_bucket_key(path)
+        by_bucket.setdefault(bucket, []).append(key)
+    for bucket, keys in by_bucket.items():
+        for start in range(0, len(keys), 1000):  # S3's DeleteObjects takes at most 1,000 keys
+            batch = keys[start : start + 1000]
+            response = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            for error in response.get("Errors", []):
+                if error.get("Code") != "NoSuchKey":
+                    raise StorageError(f"s3://{bucket}/{error.get('Key')}", f"cannot delete: {error.get('Code')}: {error.get('Message')}")
+
+
+def _is_missing(error) -> bool:
+    return isinstance(error, FileNotFoundError) or "not found" in str(error).lower() or "404" in str(error)
+
+
+def ensure_dir(directory: str) -> None:
+    """Creates a local directory (and its parents); object stores need none."""
+    if is_local(directory):
+        try:
+            os.makedirs(_local(directory), exist_ok=True)
+        except OSError as e:
+            raise StorageError(directory, f"cannot create the directory: {describe(e)}") from None
+
