@@ -20,7 +20,7 @@ def build_loop(annotations_path: str, images_dir: str, output_dir: str, split: s
     config = records.BuildConfig()
     counts = records.Counts()
     shards = [open(os.path.join(output_dir, layout.shard_name(split, i, num_shards)), "wb") for i in range(num_shards)]
-    with open(annotations_path, encoding="utf-8") as f:
+    with open(annotations_path, "rb") as f:
         for annotation in annotations.parse(f, annotations_path, annotations.list_format_for_split(split)):
             try:
                 path = os.path.join(images_dir, images.confined_path(annotation.filename))

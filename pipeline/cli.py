@@ -192,6 +192,8 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
     if storage.is_local(images_dir) and not os.path.isdir(images_dir.removeprefix("file://")):
         raise UsageError(f"--images_dir={images_dir}: no such directory")
     output_dir = build.output.output_dir
+    if storage.is_local(output_dir) and os.path.isfile(output_dir.removeprefix("file://")):
+        raise UsageError(f"--output_dir={output_dir}: a file, not a directory")
     probe = storage.join(output_dir, f".{build.output.split}.probe-{commit.new_build_id()}")
     try:
         storage.ensure_dir(output_dir)

@@ -202,6 +202,10 @@ class BuildHandle:
         self.write(manifest_name, (json.dumps(manifest, indent=2) + "\n").encode())
         removed = remove_leftovers(self.output, own=self.build)
         storage.delete([self.lease_path])
+        # A later build may have committed meanwhile, and seen this lease before it was gone:
+        # then this build's files are nobody's, and it removes them itself.
+        if current_build(self.output) not in (self.build, None):
+            removed += remove_leftovers(self.output, own=self.build)
         return removed
 
     def _check_in_place(self, expected: dict[str, int]) -> None:
@@ -238,8 +242,13 @@ def begin(output: OutputSpec) -> BuildHandle:
 
 
 def abandon(output_dir: str, split: str, build: str, keep: tuple[str, ...] = ()) -> None:
-    """Removes the files of `build` (but `keep`), its lease last."""
+    """Removes the files of `build` (but `keep`), its lease last: for a build that failed. A
+    build the manifest names (it committed before it failed) keeps its files."""
     lease = layout.lease_name(split, build)
+    output = OutputSpec(output_dir, split, 1)
+    if current_build(output) == build:
+        storage.delete([storage.join(output_dir, lease)])
+        return
     mine = [e for e in storage.list_dir(output_dir) if layout.build_of(e.name, split) == build and e.name not in keep]
     storage.delete([e.path for e in mine if e.name != lease])
     storage.delete([storage.join(output_dir, lease)])
@@ -248,22 +257,28 @@ def abandon(output_dir: str, split: str, build: str, keep: tuple[str, ...] = ())
 def current_build(output: OutputSpec) -> str | None:
     """The build id the manifest on disk names (LEGACY_BUILD for builds before build ids), or
     None when there is no readable manifest."""
+    return _read_current(output)[0]
+
+
+def _read_current(output: OutputSpec) -> tuple[str | None, set[str]]:
+    """(the build the manifest names, the files it names)."""
     data = storage.read_bytes(output.manifest_path)
-    if data is None:
-        return None
     try:
-        raw = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    return raw.get("build") or layout.LEGACY_BUILD
+        raw = json.loads(data) if data is not None else None
+        if not isinstance(raw, dict):
+            return None, set()
+        named = {str(s["file"]) for s in raw.get("shards", [])}
+        named.add(raw.get("errors_file") or layout.errors_name(output.split))
+    except (ValueError, TypeError, KeyError):
+        return None, set()
+    return raw.get("build") or layout.LEGACY_BUILD, named
 
 
 def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | None = None) -> list[str]:
     """Removes the files of `output.split` that belong to no build: neither to the build the
-    manifest names nor to a build still running. `own`: the build calling, which removes its
-    own files too when a later build has committed over it. Returns the names removed.
+    manifest names (nor named by that manifest) nor to a build still running. `own`: the build
+    calling, which removes its own files too when a later build has committed over it.
+    Returns the names removed.
 
     The order makes it safe against builds that start or commit meanwhile: list the directory,
     then read the leases of the builds listed, then read the manifest. A build writes its lease
@@ -290,9 +305,12 @@ def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | No
         lease = Lease.from_bytes(storage.read_bytes(lease_entry.path))
         if _lease_alive(lease, lease_entry.updated, now):
             alive.add(build)
-    current = current_build(output)
+    current, named = _read_current(output)
     keep = alive | {current}
     doomed = [e for build, entries in files.items() if build not in keep for e in entries]
+    # The committed build's own files that its manifest does not name: what a crashed attempt
+    # of it left (a temporary file), never a file a reader follows.
+    doomed += [e for e in files.get(current, ()) if e.name not in named and not layout.is_lease(e.name)]
     if doomed:
         _LOG.info("removing %d files of builds that are over: %s", len(doomed), ", ".join(e.name for e in doomed[:8]))
         # Leases last: until the files are gone, a crash here leaves them attributable.

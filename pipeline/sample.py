@@ -322,7 +322,7 @@ def render_images(
         raise ValueError(f"seed must be non-negative, got {seed}")
     root = os.path.abspath(images_dir)
     jobs = []
-    with open(annotations_path, encoding="utf-8") as lines:
+    with open(annotations_path, "rb") as lines:
         for entry in annotations.parse(lines, annotations_path, list_format):
             path = os.path.abspath(os.path.join(root, entry.filename))
             if os.path.commonpath([root, path]) != root or (skip_existing and os.path.exists(path)):

@@ -22,7 +22,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -101,7 +100,7 @@ def read_annotations(path: str, list_format: str) -> Iterator[ImageAnnotation]:
     parsed = _counter("images_annotated")
     faces = _counter("faces_annotated")
     with FileSystems.open(path, compression_type=_UNCOMPRESSED) as raw:
-        for annotation in annotation_formats.parse(io.TextIOWrapper(raw, encoding="utf-8"), path, list_format):
+        for annotation in annotation_formats.parse(raw, path, list_format):
             parsed.inc()
             faces.inc(len(annotation.faces))
             yield annotation

@@ -7,6 +7,7 @@ What it writes is read back with the storage's own client and must equal, byte f
 build of the same input.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ SPLIT = "train"
 FLAGS = [f"--split={SPLIT}", "--num_shards=3", "--max_error_fraction=0.5"]
 # Two worker processes whatever the machine: the options must cross a process boundary.
 WORKERS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+IN_MEMORY = ["--direct_running_mode=in_memory"]
 TIMEOUT = 180  # seconds; a worker without the endpoint or keys would retry for many minutes
 
 
@@ -34,14 +36,14 @@ def local_build(tmp_path_factory) -> dict[str, bytes]:
     return cloud_fixtures.local_files(out)
 
 
-def _build_cli(scheme_root: str, extra: list[str], env: dict[str, str] | None = None) -> str:
+def _build_cli(scheme_root: str, extra: list[str], env: dict[str, str] | None = None, workers=WORKERS) -> str:
     """Runs `python -m pipeline` on {scheme_root}/source into {scheme_root}/shards; returns stdout."""
     command = [
         sys.executable, "-m", "pipeline",
         f"--annotations={scheme_root}/source/{FIXTURE_ANNOTATIONS.name}",
         f"--images_dir={scheme_root}/source/images",
         f"--output_dir={scheme_root}/shards",
-        *FLAGS, *WORKERS, *extra,
+        *FLAGS, *workers, *extra,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-6000:]
@@ -91,3 +93,52 @@ def test_build_on_gcs_emulator_matches_the_local_build(local_build, tmp_path):
     cloud_fixtures.check_split(written, SPLIT)
     _same_as_local(written, local_build, f"gs://{BUCKET}/source/images")
     assert f"wrote gs://{BUCKET}/shards/{SPLIT}.manifest.json" in stdout
+
+
+def _usable_entries() -> str:
+    """The fixture annotation file without its broken images: a build with nothing unusable."""
+    lines, keep, out = FIXTURE_ANNOTATIONS.read_text().splitlines(), True, []
+    for line in lines:
+        if line.endswith((".jpg", ".png")):
+            keep = not line.startswith(("99--Broken/", "../"))
+        if keep:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+CASES = {
+    # name: (annotation text, flags, shards expected empty)
+    "no_unusable_image": (_usable_entries, ["--num_shards=3"], 0),
+    "one_record_in_64_shards": (lambda: "0--Parade/0_Parade_rgb_1.jpg\n1\n106 28 94 75 0 0 0 0 0 0 \n", ["--num_shards=64"], 63),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_empty_errors_files_and_empty_shards_are_written_on_cloud_storage(scheme, case, tmp_path):
+    """S3 refuses a multipart upload of zero parts, which is what Beam's own S3 writer makes of
+    an empty file: a build with no unusable image, or with more shards than images, failed."""
+    text, flags, empty = CASES[case]
+    annotations = text().encode()
+    with contextlib.ExitStack() as stack:
+        if scheme == "s3":
+            s3 = stack.enter_context(cloud_fixtures.s3_server())
+            s3.client.create_bucket(Bucket=BUCKET)
+            s3.upload_tree(BUCKET, "source/images", FIXTURE_IMAGES)
+            s3.client.put_object(Bucket=BUCKET, Key=f"source/{FIXTURE_ANNOTATIONS.name}", Body=annotations)
+            extra, env, files = s3.beam_flags(), None, lambda: s3.files(BUCKET, "shards")
+        else:
+            gcs = stack.enter_context(cloud_fixtures.gcs_emulator(BUCKET))
+            gcs.upload_tree(BUCKET, "source/images", FIXTURE_IMAGES)
+            gcs.client.bucket(BUCKET).blob(f"source/{FIXTURE_ANNOTATIONS.name}").upload_from_string(annotations)
+            extra = ["--project=facegrid-test"]
+            env = {
+                "STORAGE_EMULATOR_HOST": gcs.endpoint,
+                "GOOGLE_APPLICATION_CREDENTIALS": str(cloud_fixtures.write_fake_google_credentials(tmp_path / "adc.json")),
+            }
+            files = lambda: gcs.files(BUCKET, "shards")  # noqa: E731
+        _build_cli(f"{scheme}://{BUCKET}", [*flags, *extra], env, workers=IN_MEMORY)
+        written = files()
+    manifest = cloud_fixtures.check_split(written, SPLIT)
+    assert manifest["counts"]["errors"] == 0 and written[manifest["errors_file"]] == b""
+    assert sum(1 for s in manifest["shards"] if written[s["file"]] == b"" and s["records"] == 0) == empty

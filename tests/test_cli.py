@@ -1,0 +1,126 @@
+"""`facegrid-build` refuses mistakes before Beam starts: one line on stderr, exit status 2, no
+traceback, nothing written; a build that fails says so in one line, exit status 1."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from pipeline import cli
+from tests import build_helpers
+from tests.build_helpers import files
+from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+
+REQUIRED = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", "--split=val", "--max_error_fraction=0.5"]
+
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    status = cli.main([*argv, *build_helpers.IN_MEMORY])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _refused(capsys, *argv: str) -> str:
+    status, out, err = _main(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("facegrid-build: ") and lines[0].endswith("; --help lists every flag")
+    return lines[0].removeprefix("facegrid-build: ").removesuffix("; --help lists every flag")
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--num_shard=3", "unknown flag --num_shard (did you mean --num_shards?)"),  # facegrid's, misspelled
+        ("--runer=DirectRunner", "unknown flag --runer (did you mean --runner?)"),  # Beam's, misspelled
+        ("--direct_num_worker=2", "unknown flag --direct_num_worker (did you mean --direct_num_workers?)"),
+        ("--s3_endpoint=http://x", "unknown flag --s3_endpoint (did you mean --s3_endpoint_url?)"),
+        ("--zzzz=1", "unknown flag --zzzz"),
+        ("stray", "unexpected argument 'stray': every flag is --name=value"),
+        ("--min_face_px=nan", "flag --min_face_px=nan: --min_face_px must be a finite number"),
+        ("--min_face_px=inf", "flag --min_face_px=inf: --min_face_px must be a finite number"),
+        ("--max_error_fraction=nan", "flag --max_error_fraction=nan: --max_error_fraction must be a finite number"),
+        ("--num_shards=0", "flag --num_shards=0: 0 is not a positive integer"),
+        ("--direct_num_workers=two", "argument --direct_num_workers: invalid int value: 'two'"),
+    ],
+)
+def test_flag_mistakes_are_refused_naming_the_flag(capsys, tmp_path, flag, message):
+    # Beam alone would drop an unknown flag with a warning and build with the defaults.
+    found = _refused(capsys, *REQUIRED, f"--output_dir={tmp_path / 'out'}", flag)
+    assert found.startswith(message), found
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_and_wrong_inputs_are_refused_before_beam_starts(capsys, tmp_path):
+    out = f"--output_dir={tmp_path / 'out'}"
+    images = f"--images_dir={FIXTURE_IMAGES}"
+    assert _refused(capsys, "--split=val", images, out) == "missing required flags: --annotations"
+    assert _refused(capsys, "--annotations=/nowhere/gt.txt", images, "--split=val", out) == "--annotations=/nowhere/gt.txt: no such file"
+    assert _refused(capsys, f"--annotations={tmp_path}", images, "--split=val", out) == f"--annotations={tmp_path}: a directory, not a file"
+    # Beam would otherwise start and report every image unusable, with no word on why.
+    assert _refused(capsys, f"--annotations={FIXTURE_ANNOTATIONS}", "--images_dir=/nowhere", "--split=val", out) == (
+        "--images_dir=/nowhere: no such directory"
+    )
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert _refused(capsys, *REQUIRED, f"--output_dir={a_file}") == f"--output_dir={a_file}: a file, not a directory"
+    assert _refused(capsys, *REQUIRED, f"--output_dir={a_file}/sub") == (
+        f"--output_dir={a_file}/sub: cannot write there: cannot create the directory: Not a directory"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def _bad_annotations(tmp_path: pathlib.Path, data: bytes) -> pathlib.Path:
+    path = tmp_path / "bad_gt.txt"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"0--Parade/caf\xe9.jpg\n1\n1 2 3 4 0 0 0 0 0 0 \n", ":1: expected UTF-8 text, found "),
+        ((pathlib.Path(__file__).parent / "fixtures/wider/images/0--Parade/0_Parade_rgb_1.jpg").read_bytes(), ":1: expected "),
+        (b"0--Parade/a.jpg\n1\n1 2 3 99999999999 0 0 0 0 0 0 \n", ":3: expected h within int32"),
+        (b"0--Parade/a.jpg\n\xc2\xb2\n", ":2: expected a face count"),
+        (b"", ":1: expected at least one image, found an empty file"),
+    ],
+)
+def test_a_malformed_annotation_file_fails_in_one_line_and_leaves_the_earlier_build(capsys, tmp_path, data, message):
+    out = tmp_path / "out"
+    assert _main(capsys, *REQUIRED, f"--output_dir={out}", "--num_shards=2")[0] == 0
+    before = files(out)
+    bad = _bad_annotations(tmp_path, data)
+    status, _, err = _main(capsys, f"--annotations={bad}", f"--images_dir={FIXTURE_IMAGES}", "--split=val", f"--output_dir={out}")
+    lines = err.strip().splitlines()
+    assert status == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"facegrid-build: {bad}{message}"), lines[0]
+    assert files(out) == before  # an empty file, above all, never replaces a good build with nothing
+
+
+def test_verbose_shows_the_traceback_of_a_failed_build(capsys, tmp_path):
+    bad = _bad_annotations(tmp_path, b"")
+    argv = [f"--annotations={bad}", f"--images_dir={FIXTURE_IMAGES}", "--split=val", f"--output_dir={tmp_path / 'out'}"]
+    status, _, err = _main(capsys, *argv, "--verbose")
+    assert status == 1 and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith(f"facegrid-build: {bad}:1: expected at least one image")
+
+
+def test_help_lists_facegrid_flags_and_helpfull_beams_too(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--max_error_fraction: Fail the build" in text and "--helpfull lists them all" in text
+    assert "--s3_disable_ssl" not in text
+    assert cli.main(["--helpfull"]) == 0
+    text = capsys.readouterr().out
+    assert "--s3_disable_ssl" in text and "--direct_running_mode" in text and "--annotations" in text
+
+
+def test_summary_names_the_build_and_its_errors_file(capsys, tmp_path):
+    status, out, _ = _main(capsys, *REQUIRED, f"--output_dir={tmp_path}", "--num_shards=2")
+    manifest = json.loads((tmp_path / "val.manifest.json").read_text())
+    assert status == 0
+    assert f"wrote {tmp_path}/val.manifest.json (build {manifest['build']})" in out
+    assert f"unusable images: {tmp_path}/{manifest['errors_file']}" in out
