@@ -6,7 +6,13 @@ a reduced scale first (`draft`) when the target is small enough: a 1024-px WIDER
 decodes at 512 px or less, which is most of the speed of the build.
 
 Anything that makes an image unusable raises UnusableImage with a short, stable `reason`
-(a key for errors.jsonl and the counters) and a `detail` for people.
+(a key for errors.jsonl and the counters) and a `detail` for people. One bad image is never
+fatal: every call into Pillow runs inside `_inside_pillow`, which turns whatever Pillow raises
+for this image into UnusableImage. Our own code runs outside it, so a bug in it still fails
+loudly. (Reading the bytes, confined to the images directory, is pipeline/sources.py.)
+
+The module has four parts, in this order: reasons and settings; the Pillow boundary; the
+pixel budget that bounds the memory of images being decoded at once; decoding and storing.
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ import dataclasses
 import io
 import os
 import posixpath
+import re
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -33,6 +44,8 @@ REASONS = (
     "decompression_bomb",
     "path_escapes_images_dir",
     "undecodable",
+    "not_a_regular_file",  # a directory, FIFO, socket or device where an image file should be
+    "file_too_large",  # more bytes than sources.MAX_SOURCE_BYTES
 )
 
 
@@ -88,31 +101,174 @@ def confined_path(filename: str) -> str:
     return normalized
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16/32-bit grey: Pillow's convert clips to 255; scale to 8 bits instead.
-        array = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode.startswith("I;16") or array.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    elif im.mode == "F":
-        array = np.asarray(im, dtype=np.float64)
-        im = Image.fromarray(np.clip(array * (255.0 if array.max() <= 1 else 1.0) + 0.5, 0, 255).astype(np.uint8), "L")
-    return im.convert("RGB")
+# --- The Pillow boundary ------------------------------------------------------------------
+
+# Words of Pillow's (and its codecs') messages that mean the data stopped early.
+_TRUNCATION_WORDS = re.compile(
+    r"truncat|only got|premature|end of file|unexpected end|not enough data|broken data stream|requires a buffer of",
+    re.IGNORECASE,
+)
+_DETAIL_CHARS = 200
 
 
-def prepare(data: bytes, config: ImageConfig) -> PreparedImage:
-    """Decodes source bytes and returns the stored image. Raises UnusableImage."""
+def _detail(error: BaseException) -> str:
+    """`ExceptionType: message`, short enough for one errors.jsonl line."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 3] + "..."
+
+
+class _InsidePillow:
+    """`with _inside_pillow:` around calls into Pillow: any Exception they raise becomes
+    UnusableImage, since it concerns this one image (Pillow's plugins raise nearly every type:
+    OSError, SyntaxError, ValueError, struct.error, IndexError, EOFError, AssertionError...).
+
+    Also:
+    - Warnings that a `-W error` filter turns into exceptions (Corrupt EXIF data,
+      DecompressionBombWarning, ...): they are about the file, like the errors.
+    - RecursionError: only crafted files recurse that deep (nested IFDs, boxes).
+    - MemoryError: the pixel budget bounds the images in flight and the bomb limit each one, so
+      an allocation that fails inside Pillow is one absurd file (a header asking for a huge
+      strip or palette), not the build running out; letting it escape would fail every retry.
+    KeyboardInterrupt and SystemExit are not Exceptions and pass through.
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or isinstance(error, UnusableImage) or not isinstance(error, Exception):
+            return False
+        if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+            raise UnusableImage("decompression_bomb", _detail(error)) from None
+        truncated = isinstance(error, EOFError) or _TRUNCATION_WORDS.search(str(error))
+        raise UnusableImage("truncated" if truncated else "undecodable", _detail(error)) from None
+
+
+_inside_pillow = _InsidePillow()
+
+
+def _claimed_by(prefix: bytes) -> list[str]:
+    """Formats whose signature check accepts `prefix` (the file's first 16 bytes)."""
+    Image.init()
+    claimed = []
+    for name, (_, accept) in Image.OPEN.items():
+        try:
+            if accept and accept(prefix):
+                claimed.append(name)
+        except Exception:  # a signature check that trips over a short prefix claims nothing
+            pass
+    return claimed
+
+
+def _open(data: bytes) -> Image.Image:
+    """The image Pillow identifies in `data`, header read, pixels not yet decoded."""
+    with _inside_pillow:
+        try:
+            return Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            pass  # no plugin took it: say below whether any format's signature matched
+    claimed = _claimed_by(data[:16])
+    if claimed:
+        # A known signature whose header Pillow cannot read: cut short or corrupt.
+        raise UnusableImage("undecodable", f"starts like {'/'.join(claimed)}, but Pillow cannot read its header")
+    raise UnusableImage("not_an_image", f"no image format recognized; the file starts {data[:16]!r}")
+
+
+# --- The pixel budget ---------------------------------------------------------------------
+
+# 64 Mpx: Pillow keeps RGB, RGBA and CMYK at 4 bytes a pixel, so 256 MiB of decoded pixels,
+# about 0.5 GB with the RGB copy a mode conversion makes. It never binds for WIDER: 8 photos of
+# 1,024 px decoded at 1/2 or 1/4 scale hold under 2 Mpx, and a 24 Mpx JPEG drafts to 0.4 Mpx.
+# It binds for big lossless images (a 9000x9000 PNG is 81 Mpx, 324 MB), which then go one by one.
+DEFAULT_PIXEL_BUDGET = 64 * 2**20
+
+
+class PixelBudget:
+    """Decoded pixels held at once by prepare() across the process, at most `capacity`.
+
+    A condition-variable semaphore counted in pixels. Images are admitted in arrival order
+    (so a big image is not starved by a stream of small ones), each when it fits, or when it is
+    alone: an image larger than the whole budget still proceeds, by itself. Each image holds
+    one lease for its whole decode, never two, so there is no deadlock.
+    `high_water` is the most pixels ever held at once, for tests and benchmarks.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_PIXEL_BUDGET):
+        self._changed = threading.Condition()
+        self._queue: deque[object] = deque()
+        self._capacity = self._checked(capacity)
+        self.in_use = 0
+        self.high_water = 0
+
+    @staticmethod
+    def _checked(capacity: int) -> int:
+        if capacity < 1:
+            raise ValueError(f"the pixel budget must be >= 1 pixel, got {capacity}")
+        return capacity
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def set_capacity(self, capacity: int) -> None:
+        """Changes the budget; images already holding pixels keep them."""
+        with self._changed:
+            self._capacity = self._checked(capacity)
+            self._changed.notify_all()
+
+    def reset_high_water(self) -> None:
+        with self._changed:
+            self.high_water = self.in_use
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Blocks until `pixels` fit (or nothing else is held), holds them for the block."""
+        turn = object()
+        with self._changed:
+            self._queue.append(turn)
+            try:
+                self._changed.wait_for(lambda: self._queue[0] is turn and (self.in_use == 0 or self.in_use + pixels <= self._capacity))
+                self.in_use += pixels
+                self.high_water = max(self.high_water, self.in_use)
+            finally:  # admitted or interrupted, the next in line gets its turn
+                self._queue.remove(turn)
+                self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.in_use -= pixels
+                self._changed.notify_all()
+
+
+# Process-wide: every shard writer's threads (and every DoFn instance in this process) share it.
+PIXEL_BUDGET = PixelBudget()
+
+# Pillow allocates an image in blocks of up to 16 MB by default. glibc serves blocks that size
+# from per-thread heaps and keeps them once freed, so 8 threads that each once held a 9000x9000
+# image stay at 8 x 324 MB of RSS, budget or not (measured: BENCHMARKS.md). In blocks of up to
+# 64 MB, a big image is mostly blocks over glibc's largest mmap threshold (32 MB), which are
+# mapped and unmapped on their own: its memory goes back when it is freed. Small images are one
+# block either way. (PILLOW_BLOCK_SIZE in the environment still has the last word.)
+PILLOW_BLOCK_BYTES = 64 * 2**20
+if "PILLOW_BLOCK_SIZE" not in os.environ:
+    Image.core.set_block_size(PILLOW_BLOCK_BYTES)
+
+
+# --- Decoding and storing -----------------------------------------------------------------
+
+
+def prepare(data: bytes, config: ImageConfig, budget: PixelBudget | None = None) -> PreparedImage:
+    """Decodes source bytes and returns the stored image. Raises UnusableImage.
+
+    data: the whole source file. budget: the pixel budget to decode under (default: the
+    process-wide PIXEL_BUDGET); it is held from just before the pixels are decoded until the
+    full-size pixels are freed, and counts the decoded size (after JPEG draft).
+    """
     if not data:
         raise UnusableImage("empty", "the file has 0 bytes")
+    im = _open(data)
     try:
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise UnusableImage("not_an_image", f"no image format recognized; the file starts {data[:16]!r}") from None
-    except Image.DecompressionBombError as e:
-        raise UnusableImage("decompression_bomb", str(e)) from None
-    with im:
         width, height = im.size
         if width * height > Image.MAX_IMAGE_PIXELS:
             # Pillow only warns between 1x and 2x its limit; we hold the line at 1x.
@@ -120,25 +276,185 @@ def prepare(data: bytes, config: ImageConfig) -> PreparedImage:
                 "decompression_bomb", f"{width}x{height} = {width * height} pixels exceeds Pillow's limit of {Image.MAX_IMAGE_PIXELS}"
             )
         placement = Placement.fit(width, height, config.input_size, config.resize)
-        try:
+        request = (placement.scaled_width, placement.scaled_height)
+        with _inside_pillow:
             # JPEG only: decode at 1/2, 1/4 or 1/8 scale while staying at least the scaled size.
-            im.draft("RGB", (placement.scaled_width, placement.scaled_height))
-            im.load()
-        except OSError as e:
-            reason = "truncated" if "truncated" in str(e) or "broken data stream" in str(e) else "undecodable"
-            raise UnusableImage(reason, str(e)) from None
-        except (ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise UnusableImage("undecodable", str(e)) from None
-        im = _to_rgb(im)
+            im.draft("RGB", request)
+            decoded_pixels = im.width * im.height
+        with (budget or PIXEL_BUDGET).hold(decoded_pixels):
+            scaled = _decode_and_scale(im, data, request)
+            im.close()  # frees the full-size pixels before the budget is handed back
+    finally:
+        im.close()
+    return PreparedImage(_store(scaled, placement, config), placement)
 
-    scaled = im.resize((placement.scaled_width, placement.scaled_height), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    if (placement.scaled_width, placement.scaled_height) != (config.input_size,) * 2:
-        canvas = Image.new("RGB", (config.input_size, config.input_size))
-        canvas.paste(scaled, (placement.left, placement.top))
-        scaled = canvas
-    if config.image_format == "raw":
-        return PreparedImage(scaled.tobytes(), placement)
-    return PreparedImage(_encode_jpeg(scaled, config.jpeg_quality), placement)
+
+def _decode_and_scale(im: Image.Image, data: bytes, size: tuple[int, int]) -> Image.Image:
+    """Decodes `im` (opened from `data`, drafted towards `size`), returns it RGB at `size`."""
+    with _inside_pillow:
+        im.load()
+    if im.format in ("JPEG", "MPO") and _jpeg_scan_was_cut(im, data, size):
+        raise UnusableImage("truncated", "the JPEG's scan data stops early (a cut file with an end marker added): libjpeg fills the rest with grey")
+    rgb = _to_rgb(im)
+    with _inside_pillow:
+        return rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def _store(scaled: Image.Image, placement: Placement, config: ImageConfig) -> bytes:
+    """The stored bytes: `scaled` pasted on the canvas, as raw RGB or JPEG."""
+    with _inside_pillow:
+        if (placement.scaled_width, placement.scaled_height) != (config.input_size,) * 2:
+            canvas = Image.new("RGB", (config.input_size, config.input_size))
+            canvas.paste(scaled, (placement.left, placement.top))
+            scaled = canvas
+        if config.image_format == "raw":
+            return scaled.tobytes()
+        return _encode_jpeg(scaled, config.jpeg_quality)
+
+
+# Rows of 16/32-bit or float pixels converted at a time: the float64 temporaries of the
+# conversion then stay at a few MB instead of 8-24 bytes per pixel of a 9000x9000 image.
+_CONVERT_CHUNK_PIXELS = 2**20
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """`im` (loaded, any mode) as RGB: itself when it is RGB already."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        with _inside_pillow:
+            array = np.asarray(im)
+        if array.size == 0:
+            raise UnusableImage("undecodable", f"a {im.mode} image of {im.width}x{im.height} pixels holds no pixels")
+        peak = array.max()
+        # 16/32-bit grey: Pillow's convert clips to 255; scale to 8 bits instead.
+        top = 65535.0 if im.mode.startswith("I;16") or peak > 255 else 255.0
+        factor = 255.0 if peak <= 1 else 1.0  # float images in [0, 1] or already in [0, 255]
+        grey = np.empty(array.shape, np.uint8)
+        rows = max(1, _CONVERT_CHUNK_PIXELS // array.shape[1])
+        for first in range(0, array.shape[0], rows):
+            block = array[first : first + rows].astype(np.float64)
+            # The arithmetic of the whole-image expression it replaces: the stored bytes stay.
+            values = block * factor if im.mode == "F" else block / top * 255.0
+            # NaN (float files) becomes 0, as the cast made it, minus the cast's RuntimeWarning.
+            grey[first : first + rows] = np.clip(np.nan_to_num(values + 0.5, nan=0.0), 0, 255)
+        with _inside_pillow:
+            im = Image.fromarray(grey, "L")
+    with _inside_pillow:
+        return im.convert("RGB")
+
+
+# --- JPEG files cut short and "repaired" with an end marker -------------------------------
+#
+# libjpeg does not fail when a scan's data stops at a marker (say an EOI appended to a file cut
+# in half): it warns "premature end of data segment", which Pillow discards, and decodes the
+# missing blocks with zero coefficients, flat mid-grey. Whether that happened is decided by
+# decoding a second time with a probe, bytes that hold no marker, put where the last scan's
+# data stops. A complete scan never reads them (libjpeg skips bytes between a scan and the next
+# marker), so the pixels are the same; a scan that ran short reads them as data, so the pixels
+# change. The second decode costs as much as the first, so it runs only on suspicion:
+# - the bottom-right pixel has libjpeg's zero fill (every band 128, or 127 inverted for
+#   Adobe CMYK): a cut single-scan (baseline) file, or a progressive one cut in its first scan;
+# - a progressive file whose scans stop before every coefficient of every component reached
+#   full precision: a file cut in one of its scans before the last one.
+# Not seen: a progressive file cut in its last scan (libjpeg's script ends refining the low bits
+# of the luminance AC coefficients; what is left out moved the rows of 1,024-px photos by 2.6
+# grey levels at most, BENCHMARKS.md), and sequential files with one scan per component (rare)
+# cut in a chroma scan. The second decode is not counted in the pixel budget (one lease per
+# image): for the few files under suspicion, their pixels are held twice for a moment.
+
+# A marker ending a scan's data, from its first fill byte: FF then neither a stuffed 00, RSTn
+# nor more fill. (A file cut just after the FF of a stuffed FF 00 ends in FF FF D9.)
+_ENTROPY_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_ALL_COEFFICIENTS = (1 << 64) - 1
+_ZERO_FILL = (127, 128)
+# No 0xFF, so no marker: libjpeg reads a probe as scan data or skips it as stray bytes. Three
+# bit patterns for progressive files, because in an AC scan a probe may happen to decode as a
+# run of empty blocks reaching the end, which changes nothing, like the zero fill.
+_PROBES = (
+    bytes(range(1, 255)) * 16,
+    bytes(range(254, 0, -1)) * 16,
+    bytes((i * 197 + 89) % 254 + 1 for i in range(4096)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _JpegScans:
+    """data_end: offset where the entropy-coded data of the last scan stops (None: no scan
+    found); complete: every component of the frame reached full precision in every coefficient."""
+
+    data_end: int | None
+    complete: bool
+
+
+def _jpeg_scans(data: bytes) -> _JpegScans:
+    """Walks the markers of the first image in `data` (a JPEG stream) up to its EOI.
+
+    Never raises: the walk stops where the structure stops making sense (libjpeg had decoded
+    the file, so the walk only informs the decision whether to probe).
+    """
+    components: list[int] = []
+    precise: dict[int, int] = {}  # component id -> bit mask of coefficients coded with Al = 0
+    data_end, pos, size = None, 2, len(data)
+    while pos + 1 < size and data[pos] == 0xFF:
+        code = data[pos + 1]
+        if code == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if code == 0xD9:  # EOI
+            break
+        if code == 0x01 or 0xD0 <= code <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if pos + 4 > size:
+            break
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segment = data[pos + 4 : pos + 2 + length]
+        if code in _SOF_MARKERS and len(segment) >= 6:
+            components = list(segment[6 : 6 + 3 * segment[5] : 3])
+        elif code == 0xDA:  # SOS: header, then entropy-coded data up to the next marker
+            count = segment[0] if segment else 0
+            if len(segment) < 1 + 2 * count + 3:
+                break
+            ss, se, approximation = segment[1 + 2 * count : 4 + 2 * count]
+            if approximation & 0x0F == 0 and ss <= se <= 63:
+                for component in segment[1 : 1 + 2 * count : 2]:
+                    precise[component] = precise.get(component, 0) | (((1 << (se + 1)) - 1) ^ ((1 << ss) - 1))
+            marker = _ENTROPY_END.search(data, pos + 2 + length)
+            data_end = pos = marker.start() if marker else size
+            continue
+        pos += 2 + length
+    complete = bool(components) and all(precise.get(c, 0) == _ALL_COEFFICIENTS for c in components)
+    return _JpegScans(data_end, complete)
+
+
+def _jpeg_scan_was_cut(im: Image.Image, data: bytes, size: tuple[int, int]) -> bool:
+    """Whether libjpeg ran out of scan data while decoding `im` (loaded from `data`, drafted
+    towards `size`) and filled the rest in. See the section comment above."""
+    with _inside_pillow:
+        corner = im.getpixel((im.width - 1, im.height - 1))
+    grey_corner = all(band in _ZERO_FILL for band in (corner if isinstance(corner, tuple) else (corner,)))
+    if not grey_corner and not im.info.get("progressive"):
+        return False
+    scans = _jpeg_scans(data)
+    if scans.data_end is None or not (grey_corner or not scans.complete):  # nothing to probe, or no suspicion
+        return False
+    end = scans.data_end
+    probes = _PROBES if im.info.get("progressive") else _PROBES[:1]  # sequential scans have no runs of empty blocks
+    return any(_decodes_differently(im, data[:end] + probe + data[end:], size) for probe in probes)
+
+
+def _decodes_differently(im: Image.Image, probed: bytes, size: tuple[int, int]) -> bool:
+    """Whether `probed` decodes (drafted towards `size`) to other pixels than `im`."""
+    # Pillow calls only: if the probed file fails to decode, its probe was read as scan data.
+    try:
+        with Image.open(io.BytesIO(probed)) as again:
+            again.draft("RGB", size)
+            again.load()
+            return again.mode != im.mode or again.tobytes() != im.tobytes()
+    except Exception:
+        return True
 
 
 def _encode_jpeg(im: Image.Image, quality: int) -> bytes:

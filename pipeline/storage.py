@@ -96,12 +96,28 @@ def list_dir(directory: str) -> list[Entry]:
             raise StorageError(directory, f"cannot list: {describe(e)}") from None
         return sorted(entries, key=lambda e: e.name)
     prefix = directory.rstrip("/") + "/"
+    if scheme(directory) == "s3":
+        return _list_s3(prefix)
     try:
         found = FileSystems.match([prefix + "*"])[0].metadata_list
     except Exception as e:  # BeamIOError, HTTP errors of the clients
         raise StorageError(directory, f"cannot list: {describe(e)}") from None
     entries = [Entry(m.path[len(prefix) :], m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found]
     return sorted((e for e in entries if e.name and "/" not in e.name), key=lambda e: e.name)
+
+
+def _list_s3(prefix: str) -> list[Entry]:
+    # Beam's S3 filesystem builds a new boto3 client (a few hundred ms) for every call.
+    bucket, key_prefix = _s3_bucket_key(prefix)
+    entries = []
+    try:
+        for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix, Delimiter="/"):
+            for o in page.get("Contents", []):
+                name = o["Key"][len(key_prefix) :]
+                entries.append(Entry(name, f"s3://{bucket}/{o['Key']}", o["Size"], o["LastModified"].timestamp()))
+    except Exception as e:
+        raise StorageError(prefix, f"cannot list: {describe(e)}") from None
+    return sorted((e for e in entries if e.name), key=lambda e: e.name)
 
 
 def stat(path: str) -> Entry | None:
@@ -114,6 +130,15 @@ def stat(path: str) -> Entry | None:
         except OSError as e:
             raise StorageError(path, describe(e)) from None
         return Entry(os.path.basename(path), path, st.st_size, st.st_mtime)
+    if scheme(path) == "s3":
+        bucket, key = _s3_bucket_key(path)
+        try:
+            head = _s3_client().head_object(Bucket=bucket, Key=key)
+        except Exception as e:
+            if _is_missing(e):
+                return None
+            raise StorageError(path, describe(e)) from None
+        return Entry(key.rsplit("/", 1)[-1], path, head["ContentLength"], head["LastModified"].timestamp())
     try:
         found = FileSystems.match([path])[0].metadata_list
     except Exception as e:
@@ -130,14 +155,32 @@ def read_bytes(path: str) -> bytes | None:
         if is_local(path):
             with open(_local(path), "rb") as f:
                 return f.read()
+        if scheme(path) == "s3":
+            bucket, key = _s3_bucket_key(path)
+            return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
         with FileSystems.open(path, compression_type=_UNCOMPRESSED) as f:
             return f.read()
     except FileNotFoundError:
         return None
     except Exception as e:
-        if type(e).__name__ in ("NotFound", "NoSuchKey") or "Not found" in str(e) or "404" in str(e):
+        if _is_missing(e) or type(e).__name__ in ("NotFound", "NoSuchKey"):
             return None
         raise StorageError(path, f"cannot read: {describe(e)}") from None
+
+
+def read_s3_prefix(path: str, limit: int) -> bytes | None:
+    """Up to `limit` bytes from the start of an S3 object (None when there is none), with one
+    GET through the client this module keeps (Beam's S3 filesystem makes a new one per open)."""
+    bucket, key = _s3_bucket_key(path)
+    try:
+        return _s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")["Body"].read()
+    except Exception as e:
+        if _is_missing(e):
+            return None
+        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
+        if code == "InvalidRange":  # an empty object has no byte 0
+            return b""
+        raise
 
 
 def write_bytes(path: str, data: bytes, temp: str | None = None) -> None:
@@ -235,19 +278,21 @@ def _s3_bucket_key(path: str) -> tuple[str, str]:
     return bucket, key
 
 
-_S3_CLIENTS: dict[int, object] = {}
+_S3_CLIENTS: dict[tuple, object] = {}
 
 
 def _s3_client():
     """boto3's S3 client, configured from the pipeline options as Beam's S3 filesystem is (the
     endpoint, keys and region of --s3_* flags reach workers the same way)."""
     from apache_beam.io.aws.clients.s3 import boto3_client
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 
     options = FileSystems._pipeline_options or PipelineOptions()  # what Beam's own filesystems use
-    client = _S3_CLIENTS.get(id(options))
+    key = tuple(sorted(options.view_as(S3Options).get_all_options(current_only=True).items(), key=str))
+    key = tuple((k, str(v)) for k, v in key)
+    client = _S3_CLIENTS.get(key)
     if client is None:
-        client = _S3_CLIENTS[id(options)] = boto3_client.Client(options).client
+        client = _S3_CLIENTS[key] = boto3_client.Client(options).client
     return client
 
 
@@ -305,7 +350,8 @@ def _delete_gcs(paths: list[str]) -> None:
 
 
 def _is_missing(error) -> bool:
-    return isinstance(error, FileNotFoundError) or "not found" in str(error).lower() or "404" in str(error)
+    code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+    return isinstance(error, FileNotFoundError) or code in ("404", "NoSuchKey", "NotFound") or "not found" in str(error).lower() or "404" in str(error)
 
 
 def ensure_dir(directory: str) -> None:

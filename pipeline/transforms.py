@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
-from pipeline import commit, images, records
+from pipeline import commit, images, records, sources
 from pipeline.annotations import ImageAnnotation
 from reader import layout, schema, tfrecord
 
@@ -139,18 +139,6 @@ def _settle(item, future):
         return item, e
 
 
-def read_image(images_dir: str, filename: str) -> bytes:
-    """The source bytes of an image. Raises UnusableImage naming what went wrong."""
-    path = FileSystems.join(images_dir, images.confined_path(filename))
-    try:
-        with FileSystems.open(path, compression_type=_UNCOMPRESSED) as f:
-            return f.read()
-    except Exception as e:
-        if isinstance(e, FileNotFoundError) or not FileSystems.exists(path):
-            raise images.UnusableImage("missing", f"no file at {path}") from None
-        raise images.UnusableImage("unreadable", f"{path}: {e}") from None
-
-
 class BeginBuildFn(beam.DoFn):
     """None -> the BuildHandle of this run: its id drawn (unless given) and its lease written,
     before any other file of the build."""
@@ -194,7 +182,7 @@ class WriteShardFn(beam.DoFn):
 
     def _framed_record(self, annotation: ImageAnnotation) -> tuple[bytes, records.Counts]:
         """Runs on the pool: the image's record, framed for the shard, and its counts."""
-        data = read_image(self._images_dir, annotation.filename)
+        data = sources.read_source(self._images_dir, annotation.filename)
         record, image_counts = records.make_record(annotation, data, self._config)
         return tfrecord.encode_record(record.serialize()), image_counts
 
