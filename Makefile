@@ -1,4 +1,4 @@
-# facegrid: `make demo`, `make test`, `make bench`. Each makes .venv first if there is none.
+# facegrid: `make demo`, `make test`, `make bench`, `make fuzz`. Each makes .venv first if there is none.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ BENCH_DIR ?= build/bench
 # Tests spread over both cores; Beam pipelines inside tests run their own workers too.
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench fuzz clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ test: venv
 
 bench: venv
 	$(PY) -m benchmarks --work_dir=$(BENCH_DIR)
+
+# The big seeded fuzz runs behind BENCHMARKS.md's "Hostile input" figures (the test suite runs
+# a few thousand cases of each).
+fuzz: venv
+	$(PY) -m pipeline.annotation_fuzz --cases=200000 --seed=0
+	$(PY) -m benchmarks.fuzz_images --part=fuzz --cases=150000 --seed=0 --work_dir=build/fuzz
 
 clean:
 	rm -rf build

@@ -10,8 +10,9 @@ All in one run on the val build (`BenchData`):
   with the same parallelism (AUTOTUNE) and batched the same way; with the reader's default DCT
   (TensorFlow's, INTEGER_FAST) and with INTEGER_ACCURATE (Pillow's exact pixels), each compared
   with make_dataset decoding the same way.
-- the baseline, ../shared/baselines/seed_sequence.py, on the source images: it makes one example
-  per face, so its epoch is as long as the annotation file has faces. A full epoch would take
+- the baseline, benchmarks/seed_baseline.py (the article-style Sequence, rewritten here), on the
+  source images: it makes one example per face, so its epoch is as long as the annotation file
+  has faces. A full epoch would take
   hours, so a number of its batches are timed and its epoch time is extrapolated from that rate
   over its full length (said in the table).
 
@@ -23,7 +24,6 @@ Records/s counts records (images).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import sys
 import time
@@ -34,10 +34,6 @@ from benchmarks.data import BenchData
 
 BATCH_SIZE = 32
 SPLIT = "val"
-BASELINE = os.environ.get(
-    "FACEGRID_SEED_SEQUENCE",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "baselines", "seed_sequence.py"),
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,10 +116,9 @@ def _decode_limit(images: list[bytes], dct_method: str):
 
 def _baseline(data: BenchData, batches: int) -> dict:
     """Times `batches` batches of the seed Sequence (after one warm-up batch)."""
-    spec = importlib.util.spec_from_file_location("seed_sequence", BASELINE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    generator = module.DataGenerator(data.images_dir.rstrip("/") + "/", data.annotations)
+    from benchmarks.seed_baseline import FacePerExampleSequence
+
+    generator = FacePerExampleSequence(data.images_dir, data.annotations)
     batches = min(batches, len(generator) - 1)
     generator[0]
     start, examples = time.perf_counter(), 0
@@ -133,7 +128,7 @@ def _baseline(data: BenchData, batches: int) -> dict:
     seconds = time.perf_counter() - start
     rate = examples / seconds
     return {
-        "examples_per_epoch": len(generator.boxes),
+        "examples_per_epoch": len(generator.examples),
         "examples_timed": examples,
         "examples_per_s": rate,
         "epoch_s_extrapolated": len(generator.boxes) / rate,
