@@ -16,10 +16,10 @@ are the table. Here:
 
 A build is running while its lease `.{split}.{build}.lease` says so. The lease is written when
 the build starts, refreshed by the shard writers (at most every HEARTBEAT_S per process), and
-removed once the build has committed or failed. A lease held by a process of this host is alive
-while that process exists (so rerunning a crashed local build clears its leftovers at once); any
-other lease is alive until LEASE_TIMEOUT_S pass without a heartbeat (a Dataflow job whose
-launcher has exited, a crashed worker).
+removed once the build has committed or failed. A lease is alive until LEASE_TIMEOUT_S pass
+without a heartbeat (a Dataflow job whose launcher has exited, a crashed worker); one held by a
+process of this host is over as soon as that process is gone (so rerunning a crashed local
+build clears its leftovers at once).
 
 Every step of `BuildHandle.commit` may run again after a crash or a runner's retry: files are
 rewritten with the same bytes, deletes of files already gone are no error, and a commit whose
@@ -113,8 +113,11 @@ class Lease:
             return None  # unreadable: judged by its age alone
 
     def alive(self, updated: float, now: float) -> bool:
+        """`updated`: when the lease was last written (its heartbeat), by the store's clock."""
         if self.host is not None and self.host == socket.gethostname() and isinstance(self.pid, int):
-            return _process_exists(self.pid)
+            if not _process_exists(self.pid):
+                return False  # a local build whose process is gone: over at once
+        # Elsewhere (or a process id used again since): alive while it beats.
         return now - updated < LEASE_TIMEOUT_S
 
 

@@ -194,6 +194,7 @@ def test_leftovers_of_dead_builds_go_and_files_of_running_builds_stay(tmp_path, 
     builds = {
         "111111111111": (socket.gethostname(), os.getpid(), 0.0, True),  # a local build still running
         "222222222222": (socket.gethostname(), _dead_pid(), 0.0, False),  # its process is gone
+        "888888888888": (socket.gethostname(), os.getpid(), commit.LEASE_TIMEOUT_S + 60, False),  # a process id used again
         "333333333333": ("another-host", 4242, 60.0, True),  # elsewhere, heartbeat a minute ago
         "444444444444": ("another-host", 4242, commit.LEASE_TIMEOUT_S + 60, False),  # no heartbeat for too long
         "555555555555": (None, None, commit.LEASE_TIMEOUT_S - 60, True),  # Dataflow, within the timeout
