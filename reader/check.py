@@ -1,6 +1,12 @@
 """`python -m reader.check` / `facegrid-check`: check one split's shards before anyone trains on them.
 
     python -m reader.check --data_dir=shards --split=val [--json] [--sheet=val.png]
+    python -m reader.check --data_dir=s3://bucket/shards --split=val [--s3_endpoint_url=URL]
+
+--data_dir may be local, gs:// or s3://, every scheme a build writes. s3:// goes through boto3
+with its standard configuration (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
+AWS_ENDPOINT_URL, ~/.aws); --s3_endpoint_url and --s3_region_name, named as the build's Beam
+flags, override the endpoint and region.
 
 Checks the shard set against the manifest, every record's framing, schema, image, value
 ranges and targets (recomputed from its boxes), duplicates and leakage between splits, and the
@@ -23,6 +29,7 @@ from reader import contact_sheet, layout, manifest
 from reader.check_split import SplitCheck, check_split
 
 PROGRAM = "facegrid-check"
+SCHEMES = ("file", "gs", "s3")  # every scheme a build writes
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -36,6 +43,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_boolean("leakage", True, "Look for source images shared with the other splits in --data_dir.", flag_values=fv)
     flags.DEFINE_integer("max_problems", 20, "Problems listed in the summary (--json lists them all).", lower_bound=0, flag_values=fv)
     flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress bar on stderr; auto: when stderr is a terminal.", flag_values=fv)
+    flags.DEFINE_string("s3_endpoint_url", None, "S3 endpoint for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_ENDPOINT_URL).", flag_values=fv)
+    flags.DEFINE_string("s3_region_name", None, "S3 region for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_DEFAULT_REGION).", flag_values=fv)
 
 
 class UsageError(ValueError):
@@ -57,6 +66,8 @@ def parse_args(argv: list[str]) -> flags.FlagValues:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
     if manifest.is_local(fv.data_dir) and not os.path.isdir(fv.data_dir.removeprefix("file://")):
         raise UsageError(f"--data_dir={fv.data_dir}: no such directory")
+    if manifest.scheme(fv.data_dir) not in SCHEMES:
+        raise UsageError(f"--data_dir={fv.data_dir}: expected a local, gs:// or s3:// path")
     if fv.sheet is not None:
         parent = os.path.dirname(os.path.abspath(fv.sheet))
         if not os.path.isdir(parent):
@@ -108,8 +119,13 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     fv = parse_args(argv)
     want_bar = fv.progress == "always" or (fv.progress == "auto" and sys.stderr.isatty())
     bar = ProgressBar(f"checking {fv.split}", sys.stderr) if want_bar else None
+    manifest.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv
+
+
+def s3_settings(fv: flags.FlagValues) -> manifest.S3Settings:
+    return manifest.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv):
         print(_help())
         return 0
+    previous = manifest.s3_settings()
+    try:
+        return _main(argv)
+    finally:
+        manifest.configure_s3(previous)  # the flags hold for this run only (tests call main in-process)
+
+
+def _main(argv: list[str]) -> int:
     try:
         result, fv = run([PROGRAM, *argv])
     except UsageError as e:
@@ -126,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     report = result.report
     sheet_note = None
     if fv.sheet is not None:
-        shown = contact_sheet.write(result, fv.sheet, samples=fv.sheet_samples, seed=fv.seed)
-        sheet_note = f"wrote contact sheet of {shown} records: {fv.sheet}"
+        try:
+            shown = contact_sheet.write(result, fv.sheet, samples=fv.sheet_samples, seed=fv.seed)
+            sheet_note = f"wrote contact sheet of {shown} records: {fv.sheet}"
+        except OSError as e:  # a shard gone since it was checked, the sheet's file unwritable
+            print(f"{PROGRAM}: contact sheet not written: {e}", file=sys.stderr)
     if fv.json:
         out = report.as_json()
         out["sheet"] = fv.sheet

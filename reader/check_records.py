@@ -14,6 +14,11 @@ A record is checked in order; a failing step stops the steps that depend on it:
     targets   grid, ignore and dropped equal what `reader.targets.encode_faces` recomputes from
               the stored boxes, invalid flags and original size, bit for bit: the build encodes
               from the same float32 boxes by the same rule
+
+The readers call `unreadable` (the schema and images steps) on a record they failed to read, to
+say why in the checker's words. Grid and image sizes are held to the manifest's config, and a
+record of another size says so ("expected 320 values for the manifest's grid_size 8, found 245
+(a 7x7 grid)").
 """
 
 from __future__ import annotations
@@ -107,6 +112,19 @@ def check_record(data: bytes, config: RecordConfig) -> tuple[RecordFacts | None,
     # else: the ranges check names the non-finite box or the bad original size.
     sides = (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * config.input_size).astype(np.float32)
     return RecordFacts(fields["filename"], fields["sha256"], len(boxes), sides, *counts), problems
+
+
+def unreadable(data: bytes, config: RecordConfig) -> str | None:
+    """Why a record cannot be fed to training as the manifest's config describes it (not a
+    tf.train.Example, a key missing or of another kind or length, an image of another size or
+    that does not decode), or None when it can. The readers call it only for a record that
+    failed, to name the problem; value ranges and targets are the checker's business."""
+    try:
+        fields = parse(data, config)
+    except schema.SchemaError as e:
+        return str(e)
+    problems = _image_problems(fields, config)
+    return problems[0] if problems else None
 
 
 def parse(data: bytes, config: RecordConfig) -> dict:
@@ -214,7 +232,8 @@ def _decode_jpeg(image: bytes, height: int, width: int, keep: bool) -> np.ndarra
 def _image_problems(fields: dict, config: RecordConfig) -> list[str]:
     size = config.input_size
     if (fields["height"], fields["width"]) != (size, size):
-        return [f"image/height, image/width: expected {size}, {size}, found {fields['height']}, {fields['width']}"]
+        return [f"image/height, image/width: expected {size}, {size} (the manifest's input_size), "
+                f"found {fields['height']}, {fields['width']}"]
     try:
         if fields["format"] == "raw":
             decode_image(fields["image"], "raw", size, size)

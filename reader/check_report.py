@@ -1,12 +1,13 @@
 """What the checker found: the checks, their problems, and how to show them.
 
 Every problem names its file and, where it concerns one record, the record's index in its
-shard: `val-00002-of-00008.tfrecord:17: targets: ...`. The report is shown as a summary for
-people (`summary`) or as JSON for machines (`as_json`).
+shard: `val-00002-of-00008.3f2a9c01d4e7.tfrecord:17: targets: ...`. The report is shown as a
+summary for people (`summary`) or as JSON for machines (`as_json`).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterable
 
@@ -15,7 +16,7 @@ from reader.check_stats import Statistics
 # Every check, in the order they are reported, with what passing means.
 CHECKS: dict[str, str] = {
     "manifest": "manifest readable, of schema_version 1, with its split, config, counts and shards",
-    "shard_set": "every shard of the manifest present; no stale shard of another build, no temp file",
+    "shard_set": "every shard of the manifest present; no file of this build that the manifest does not name",
     "shard_files": "shard sizes and sha256 as the manifest says",
     "framing": "every record's length, framing and CRCs",
     "record_counts": "records per shard as the manifest says",
@@ -26,7 +27,7 @@ CHECKS: dict[str, str] = {
     "targets": "grid, ignore and dropped equal what the boxes give",
     "duplicates": "no filename or source sha256 twice in the split",
     "leakage": "no source sha256 shared with another split in the directory",
-    "counts": "manifest counts add up and match the shards and errors.jsonl",
+    "counts": "manifest counts add up and match the shards and the errors file",
 }
 _ORDER = {name: i for i, name in enumerate(CHECKS)}
 
@@ -57,6 +58,22 @@ class Problem:
 
     def as_json(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class Findings:
+    """Problems, notes and skipped checks, gathered as the checks run."""
+
+    def __init__(self):
+        self.problems: list[Problem] = []
+        self.notes: dict[str, list[str]] = collections.defaultdict(list)
+        self.skipped: dict[str, str] = {}
+
+    def add(self, check: str, file: str, record: int | None, message: str) -> None:
+        self.problems.append(Problem(check, file, record, message))
+
+    def note(self, check: str, text: str) -> None:
+        if text not in self.notes[check]:
+            self.notes[check].append(text)
 
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"

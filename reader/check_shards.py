@@ -8,7 +8,7 @@ hands out three kinds of task, each a picklable tuple run by `run_task` in a wor
     KeysTask    a shard of another split -> (record index, source sha256, filename) per record,
                 for the leakage check
 Workers open files themselves, so only paths and spans cross the process boundary, and they
-never import TensorFlow for local files.
+never import TensorFlow for local or s3:// files (reader.manifest reads s3:// with boto3).
 """
 
 from __future__ import annotations
@@ -104,17 +104,32 @@ class KeysResult:
     error: str | None
 
 
+@dataclasses.dataclass(frozen=True)
+class FailedTask:
+    """A task whose shard could not be read at all (removed meanwhile, the store refused):
+    kind is "hash", "chunk" or "keys"; error says what happened."""
+
+    file: str
+    kind: str
+    error: str
+
+
 Task = HashTask | ChunkTask | KeysTask
-Result = HashResult | ChunkResult | KeysResult
+Result = HashResult | ChunkResult | KeysResult | FailedTask
 
 
 def run_task(task: Task) -> Result:
-    """Runs one task (in a worker process, or inline)."""
-    if isinstance(task, HashTask):
-        return hash_shard(task)
-    if isinstance(task, ChunkTask):
-        return check_chunk(task)
-    return read_keys(task)
+    """Runs one task (in a worker process, or inline). A file that cannot be read gives a
+    FailedTask rather than an exception, so that no traceback reaches the checker's user."""
+    try:
+        if isinstance(task, HashTask):
+            return hash_shard(task)
+        if isinstance(task, ChunkTask):
+            return check_chunk(task)
+        return read_keys(task)
+    except OSError as e:
+        kind = "hash" if isinstance(task, HashTask) else "chunk" if isinstance(task, ChunkTask) else "keys"
+        return FailedTask(task.file, kind, str(e).removeprefix(f"{task.path}: ") or type(e).__name__)
 
 
 def hash_shard(task: HashTask) -> HashResult:

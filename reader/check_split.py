@@ -1,19 +1,20 @@
 """Checks one split of a build directory: `check_split(data_dir, split) -> SplitCheck`.
 
-    manifest      -> config for the record checks, the shard list, the counts
-    directory     -> shard set (missing, stale, temp files)
+    manifest      -> config for the record checks, the shard list, the counts (check_manifest)
+    directory     -> shard set: missing shards, files of this build the manifest does not name;
+                     other builds' files are noted, not failed (check_manifest)
     each shard    -> indexed here (headers only); then hashed and its records checked in worker
                      processes, in chunks, so that every core is busy whatever the shard sizes
     all records   -> placement, duplicates, leakage into other splits, counts, statistics
 
-Library code: plain arguments in, a report out; the flags live in `reader.check`.
+Library code: plain arguments in, a report out; the flags live in `reader.check`. Reads local,
+gs:// and s3:// directories (reader.manifest); worker processes get this process's s3 settings.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import multiprocessing
 import os
@@ -22,12 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from reader import boxes, check_records, check_shards, layout, manifest, schema
-from reader.check_report import CHECKS, Problem, Report
+from reader import check_manifest, check_records, check_shards, layout, manifest
+from reader.check_manifest import UnusableImage
+from reader.check_report import CHECKS, Findings, Report
 from reader.check_stats import Statistics
 
-RECOMPUTED_COUNTS = ("faces_stored", "targets", "dropped", "ignored")
-ERROR_FIELDS = {"filename": str, "line": int, "reason": str, "detail": str, "faces": int}
 INLINE_BELOW = 256  # records: fewer are checked in this process; worker start-up would cost more
 
 Progress = Callable[[int, int], None]  # (records done, records in all)
@@ -62,28 +62,8 @@ def default_workers() -> int:
 
 
 def list_dir(data_dir: str) -> list[str]:
-    """File names in the data directory (local, or gs:// and s3:// through tf.io.gfile)."""
-    if manifest.is_local(data_dir):
-        return sorted(os.listdir(data_dir.removeprefix("file://")))
-    import tensorflow as tf
-
-    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(data_dir))
-
-
-class _Findings:
-    """Problems, notes and skipped checks, gathered as the checks run."""
-
-    def __init__(self):
-        self.problems: list[Problem] = []
-        self.notes: dict[str, list[str]] = collections.defaultdict(list)
-        self.skipped: dict[str, str] = {}
-
-    def add(self, check: str, file: str, record: int | None, message: str) -> None:
-        self.problems.append(Problem(check, file, record, message))
-
-    def note(self, check: str, text: str) -> None:
-        if text not in self.notes[check]:
-            self.notes[check].append(text)
+    """File names in the data directory (local, gs:// or s3://)."""
+    return manifest.list_dir(data_dir)
 
 
 def check_split(
@@ -101,7 +81,7 @@ def check_split(
     progress: called with (records done, records in all) as work completes.
     """
     start = time.perf_counter()
-    findings = _Findings()
+    findings = Findings()
     manifest_file = layout.manifest_name(split)
     try:
         built = manifest.load(data_dir, split)
@@ -114,15 +94,21 @@ def check_split(
         return SplitCheck(report, (), check_records.RecordConfig(), {}, {})
 
     workers = workers or default_workers()
-    config = _check_manifest(built, split, findings)
-    present = set(list_dir(data_dir))
-    listed = _check_shard_set(built, split, present, findings)
+    config = check_manifest.check_manifest(built, split, findings)
+    try:
+        present = set(list_dir(data_dir))
+    except OSError as e:  # gone since the manifest was read, or the store refuses to list
+        findings.add("shard_set", ".", None, f"cannot list the data directory: {e}")
+        present = {entry.file for entry in built.shards}  # then reading each shard says what is wrong
+    listed = check_manifest.check_shard_set(built, split, present, findings)
     paths = {entry.file: manifest.join(data_dir, entry.file) for entry in listed}
 
     indexes = {}
     for entry in listed:
         try:
             indexes[entry.file] = check_shards.index_shard(paths[entry.file], entry.file)
+        except FileNotFoundError:  # listed, then gone: removed by a build that committed since
+            findings.add("shard_set", entry.file, None, "missing: removed while the check ran")
         except OSError as e:  # a directory of that name, no permission, ...
             findings.add("shard_files", entry.file, None, f"unreadable: {e}")
     listed = [entry for entry in listed if entry.file in indexes]
@@ -152,6 +138,11 @@ def check_split(
                     findings.add(check, result.file, record.index, message)
                 failed = frozenset(check for check, _ in record.problems)
                 checked[result.file].append(CheckedRecord(result.file, record.index, record.facts, failed))
+        elif isinstance(result, check_shards.FailedTask):
+            if result.kind == "keys":
+                findings.note("leakage", f"{result.file} not read ({result.error})")
+            else:
+                findings.add("shard_files", result.file, None, f"unreadable while checking: {result.error}")
         else:
             if result.error:
                 findings.note("leakage", f"{result.file} read only up to its damage ({result.error})")
@@ -163,8 +154,8 @@ def check_split(
         if entry.file in hashes:
             _compare_hash(entry, hashes[entry.file], findings)
     _check_placement(listed, records, findings)
-    unusable = _read_errors(data_dir, split, findings)
-    _check_duplicates(records, unusable, split, findings)
+    unusable = check_manifest.read_errors(built, findings)
+    _check_duplicates(records, unusable, built.errors_file, findings)
     if not leakage:
         findings.skipped["leakage"] = "not asked for (--noleakage)"
     elif not others:
@@ -173,9 +164,9 @@ def check_split(
         findings.note("leakage", "against " + ", ".join(f"{name} ({len(files)} shards)" for name, files in others.items()))
         _check_leakage(records, other_keys, findings)
     complete = len(listed) == len(built.shards) and all(indexes[e.file].complete for e in listed)
-    _check_counts(built, records, unusable, complete, findings)
-
     readable = [r.facts for r in records if r.facts is not None]
+    check_manifest.check_counts(built, readable, len(records) - len(readable), complete, unusable, findings)
+
     stats = Statistics.compute(
         readable,
         {e.file: len(indexes[e.file].spans) for e in listed},
@@ -185,87 +176,9 @@ def check_split(
     return SplitCheck(report, records, config, paths, indexes)
 
 
-def _report(data_dir, split, findings: _Findings, stats, records: int, start: float) -> Report:
+def _report(data_dir, split, findings: Findings, stats, records: int, start: float) -> Report:
     notes = {check: "; ".join(texts) for check, texts in findings.notes.items()}
     return Report.make(data_dir, split, findings.problems, notes, findings.skipped, stats, records, time.perf_counter() - start)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_manifest(built: manifest.Manifest, split: str, findings: _Findings) -> check_records.RecordConfig:
-    """Checks the manifest's split and config; returns the record config (defaults where the
-    manifest's value is unusable, so that the records are still checked)."""
-    file = layout.manifest_name(split)
-    if built.split != split:
-        findings.add("manifest", file, None, f"split: expected {split!r}, found {built.split!r}")
-    c = built.config
-    size = c.get("input_size") if _is_int(c.get("input_size")) else None
-    rules = {
-        "input_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "grid_size": (lambda v: _is_int(v) and 1 <= v <= (size or v), "an integer in [1, input_size]"),
-        "min_face_px": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "image_format": (lambda v: v in schema.IMAGE_FORMATS, f"one of {schema.IMAGE_FORMATS}"),
-        "resize": (lambda v: v in boxes.RESIZE_MODES, f"one of {boxes.RESIZE_MODES}"),
-        "jpeg_quality": (lambda v: _is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
-    }
-    good = {}
-    for key, (ok, expected) in rules.items():
-        if key not in c:
-            findings.add("manifest", file, None, f"config.{key}: missing (expected {expected})")
-        elif not ok(c[key]):
-            findings.add("manifest", file, None, f"config.{key}: expected {expected}, found {c[key]!r}")
-        else:
-            good[key] = c[key]
-    for key in manifest.COUNT_KEYS:
-        value = built.counts.get(key)
-        if not _is_int(value) or value < 0:
-            findings.add("manifest", file, None, f"counts.{key}: expected an integer >= 0, found {value!r}")
-
-    for position, entry in enumerate(built.shards):
-        parsed = layout.parse_shard_name(entry.file)
-        if parsed != (split, position, len(built.shards)):
-            findings.add("manifest", file, None,
-                         f"shards[{position}]: expected file {layout.shard_name(split, position, len(built.shards))!r}, "
-                         f"found {entry.file!r}")
-    if not built.shards:
-        findings.add("manifest", file, None, "shards: expected at least one shard, found none")
-    input_size = good.get("input_size", 224)
-    grid_size = good.get("grid_size", 7)
-    return check_records.RecordConfig(
-        input_size=input_size,
-        grid_size=grid_size if grid_size <= input_size else min(7, input_size),
-        min_face_px=float(good.get("min_face_px", 0.0)),
-        image_format=good.get("image_format"),
-        resize=good.get("resize", "stretch"),
-    )
-
-
-def _check_shard_set(built: manifest.Manifest, split: str, present: set[str], findings: _Findings) -> list[manifest.ShardEntry]:
-    """Missing, stale and temporary files; returns the manifest's shards that are present."""
-    listed = {entry.file for entry in built.shards}
-    num_shards = len(built.shards)
-    for entry in built.shards:
-        if entry.file not in present:
-            findings.add("shard_set", entry.file, None, "missing: the manifest lists it, the directory does not hold it")
-    temp_prefix = layout.temp_glob(split).rstrip("*")
-    for name in sorted(present - listed):
-        parsed = layout.parse_shard_name(name)
-        if parsed is not None and parsed[0] == split:
-            if parsed[2] != num_shards:
-                findings.add("shard_set", name, None,
-                             f"stale shard of a build of {parsed[2]} shards (this build has {num_shards}); not in the manifest")
-            else:
-                findings.add("shard_set", name, None, "not in the manifest")
-        elif name.startswith(temp_prefix):
-            findings.add("shard_set", name, None,
-                         "temporary file of a build that did not finish; a finished build removes it")
-    return [entry for entry in built.shards if entry.file in present]
 
 
 def _other_splits(data_dir: str, split: str, present: set[str]) -> dict[str, list[tuple[str, str, int]]]:
@@ -318,7 +231,8 @@ def _run(tasks: list[check_shards.Task], workers: int, progress: Progress | None
         results: Iterable = map(check_shards.run_task, tasks)
         pool = None
     else:
-        pool = _start_method().Pool(min(workers, len(tasks)))
+        # Spawned workers start with default s3 settings: hand them this process's.
+        pool = _start_method().Pool(min(workers, len(tasks)), initializer=manifest.configure_s3, initargs=(manifest.s3_settings(),))
         results = pool.imap_unordered(check_shards.run_task, tasks)
     try:
         for result in results:
@@ -345,14 +259,14 @@ def _start_method():
     return multiprocessing.get_context("spawn")
 
 
-def _compare_hash(entry: manifest.ShardEntry, found: check_shards.HashResult, findings: _Findings) -> None:
+def _compare_hash(entry: manifest.ShardEntry, found: check_shards.HashResult, findings: Findings) -> None:
     if found.bytes != entry.bytes:
         findings.add("shard_files", entry.file, None, f"size {found.bytes:,} bytes, the manifest says {entry.bytes:,}")
     if found.sha256 != entry.sha256:
         findings.add("shard_files", entry.file, None, f"sha256 {found.sha256}, the manifest says {entry.sha256}")
 
 
-def _check_placement(listed, records: tuple[CheckedRecord, ...], findings: _Findings) -> None:
+def _check_placement(listed, records: tuple[CheckedRecord, ...], findings: Findings) -> None:
     by_file = collections.defaultdict(list)
     for record in records:
         if record.facts is not None:
@@ -377,43 +291,7 @@ def _check_placement(listed, records: tuple[CheckedRecord, ...], findings: _Find
                 previous, previous_key = record, key
 
 
-@dataclasses.dataclass(frozen=True)
-class UnusableImage:
-    """A line of errors.jsonl."""
-
-    line: int
-    filename: str
-    reason: str
-    faces: int
-
-
-def _read_errors(data_dir: str, split: str, findings: _Findings) -> list[UnusableImage] | None:
-    """The entries of errors.jsonl, or None when it is missing or unreadable (a counts problem)."""
-    file = layout.errors_name(split)
-    try:
-        with manifest.open_binary(manifest.join(data_dir, file)) as f:
-            text = f.read().decode("utf-8")
-    except FileNotFoundError:
-        findings.add("counts", file, None, "missing: a build always writes it (empty when every image was usable)")
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        findings.add("counts", file, None, f"unreadable: {e}")
-        return None
-    entries = []
-    for number, line in enumerate(text.splitlines(), 1):
-        try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in ERROR_FIELDS.items()):
-                raise ValueError
-        except ValueError:
-            findings.add("counts", file, None,
-                         f"line {number}: expected a JSON object with {', '.join(ERROR_FIELDS)}, found {line[:80]!r}")
-            continue
-        entries.append(UnusableImage(number, entry["filename"], entry["reason"], entry["faces"]))
-    return entries
-
-
-def _check_duplicates(records, unusable: list[UnusableImage] | None, split: str, findings: _Findings) -> None:
+def _check_duplicates(records, unusable: list[UnusableImage] | None, errors_file: str, findings: Findings) -> None:
     by_name: dict[str, CheckedRecord] = {}
     by_sha: dict[str, CheckedRecord] = {}
     for record in records:
@@ -438,53 +316,13 @@ def _check_duplicates(records, unusable: list[UnusableImage] | None, split: str,
         if entry.filename in by_name:
             record = by_name[entry.filename]
             findings.add("duplicates", record.file, record.index,
-                         f"{entry.filename!r} is also listed as unusable in {layout.errors_name(split)} line {entry.line}")
+                         f"{entry.filename!r} is also listed as unusable in {errors_file} line {entry.line}")
 
 
-def _check_leakage(records, other_keys: dict[str, tuple[str, int, str]], findings: _Findings) -> None:
+def _check_leakage(records, other_keys: dict[str, tuple[str, int, str]], findings: Findings) -> None:
     for record in records:
         if record.facts is not None and record.facts.sha256 in other_keys:
             file, index, filename = other_keys[record.facts.sha256]
             findings.add("leakage", record.file, record.index,
                          f"source image {record.facts.filename!r} (sha256 {record.facts.sha256[:16]}...) is also in "
                          f"{file}:{index} as {filename!r}")
-
-
-def _check_counts(built: manifest.Manifest, records, unusable, complete: bool, findings: _Findings) -> None:
-    file = layout.manifest_name(built.split)
-    counts = {key: built.counts.get(key) for key in manifest.COUNT_KEYS}
-    if not all(_is_int(v) for v in counts.values()):
-        findings.note("counts", "laws not checked: counts missing from the manifest")
-    else:
-        for broken in manifest.count_imbalances(counts):
-            findings.add("counts", file, None, broken)
-    in_entries = sum(entry.records for entry in built.shards)
-    if _is_int(counts["records"]) and counts["records"] != in_entries:
-        findings.add("counts", file, None, f"counts.records {counts['records']}, the shard entries add up to {in_entries}")
-
-    readable = [r.facts for r in records if r.facts is not None]
-    if complete and len(readable) == len(records):
-        found = {"records": len(readable), "faces_stored": sum(f.faces for f in readable)}
-        found.update({key: sum(getattr(f, key) for f in readable) for key in ("targets", "dropped", "ignored")})
-        for key, value in found.items():
-            if _is_int(counts[key]) and counts[key] != value:
-                how = "the shards hold" if key == "records" else "recomputed from the records"
-                findings.add("counts", file, None, f"counts.{key} {counts[key]}, {how} {value}")
-    else:
-        unreadable = len(records) - len(readable)
-        findings.note("counts", "record totals not compared: "
-                      + (f"{unreadable} unreadable record{'s' if unreadable != 1 else ''}" if unreadable else "shards missing or damaged"))
-
-    if unusable is not None:
-        reasons = collections.Counter(e.reason for e in unusable)
-        if _is_int(counts["errors"]) and counts["errors"] != len(unusable):
-            findings.add("counts", file, None,
-                         f"counts.errors {counts['errors']}, {layout.errors_name(built.split)} has {len(unusable)} entries")
-        faces = sum(e.faces for e in unusable)
-        if _is_int(counts["faces_in_errors"]) and counts["faces_in_errors"] != faces:
-            findings.add("counts", file, None,
-                         f"counts.faces_in_errors {counts['faces_in_errors']}, {layout.errors_name(built.split)} adds up to {faces}")
-        stated = built.raw.get("error_reasons")
-        if stated is not None and stated != dict(reasons):
-            findings.add("counts", file, None,
-                         f"error_reasons {stated}, {layout.errors_name(built.split)} has {dict(sorted(reasons.items()))}")

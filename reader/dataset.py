@@ -6,7 +6,7 @@
 The pipeline, per epoch (one pass over the dataset is one epoch; Keras re-iterates it):
 
     shard files --(shuffled with the seed, when training)--> parallel interleave of the shards
-    --> records, numbered per shard --(shuffle buffer, when training)--> damage check + parse +
+    --> records, numbered per shard --(shuffle buffer, when training)--> checks + parse +
     decode (+ flip), in parallel --> batch --> scale to [-1, 1], per batch --> prefetch
 
 Evaluation (`training=False`) reads the shards one after the other, in manifest order, each in
@@ -19,18 +19,43 @@ over interleaved shards shuffles close to globally.
 The dataset's length (`cardinality()`) comes from the manifest, so Keras shows progress and
 needs no `steps_per_epoch`.
 
-Damaged shards: TensorFlow reports a damaged record as a bare `DataLossError: corrupted record
-at N`, without the file. Here local shards are first measured against the manifest (a size
-that differs fails at once, naming the shard), and each shard is read with TensorFlow's errors
-caught: a shard that ends before the count the manifest promises yields an end marker in place
-of the first missing record, and the parse step fails on it with an `InvalidArgumentError`
-whose message comes from a Python scan of that shard (`reader.tfrecord` framing): the shard, the
-record's index, its byte offset and what is wrong ("val-00003-of-00008.tfrecord: record 17 at
-byte 401923: data checksum mismatch"). With `skip_corrupt=True` the damaged records are left
-out instead and counted in a `SkippedRecords`; the intact records after a bad data checksum are
-still read (after a bad length the rest of the shard cannot be found, and counts as skipped).
-Intact shards cost nothing for this: per record only native tf.data steps and one string
-comparison run; the Python scan runs only for a shard that came up short.
+Shards that disagree with the manifest, and records that do not parse, fail with an error that
+names the shard (and record); TensorFlow's own errors (`DataLossError: corrupted record at N`,
+`Could not parse example input`, a failed reshape) name neither:
+- A shard the manifest lists but the directory lacks fails `make_dataset` at once
+  (FileNotFoundError), with or without skip_corrupt; local shards are also measured against
+  the manifest (a size that differs fails at once). A shard that vanishes later (a new build
+  committed and removed it) ends its read and is named as missing, instead of TensorFlow
+  retrying the open forever.
+- Each shard must yield exactly the records its manifest entry promises. Local shards are
+  counted from their record headers when the dataset is made (a seek per record, no data read):
+  one holding another count fails at once (ValueError, "...: holds 310 records, the manifest
+  promises 309"). While reading, the reader marks a shard that comes up short (damage:
+  TensorFlow's read errors are caught, ending the shard at its first damaged record) and, where
+  shards were not counted (remote ones), one that holds more; see `_shard_reader`. The batch
+  step fails on a marker with an `InvalidArgumentError` whose message comes from a Python scan
+  of that shard (`reader.tfrecord` framing): the shard, the record's index, its byte offset and
+  what is wrong ("val-00003-of-00008.<build>.tfrecord: record 17 at byte 401923: data checksum
+  mismatch"), or the counts.
+- A record of another schema (a key missing or of another count), another grid or image size
+  than the manifest's config, or bytes that are not an Example fails with the shard, record
+  and problem, as the checker would say it ("...tfrecord: record 17: missing key 'target/grid'",
+  "...: expected 320 values for the manifest's grid_size 8, found 245 (a 7x7 grid)"). A value of
+  another kind fails TensorFlow's parse, which is given the record's name to say
+  ("Name: ...tfrecord: record 17, Key: image/height ... Data types don't match").
+With `skip_corrupt=True` damaged records are left out instead and counted in a `SkippedRecords`;
+the intact records after a bad data checksum are still read (after a bad length the rest of the
+shard cannot be found, and counts as skipped). A shard holding more records than promised, or
+records that do not parse, still fail.
+
+Intact shards cost little for this: per record only native tf.data steps run (no function
+call); per batch, about forty vectorized ops check the markers, the framing of each Example and
+the parsed lengths and sizes (a few percent of the CPU time a batch takes, most of it JPEG
+decoding). Python runs only for a batch they flag. (Messages passed through TensorFlow's
+assertion print quotes escaped: missing key \\'target/grid\\'.)
+
+Reads local and gs:// paths (tf.io.gfile); TensorFlow 2.21 has no s3:// filesystem, so an s3://
+data_dir is refused with a message saying so (`ShardSequence` reads s3://).
 """
 
 from __future__ import annotations
@@ -45,10 +70,11 @@ import numpy as np
 import tensorflow as tf
 
 from reader import augment as augmentation
+from reader import check_records, schema, tfrecord
 from reader import manifest as manifests
-from reader import schema, tfrecord
 
 AUTOTUNE = tf.data.AUTOTUNE
+READABLE_SCHEMES = ("file", "gs")  # what tf.io.gfile reads here (TensorFlow 2.21 has no s3 filesystem)
 _READ_BUFFER = 1 << 20  # bytes buffered per open shard
 _CHUNK = 64  # records per step of the skip_corrupt check
 _INVALID = "image/object/invalid"
@@ -146,6 +172,12 @@ def make_dataset(
         raise ValueError("augment applies to training=True only: evaluation reads records as stored")
     if skipped is not None and not skip_corrupt:
         raise ValueError("skipped counts the records that skip_corrupt=True leaves out; pass skip_corrupt=True")
+    if manifests.scheme(data_dir) not in READABLE_SCHEMES:
+        raise ValueError(
+            f"{data_dir}: make_dataset reads local and gs:// directories only: TensorFlow {tf.__version__} has no "
+            f"{manifests.scheme(data_dir)}:// filesystem. Use reader.ShardSequence (it reads s3://), or copy the split to "
+            f"local disk; python -m reader.check checks it where it is"
+        )
     manifest = manifests.load(data_dir, split)
     num_records = manifest.num_records
     drop_remainder = training if drop_remainder is None else drop_remainder
@@ -166,8 +198,10 @@ def make_dataset(
     )
     file_seed, record_seed, flip_seed = _seeds(seed)
 
+    _check_present(manifest)
     if not skip_corrupt:
         _check_sizes(manifest)
+    counted = _count_local(manifest, strict=not skip_corrupt)
     records = _records(
         manifest,
         shuffle_files_seed=file_seed,
@@ -175,6 +209,7 @@ def make_dataset(
         parallel_shards=parallel_shards,
         deterministic=deterministic,
         on_damage=(skipped or SkippedRecords()) if skip_corrupt else None,
+        gated=not counted,
     )
     if training:
         records = records.shuffle(min(shuffle_buffer, max(num_records, 1)), seed=record_seed, reshuffle_each_iteration=True)
@@ -184,8 +219,8 @@ def make_dataset(
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
     if augment:
         coins = tf.data.Dataset.random(seed=flip_seed, rerandomize_each_iteration=True).batch(batch_size)
-        batches = tf.data.Dataset.zip((batches, coins)).map(lambda located, coin: (*located, tf.equal(coin % 2, 1)))
-    batches = batches.map(_batch_fn(manifest, layout), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        batches = tf.data.Dataset.zip((batches, coins)).map(lambda numbered, coin: (*numbered, tf.equal(coin % 2, 1)))
+    batches = batches.map(_batch_fn(manifest, layout, gated=not counted), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if not skip_corrupt:
         count = num_records // batch_size if drop_remainder else math.ceil(num_records / batch_size)
         batches = batches.apply(tf.data.experimental.assert_cardinality(count))
@@ -201,6 +236,14 @@ def _seeds(seed: int | None) -> tuple[int | None, int | None, int | None]:
 
 
 # ---- records, with damage named -------------------------------------------------------------
+
+
+def _check_present(manifest: manifests.Manifest) -> None:
+    """Every shard the manifest lists must exist (TensorFlow would retry a missing file forever
+    under ignore_errors; see `_shard_reader` for one that vanishes later)."""
+    for path in manifest.shard_paths():
+        if not manifests.exists(path):
+            raise FileNotFoundError(manifests.missing_shard(path, manifest.split))
 
 
 def _check_sizes(manifest: manifests.Manifest) -> None:
@@ -221,6 +264,27 @@ def _check_sizes(manifest: manifests.Manifest) -> None:
             )
 
 
+def _count_local(manifest: manifests.Manifest, strict: bool) -> bool:
+    """Counts the records of local shards from their headers (a seek past each record's data, a
+    few microseconds a record) and fails at once naming a shard that holds more records than
+    its entry promises, or (strict) fewer. True when every shard was counted whole: then no read
+    needs to look past its promise. False for remote shards (counting would mean reading them)
+    and when a shard's framing is damaged (its read names the damage)."""
+    whole = True
+    for entry, path in zip(manifest.shards, manifest.shard_paths()):
+        if not manifests.is_local(path):
+            return False
+        with open(path.removeprefix("file://"), "rb", buffering=0) as f:  # unbuffered: seeks, not reads
+            try:
+                held = len(tfrecord.index_records(f, path))
+            except tfrecord.CorruptRecordError:
+                whole = False
+                continue
+        if held > entry.records or (strict and held < entry.records):
+            raise ValueError(f"{path}: holds {held} records, the manifest promises {entry.records}")
+    return whole
+
+
 def _records(
     manifest: manifests.Manifest,
     *,
@@ -229,9 +293,10 @@ def _records(
     parallel_shards: int,
     deterministic: bool,
     on_damage: SkippedRecords | None,
+    gated: bool,
 ) -> tf.data.Dataset:
-    """(shard number, record index, serialized record) of every shard: interleaved when
-    training, one shard after another otherwise. See `_shard_reader` for the damage markers."""
+    """(record index, (shard number, serialized record)) of every shard: interleaved when
+    training, one shard after another otherwise. See `_shard_reader` for the markers and `gated`."""
     paths = manifest.shard_paths()
     files = tf.data.Dataset.from_tensor_slices(
         (
@@ -240,7 +305,7 @@ def _records(
             tf.constant([entry.records for entry in manifest.shards], tf.int64),
         )
     )
-    read = _shard_reader(on_damage)
+    read = _shard_reader(on_damage, gated)
     if not training or len(paths) == 1:
         return files.flat_map(read)
     files = files.shuffle(len(paths), seed=shuffle_files_seed, reshuffle_each_iteration=True)
@@ -253,27 +318,55 @@ def _records(
     )
 
 
-def _shard_reader(on_damage: SkippedRecords | None):
-    """(shard number, path, records the manifest promises) -> (shard, index, record) per record.
+def _shard_reader(on_damage: SkippedRecords | None, gated: bool):
+    """(shard number, path, records the manifest promises) -> (index, (shard, record)) per record,
+    with a marker where the shard disagrees with its promise, p:
 
-    TensorFlow's read errors are caught (`ignore_errors` ends the shard at its first damaged
-    record), an empty record marks where the shard ended, and the records are numbered by
-    zipping with range(promised): an intact shard never reaches the marker, a shard that came up
-    short after k records yields the marker as record k. Only native tf.data steps run per record
-    here (a function per element, or even per chunk of records, costs more than the reading).
+        intact (p records)     the p records, nothing else
+        short (k < p records)  the k records, then an end marker (an empty record): damage
+                               (TensorFlow's read errors are caught, ending the shard at its
+                               first damaged record) or an entry that overstates
+        long (more than p)     (gated only) the p records, then record p itself, whose index p
+                               is the marker: an entry that understates
 
-    Without `on_damage`, the marker travels on and `_damage_check` fails on it. With it, records
-    go in chunks through a check that swaps a marker for the intact records found after the
-    damage by a Python scan of the shard, counting the damaged ones.
+    All with native tf.data steps per record, no function call (a function per record, or even
+    per chunk of records, costs more than the reading). Not gated (shards counted whole when
+    the dataset was made, `_count_local`): the read and an end marker are zipped after
+    range(p), so the marker comes out as record k of a short shard and never otherwise.
+
+    Gated (remote shards, or damaged ones): the records travel as one-element vectors, then a
+    two-element end and a one-element end, zipped with a "gate" of p + 1 one-element vectors and
+    unbatched. Unbatching fails on an element whose parts differ in length, and `ignore_errors`
+    drops it: the two-element end never passes, and the gate ends the stream after position p.
+    So after p records the end vanishes while a record past the promise passes, and a short
+    shard reaches the one-element end as record k + 1 <= p. This costs a few microseconds a
+    record more, small beside a remote read.
+
+    The read itself is zipped after a finite repeat, so that an error TensorFlow repeats (a file
+    that vanished: it retries the open on every call) ends the shard after p + 1 tries instead
+    of spinning forever under `ignore_errors`.
+
+    Without `on_damage`, markers travel on and the batch step fails on them, naming the shard.
+    With it, records go in chunks through a check that swaps an end marker for the intact records
+    found after the damage by a Python scan of the shard, counting the damaged ones.
     """
 
     def read_shard(shard, path, promised):
-        records = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER).ignore_errors(log_warning=False)
-        records = records.concatenate(tf.data.Dataset.from_tensors(_END))
-        numbered = tf.data.Dataset.zip((tf.data.Dataset.from_tensors(shard).repeat(), tf.data.Dataset.range(promised), records))
+        tries = tf.data.Dataset.from_tensors(shard).repeat(promised + 1)
+        read = tf.data.Dataset.zip((tries, tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER))).ignore_errors(log_warning=False)
+        if gated:
+            tail = tf.data.Dataset.from_tensors((tf.fill([2], shard), tf.fill([2], _END)))
+            tail = tail.concatenate(tf.data.Dataset.from_tensors((tf.fill([1], shard), tf.fill([1], _END))))
+            stream = read.batch(1, drop_remainder=True).concatenate(tail)
+            gate = tf.data.Dataset.from_tensor_slices(tf.reshape(tf.range(promised + 1), [-1, 1]))
+            located = tf.data.Dataset.zip((gate, stream)).unbatch().ignore_errors(log_warning=False)
+        else:
+            ended = read.concatenate(tf.data.Dataset.from_tensors((shard, _END)))
+            located = tf.data.Dataset.zip((tf.data.Dataset.range(promised), ended))
         if on_damage is None:
-            return numbered
-        return numbered.batch(_CHUNK).map(lambda s, i, r: _recover_chunk(s, i, r, path, promised, on_damage)).unbatch()
+            return located
+        recover = _recoverer(path, promised, on_damage, marker_offset=1 if gated else 0)
+        return located.batch(_CHUNK).map(recover).unbatch()
 
     return read_shard
 
@@ -281,54 +374,71 @@ def _shard_reader(on_damage: SkippedRecords | None):
 _END = tf.constant(b"")  # no record of a build is empty: every one holds every schema key
 
 
-def _recover_chunk(shard, index, records, path, promised, on_damage: SkippedRecords):
-    """A chunk of (shard, index, record) whose last record may be the end marker: the marker is
-    replaced by the intact records after the damage (py_function, only then)."""
+def _recoverer(path, promised, on_damage: SkippedRecords, marker_offset: int):
+    """(index, (shard, record)) of a chunk whose last record may be the end marker -> the chunk
+    with the marker replaced by the intact records after the damage (py_function, only then).
+    The marker's index less `marker_offset` is the number of records read before it."""
 
     def recover(path, read, promised):
         found, problem = _rescan(path.numpy().decode(), int(read.numpy()), int(promised.numpy()), on_damage)
         return tf.constant(found, tf.string, shape=[len(found)]), tf.constant(problem)
 
-    def replace():
-        found, problem = tf.py_function(recover, [path, index[-1], promised], [tf.string, tf.string])
-        ok = tf.debugging.Assert(tf.equal(problem, ""), [problem], summarize=1)
-        with tf.control_dependencies([ok]):
-            found = tf.reshape(found, [-1])
-        n = tf.shape(found, out_type=tf.int64)[0]
-        return (
-            tf.concat([shard[:-1], tf.fill([n], shard[0])], 0),
-            tf.concat([index[:-1], tf.fill([n], tf.constant(-1, tf.int64))], 0),
-            tf.concat([records[:-1], found], 0),
-        )
+    def chunk(index, located):
+        shard, records = located
 
-    ended = tf.equal(records[-1], _END)
-    return tf.cond(ended, replace, lambda: (shard, index, records))
+        def replace():
+            return _replace_marker(index, shard, records, tf.py_function(recover, [path, index[-1] - marker_offset, promised], [tf.string, tf.string]))
+
+        return tf.cond(tf.equal(records[-1], _END), replace, lambda: (index, (shard, records)))
+
+    return chunk
 
 
-def _damage_check(manifest: manifests.Manifest):
-    """(shard [B], index [B], record [B]) -> records, failing on an end marker with a message
-    that names the shard, the record and its byte offset (found by a Python scan of the shard,
-    only then)."""
-    paths = tf.constant(manifest.shard_paths())
-    promised = tf.constant([entry.records for entry in manifest.shards], tf.int64)
+def _replace_marker(index, shard, records, recovered):
+    """The chunk with its last record (the end marker) replaced by the recovered records, which
+    get index -1; fails with the scan's problem when there is one."""
+    found, problem = recovered
+    ok = tf.debugging.Assert(tf.equal(problem, ""), [problem], summarize=1)
+    with tf.control_dependencies([ok]):
+        found = tf.reshape(found, [-1])
+    n = tf.shape(found, out_type=tf.int64)[0]
+    return (
+        tf.concat([index[:-1], tf.fill([n], tf.constant(-1, tf.int64))], 0),
+        (tf.concat([shard[:-1], tf.fill([n], shard[0])], 0), tf.concat([records[:-1], found], 0)),
+    )
 
-    def describe(path, read, promised):
-        _, problem = _rescan(path.numpy().decode(), int(read.numpy()), int(promised.numpy()), None)
-        return problem or f"{path.numpy().decode()}: record {int(read.numpy())} is empty: not a record of this schema"
 
-    def fail(shard, index, records, ended):
-        first = tf.argmax(tf.cast(ended, tf.int32))
-        shard, index = shard[first], index[first]
-        message = tf.py_function(describe, [tf.gather(paths, shard), index, tf.gather(promised, shard)], tf.string)
-        ok = tf.debugging.Assert(tf.equal(message, ""), [message], summarize=1)
-        with tf.control_dependencies([ok]):
-            return tf.identity(records)
+class _Describe:
+    """What is wrong with a batch that failed: the first record that a marker, a Python scan of
+    its shard, or the checker's record checks (`check_records.unreadable`) find at fault, as
+    `path: record N: problem`; "" when none is. Runs in a py_function, only for a failed batch."""
 
-    def check(shard, index, records):
-        ended = tf.equal(records, _END)
-        return tf.cond(tf.reduce_any(ended), lambda: fail(shard, index, records, ended), lambda: records)
+    def __init__(self, manifest: manifests.Manifest, marker_offset: int):
+        self._offset = marker_offset  # an end marker's index less this: the records read before it
+        self._paths = manifest.shard_paths()
+        self._promised = [entry.records for entry in manifest.shards]
+        config = manifest.config
+        self._config = check_records.RecordConfig(
+            input_size=int(config["input_size"]), grid_size=int(config["grid_size"]),
+            resize=str(config.get("resize", "stretch")), min_face_px=float(config.get("min_face_px", 0.0)),
+        )  # fmt: skip
 
-    return check
+    def __call__(self, index, shard, records) -> tf.Tensor:
+        for i, s, data in zip(index.numpy().tolist(), shard.numpy().tolist(), records.numpy().tolist()):
+            path, promised = self._paths[s], self._promised[s]
+            if data == b"" or i >= promised:  # a shard cut short, or one holding more than promised
+                read = max(i - self._offset, 0) if data == b"" else 0
+                _, problem = _rescan(path, read, promised, None)
+                if not problem and data:
+                    problem = f"{path}: holds more than the {promised} records the manifest promises"
+                elif not problem:  # the scan finds the shard whole: the read failed, and would lose its rest
+                    problem = f"{path}: reading stopped after {read} of {promised} records, though the shard reads whole now"
+            else:
+                problem = check_records.unreadable(data, self._config)
+                problem = problem and f"{path}: record {i}: {problem}"
+            if problem:
+                return tf.constant(problem)
+        return tf.constant("")
 
 
 def _rescan(path: str, already_read: int, expected: int, on_damage: SkippedRecords | None) -> tuple[list[bytes], str]:
@@ -371,8 +481,12 @@ def _skip(on_damage: SkippedRecords, count: int, problem: str) -> str:
 # ---- parse, decode, flip --------------------------------------------------------------------
 
 
-def _batch_fn(manifest: manifests.Manifest, layout: _Layout):
-    """(shard [B], index [B], record [B] (, flip [B])) -> (images, targets (, meta)) of a batch."""
+def _batch_fn(manifest: manifests.Manifest, layout: _Layout, gated: bool):
+    """(index [B], (shard [B], record [B]) (, flip [B])) -> (images, targets (, meta)) of a batch.
+
+    Before anything that would fail with a bare TensorFlow error, cheap vectorized checks look
+    for what a bad record would break (see `_check`); only a batch they flag goes to Python
+    (`_Describe`), which names the shard, the record and what is wrong, or finds it fine."""
     full_spec = schema.tf_feature_spec(layout.grid_size)
     keys = [schema.ENCODED, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.GRID]
     if layout.with_ignore or layout.flip:
@@ -381,9 +495,11 @@ def _batch_fn(manifest: manifests.Manifest, layout: _Layout):
         keys += [*schema.BOX_KEYS, _INVALID, schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH]
     if layout.with_boxes:
         keys.append(schema.FILENAME)
-    spec = {key: full_spec[key] for key in keys}
+    spec = {key: _lenient(full_spec[key]) for key in keys}
     s, size = layout.grid_size, layout.input_size
-    check = _damage_check(manifest)
+    promised = tf.constant([entry.records for entry in manifest.shards], tf.int64)
+    names = tf.constant([f"{path}: record " for path in manifest.shard_paths()])
+    check = _check(_Describe(manifest, marker_offset=1 if gated else 0))
 
     def decode(features):
         encoded, image_format, height, width, flip = features
@@ -392,28 +508,49 @@ def _batch_fn(manifest: manifests.Manifest, layout: _Layout):
             image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
         return image
 
-    def batch_fn(shard, index, records, flip=None):
-        f = tf.io.parse_example(check(shard, index, records), spec)
-        images = tf.map_fn(
-            decode,
-            (
-                f[schema.ENCODED][:, 0],
-                f[schema.FORMAT][:, 0],
-                f[schema.HEIGHT][:, 0],
-                f[schema.WIDTH][:, 0],
-                tf.zeros_like(shard, tf.bool) if flip is None else flip,
-            ),
-            fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
-        )
-        grid = tf.reshape(f[schema.GRID], [-1, s, s, 5])
-        ignore = tf.reshape(f[schema.IGNORE], [-1, s, s]) if schema.IGNORE in f else None
-        boxes = invalid = None
-        if layout.needs_faces:
-            boxes = tf.stack([f[key] for key in schema.BOX_KEYS], axis=-1)  # ragged [B, None, 4]
-            invalid = f[_INVALID]
+    def batch_fn(index, located, flip=None):
+        shard, records = located
+        # Markers of _shard_reader, and bytes that do not look like an Example (which parsing
+        # would reject without saying which record).
+        records = check(_framed(records) & (index < tf.gather(promised, shard)), index, shard, records)
+        # Named for the errors parsing still raises itself (a value of another kind).
+        example_names = tf.strings.join([tf.gather(names, shard), tf.strings.as_string(index)])
+        f = tf.io.parse_example(records, spec, example_names=example_names)
+        one = {key: f[key][:, 0] for key in keys if isinstance(spec[key], tf.io.FixedLenFeature)}
+        # As few ops as will do: each costs about as much per batch as reading one record.
+        encoded = tf.strings.length(one[schema.ENCODED])
+        fits = [
+            tf.stack([one[schema.HEIGHT], one[schema.WIDTH]], 1) == size,
+            ((one[schema.FORMAT] == b"jpeg") & (encoded > 0)) | (encoded == size * size * 3),
+            f[schema.GRID].row_lengths() == s * s * 5,
+        ]
+        if schema.IGNORE in f:
+            fits.append(f[schema.IGNORE].row_lengths() == s * s)
+        if layout.needs_faces:  # one face count in every per-face list
+            splits = [f[key].row_splits for key in (*schema.BOX_KEYS, _INVALID)]
+            fits.append(tf.stack(splits[1:]) == splits[0])
+        records = check(tf.stack([tf.reduce_all(fit) for fit in fits]), index, shard, records)
+        with tf.control_dependencies([records]):  # nothing below runs on a batch that failed the checks
+            grid = tf.reshape(f[schema.GRID].flat_values, [-1, s, s, 5])
+            ignore = tf.reshape(f[schema.IGNORE].flat_values, [-1, s, s]) if schema.IGNORE in f else None
+            images = tf.map_fn(
+                decode,
+                (
+                    one[schema.ENCODED],
+                    one[schema.FORMAT],
+                    one[schema.HEIGHT],
+                    one[schema.WIDTH],
+                    tf.zeros_like(shard, tf.bool) if flip is None else flip,
+                ),
+                fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
+            )
+            boxes = invalid = None
+            if layout.needs_faces:
+                boxes = tf.stack([f[key] for key in schema.BOX_KEYS], axis=-1)  # ragged [B, None, 4]
+                invalid = f[_INVALID]
         if flip is not None:
             boxes, flipped_grid, flipped_ignore = augmentation.flip_targets_batch_tf(
-                boxes, invalid, f[schema.ORIGINAL_HEIGHT][:, 0], f[schema.ORIGINAL_WIDTH][:, 0], flip,
+                boxes, invalid, one[schema.ORIGINAL_HEIGHT], one[schema.ORIGINAL_WIDTH], flip,
                 grid_size=s, input_size=size, resize=layout.resize, min_face_px=layout.min_face_px,
             )
             grid = tf.where(flip[:, None, None, None], flipped_grid, grid)
@@ -428,12 +565,54 @@ def _batch_fn(manifest: manifests.Manifest, layout: _Layout):
         meta = {
             "boxes": boxes,
             "invalid": invalid,
-            "filename": f[schema.FILENAME][:, 0],
-            "original_size": tf.concat([f[schema.ORIGINAL_HEIGHT], f[schema.ORIGINAL_WIDTH]], 1),
+            "filename": one[schema.FILENAME],
+            "original_size": tf.stack([one[schema.ORIGINAL_HEIGHT], one[schema.ORIGINAL_WIDTH]], 1),
         }
         return images, targets, meta
 
     return batch_fn
+
+
+def _lenient(feature):
+    """The parse spec of one key, made not to fail on a record that lacks the key or holds another
+    count of values (the checks of `_batch_fn` catch those, naming the record): one-value keys
+    get a default no record of a build holds, the grid and ignore lists become ragged."""
+    if isinstance(feature, tf.io.FixedLenFeature) and feature.shape == [1] and feature.dtype in (tf.string, tf.int64):
+        return tf.io.FixedLenFeature([1], feature.dtype, default_value=b"" if feature.dtype == tf.string else -1)
+    if isinstance(feature, tf.io.FixedLenFeature):
+        return tf.io.RaggedFeature(feature.dtype)
+    return feature
+
+
+def _framed(records):
+    """[B] bool: the record looks like a serialized Example, Example{1: Features}, whose length
+    prefix agrees with the record's size. A cheap test (a dozen ops per batch) that lets through
+    no truncated, padded, empty or foreign bytes, which parsing would reject without naming the
+    record; damage deeper inside an Example still fails parsing unnamed."""
+    head = tf.cast(tf.io.decode_raw(records, tf.uint8, fixed_length=6), tf.int32)  # the first 6 bytes, zero-padded
+    varint = head[:, 1:]
+    used = tf.math.cumprod(varint // 0x80, axis=1, exclusive=True)  # 1 up to the varint's last byte
+    length = tf.linalg.matvec(used * (varint % 0x80), _VARINT_WEIGHTS)
+    return (head[:, 0] == 0x0A) & (length + tf.reduce_sum(used, 1) + 1 == tf.strings.length(records))
+
+
+_VARINT_WEIGHTS = tf.constant([1 << (7 * i) for i in range(4)] + [0], tf.int32)  # records < 256 MiB: 4 bytes
+
+
+def _check(describe):
+    """(ok [B], index, shard, records) -> records, after failing with `describe`'s message when
+    any ok is False and Python finds a fault (only then is Python called)."""
+
+    def fail(index, shard, records):
+        message = tf.py_function(describe, [index, shard, records], tf.string)
+        passed = tf.debugging.Assert(tf.equal(message, ""), [message], summarize=1)
+        with tf.control_dependencies([passed]):
+            return tf.identity(records)
+
+    def check(ok, index, shard, records):
+        return tf.cond(tf.reduce_all(ok), lambda: tf.identity(records), lambda: fail(index, shard, records))
+
+    return check
 
 
 def _decode_image(encoded, image_format, height, width, size: int, dct_method: str):

@@ -183,7 +183,8 @@ class Record:
 def validate_features(features: Mapping[str, tuple[str, object]], grid_size: int | None = None) -> None:
     """Checks every schema key is present with its kind and length; raises SchemaError.
 
-    grid_size: the expected grid size, or None to take it from the record's own grid.
+    grid_size: the grid size the manifest's config gives (a record holding another grid is then
+    named as disagreeing with it), or None to take it from the record's own grid.
     """
     for feature in FEATURES:
         if feature.key not in features:
@@ -192,12 +193,24 @@ def validate_features(features: Mapping[str, tuple[str, object]], grid_size: int
         if kind != feature.kind:
             raise SchemaError(f"key {feature.key!r}: expected {feature.kind} values, found {kind}")
     faces = len(features[XMIN][1])
+    from_manifest = grid_size is not None
     if grid_size is None:
         grid_size = int(round((len(features[GRID][1]) / 5) ** 0.5))
     for feature in FEATURES:
         want, found = expected_length(feature, grid_size, faces), len(features[feature.key][1])
         if want != found:
+            if from_manifest and feature.length in ("grid", "cells"):
+                raise SchemaError(_grid_disagreement(feature, want, found, grid_size))
             raise SchemaError(f"key {feature.key!r}: expected {want} values, found {found}")
+
+
+def _grid_disagreement(feature: Feature, want: int, found: int, grid_size: int) -> str:
+    """A grid of another size than the manifest's, said in grid sizes as well as value counts."""
+    per_cell = expected_length(feature, 1, 0)
+    side = int(round((found / per_cell) ** 0.5))
+    held = f" (a {side}x{side} grid)" if side * side * per_cell == found else ""
+    return (f"key {feature.key!r}: expected {want} values for the manifest's grid_size {grid_size}, "
+            f"found {found}{held}: the manifest disagrees with this record")
 
 
 def tf_feature_spec(grid_size: int) -> dict:

@@ -14,8 +14,15 @@ Random access: every record's byte span comes from an index of the shards' recor
 The index is cached next to the shards as `{split}.index.json` (when the directory is local and
 writable), keyed by the manifest's size and sha256 of each shard, so a rebuilt split is indexed
 again. Records are read with `os.pread` (no shared file position: safe across threads and
-forked workers) and checked against their checksums; a damaged record raises
-`reader.tfrecord.CorruptRecordError` naming the shard, record and byte offset.
+forked workers), or one ranged read each on gs:// and s3://, and checked against their checksums.
+
+Errors name the shard (and record): a shard the manifest lists but the directory lacks fails
+the constructor (FileNotFoundError), as does a shard holding more or fewer records than its
+manifest entry (ValueError); a damaged record raises `reader.tfrecord.CorruptRecordError` with
+the shard, record and byte offset; a record that does not parse or decode as the manifest's
+config says (another schema, a malformed Example, another grid or image size) raises
+`reader.schema.SchemaError`: "val-00001-of-00004.<build>.tfrecord: record 17: missing key
+'target/grid'". The reason is worked out by the checker's record checks, only for that record.
 
 Shuffling: `shuffle=True` draws a permutation of all records for every epoch from
 (seed, epoch), a true global shuffle; `on_epoch_end` moves to the next epoch. Keras also shuffles
@@ -25,7 +32,7 @@ run that the seed alone decides.
 Workers: `workers=N` reads batches in N threads (JPEG decoding releases the GIL), or in N
 processes with `use_multiprocessing=True`; the object pickles without open files. Works under
 the TensorFlow, JAX and PyTorch Keras backends: batches are plain numpy, and nothing here
-imports TensorFlow (except `tf.io.gfile` for gs:// paths).
+imports TensorFlow (except `tf.io.gfile` for gs:// paths; s3:// goes through boto3).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from PIL import Image
 from reader import augment as augmentation
 from reader import boxes as box_formats
 from reader import manifest as manifests
-from reader import layout, protowire, schema, tfrecord
+from reader import check_records, layout, protowire, schema, tfrecord
 
 INDEX_VERSION = 1
 _INVALID = "image/object/invalid"
@@ -53,7 +60,8 @@ _SCALE = np.float32(1 / 127.5)
 class ShardSequence(keras.utils.PyDataset):
     """Batches of one split with random access to any record (see the module docstring).
 
-    data_dir: local path or gs://; split: train, val or test.
+    data_dir: local path, gs:// or s3:// (reader.manifest; records read with ranged GETs);
+      split: train, val or test.
     shuffle: a new global permutation per epoch from `seed` (None: a seed drawn at random once,
       so that every worker process follows the same order).
     augment: random horizontal flip (probability 1/2), targets encoded again from the flipped
@@ -96,7 +104,14 @@ class ShardSequence(keras.utils.PyDataset):
         self._resize = str(config.get("resize", "stretch"))
         self._min_face_px = float(config.get("min_face_px", 0.0))
         self._paths = self.manifest.shard_paths()
+        for path in self._paths:
+            # The index cache would let a missing shard go unnoticed until its first batch.
+            if not manifests.exists(path):
+                raise FileNotFoundError(manifests.missing_shard(path, split))
         self.index = load_index(self.manifest, write_cache=cache_index, read_cache=cache_index)
+        self._config = check_records.RecordConfig(
+            input_size=self.input_size, grid_size=self.grid_size, resize=self._resize, min_face_px=self._min_face_px
+        )
         if drop_remainder and self.num_records < batch_size:
             raise ValueError(f"{split} has {self.num_records} records, fewer than one batch of {batch_size}")
         self.epoch = 0
@@ -152,7 +167,18 @@ class ShardSequence(keras.utils.PyDataset):
 
     def record(self, record: int) -> schema.Record:
         """Record number `record` (in manifest order), parsed."""
-        return schema.Record.parse(self.read(record))
+        data = self.read(record)
+        try:
+            return schema.Record.parse(data)
+        except Exception as e:
+            raise self._unreadable(record, data, e) from None
+
+    def _unreadable(self, record: int, data: bytes, error: Exception) -> schema.SchemaError:
+        """The error for a record that failed to parse or decode, naming its shard and index and
+        what is wrong (worked out by the checker's record checks, only now)."""
+        shard, span = self.index.locate(record)
+        problem = check_records.unreadable(data, self._config) or f"{type(error).__name__}: {error}"
+        return schema.SchemaError(f"{self.manifest.shards[shard].file}: record {span.index}: {problem}")
 
     def __getitem__(self, batch: int):
         records = self.batch_records(batch)
@@ -161,12 +187,16 @@ class ShardSequence(keras.utils.PyDataset):
         targets = np.zeros((n, s, s, 6 if self.with_ignore else 5), np.float32)
         flips = self._flips(batch, n)
         for i, record in enumerate(records):
-            features = _select(self.read(int(record)), self._keys)
-            pixels = _decode(features, size)
-            grid = features[schema.GRID].reshape(s, s, 5)
-            ignore = features[schema.IGNORE].reshape(s, s) if self.with_ignore else None
-            if flips[i]:
-                pixels, grid, ignore = self._flip(pixels, features)
+            data = self.read(int(record))
+            try:
+                features = _select(data, self._keys)
+                pixels = _decode(features, size)
+                grid = features[schema.GRID].reshape(s, s, 5)
+                ignore = features[schema.IGNORE].reshape(s, s) if self.with_ignore else None
+                if flips[i]:
+                    pixels, grid, ignore = self._flip(pixels, features)
+            except Exception as e:  # a record of another schema, size or grid, an image that does not decode
+                raise self._unreadable(int(record), data, e) from None
             # Scaled one image at a time, while its pixels are still in cache.
             np.multiply(pixels, _SCALE, out=images[i], dtype=np.float32)
             images[i] -= 1.0
@@ -233,7 +263,7 @@ class _Files:
         if files is None:
             files = self._local.files = {}
         if path not in files:
-            files[path] = manifests.open_binary(path)
+            files[path] = manifests.open_binary(path, readahead=0)  # one ranged read per record on s3://
         return files[path]
 
     def __del__(self):
@@ -297,7 +327,10 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
     if per_shard is None:
         per_shard = []
         for entry, path in zip(manifest.shards, manifest.shard_paths()):
-            spans = _index_shard(path, entry.file)
+            try:
+                spans = _index_shard(path, entry.file)
+            except FileNotFoundError:
+                raise FileNotFoundError(manifests.missing_shard(path, manifest.split)) from None
             if len(spans) != entry.records:
                 raise ValueError(f"{path}: holds {len(spans)} records, the manifest promises {entry.records}")
             per_shard.append(([s.offset for s in spans], [s.length for s in spans]))

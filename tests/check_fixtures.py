@@ -8,7 +8,7 @@ The images hold what a checker must not mistake for damage:
     a degenerate box      zero width: not stored
     an empty image        the val placeholder (`1` and an all-zero box)
     a face past the edges clipped to the image
-    a missing image       not a record: one line of val.errors.jsonl
+    a missing image       not a record: one line of the errors file
 
 The editing helpers rewrite records through reader.protowire and reader.tfrecord, and can bring
 the manifest's per-shard sizes and sha256 back in line, so a fault can hide from the checksums.
@@ -112,6 +112,34 @@ def write_manifest(data_dir: pathlib.Path, manifest: dict, split: str = SPLIT) -
 
 def shard_files(data_dir: pathlib.Path, split: str = SPLIT) -> list[str]:
     return [s["file"] for s in read_manifest(data_dir, split)["shards"]]
+
+
+def errors_file(data_dir: pathlib.Path, split: str = SPLIT) -> str:
+    """The errors file the manifest names (builds before build ids name none: the legacy name)."""
+    return read_manifest(data_dir, split).get("errors_file", layout.errors_name(split))
+
+
+def build_id(data_dir: pathlib.Path, split: str = SPLIT) -> str | None:
+    return read_manifest(data_dir, split).get("build")
+
+
+def relayout(data_dir: pathlib.Path, build: str | None, split: str = SPLIT) -> None:
+    """Renames a build's shards and errors file to the names build `build` gives them (None: the
+    names of builds before build ids) and rewrites the manifest to match, whichever layout the
+    pipeline wrote: tests of both layouts run whatever the pipeline writes today."""
+    manifest = read_manifest(data_dir, split)
+    count = len(manifest["shards"])
+    for index, entry in enumerate(manifest["shards"]):
+        name = layout.shard_name(split, index, count, build)
+        (data_dir / entry["file"]).rename(data_dir / name)
+        entry["file"] = name
+    errors = layout.errors_name(split, build)
+    (data_dir / errors_file(data_dir, split)).rename(data_dir / errors)
+    manifest.pop("build", None)
+    manifest.pop("errors_file", None)
+    if build is not None:
+        manifest.update(build=build, errors_file=errors)
+    write_manifest(data_dir, manifest, split)
 
 
 def read_records(path: pathlib.Path) -> list[bytes]:

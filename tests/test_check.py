@@ -117,19 +117,98 @@ def test_missing_shard(broken, capsys):
     assert (where, record) == (file, None) and message.startswith("missing")
 
 
-def test_stale_shard_and_temp_file(broken, capsys):
+OTHER_BUILD = "0123456789ab"
+
+
+def _shard_set_note(report: dict) -> str:
+    return next(c for c in report["checks"] if c["name"] == "shard_set")["note"]
+
+
+def test_files_of_other_builds_are_noted_not_failed(broken, capsys):
+    fx.relayout(broken, fx.build_id(broken) or "fedcba987654")  # the layout with build ids, whatever the pipeline wrote
+    shard = (broken / fx.shard_files(broken)[0]).read_bytes()
+    others = [
+        layout.shard_name(fx.SPLIT, 0, 2, OTHER_BUILD),  # a build still running, or one that crashed
+        layout.errors_name(fx.SPLIT, OTHER_BUILD),
+        layout.lease_name(fx.SPLIT, OTHER_BUILD),
+        layout.temp_name(fx.SPLIT, OTHER_BUILD, layout.shard_name(fx.SPLIT, 1, 2, OTHER_BUILD), "attempt1"),
+        layout.shard_name(fx.SPLIT, 0, 5),  # a build before build ids
+        layout.errors_name(fx.SPLIT),
+    ]
+    for name in others:
+        (broken / name).write_bytes(shard)
+    (broken / "train.manifest.json.bak").write_text("{}")  # not this split's: ignored
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 0, report["problems"]
+    note = _shard_set_note(report)
+    assert note.startswith(f"{len(others)} files of other builds, not part of this build")
+    assert "leftovers of a crashed build or a build still running; the next build that commits removes them" in note
+
+
+def test_a_file_of_this_build_that_the_manifest_does_not_name_fails(broken, capsys):
+    build = fx.build_id(broken) or "fedcba987654"
+    fx.relayout(broken, build)
+    stray = layout.shard_name(fx.SPLIT, 0, 2, build)
+    (broken / stray).write_bytes((broken / fx.shard_files(broken)[0]).read_bytes())
+    (broken / layout.lease_name(fx.SPLIT, build)).write_text("{}")  # a lease is never part of a build: noted
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 1
+    assert failed(report) == {"shard_set"}
+    [(where, record, message)] = problems(report, "shard_set")
+    assert (where, record) == (stray, None)
+    assert f"a shard of a build of 2 shards (this build has {fx.NUM_SHARDS}) that carries this build's id {build}" in message
+    assert _shard_set_note(report).startswith("1 file of other builds")
+
+
+def test_a_build_before_build_ids_passes_and_its_stale_files_fail(broken, capsys):
+    fx.relayout(broken, None)
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 0, report["problems"]
+    assert {"build", "errors_file"}.isdisjoint(fx.read_manifest(broken))
+    # Without build ids, an old shard cannot be told from this build's: stale, as it always was.
     stale = layout.shard_name(fx.SPLIT, 0, 2)
     (broken / stale).write_bytes((broken / fx.shard_files(broken)[0]).read_bytes())
     temp = f".{fx.SPLIT}-tmp-0123456789ab-{layout.shard_name(fx.SPLIT, 1, 3)}"
     (broken / temp).write_bytes(b"partial")
-    (broken / "train.manifest.json.bak").write_text("{}")  # not this split's: ignored
+    newer = layout.shard_name(fx.SPLIT, 0, 3, OTHER_BUILD)  # a build with ids, not committed
+    (broken / newer).write_bytes(b"partial")
     code, report = run_check(broken, capsys=capsys)
     assert code == 1
     assert failed(report) == {"shard_set"}
-    found = {where: message for where, _, message in problems(report, "shard_set")}
-    assert set(found) == {stale, temp}
-    assert "stale shard of a build of 2 shards" in found[stale]
-    assert "temporary file" in found[temp]
+    [(where, _, message)] = problems(report, "shard_set")
+    assert where == stale and "a shard of a build of 2 shards (this build has 3)" in message
+    assert _shard_set_note(report).startswith("2 files of other builds") and temp in _shard_set_note(report)
+
+
+def test_manifest_names_that_break_the_layout(broken, capsys):
+    build = fx.build_id(broken) or "fedcba987654"
+    fx.relayout(broken, build)
+    manifest = fx.read_manifest(broken)
+    legacy = layout.shard_name(fx.SPLIT, 1, fx.NUM_SHARDS)  # the shard without this build's id
+    (broken / manifest["shards"][1]["file"]).rename(broken / legacy)
+    want = manifest["shards"][1]["file"]
+    manifest["shards"][1]["file"] = legacy
+    manifest["build"] = "not-an-id"
+    fx.write_manifest(broken, manifest)
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 1 and failed(report) == {"manifest"}
+    messages = sorted(m for _, _, m in problems(report, "manifest"))
+    assert messages[0] == "build: expected 12 lowercase hex digits, found 'not-an-id'"
+    manifest["build"] = build
+    fx.write_manifest(broken, manifest)
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 1 and failed(report) == {"manifest"}  # the records are still checked, and pass
+    assert [m for _, _, m in problems(report, "manifest")] == [f"shards[1]: expected file {want!r}, found {legacy!r}"]
+
+
+def test_a_manifest_naming_a_file_outside_the_directory_is_refused(broken, capsys):
+    manifest = fx.read_manifest(broken)
+    manifest["shards"][0]["file"] = "../outside.tfrecord"
+    fx.write_manifest(broken, manifest)
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 1 and failed(report) == {"manifest"}
+    [(_, _, message)] = problems(report, "manifest")
+    assert "shards[0].file: expected a file name in the data directory, found '../outside.tfrecord'" in message
 
 
 # -- faults inside records, checksums rewritten to match ------------------------------------------
@@ -262,7 +341,7 @@ def test_manifest_count_off_by_one(broken, capsys):
     assert code == 1
     assert failed(report) == {"counts"}
     messages = problems(report, "counts")
-    assert {where for where, _, _ in messages} == {"val.manifest.json"}
+    assert {where for where, _, _ in messages} == {layout.manifest_name(fx.SPLIT)}
     assert any(m.startswith("faces_stored") for _, _, m in messages)  # the law no longer holds
     assert any("counts.dropped" in m and "recomputed from the records" in m for _, _, m in messages)
 
@@ -279,8 +358,8 @@ def test_shard_record_count_off_by_one(broken, capsys):
     assert f"the manifest says {manifest['shards'][1]['records']} records" in message
 
 
-def test_errors_jsonl_out_of_step(broken, capsys):
-    (broken / layout.errors_name(fx.SPLIT)).write_text("")
+def test_errors_file_out_of_step(broken, capsys):
+    (broken / fx.errors_file(broken)).write_text("")
     code, report = run_check(broken, capsys=capsys)
     assert code == 1
     assert failed(report) == {"counts"}
@@ -311,14 +390,16 @@ def test_missing_manifest(broken, capsys):
 # -- between splits -------------------------------------------------------------------------------
 
 
-def _write_train(data_dir: pathlib.Path, records: list[bytes]) -> None:
-    """A one-shard train split holding `records`, with a manifest (not a faithful build)."""
-    file = layout.shard_name("train", 0, 1)
+def _write_train(data_dir: pathlib.Path, records: list[bytes]) -> str:
+    """A one-shard train split holding `records`, with a manifest (not a faithful build); returns
+    the shard's name."""
+    file = layout.shard_name("train", 0, 1, fx.build_id(data_dir))
     fx.write_records(data_dir / file, records)
     manifest = fx.read_manifest(data_dir)
     manifest.update(split="train", shards=[{"file": file, "records": len(records), "bytes": 0, "sha256": ""}])
     fx.write_manifest(data_dir, manifest, "train")
     fx.refresh_manifest(data_dir, "train")
+    return file
 
 
 def test_leakage_between_splits(broken, capsys):
@@ -326,13 +407,13 @@ def test_leakage_between_splits(broken, capsys):
     data = fx.read_records(broken / leaked.file)[leaked.index]
     features = protowire.decode_example(data)
     features[schema.FILENAME] = ("bytes", [b"train/renamed_copy.jpg"])  # same image, another name
-    _write_train(broken, [protowire.encode_example(features)])
+    train_file = _write_train(broken, [protowire.encode_example(features)])
     code, report = run_check(broken, capsys=capsys)
     assert code == 1
     assert failed(report) == {"leakage"}
     [(where, record, message)] = problems(report, "leakage")
     assert (where, record) == (leaked.file, leaked.index)
-    assert "train-00000-of-00001.tfrecord:0" in message and "train/renamed_copy.jpg" in message
+    assert f"{train_file}:0" in message and "train/renamed_copy.jpg" in message
     # and --noleakage turns the check off
     code, report = run_check(broken, "--noleakage", capsys=capsys)
     assert code == 0 and next(c for c in report["checks"] if c["name"] == "leakage")["status"] == "skip"
@@ -428,7 +509,8 @@ def test_record_ignore_under_a_target():
 def test_record_of_another_grid_size():
     data = _record([[0.1, 0.1, 0.2, 0.2]], [0])
     _, found = check_records.check_record(data, check_records.RecordConfig(grid_size=8))
-    assert found == [("schema", "key 'target/grid': expected 320 values, found 245")]
+    assert found == [("schema", "key 'target/grid': expected 320 values for the manifest's grid_size 8, found 245 "
+                                "(a 7x7 grid): the manifest disagrees with this record")]
 
 
 def test_record_with_a_nan_box():

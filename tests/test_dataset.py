@@ -312,11 +312,17 @@ def test_a_shard_cut_short_is_named(built_val, tmp_path):
         collect(reader.make_dataset(data_dir, "val", 4, training=False))
 
 
-def test_a_shard_with_fewer_records_than_the_manifest_is_named(built_val, tmp_path):
+def test_a_shard_with_fewer_records_than_the_manifest_is_named(built_val, tmp_path, monkeypatch):
     data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
     entry = built_val.manifest.shards[0]
     reader_fixtures.rewrite_manifest(data_dir, "val", lambda m: m["shards"][0].update(records=entry.records + 1))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{entry.file}: holds {entry.records} records, the manifest promises {entry.records + 1}"):
+    message = rf"{entry.file}: holds {entry.records} records, the manifest promises {entry.records + 1}"
+    # Local shards are counted from their headers when the dataset is made: the error comes at once...
+    with pytest.raises(ValueError, match=message):
+        reader.make_dataset(data_dir, "val", 4, training=True, seed=0)
+    # ...and where they are not counted (remote shards), while reading.
+    monkeypatch.setattr(reader.dataset, "_count_local", lambda manifest, strict: False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         collect(reader.make_dataset(data_dir, "val", 4, training=True, seed=0))
 
 

@@ -1,0 +1,210 @@
+"""The checker's checks of what the manifest promises: its own keys, the shard set in the
+directory, the errors file it names, and the counts.
+
+The manifest is the commit point of a build (reader.layout): the files it names are the split.
+Files it does not name are judged by the build they belong to (`layout.build_of`):
+    this build's shard or errors file   a failure: the manifest lost it, or it was put there
+    another build's file, a lease, a    a note, not a failure: leftovers of a crashed build or
+    temporary file                      the files of a build still running; the next build
+                                        that commits removes them
+Builds before build ids name shards `{split}-00000-of-0000N.tfrecord` and `{split}.errors.jsonl`;
+for them every other such file is this build's (there is no id to tell builds apart), so a
+stale shard is a failure as it always was.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+
+from reader import boxes, check_records, layout, manifest, schema
+from reader.check_report import Findings
+
+ERROR_FIELDS = {"filename": str, "line": int, "reason": str, "detail": str, "faces": int}
+_NOTED_NAMES = 3  # other builds' files named in the shard_set note; the rest are counted
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> check_records.RecordConfig:
+    """Checks the manifest's split, build id, config, counts and file names; returns the record
+    config (defaults where the manifest's value is unusable, so that the records are still checked)."""
+    file = layout.manifest_name(split)
+    if built.split != split:
+        findings.add("manifest", file, None, f"split: expected {split!r}, found {built.split!r}")
+    build = built.build
+    if build is not None and not (isinstance(build, str) and _valid_build(build)):
+        findings.add("manifest", file, None, f"build: expected {layout.BUILD_ID_LENGTH} lowercase hex digits, found {build!r}")
+        build = None
+    c = built.config
+    size = c.get("input_size") if _is_int(c.get("input_size")) else None
+    rules = {
+        "input_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "grid_size": (lambda v: _is_int(v) and 1 <= v <= (size or v), "an integer in [1, input_size]"),
+        "min_face_px": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "image_format": (lambda v: v in schema.IMAGE_FORMATS, f"one of {schema.IMAGE_FORMATS}"),
+        "resize": (lambda v: v in boxes.RESIZE_MODES, f"one of {boxes.RESIZE_MODES}"),
+        "jpeg_quality": (lambda v: _is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
+    }
+    good = {}
+    for key, (ok, expected) in rules.items():
+        if key not in c:
+            findings.add("manifest", file, None, f"config.{key}: missing (expected {expected})")
+        elif not ok(c[key]):
+            findings.add("manifest", file, None, f"config.{key}: expected {expected}, found {c[key]!r}")
+        else:
+            good[key] = c[key]
+    for key in manifest.COUNT_KEYS:
+        value = built.counts.get(key)
+        if not _is_int(value) or value < 0:
+            findings.add("manifest", file, None, f"counts.{key}: expected an integer >= 0, found {value!r}")
+
+    count = len(built.shards)
+    for position, entry in enumerate(built.shards):
+        parsed = layout.parse_shard_name(entry.file) if manifest.is_plain_name(entry.file) else None
+        expected = layout.shard_name(split, position, count, build)
+        if parsed != (split, position, count) or (build is not None and entry.file != expected):
+            findings.add("manifest", file, None, f"shards[{position}]: expected file {expected!r}, found {entry.file!r}")
+    if not built.shards:
+        findings.add("manifest", file, None, "shards: expected at least one shard, found none")
+    named = built.raw.get("errors_file", layout.errors_name(split))
+    if not manifest.is_plain_name(named) or (build is not None and named != layout.errors_name(split, build)):
+        want = layout.errors_name(split, build) if build is not None else "a file name in the data directory"
+        findings.add("manifest", file, None, f"errors_file: expected {want!r}, found {named!r}")
+    input_size = good.get("input_size", 224)
+    grid_size = good.get("grid_size", 7)
+    return check_records.RecordConfig(
+        input_size=input_size,
+        grid_size=grid_size if grid_size <= input_size else min(7, input_size),
+        min_face_px=float(good.get("min_face_px", 0.0)),
+        image_format=good.get("image_format"),
+        resize=good.get("resize", "stretch"),
+    )
+
+
+def _valid_build(build: str) -> bool:
+    try:
+        layout.check_build_id(build)
+    except ValueError:
+        return False
+    return True
+
+
+def check_shard_set(built: manifest.Manifest, split: str, present: set[str], findings: Findings) -> list[manifest.ShardEntry]:
+    """Missing shards, and the files in the directory that the manifest does not name (see the
+    module docstring); returns the manifest's shards that are present."""
+    for entry in built.shards:
+        if entry.file not in present:
+            findings.add("shard_set", entry.file, None, "missing: the manifest lists it, the directory does not hold it")
+    mine = built.build if isinstance(built.build, str) and _valid_build(built.build) else layout.LEGACY_BUILD
+    named = {entry.file for entry in built.shards} | {built.errors_file}
+    others = []
+    for name in sorted(present - named):
+        owner = layout.build_of(name, split)
+        if owner is None:
+            continue  # the manifest, the index cache, other splits, other programs' files
+        if owner != mine or name.startswith("."):  # leases and temporary files never belong to a committed build
+            others.append(name)
+            continue
+        parsed = layout.parse_shard_name(name)
+        if parsed is not None and parsed[2] != len(built.shards):
+            what = f"a shard of a build of {parsed[2]} shards (this build has {len(built.shards)})"
+        elif parsed is not None:
+            what = "a shard"
+        else:
+            what = "an errors file"
+        claim = f"carries this build's id {mine}" if mine else "has the name builds before build ids gave this split's files"
+        findings.add("shard_set", name, None, f"stale: {what} that {claim}, yet the manifest does not name it")
+    if others:
+        shown = ", ".join(others[:_NOTED_NAMES]) + (", ..." if len(others) > _NOTED_NAMES else "")
+        findings.note("shard_set", f"{len(others)} file{'s' if len(others) != 1 else ''} of other builds, not part of this build "
+                      f"({shown}): leftovers of a crashed build or a build still running; the next build that commits removes them")
+    return [entry for entry in built.shards if entry.file in present]
+
+
+@dataclasses.dataclass(frozen=True)
+class UnusableImage:
+    """A line of the errors file."""
+
+    line: int
+    filename: str
+    reason: str
+    faces: int
+
+
+def read_errors(built: manifest.Manifest, findings: Findings) -> list[UnusableImage] | None:
+    """The entries of the errors file the manifest names, or None when it is missing or
+    unreadable (a counts problem)."""
+    file = built.errors_file
+    if not manifest.is_plain_name(file):
+        findings.note("counts", "errors file not read: the manifest names no file in the data directory")
+        return None
+    try:
+        with manifest.open_binary(manifest.join(built.data_dir, file)) as f:
+            text = f.read().decode("utf-8")
+    except FileNotFoundError:
+        findings.add("counts", file, None, "missing: the manifest names it, and a build always writes it (empty when every image was usable)")
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        findings.add("counts", file, None, f"unreadable: {e}")
+        return None
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in ERROR_FIELDS.items()):
+                raise ValueError
+        except ValueError:
+            findings.add("counts", file, None,
+                         f"line {number}: expected a JSON object with {', '.join(ERROR_FIELDS)}, found {line[:80]!r}")
+            continue
+        entries.append(UnusableImage(number, entry["filename"], entry["reason"], entry["faces"]))
+    return entries
+
+
+def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: bool, unusable, findings: Findings) -> None:
+    """The manifest's counts against their laws, the shard entries, the records and the errors file.
+
+    facts: the RecordFacts of every readable record; unreadable: records that could not be read;
+    complete: every shard present and whole (else the record totals are not compared).
+    """
+    file = layout.manifest_name(built.split)
+    counts = {key: built.counts.get(key) for key in manifest.COUNT_KEYS}
+    if not all(_is_int(v) for v in counts.values()):
+        findings.note("counts", "laws not checked: counts missing from the manifest")
+    else:
+        for broken in manifest.count_imbalances(counts):
+            findings.add("counts", file, None, broken)
+    in_entries = sum(entry.records for entry in built.shards)
+    if _is_int(counts["records"]) and counts["records"] != in_entries:
+        findings.add("counts", file, None, f"counts.records {counts['records']}, the shard entries add up to {in_entries}")
+
+    if complete and not unreadable:
+        found = {"records": len(facts), "faces_stored": sum(f.faces for f in facts)}
+        found.update({key: sum(getattr(f, key) for f in facts) for key in ("targets", "dropped", "ignored")})
+        for key, value in found.items():
+            if _is_int(counts[key]) and counts[key] != value:
+                how = "the shards hold" if key == "records" else "recomputed from the records"
+                findings.add("counts", file, None, f"counts.{key} {counts[key]}, {how} {value}")
+    else:
+        findings.note("counts", "record totals not compared: "
+                      + (f"{unreadable} unreadable record{'s' if unreadable != 1 else ''}" if unreadable else "shards missing or damaged"))
+
+    if unusable is not None:
+        errors_file = built.errors_file
+        reasons = collections.Counter(e.reason for e in unusable)
+        if _is_int(counts["errors"]) and counts["errors"] != len(unusable):
+            findings.add("counts", file, None, f"counts.errors {counts['errors']}, {errors_file} has {len(unusable)} entries")
+        faces = sum(e.faces for e in unusable)
+        if _is_int(counts["faces_in_errors"]) and counts["faces_in_errors"] != faces:
+            findings.add("counts", file, None, f"counts.faces_in_errors {counts['faces_in_errors']}, {errors_file} adds up to {faces}")
+        stated = built.raw.get("error_reasons")
+        if stated is not None and stated != dict(reasons):
+            findings.add("counts", file, None, f"error_reasons {stated}, {errors_file} has {dict(sorted(reasons.items()))}")
