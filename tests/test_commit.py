@@ -26,6 +26,7 @@ from pipeline import cli, commit, records, storage, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from reader import check_split, layout
+from reader import manifest as manifests
 from tests import build_helpers, cloud_fixtures, commit_faults
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
@@ -40,7 +41,16 @@ _COLLECTED: dict[str, list] = {}
 def s3():
     with cloud_fixtures.s3_server() as server:
         server.client.create_bucket(Bucket=BUCKET)
-        yield server
+        before = manifests.configure_s3(manifests.S3Settings(endpoint_url=server.endpoint, region_name=cloud_fixtures.S3_REGION))
+        keys = {"AWS_ACCESS_KEY_ID": cloud_fixtures.S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": cloud_fixtures.S3_SECRET}
+        saved = {name: os.environ.get(name) for name in keys}
+        os.environ.update(keys)  # the checker's boto3 finds them where users keep theirs
+        try:
+            yield server
+        finally:
+            manifests.configure_s3(before)
+            for name, value in saved.items():
+                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 
 
 @pytest.fixture(scope="module")
@@ -110,11 +120,14 @@ def assert_one_whole_build(store: commit_faults.Store, builds: dict[str, dict[st
     named = [s["file"] for s in manifest["shards"]] + [manifest["errors_file"], layout.manifest_name(SPLIT)]
     for name in named:
         assert found.get(name) == builds[build][name], f"{name} is not build {build}'s"
-    mirror = tmp_path / f"mirror-{time.monotonic_ns()}"
-    mirror.mkdir()
-    for name, data in found.items():
-        (mirror / name).write_bytes(data)
-    report = check_split.check_split(str(mirror), SPLIT, workers=1, leakage=False).report
+    if store.root.startswith("s3://"):
+        where = store.root  # the checker reads S3 itself
+    else:  # local, and GCS (TensorFlow's GCS client, which the checker uses there, cannot reach the emulator)
+        where = tmp_path / f"mirror-{time.monotonic_ns()}"
+        where.mkdir()
+        for name, data in found.items():
+            (where / name).write_bytes(data)
+    report = check_split.check_split(str(where), SPLIT, workers=1, leakage=False).report
     assert report.ok, report.summary()
     return build
 
