@@ -315,7 +315,7 @@ def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | No
     # of it left (a temporary file), never a file a reader follows.
     doomed += [e for e in files.get(current, ()) if e.name not in named and not layout.is_lease(e.name)]
     if doomed:
-        _LOG.info("removing %d files of builds that are over: %s", len(doomed), ", ".join(e.name for e in doomed[:8]))
+        _LOG.debug("removing %d files of builds that are over: %s", len(doomed), ", ".join(e.name for e in doomed))
         # Leases last: until the files are gone, a crash here leaves them attributable.
         storage.delete([e.path for e in doomed if not layout.is_lease(e.name)])
         storage.delete([e.path for e in doomed if layout.is_lease(e.name)])

@@ -33,10 +33,10 @@ def build(pipeline: beam.Pipeline, job: Job):
     list_format = annotations.list_format_for_split(job.output.split)
     handle = pipeline | "Begin" >> beam.Create([None]) | "BeginBuild" >> beam.ParDo(transforms.BeginBuildFn(job.output))
     parsed = pipeline | "ParseAnnotations" >> transforms.ParseAnnotations(job.annotations, list_format)
-    written = parsed | "WriteShards" >> transforms.WriteShards(
-        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads
-    )
     totals = parsed | "CountAnnotated" >> beam.CombineGlobally(transforms.AnnotatedTotals())
+    written = parsed | "WriteShards" >> transforms.WriteShards(
+        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads, totals=totals
+    )
     return (written.shards, written[transforms.ERRORS_TAG], totals) | "Finalize" >> transforms.Finalize(
         job.config, job.max_error_fraction, handle
     )

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
@@ -33,7 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
-from pipeline import commit, images, records, sources
+from pipeline import commit, images, progress, records, sources
 from pipeline.annotations import ImageAnnotation
 from reader import layout, schema, tfrecord
 
@@ -186,16 +187,22 @@ class WriteShardFn(beam.DoFn):
         record, image_counts = records.make_record(annotation, data, self._config)
         return tfrecord.encode_record(record.serialize()), image_counts
 
-    def process(self, element, build: commit.BuildHandle):
+    def process(self, element, build: commit.BuildHandle, totals=None):
         index, group = element
         ordered = sorted(group, key=lambda a: layout.record_key(a.filename))
         name = build.shard_name(index)
         counts = records.Counts()
         digest, size = hashlib.sha256(), 0
+        shown = None
+        if totals is not None:
+            share = "" if build.output.pid == os.getpid() else f"in worker process {os.getpid()}"
+            shown = progress.for_build(build.build, build.split, totals["images_annotated"], share)
         build.heartbeat()
         with build.create(name) as f:
             for annotation, result in _prefetch(self._framed_record, ordered, self._pool, self._threads):
                 build.heartbeat()
+                if shown is not None:
+                    shown.advance()
                 try:
                     if isinstance(result, Exception):
                         raise result
@@ -214,7 +221,8 @@ class WriteShardFn(beam.DoFn):
                 size += len(framed)
                 counts.update(image_counts)
                 self._count(image_counts)
-        _LOG.info("%s: %d records, %d unusable, %.1f MB", name, counts["records"], counts["errors"], size / 1e6)
+        level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
+        _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, _plural(counts["records"], "record"), counts["errors"], size / 1e6)
         yield ShardWritten(index, name, counts["records"], size, digest.hexdigest(), counts.as_dict())
 
     def _count(self, counts: records.Counts) -> None:
@@ -224,24 +232,36 @@ class WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """ImageAnnotation, BuildHandle (singleton) -> ShardWritten (main output) and UnusableEntry
-    (`errors` output).
+    """ImageAnnotation, BuildHandle (singleton) [, annotated totals (singleton)] -> ShardWritten
+    (main output) and UnusableEntry (`errors` output). With the totals, the writers show the
+    build's progress (pipeline.progress).
 
     Shards with no image produce nothing here; Finalize writes them empty.
     """
 
-    def __init__(self, images_dir: str, num_shards: int, config: records.BuildConfig, build, threads: int = IMAGE_THREADS):
+    def __init__(self, images_dir: str, num_shards: int, config: records.BuildConfig, build, threads: int = IMAGE_THREADS, totals=None):
         super().__init__()
         self._write = WriteShardFn(images_dir, config, threads)
-        self._num_shards, self._build = num_shards, build
+        self._num_shards, self._build, self._totals = num_shards, build, totals
 
     def expand(self, annotations):
         return (
             annotations
             | "KeyByShard" >> beam.Map(_key_by_shard, self._num_shards).with_output_types(tuple[int, ImageAnnotation])
             | "GroupByShard" >> beam.GroupByKey()
-            | "PrepareAndWrite" >> beam.ParDo(self._write, build=beam.pvalue.AsSingleton(self._build)).with_outputs(ERRORS_TAG, main="shards")
+            | "PrepareAndWrite"
+            >> beam.ParDo(self._write, **self._side_inputs()).with_outputs(ERRORS_TAG, main="shards")
         )
+
+    def _side_inputs(self) -> dict:
+        side = {"build": beam.pvalue.AsSingleton(self._build)}
+        if self._totals is not None:  # for the progress line: images done of all
+            side["totals"] = beam.pvalue.AsSingleton(self._totals)
+        return side
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _key_by_shard(annotation: ImageAnnotation, num_shards: int) -> tuple[int, ImageAnnotation]:
@@ -307,6 +327,8 @@ class FinalizeFn(beam.DoFn):
                 name = build.shard_name(index)
                 new_files[name] = b""
                 written[index] = ShardWritten(index, name, 0, 0, _EMPTY_SHA256, records.Counts().as_dict())
+        if empty := len(new_files) - 1:
+            _LOG.info("%s: %s of %d got no image: written empty", split, _plural(empty, "shard"), build.output.num_shards)
         ordered = [written[i] for i in range(build.output.num_shards)]
         manifest = {
             "schema_version": schema.SCHEMA_VERSION,
