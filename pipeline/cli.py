@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import re
-import socket
 import sys
 import traceback
 
@@ -134,6 +133,8 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
 
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
+    if standard.runner is not None:
+        standard.runner = _known_runner(standard.runner)
     if standard.runner is None:
         standard.runner = LOCAL_RUNNER
         direct = options.view_as(DirectOptions)
@@ -142,10 +143,18 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
             direct.direct_running_mode = "in_memory"
         if "--direct_num_workers" not in given:
             direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else os.cpu_count() or 1
+    workers = options.view_as(DirectOptions).direct_num_workers
+    if workers is not None and workers < 0:
+        raise UsageError(f"--direct_num_workers={workers}: expected 0 (one per core) or more")
     # DoFns reference only importable modules; nothing of __main__ needs shipping.
     options.view_as(SetupOptions).save_main_session = False
 
     in_process = _runner_name(options) in _IN_PROCESS_RUNNERS
+    if in_process:
+        for given, what in ((options.view_as(TestOptions).dry_run, "--dry_run"), (options.view_as(GoogleCloudOptions).template_location, "--template_location")):
+            if given:
+                raise UsageError(f"{what} translates a job for --runner=DataflowRunner; the local runner {_runner_name(options)} would build and commit the split")
+    paths = {name: fv[name].value.removeprefix("file://") for name in ("annotations", "images_dir", "output_dir")}
     try:
         config = records.BuildConfig(
             image=images.ImageConfig(fv.input_size, fv.resize, fv.image_format, fv.jpeg_quality),
@@ -153,18 +162,35 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
             min_face_px=fv.min_face_px,
         )
         output = commit.OutputSpec(
-            fv.output_dir,
+            paths["output_dir"],
             fv.split,
             fv.num_shards,
             # A classic template is one graph run many times: each run draws its own id.
             build_id=None if options.view_as(GoogleCloudOptions).template_location else commit.new_build_id(),
-            host=socket.gethostname() if in_process else None,
+            host=commit.host_id() if in_process else None,
             pid=os.getpid() if in_process else None,
         )
-        build = job.Job(fv.annotations, fv.images_dir, output, config, fv.max_error_fraction, fv.image_threads)
+        build = job.Job(paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return build, options
+
+
+def _known_runner(name):
+    """The runner's own name for what --runner says (Beam also takes `fnapirunner`, `direct`...),
+    or UsageError naming the nearest real one."""
+    if not isinstance(name, str):
+        return name
+    from apache_beam.runners import runner as runners
+
+    try:
+        found = type(runners.create_runner(name)).__name__
+    except Exception:  # ValueError for an unknown name; ImportError for a runner not installed
+        valid = sorted({path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS})
+        near = difflib.get_close_matches(name, valid, n=1)
+        raise UsageError(f"--runner={name}: not a runner Beam knows{f' (did you mean {near[0]}?)' if near else ''}") from None
+    # Beam maps "DirectRunner" to the SwitchingDirectRunner it hands work to: keep the user's word.
+    return name if found == "SwitchingDirectRunner" else found
 
 
 def _runner_name(options: PipelineOptions) -> str:
@@ -182,11 +208,13 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
             local = path.removeprefix("file://")
             if not os.path.isfile(local):
                 raise UsageError(f"--annotations={path}: {'a directory, not a file' if os.path.isdir(local) else 'no such file'}")
+            with open(local, "rb") as f:  # PermissionError is an OSError: refused below
+                f.read(1)
         elif not FileSystems.exists(path):
             raise UsageError(f"--annotations={path}: no such file")
     except UsageError:
         raise
-    except Exception as e:  # credentials, a bucket that does not exist
+    except Exception as e:  # permissions, credentials, a bucket that does not exist
         raise UsageError(f"--annotations={path}: cannot read: {storage.describe(e)}") from None
     images_dir = build.images_dir
     if storage.is_local(images_dir) and not os.path.isdir(images_dir.removeprefix("file://")):
@@ -194,10 +222,13 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
     output_dir = build.output.output_dir
     if storage.is_local(output_dir) and os.path.isfile(output_dir.removeprefix("file://")):
         raise UsageError(f"--output_dir={output_dir}: a file, not a directory")
-    probe = storage.join(output_dir, f".{build.output.split}.probe-{commit.new_build_id()}")
+    # Named as a file of a build that never started: a crash right here leaves a file that the
+    # next commit removes.
+    probe_build, split = commit.new_build_id(), build.output.split
+    probe = storage.join(output_dir, layout.probe_name(split, probe_build))
     try:
         storage.ensure_dir(output_dir)
-        storage.write_bytes(probe, b"")
+        storage.write_bytes(probe, b"", temp=storage.join(output_dir, layout.temp_name(split, probe_build, "probe", "0")))
         storage.delete([probe])
     except storage.StorageError as e:
         raise UsageError(f"--output_dir={output_dir}: cannot write there: {e.problem.removeprefix('cannot write: ')}") from None
@@ -329,6 +360,18 @@ def _summary(output: commit.OutputSpec) -> str:
     return summary
 
 
+def _verbose(argv: list[str]) -> bool:
+    """--verbose as absl reads it (--verbose, --verbose=1, -verbose, --noverbose...), even when
+    the rest of the command line is wrong."""
+    fv = flags.FlagValues()
+    flags.DEFINE_boolean("verbose", False, "", flag_values=fv)
+    try:
+        fv([PROGRAM, *argv], known_only=True)
+    except flags.Error:
+        return False
+    return fv.verbose
+
+
 def main(argv: list[str] | None = None) -> int:
     """The console script: 0 when the build committed, 1 when it failed (the earlier build
     stays), 2 for a mistake on the command line."""
@@ -338,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     relay = logging.getLogger("apache_beam.runners.portability.local_job_service")
     relay.setLevel(logging.INFO)
     argv = sys.argv[1:] if argv is None else argv
-    verbose = any(a in ("--verbose", "--verbose=true", "--verbose=True") for a in argv)
+    verbose = _verbose(argv)
     relay.addFilter(_WorkerLogs(verbose))
     if not verbose:
         # Beam logs a failing step's traceback before it raises; the one line below says it.

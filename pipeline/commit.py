@@ -58,14 +58,29 @@ def new_build_id() -> str:
     return uuid.uuid4().hex[: layout.BUILD_ID_LENGTH]
 
 
+def host_id() -> str:
+    """Names the process-id space of this process: the host name, the boot, and the PID
+    namespace (two containers of one pod may share a host name, never a PID namespace). A lease
+    whose `host` is this one names a process that `os.kill(pid, 0)` can ask about."""
+    parts = [socket.gethostname()]
+    for probe in (lambda: open("/proc/sys/kernel/random/boot_id").read().strip(), lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(probe())
+        except OSError:
+            parts.append("?")
+    return "/".join(parts)
+
+
+_MAX_PID = 1 << 22  # Linux's highest pid_max
+
 @dataclasses.dataclass(frozen=True)
 class OutputSpec:
     """Where and how a split is written.
 
     build_id: the id this build's files carry; None draws one when the build starts (a classic
       Dataflow template, run many times from one graph, must not reuse one).
-    host, pid: the process that runs the build, when it runs on one machine (the local runners):
-      its lease is alive while that process is. None on Dataflow.
+    host, pid: the process that runs the build, when it runs on one machine (the local runners;
+      `host` as host_id() gives it): its lease ends with that process. None on Dataflow.
     """
 
     output_dir: str
@@ -106,15 +121,19 @@ class Lease:
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> Lease | None:
+        """The lease `data` holds, or None when it is not one of ours (judged by its age alone)."""
         try:
             raw = json.loads(data)
-            return cls(str(raw["build"]), str(raw["split"]), raw.get("host"), raw.get("pid"), float(raw["started"]))
-        except (TypeError, ValueError, KeyError):
-            return None  # unreadable: judged by its age alone
+            host, pid = raw.get("host"), raw.get("pid")
+            if not isinstance(host, str) or not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < _MAX_PID:
+                host = pid = None  # names no process we could ask about
+            return cls(str(raw["build"]), str(raw["split"]), host, pid, float(raw["started"]))
+        except Exception:  # any bytes at all: not JSON, too deep (RecursionError), not an object...
+            return None
 
     def alive(self, updated: float, now: float) -> bool:
         """`updated`: when the lease was last written (its heartbeat), by the store's clock."""
-        if self.host is not None and self.host == socket.gethostname() and isinstance(self.pid, int):
+        if self.host is not None and self.host == host_id() and self.pid is not None:
             if not _process_exists(self.pid):
                 return False  # a local build whose process is gone: over at once
         # Elsewhere (or a process id used again since): alive while it beats.
@@ -203,12 +222,18 @@ class BuildHandle:
         self._check_in_place(expected)
         manifest_name = layout.manifest_name(self.split)
         self.write(manifest_name, (json.dumps(manifest, indent=2) + "\n").encode())
-        removed = remove_leftovers(self.output, own=self.build)
-        storage.delete([self.lease_path])
-        # A later build may have committed meanwhile, and seen this lease before it was gone:
-        # then this build's files are nobody's, and it removes them itself.
-        if current_build(self.output) not in (self.build, None):
-            removed += remove_leftovers(self.output, own=self.build)
+        # Committed. What follows only tidies up: a failure there is a warning, not a failed
+        # build (the next build that commits removes what is left).
+        try:
+            removed = remove_leftovers(self.output, own=self.build)
+            storage.delete([self.lease_path])
+            # A later build may have committed meanwhile, and seen this lease before it was
+            # gone: then this build's files are nobody's, and it removes them itself.
+            if current_build(self.output) not in (self.build, None):
+                removed += remove_leftovers(self.output, own=self.build)
+        except storage.StorageError as e:
+            _LOG.warning("%s: build %s committed; could not remove files of other builds: %s", self.split, self.build, e)
+            return []
         return removed
 
     def _check_in_place(self, expected: dict[str, int]) -> None:
@@ -305,7 +330,10 @@ def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | No
         lease_entry = listed.get(layout.lease_name(split, build)) or storage.stat(output.path(layout.lease_name(split, build)))
         if lease_entry is None:
             continue
-        lease = Lease.from_bytes(storage.read_bytes(lease_entry.path))
+        try:
+            lease = Lease.from_bytes(storage.read_bytes(lease_entry.path))
+        except storage.StorageError:  # not a file (a directory of that name), unreadable
+            lease = None
         if _lease_alive(lease, lease_entry.updated, now):
             alive.add(build)
     current, named = _read_current(output)

@@ -98,6 +98,8 @@ def list_dir(directory: str) -> list[Entry]:
     prefix = directory.rstrip("/") + "/"
     if scheme(directory) == "s3":
         return _list_s3(prefix)
+    if scheme(directory) == "gs":
+        return _list_gcs(prefix)
     try:
         found = FileSystems.match([prefix + "*"])[0].metadata_list
     except Exception as e:  # BeamIOError, HTTP errors of the clients
@@ -120,6 +122,32 @@ def _list_s3(prefix: str) -> list[Entry]:
     return sorted((e for e in entries if e.name), key=lambda e: e.name)
 
 
+def _list_gcs(prefix: str) -> list[Entry]:
+    # By prefix, not by Beam's match: that takes the directory's name as a glob pattern, and an
+    # output directory `gs://b/ou*` would list (and a commit remove) the files of `gs://b/out`.
+    bucket, key_prefix = prefix.removeprefix("gs://").split("/", 1)
+    try:
+        blobs = list(_gcs_client().list_blobs(bucket, prefix=key_prefix, delimiter="/"))
+    except Exception as e:
+        raise StorageError(prefix, f"cannot list: {describe(e)}") from None
+    entries = [Entry(b.name[len(key_prefix) :], f"gs://{bucket}/{b.name}", b.size or 0, b.updated.timestamp()) for b in blobs]
+    return sorted((e for e in entries if e.name), key=lambda e: e.name)
+
+
+_GCS_CLIENTS: dict[int, object] = {}
+
+
+def _gcs_client():
+    """The google-cloud-storage client of Beam's gcsio, made from the pipeline options once per
+    process (a forked process makes its own: a client's connections must not be shared)."""
+    from apache_beam.io.gcp import gcsio
+
+    client = _GCS_CLIENTS.get(os.getpid())
+    if client is None:
+        client = _GCS_CLIENTS[os.getpid()] = gcsio.GcsIO(pipeline_options=FileSystems._pipeline_options).client
+    return client
+
+
 def stat(path: str) -> Entry | None:
     """The file at `path`, or None when there is none."""
     if is_local(path):
@@ -139,6 +167,13 @@ def stat(path: str) -> Entry | None:
                 return None
             raise StorageError(path, describe(e)) from None
         return Entry(key.rsplit("/", 1)[-1], path, head["ContentLength"], head["LastModified"].timestamp())
+    if scheme(path) == "gs":
+        bucket, name = path.removeprefix("gs://").split("/", 1)
+        try:
+            blob = _gcs_client().bucket(bucket).get_blob(name)
+        except Exception as e:
+            raise StorageError(path, describe(e)) from None
+        return None if blob is None else Entry(name.rsplit("/", 1)[-1], path, blob.size or 0, blob.updated.timestamp())
     try:
         found = FileSystems.match([path])[0].metadata_list
     except Exception as e:
@@ -278,7 +313,7 @@ def _s3_bucket_key(path: str) -> tuple[str, str]:
     return bucket, key
 
 
-_S3_CLIENTS: dict[tuple, object] = {}
+_S3_CLIENTS: dict[tuple, object] = {}  # (pid, the S3 options) -> client
 
 
 def _s3_client():
@@ -289,7 +324,7 @@ def _s3_client():
 
     options = FileSystems._pipeline_options or PipelineOptions()  # what Beam's own filesystems use
     key = tuple(sorted(options.view_as(S3Options).get_all_options(current_only=True).items(), key=str))
-    key = tuple((k, str(v)) for k, v in key)
+    key = (os.getpid(), *((k, str(v)) for k, v in key))  # a forked process makes its own
     client = _S3_CLIENTS.get(key)
     if client is None:
         client = _S3_CLIENTS[key] = boto3_client.Client(options).client

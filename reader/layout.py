@@ -4,6 +4,7 @@
     {split}-00000-of-0000N.{build}.tfrecord ...  the shards of build `{build}`
     {split}.{build}.errors.jsonl                 its unusable images, one JSON object each
     .{split}.{build}.lease                       present while build `{build}` runs
+    .{split}.{build}.probe                       written and removed at once by a build's launcher
     .{split}....tmp                              a local file being written (renamed when whole)
     {split}.index.json                           record offsets, cached by the Keras reader (not the build)
 
@@ -69,6 +70,11 @@ def lease_name(split: str, build: str) -> str:
     return f".{split}.{check_build_id(build)}.lease"
 
 
+def probe_name(split: str, build: str) -> str:
+    """What a build's launcher writes and removes to learn that the output directory takes files."""
+    return f".{split}.{check_build_id(build)}.probe"
+
+
 def temp_name(split: str, build: str, name: str, attempt: str) -> str:
     """Where a local file of the build is written before it is renamed to `name` whole."""
     return f".{split}.{check_build_id(build)}.{attempt}.{name}.tmp"
@@ -81,7 +87,7 @@ def index_name(split: str) -> str:
 
 LEGACY_BUILD = ""  # what build_of says of the files of builds before build ids
 _OWNED = (
-    re.compile(rf"\.(?P<split>[^.]+)\.(?P<build>{_BUILD})\.(?:lease|[^/]+\.tmp)"),
+    re.compile(rf"\.(?P<split>[^.]+)\.(?P<build>{_BUILD})\.(?:lease|probe|[^/]+\.tmp)"),
     re.compile(rf"(?P<split>[^.]+)\.(?P<build>{_BUILD})\.errors\.jsonl"),
     re.compile(rf"(?P<split>.+?)-\d{{5,}}-of-\d{{5,}}\.(?P<build>{_BUILD}){re.escape(SHARD_SUFFIX)}"),
     # Files of builds before build ids: their shards, errors file and temporary files.

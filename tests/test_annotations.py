@@ -111,8 +111,9 @@ def test_malformed_files_name_file_and_line(text, line, expected, kind):
 def test_file_list_format():
     images = list(parse_names(io.StringIO("a/1.jpg\n\nb/2.jpg\n"), "list"))
     assert [(i.filename, i.line) for i in images] == [("a/1.jpg", 1), ("b/2.jpg", 3)]
-    with pytest.raises(AnnotationError, match=r"^list:2: expected one image path per line"):
-        list(parse_names(io.StringIO("a.jpg\na b.jpg\n"), "list"))
+    # A path may hold spaces, as in the box files (the line is the path, padding stripped).
+    spaced = list(parse_names(io.StringIO("a.jpg\n  my photos/b c.jpg \n"), "list"))
+    assert [i.filename for i in spaced] == ["a.jpg", "my photos/b c.jpg"]
 
 
 def test_format_follows_the_split():

@@ -17,7 +17,7 @@ REQUIRED = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAG
 
 
 def _main(capsys, *argv: str) -> tuple[int, str, str]:
-    status = cli.main([*argv, *build_helpers.IN_MEMORY])
+    status = cli.main([*build_helpers.IN_MEMORY, *argv])  # the test's flags win
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -44,6 +44,11 @@ def _refused(capsys, *argv: str) -> str:
         ("--max_error_fraction=nan", "flag --max_error_fraction=nan: --max_error_fraction must be a finite number"),
         ("--num_shards=0", "flag --num_shards=0: 0 is not a positive integer"),
         ("--direct_num_workers=two", "argument --direct_num_workers: invalid int value: 'two'"),
+        ("--direct_num_workers=-2", "--direct_num_workers=-2: expected 0 (one per core) or more"),
+        ("--runner=DirectRuner", "--runner=DirectRuner: not a runner Beam knows (did you mean DirectRunner?)"),
+        # Only Dataflow translates without running: the local runner would build and commit.
+        ("--dry_run=True", "--dry_run translates a job for --runner=DataflowRunner; the local runner FnApiRunner would build"),
+        ("--template_location=t.json", "--template_location translates a job for --runner=DataflowRunner;"),
     ],
 )
 def test_flag_mistakes_are_refused_naming_the_flag(capsys, tmp_path, flag, message):
@@ -70,6 +75,20 @@ def test_missing_and_wrong_inputs_are_refused_before_beam_starts(capsys, tmp_pat
         f"--output_dir={a_file}/sub: cannot write there: cannot create the directory: Not a directory"
     )
     assert not (tmp_path / "out").exists()
+    assert _refused(capsys, "--annotations=/proc/self/mem", images, "--split=val", out) == (
+        "--annotations=/proc/self/mem: cannot read: Input/output error"
+    )
+
+
+def test_runner_names_as_beam_takes_them_and_file_urls(capsys, tmp_path):
+    flags = [f"--annotations=file://{FIXTURE_ANNOTATIONS}", f"--images_dir=file://{FIXTURE_IMAGES}", "--split=val",
+             f"--output_dir=file://{tmp_path}", "--max_error_fraction=0.5"]  # fmt: skip
+    job, options = cli.parse_args(["facegrid-build", *flags, "--runner=fnapirunner"])
+    # Beam's alias is its FnApiRunner, which runs in this process: the lease names it.
+    assert cli._runner_name(options) == "FnApiRunner" and job.output.pid is not None
+    assert job.output.output_dir == str(tmp_path) and job.annotations == str(FIXTURE_ANNOTATIONS)
+    status, out, _ = _main(capsys, *flags)
+    assert status == 0 and f"wrote {tmp_path}/val.manifest.json" in out
 
 
 def _bad_annotations(tmp_path: pathlib.Path, data: bytes) -> pathlib.Path:
@@ -103,9 +122,12 @@ def test_a_malformed_annotation_file_fails_in_one_line_and_leaves_the_earlier_bu
 def test_verbose_shows_the_traceback_of_a_failed_build(capsys, tmp_path):
     bad = _bad_annotations(tmp_path, b"")
     argv = [f"--annotations={bad}", f"--images_dir={FIXTURE_IMAGES}", "--split=val", f"--output_dir={tmp_path / 'out'}"]
-    status, _, err = _main(capsys, *argv, "--verbose")
-    assert status == 1 and "Traceback (most recent call last)" in err
-    assert err.strip().splitlines()[-1].startswith(f"facegrid-build: {bad}:1: expected at least one image")
+    for verbose in ("--verbose", "--verbose=1", "-verbose", "--verbose=true"):
+        status, _, err = _main(capsys, *argv, verbose)
+        assert status == 1 and "Traceback (most recent call last)" in err, verbose
+        assert err.strip().splitlines()[-1].startswith(f"facegrid-build: {bad}:1: expected at least one image")
+    status, _, err = _main(capsys, *argv, "--noverbose")
+    assert status == 1 and "Traceback" not in err
 
 
 def test_help_lists_facegrid_flags_and_helpfull_beams_too(capsys):

@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -205,10 +204,11 @@ def test_leftovers_of_dead_builds_go_and_files_of_running_builds_stay(tmp_path, 
     committed = _build(store, "--num_shards=2")
     current = json.loads(committed[layout.manifest_name(SPLIT)])["build"]
     builds = {
-        "111111111111": (socket.gethostname(), os.getpid(), 0.0, True),  # a local build still running
-        "222222222222": (socket.gethostname(), _dead_pid(), 0.0, False),  # its process is gone
-        "888888888888": (socket.gethostname(), os.getpid(), commit.LEASE_TIMEOUT_S + 60, False),  # a process id used again
+        "111111111111": (commit.host_id(), os.getpid(), 0.0, True),  # a local build still running
+        "222222222222": (commit.host_id(), _dead_pid(), 0.0, False),  # its process is gone
+        "888888888888": (commit.host_id(), os.getpid(), commit.LEASE_TIMEOUT_S + 60, False),  # a process id used again
         "333333333333": ("another-host", 4242, 60.0, True),  # elsewhere, heartbeat a minute ago
+        "999999999999": (commit.host_id().rsplit("/", 1)[0] + "/pid:[1]", 1, 60.0, True),  # this host name, another PID namespace
         "444444444444": ("another-host", 4242, commit.LEASE_TIMEOUT_S + 60, False),  # no heartbeat for too long
         "555555555555": (None, None, commit.LEASE_TIMEOUT_S - 60, True),  # Dataflow, within the timeout
     }
@@ -249,3 +249,46 @@ def test_storage_errors_name_the_path(tmp_path):
     with pytest.raises(storage.StorageError, match=rf"^{target}/a: cannot write: Not a directory$"):
         storage.write_bytes(str(target / "a"), b"data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"build": "cccccccccccc", "split": "val", "host": "HOST", "pid": 99999999999999999999, "started": 0}',
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than json can go
+        b'{"build": "cccccccccccc", "split": "val", "host": "HOST", "pid": -5, "started": 0}',
+        b'{"build": "cccccccccccc", "split": "val", "host": "HOST", "pid": true, "started": 0}',
+        None,  # a directory where the lease should be
+    ],
+)
+def test_an_odd_lease_is_judged_by_its_age_and_never_fails_a_commit(tmp_path, request, content):
+    store = _store("local", request, tmp_path)
+    out = tmp_path / "out"
+    lease = out / layout.lease_name(SPLIT, "cccccccccccc")
+    shard = out / layout.shard_name(SPLIT, 0, 1, "cccccccccccc")
+    if content is None:
+        lease.mkdir()
+    else:
+        lease.write_bytes(content.replace(b"HOST", commit.host_id().encode()))
+    shard.write_bytes(b"a shard of a build whose lease makes no sense")
+    first = _build(store, "--num_shards=2")  # exit 0: committed, and tidied without an error
+    assert shard.exists()  # fresh: it may be a build still running
+    stale = time.time() - commit.LEASE_TIMEOUT_S - 60
+    os.utime(lease, (stale, stale))
+    second = _build(store, "--num_shards=2")
+    assert not shard.exists() and (content is None) == lease.exists()  # a directory is not a file of ours
+    assert json.loads(second[layout.manifest_name(SPLIT)])["build"] != json.loads(first[layout.manifest_name(SPLIT)])["build"]
+
+
+@pytest.mark.parametrize("kind", ["gcs", "s3", "local"])
+def test_a_directory_name_with_glob_characters_touches_no_other_directory(kind, request, tmp_path):
+    """Beam's match takes a path as a glob pattern: listing `ou*` once listed `out` as well, and
+    a commit there removed the files of the build in `out`."""
+    plain = _store(kind, request, tmp_path)
+    pattern = commit_faults.Store(plain.root.rstrip("/") + "[1]*?", plain.flags, plain.env, None, None, None)
+    committed = _build(plain, "--num_shards=2")
+    build_helpers.run_build(
+        FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, pattern.root, SPLIT, "--max_error_fraction=0.5", "--num_shards=3",
+        runner=[*build_helpers.IN_MEMORY, *plain.flags],
+    )
+    assert plain.files() == committed

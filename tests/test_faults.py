@@ -68,7 +68,7 @@ def _one_line_error(done: subprocess.CompletedProcess) -> str:
 # The store operations of such a rebuild (3 shards over an earlier build of 2): 0-2 the output
 # probe, 3-4 the lease (written, renamed), 5-10 the shards, 11-12 a heartbeat, 13-14 the errors
 # file, 15-16 the manifest (written, renamed: the commit), then the earlier build's files deleted.
-@pytest.mark.parametrize("crash_at, committed", [(4, False), (7, False), (16, False), (17, True)])
+@pytest.mark.parametrize("crash_at, committed", [(1, False), (2, False), (4, False), (7, False), (16, False), (17, True)])
 def test_a_build_that_died_midway_leaves_one_whole_build_and_a_rerun_completes_and_clears_it(tmp_path, crash_at, committed):
     out = tmp_path / "out"
     assert _build(out, "--num_shards=2").returncode == 0

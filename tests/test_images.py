@@ -711,3 +711,25 @@ def test_remote_images_are_read_through_beam_filesystems(monkeypatch):
     assert _reason("gs://bucket/images", "event/none.jpg").reason == "missing"
     assert _reason("gs://bucket/images", "event/a.jpg", max_bytes=4).reason == "file_too_large"
     assert _reason("gs://bucket/images", "../a.jpg").reason == "path_escapes_images_dir"
+
+
+def test_a_long_run_of_fill_bytes_is_walked_in_linear_time():
+    # Fill bytes (0xFF) may precede any marker; a progressive JPEG with 2 MB of them in its first
+    # scan decodes to the same pixels. The scan walk once took quadratic time over such a run
+    # (37 s of CPU, holding the GIL, for 96,000 of them): one valid file could stall a build.
+    import subprocess
+    import sys
+
+    code = """
+import io, sys, numpy as np
+from PIL import Image
+from pipeline import images
+out = io.BytesIO()
+Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(out, "JPEG", quality=90, progressive=True)
+data = out.getvalue()
+sos = data.index(b"\\xff\\xda")
+i = data.index(b"\\xff\\x00", sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big"))
+padded = data[:i] + b"\\xff" * 2_000_000 + data[i:]
+assert images.prepare(padded, images.ImageConfig()).encoded == images.prepare(data, images.ImageConfig()).encoded
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)  # quadratic: hours
