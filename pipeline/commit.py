@@ -42,7 +42,8 @@ import time
 import uuid
 
 from pipeline import storage
-from reader import layout
+from reader import layout, tfds_metadata
+from reader import manifest as manifests
 
 _LOG = logging.getLogger(__name__)
 LEASE_TIMEOUT_S = 3600.0
@@ -222,8 +223,14 @@ class BuildHandle:
         self._check_in_place(expected)
         manifest_name = layout.manifest_name(self.split)
         self.write(manifest_name, (json.dumps(manifest, indent=2) + "\n").encode())
-        # Committed. What follows only tidies up: a failure there is a warning, not a failed
-        # build (the next build that commits removes what is left).
+        # Committed. What follows describes the directory to other tools and tidies up: a
+        # failure there is a warning, not a failed build (the next build that commits redoes it).
+        try:
+            self._describe_directory()
+        except (storage.StorageError, ValueError) as e:
+            # TFDS's files still name the earlier build of this split: keep its files for them.
+            _LOG.warning("%s: build %s committed; could not rewrite the TensorFlow Datasets files: %s", self.split, self.build, e)
+            return []
         try:
             removed = remove_leftovers(self.output, own=self.build)
             storage.delete([self.lease_path])
@@ -235,6 +242,18 @@ class BuildHandle:
             _LOG.warning("%s: build %s committed; could not remove files of other builds: %s", self.split, self.build, e)
             return []
         return removed
+
+    def _describe_directory(self, tries: int = 3) -> None:
+        """Rewrites dataset_info.json, features.json and label_map.pbtxt for every split built in
+        the directory (reader.tfds_metadata), so that tfds.builder_from_directory reads them in
+        place. Another split committing meanwhile is caught by reading the manifests again."""
+        for _ in range(tries):
+            built = _manifests(self.output.output_dir)
+            for name, data in tfds_metadata.metadata_files(built).items():
+                self.write(name, data)
+            if {split: m.build for split, m in _manifests(self.output.output_dir).items()} == {split: m.build for split, m in built.items()}:
+                return
+        _LOG.warning("%s: other splits kept committing; the TensorFlow Datasets files may lag behind them", self.split)
 
     def _check_in_place(self, expected: dict[str, int]) -> None:
         found = {e.name: e.size for e in storage.list_dir(self.output.output_dir)}
@@ -280,6 +299,22 @@ def abandon(output_dir: str, split: str, build: str, keep: tuple[str, ...] = ())
     mine = [e for e in storage.list_dir(output_dir) if layout.build_of(e.name, split) == build and e.name not in keep]
     storage.delete([e.path for e in mine if e.name != lease])
     storage.delete([storage.join(output_dir, lease)])
+
+
+def _manifests(output_dir: str) -> dict[str, manifests.Manifest]:
+    """The manifest of every split built in `output_dir` (read through the build's storage: no
+    TensorFlow on workers). An unreadable one is left out."""
+    found = {}
+    for split in layout.SPLITS:
+        path = storage.join(output_dir, layout.manifest_name(split))
+        data = storage.read_bytes(path)
+        if data is None:
+            continue
+        try:
+            found[split] = manifests.from_raw(json.loads(data), output_dir, path)
+        except (ValueError, manifests.ManifestError) as e:
+            _LOG.warning("%s: left out of the TensorFlow Datasets files: %s", split, e)
+    return found
 
 
 def current_build(output: OutputSpec) -> str | None:

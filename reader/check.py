@@ -1,6 +1,6 @@
 """`python -m reader.check` / `facegrid-check`: check one split's shards before anyone trains on them.
 
-    python -m reader.check --data_dir=shards --split=val [--json] [--sheet=val.png]
+    python -m reader.check --data_dir=shards --split=val [--json] [--sheet=val.png] [--report=DIR]
     python -m reader.check --data_dir=s3://bucket/shards --split=val [--s3_endpoint_url=URL]
 
 --data_dir may be local, gs:// or s3://, every scheme a build writes. s3:// goes through boto3
@@ -12,7 +12,8 @@ Checks the shard set against the manifest, every record's framing, schema, image
 ranges and targets (recomputed from its boxes), duplicates and leakage between splits, and the
 manifest's counts; prints pass/fail per check, the first problems as `shard:record: check:
 message`, and dataset statistics. Exit status: 0 when every check passes, 1 when any fails,
-2 on bad usage. `--sheet` also draws sample records with their boxes and grid targets.
+2 on bad usage. `--sheet` also draws sample records with their boxes and grid targets; `--report`
+writes the dataset report (plots, report.html, report.json; see reader.dataset_report).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TextIO
 
 from absl import flags
 
-from reader import contact_sheet, layout, manifest
+from reader import contact_sheet, dataset_report, layout, manifest
 from reader.check_split import SplitCheck, check_split
 
 PROGRAM = "facegrid-check"
@@ -37,6 +38,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split to check.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as JSON instead of the summary.", flag_values=fv)
     flags.DEFINE_string("sheet", None, "Also write a contact sheet of sample records to this PNG file.", flag_values=fv)
+    flags.DEFINE_string("report", None, "Also write the dataset report (plots, report.html, report.json) into this directory.", flag_values=fv)
     flags.DEFINE_integer("sheet_samples", 16, "Records on the contact sheet.", lower_bound=1, upper_bound=256, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's sample.", flag_values=fv)
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 for one per core.", lower_bound=0, flag_values=fv)
@@ -72,6 +74,12 @@ def parse_args(argv: list[str]) -> flags.FlagValues:
         parent = os.path.dirname(os.path.abspath(fv.sheet))
         if not os.path.isdir(parent):
             raise UsageError(f"--sheet={fv.sheet}: no directory {parent} to write it in")
+    if fv.report is not None:
+        parent = os.path.dirname(os.path.abspath(fv.report))
+        if os.path.exists(fv.report) and not os.path.isdir(fv.report):
+            raise UsageError(f"--report={fv.report}: not a directory")
+        if not os.path.isdir(parent):
+            raise UsageError(f"--report={fv.report}: no directory {parent} to write it in")
     return fv
 
 
@@ -155,16 +163,27 @@ def _main(argv: list[str]) -> int:
             sheet_note = f"wrote contact sheet of {shown} records: {fv.sheet}"
         except OSError as e:  # a shard gone since it was checked, the sheet's file unwritable
             print(f"{PROGRAM}: contact sheet not written: {e}", file=sys.stderr)
+    report_note = None
+    if fv.report is not None:
+        try:
+            dataset_report.write(result, fv.report)
+            report_note = f"wrote dataset report: {os.path.join(fv.report, 'report.html')}"
+        except (OSError, dataset_report.ReportError) as e:  # no statistics, a shard changed since, unwritable
+            print(f"{PROGRAM}: dataset report not written: {e}", file=sys.stderr)
+        except ImportError as e:  # matplotlib, which only the report needs
+            print(f"{PROGRAM}: dataset report not written: it draws with matplotlib ({e})", file=sys.stderr)
+    notes = [note for note in (sheet_note, report_note) if note]
     if fv.json:
         out = report.as_json()
         out["sheet"] = fv.sheet
+        out["report"] = fv.report
         print(json.dumps(out, indent=2))
-        if sheet_note:
-            print(sheet_note, file=sys.stderr)
+        for note in notes:
+            print(note, file=sys.stderr)
     else:
         print(report.summary(max_problems=fv.max_problems))
-        if sheet_note:
-            print(sheet_note)
+        for note in notes:
+            print(note)
     return 0 if report.ok else 1
 
 

@@ -10,10 +10,19 @@ A record is checked in order; a failing step stops the steps that depend on it:
     images    image/encoded decodes as image/format says to input_size x input_size x 3
     ranges    boxes in [0, 1] with min <= max; grid h, w in (0, 1], offsets in [0, 1), obj in
               {0, 1} and all channels 0 where obj is 0; ignore in {0, 1} and never under a
-              target; dropped >= 0; labels 1; WIDER attributes within their ranges
+              target; dropped >= 0; labels 1; WIDER attributes within their ranges; and the
+              keys derived for other tools as the record gives them: class/text `face`,
+              is_crowd equal to invalid, area the box's in stored pixels (to 1e-5 of it),
+              source_id the one of image/filename (`schema.source_id`)
     targets   grid, ignore and dropped equal what `reader.targets.encode_faces` recomputes from
               the stored boxes, invalid flags and original size, bit for bit: the build encodes
               from the same float32 boxes by the same rule
+
+Records of builds made before the derived keys (schema.DERIVED_KEYS) fail the schema step here;
+training never reads those keys, so `unreadable` does not require them.
+
+source_id is unique in a split when filenames are, unless two filenames' hashes collide (none do
+in WIDER FACE); `source_id_duplicates` finds such records across a split.
 
 The readers call `unreadable` (the schema and images steps) on a record they failed to read, to
 say why in the checker's words. Grid and image sizes are held to the manifest's config, and a
@@ -26,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
@@ -38,6 +48,7 @@ _ATTRIBUTE_MAX = np.array([schema.ATTRIBUTE_MAX[name] for name in schema.ATTRIBU
 _INVALID = schema.ATTRIBUTES.index("invalid")
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 _SHOWN_CELLS = 3  # cells named per targets problem; the rest are counted
+_AREA_RTOL = 1e-5  # of the recomputed area (at least 1 pixel): float32 rounding is far below it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +88,7 @@ class RecordFacts:
     face_sides: float32 [N], the shorter side of each stored face in pixels of the stored image.
     targets / dropped / ignored: recomputed from the boxes (not read from the record); 0 when
     they cannot be (see `recompute_targets`).
+    source_id: image/source_id as stored (unique in a split: see `source_id_duplicates`).
     """
 
     filename: str
@@ -86,6 +98,7 @@ class RecordFacts:
     targets: int
     dropped: int
     ignored: int
+    source_id: str = ""
 
 
 Problems = list[tuple[str, str]]  # (check name, message)
@@ -102,6 +115,7 @@ def check_record(data: bytes, config: RecordConfig) -> tuple[RecordFacts | None,
 
     problems += (("images", m) for m in _image_problems(fields, config))
     problems += (("ranges", m) for m in _range_problems(fields))
+    problems += (("ranges", m) for m in _derived_problems(fields))
 
     boxes = fields["boxes"]
     counts = (0, 0, 0)
@@ -111,7 +125,21 @@ def check_record(data: bytes, config: RecordConfig) -> tuple[RecordFacts | None,
         counts = (recomputed.targets, recomputed.dropped, recomputed.ignored)
     # else: the ranges check names the non-finite box or the bad original size.
     sides = (np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * config.input_size).astype(np.float32)
-    return RecordFacts(fields["filename"], fields["sha256"], len(boxes), sides, *counts), problems
+    return RecordFacts(fields["filename"], fields["sha256"], len(boxes), sides, *counts, fields["source_id"]), problems
+
+
+def source_id_duplicates(facts: Iterable[RecordFacts | None]) -> list[tuple[int, int]]:
+    """(position, position of the first) for every record whose source_id an earlier record of
+    `facts` (a split's records in any fixed order; None for unreadable ones) already holds."""
+    first: dict[str, int] = {}
+    found = []
+    for position, record in enumerate(facts):
+        if record is None or not record.source_id:
+            continue
+        seen = first.setdefault(record.source_id, position)
+        if seen != position:
+            found.append((position, seen))
+    return found
 
 
 def unreadable(data: bytes, config: RecordConfig) -> str | None:
@@ -120,17 +148,19 @@ def unreadable(data: bytes, config: RecordConfig) -> str | None:
     that does not decode), or None when it can. The readers call it only for a record that
     failed, to name the problem; value ranges and targets are the checker's business."""
     try:
-        fields = parse(data, config)
+        fields = parse(data, config, require_derived=False)
     except schema.SchemaError as e:
         return str(e)
     problems = _image_problems(fields, config)
     return problems[0] if problems else None
 
 
-def parse(data: bytes, config: RecordConfig) -> dict:
+def parse(data: bytes, config: RecordConfig, *, require_derived: bool = True) -> dict:
     """A serialized record's values by name, as arrays and strings: image, format, height, width,
     original_height, original_width, filename, sha256, boxes [N, 4] rel_xyxy, labels [N],
-    attributes [N, 6], grid [S, S, 5], ignore [S, S], dropped.
+    attributes [N, 6], grid [S, S, 5], ignore [S, S], dropped; and the derived keys as stored,
+    source_id (str), class_text (list of bytes), is_crowd [N], area [N], each None when the
+    record lacks it (only with require_derived False).
 
     Raises SchemaError for bytes that are not a record of the schema with the config's grid
     size, or whose bytes values are not what the schema means (unknown format, filename not
@@ -141,7 +171,7 @@ def parse(data: bytes, config: RecordConfig) -> dict:
         features = protowire.decode_example(data)
     except protowire.WireError as e:
         raise schema.SchemaError(f"not a tf.train.Example: {e}") from None
-    schema.validate_features(features, config.grid_size)
+    schema.validate_features(features, config.grid_size, require_derived=require_derived)
     fields, message = _read_fields(features, config)
     if message:
         raise schema.SchemaError(message)
@@ -180,6 +210,11 @@ def _read_fields(features: dict, config: RecordConfig) -> tuple[dict, str | None
         return {}, f"key {schema.SHA256!r}: expected 64 lowercase hex digits, found {sha256[:80]!r}"
     s = config.grid_size
     faces = len(features[schema.XMIN][1])
+
+    def derived(key):
+        return features[key][1] if key in features else None
+
+    source_id = derived(schema.SOURCE_ID)
     return {
         "image": one(schema.ENCODED),
         "format": image_format,
@@ -197,6 +232,10 @@ def _read_fields(features: dict, config: RecordConfig) -> tuple[dict, str | None
         "grid": features[schema.GRID][1].reshape(s, s, 5),
         "ignore": features[schema.IGNORE][1].reshape(s, s),
         "dropped": int(one(schema.DROPPED)),
+        "source_id": None if source_id is None else source_id[0].decode("ascii", "backslashreplace"),
+        "class_text": derived(schema.CLASS_TEXT),
+        "is_crowd": derived(schema.IS_CROWD),
+        "area": derived(schema.AREA),
     }, None
 
 
@@ -343,6 +382,39 @@ def _range_problems(fields: dict) -> list[str]:
             )
     if fields["dropped"] < 0:
         problems.append(f"{schema.DROPPED}: expected >= 0, found {fields['dropped']}")
+    return problems
+
+
+def _derived_problems(fields: dict) -> list[str]:
+    """Where the keys derived for other tools disagree with the rest of the record."""
+    problems = []
+    faces = len(fields["boxes"])
+    wanted = schema.source_id(fields["filename"])
+    if fields["source_id"] != wanted:
+        problems.append(f"{schema.SOURCE_ID}: expected {wanted!r} (the id of image/filename {fields['filename']!r}), "
+                        f"found {fields['source_id'][:80]!r}")
+    wrong = np.array([name != schema.FACE_NAME.encode() for name in fields["class_text"]], bool)
+    if wrong.any():
+        face, count = _first(wrong)
+        problems.append(f"face {face}: {schema.CLASS_TEXT} expected {schema.FACE_NAME.encode()!r}, "
+                        f"found {fields['class_text'][face][:60]!r} ({count} such faces)")
+    if not faces:
+        return problems
+    invalid = fields["attributes"][:, _INVALID]
+    if (fields["is_crowd"] != invalid).any():
+        face, count = _first(fields["is_crowd"] != invalid)
+        problems.append(f"face {face}: {schema.IS_CROWD} expected {invalid[face]} (its invalid flag), "
+                        f"found {fields['is_crowd'][face]} ({count} such faces)")
+    expected = schema.box_areas(fields["boxes"], fields["height"], fields["width"])
+    area = fields["area"]
+    # A face whose box is not finite has no area to hold it to (the ranges check names the box).
+    with np.errstate(invalid="ignore", over="ignore"):  # `~(x <= y)` holds for a NaN area: named too
+        off = ~(np.abs(area - expected) <= _AREA_RTOL * np.maximum(expected, 1)) & np.isfinite(expected)
+    if off.any():
+        face, count = _first(off)
+        problems.append(f"face {face}: {schema.AREA} expected {_show([expected[face]])[1:-1]} (the box's area in "
+                        f"pixels of the {fields['width']}x{fields['height']} image), found {_show([area[face]])[1:-1]} "
+                        f"({count} such faces)")
     return problems
 
 

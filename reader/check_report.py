@@ -23,9 +23,9 @@ CHECKS: dict[str, str] = {
     "placement": "each record in the shard and at the place its filename hash gives",
     "schema": "every key of the schema, with its kind and length",
     "images": "every image decodes to input_size x input_size x 3 as image/format says",
-    "ranges": "boxes, grid, ignore, dropped, labels and attributes within range",
+    "ranges": "boxes, grid, ignore, dropped, labels and attributes within range; source_id, is_crowd, area and class/text as the record gives them",
     "targets": "grid, ignore and dropped equal what the boxes give",
-    "duplicates": "no filename or source sha256 twice in the split",
+    "duplicates": "no filename, source sha256 or source_id twice in the split",
     "leakage": "no source sha256 shared with another split in the directory",
     "counts": "manifest counts add up and match the shards and the errors file",
 }

@@ -317,6 +317,14 @@ def _check_duplicates(records, unusable: list[UnusableImage] | None, errors_file
             record = by_name[entry.filename]
             findings.add("duplicates", record.file, record.index,
                          f"{entry.filename!r} is also listed as unusable in {errors_file} line {entry.line}")
+    # image/source_id must be unique for TF Model Garden: two filenames may hash alike.
+    records = list(records)
+    for position, first in check_records.source_id_duplicates(r.facts for r in records):
+        record, earlier = records[position], records[first]
+        if record.facts.filename != earlier.facts.filename:  # the same filename twice is said above
+            findings.add("duplicates", record.file, record.index,
+                         f"image/source_id {record.facts.source_id} also at {earlier.file}:{earlier.index} "
+                         f"({earlier.facts.filename!r}), here for {record.facts.filename!r}")
 
 
 def _check_leakage(records, other_keys: dict[str, tuple[str, int, str]], findings: Findings) -> None:

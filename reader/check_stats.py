@@ -18,9 +18,18 @@ FACES_PER_IMAGE_BINS = (0, 1, 2, 6, 21, 101)  # lower edges: 0, 1, 2-5, 6-20, 21
 FACE_SIDE_BINS = (0, 4, 8, 16, 32, 64, 128)  # px of the stored image: <4, 4-8, ..., 128+
 
 
-def _bins(values: np.ndarray, edges: Sequence[float], integer: bool) -> dict[str, int]:
-    """Counts per bin, labelled "a-b" (or "a" for a one-value integer bin, "a+" for the last)."""
-    counts = np.histogram(values, bins=[*edges, np.inf])[0] if len(values) else np.zeros(len(edges), int)
+def bin_counts(
+    values: np.ndarray, edges: Sequence[float], integer: bool, weights: np.ndarray | None = None
+) -> dict[str, int]:
+    """Counts per bin, labelled "a-b" (or "a" for a one-value integer bin, "a+" for the last).
+
+    edges: the lower edge of each bin, ascending; the last bin is open. weights: what each value
+    adds to its bin (1 by default). The dataset report (reader.dataset_report) bins by this
+    function too, so its numbers are the checker's."""
+    if len(values):
+        counts = np.histogram(values, bins=[*edges, np.inf], weights=weights)[0]
+    else:
+        counts = np.zeros(len(edges), int)
     labels = []
     for low, high in zip(edges, [*edges[1:], None]):
         if high is None:
@@ -69,11 +78,11 @@ class Statistics:
         return cls(
             records=len(facts),
             faces={**summary(per_image), "total": stored, "images_without_faces": int((per_image == 0).sum()),
-                   "histogram": _bins(per_image, FACES_PER_IMAGE_BINS, integer=True)},
+                   "histogram": bin_counts(per_image, FACES_PER_IMAGE_BINS, integer=True)},
             face_sides={
                 "unit": "px, shorter side on the stored image",
                 **{f"p{q}": round(float(np.percentile(sides, q)), 1) if len(sides) else 0.0 for q in (10, 50, 90)},
-                "histogram": _bins(sides, FACE_SIDE_BINS, integer=False),
+                "histogram": bin_counts(sides, FACE_SIDE_BINS, integer=False),
             },
             targets={
                 "faces_stored": stored,

@@ -303,6 +303,12 @@ def load(data_dir: str, split: str) -> Manifest:
         if type(e).__name__ == "NotFoundError":
             raise ManifestError(f"{path}: no manifest; build the split first") from None
         raise ManifestError(f"{path}: unreadable manifest: {str(e).removeprefix(path + ': ')}") from None
+    return from_raw(raw, data_dir, path)
+
+
+def from_raw(raw, data_dir: str, path: str) -> Manifest:
+    """The Manifest a decoded manifest.json holds (read by whatever means: the build reads it
+    through Beam's filesystems); `path` names it in errors. Raises ManifestError."""
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: expected a JSON object, found {type(raw).__name__}")
     if raw.get("schema_version") != schema.SCHEMA_VERSION:

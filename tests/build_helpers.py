@@ -41,14 +41,15 @@ def files(output_dir) -> dict[str, bytes]:
 
 
 def without_build_ids(found: dict[str, bytes]) -> dict[str, bytes]:
-    """`files` with each build id (drawn at random per build) written as BUILD, in names and in
-    manifests: what two builds of the same inputs must agree on byte for byte."""
+    """`files` with each build id (drawn at random per build) written as BUILD, in names, in
+    manifests and in the TFDS files that name shards: what two builds of the same inputs must
+    agree on byte for byte."""
     ids = {json.loads(data)["build"] for name, data in found.items() if name.endswith(".manifest.json")}
     result = {}
     for name, data in found.items():
         for build in ids:
             name = name.replace(build, "BUILD")
-            if name.endswith(".manifest.json"):
+            if name.endswith(".json"):
                 data = data.replace(build.encode(), b"BUILD")
         result[name] = data
     return result

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import google_crc32c
 
-from reader import layout, schema, tfrecord
+from reader import layout, schema, tfds_metadata, tfrecord
 
 # Any non-empty key pair: moto checks neither, and Beam must send them rather than look for real ones.
 S3_KEY_ID = "facegrid-test-key"
@@ -234,7 +234,7 @@ def check_split(files: dict[str, bytes], split: str) -> dict:
     """
     manifest = json.loads(files[layout.manifest_name(split)])
     shard_names = [s["file"] for s in manifest["shards"]]
-    assert sorted(files) == sorted([*shard_names, layout.manifest_name(split), manifest["errors_file"]])
+    assert sorted(files) == sorted([*shard_names, layout.manifest_name(split), manifest["errors_file"], *tfds_metadata.FILES])
     records = 0
     for entry in manifest["shards"]:
         data = files[entry["file"]]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline import cli, commit
-from reader import layout, targets
+from reader import layout, targets, tfds_metadata
 from tests import build_helpers
 from tests.build_helpers import build, files, read_split, without_build_ids
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
@@ -61,7 +61,7 @@ def test_manifest_matches_the_design(default_build):
         data = (out / shard["file"]).read_bytes()
         assert shard["bytes"] == len(data) and shard["sha256"] == hashlib.sha256(data).hexdigest()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [s["file"] for s in manifest["shards"]] + ["val.manifest.json", manifest["errors_file"]]
+        [s["file"] for s in manifest["shards"]] + ["val.manifest.json", manifest["errors_file"], *tfds_metadata.FILES]
     )
 
 
@@ -173,7 +173,8 @@ def test_rebuild_replaces_the_earlier_build(tmp_path):
     manifest = build(tmp_path, "--num_shards=2")
     assert manifest["build"] != first["build"]
     assert sorted(files(tmp_path)) == sorted(
-        [*(s["file"] for s in manifest["shards"]), "val.manifest.json", manifest["errors_file"], "train-00000-of-00001.tfrecord", "notes.txt"]
+        [*(s["file"] for s in manifest["shards"]), "val.manifest.json", manifest["errors_file"], "train-00000-of-00001.tfrecord", "notes.txt",
+         *tfds_metadata.FILES]
     )
     assert manifest["counts"] == EXPECTED_COUNTS
 

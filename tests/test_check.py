@@ -6,6 +6,7 @@ checker through its command line entry point, reading the --json report.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import pathlib
@@ -16,7 +17,7 @@ from PIL import Image
 
 from pipeline import images, records
 from pipeline.annotations import ImageAnnotation
-from reader import check, check_records, check_split, layout, protowire, schema, targets, tfrecord
+from reader import check, check_records, check_split, dataset_report, layout, protowire, schema, targets, tfrecord
 from reader.boxes import Placement
 from tests import check_fixtures as fx
 from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
@@ -299,6 +300,17 @@ def test_missing_key(broken, capsys):
     assert counts["status"] == "pass" and "not compared" in counts["note"]
 
 
+def test_a_source_id_twice_in_the_split(broken, capsys):
+    # TF Model Garden keys its evaluation on image/source_id: two images must never share one.
+    first, second = fx.records_of(broken)[:2]
+    fx.edit_record(broken, second.file, second.index, lambda f: f.__setitem__(schema.SOURCE_ID, first.features[schema.SOURCE_ID]))
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 1 and "duplicates" in failed(report)
+    [(where, record, message)] = problems(report, "duplicates")
+    assert (where, record) == (second.file, second.index)
+    assert f"also at {first.file}:{first.index}" in message and "image/source_id" in message
+
+
 def test_duplicated_record(broken, capsys):
     victim = fx.find(broken, lambda r: True)
     path = broken / victim.file
@@ -454,6 +466,57 @@ def test_contact_sheet(broken, tmp_path, capsys):
         assert image.format == "PNG" and image.width >= 4 * 448 and image.height >= 2 * 448
         pixels = np.asarray(image.convert("RGB"))
     assert (pixels == (255, 90, 90)).all(axis=-1).any()  # the failing record's caption, in red
+
+
+def test_report_writes_every_plot_and_the_numbers_of_the_check(good_build, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "report"
+    code, report = run_check(good_build, f"--report={out}", capsys=capsys)
+    assert code == 0 and report["report"] == str(out)
+    for name in dataset_report.PLOTS:
+        path = out / f"{name}.png"
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and 600 <= image.width <= 2000 and 400 <= image.height <= 1200, image.size
+            colours = len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0))
+        assert 10_000 < path.stat().st_size < 1_000_000 and colours > 20  # drawn, not blank
+    document = json.loads((out / "report.json").read_text())
+    stats, plots = report["stats"], document["plots"]
+    assert document["checker_stats"] == stats and document["records"] == report["records"] == 10 and document["ok"]
+
+    faces = plots["faces_per_image"]
+    assert faces["checker_histogram"] == stats["faces"]["histogram"]
+    assert (faces["faces"], faces["median"], faces["mean"], faces["max"]) == \
+        (stats["faces"]["total"], stats["faces"]["median"], stats["faces"]["mean"], stats["faces"]["max"])
+    assert sum(faces["images_by_count"].values()) == stats["records"] and sum(faces["faces_by_count"].values()) == faces["faces"]
+    sides = plots["face_sizes"]["shorter_side"]
+    assert sides == {**{q: stats["face_sides"][q] for q in ("p10", "p50", "p90")}, "histogram": stats["face_sides"]["histogram"]}
+    lost = plots["lost_by_size"]
+    assert {label: b["faces"] for label, b in lost["buckets"].items()} == stats["face_sides"]["histogram"]
+    totals, targets = lost["totals"], stats["targets"]
+    assert (totals["target"], totals["dropped"], totals["ignored_invalid"] + totals["ignored_small"]) == \
+        (targets["targets"], targets["dropped"], targets["ignored"])
+    cells = plots["cells"]
+    assert (cells["targets_total"], cells["dropped_total"]) == (targets["targets"], targets["dropped"])
+    assert np.sum(cells["targets"]) == targets["targets"] and np.sum(cells["dropped"]) == targets["dropped"]
+    centres = plots["centres"]
+    assert np.sum(centres["heatmap"]) == np.sum(centres["per_cell"]) == centres["faces"] == stats["faces"]["total"]
+
+    index = (out / "report.html").read_text()
+    for name in dataset_report.PLOTS:
+        assert f'src="{name}.png"' in index and html.escape(plots[name]["caption"]) in index
+    assert f"{targets['dropped']} dropped by cell collisions" in index
+
+
+def test_report_is_written_for_a_failing_check_and_refused_for_a_file(broken, tmp_path, capsys):
+    victim = fx.find(broken, lambda r: r.values(schema.GRID).reshape(7, 7, 5)[..., 4].sum() >= 2)
+    fx.edit_record(broken, victim.file, victim.index, _move_target)
+    code, report = run_check(broken, f"--report={tmp_path / 'report'}", capsys=capsys)
+    assert code == 1 and not json.loads((tmp_path / "report" / "report.json").read_text())["ok"]
+    (tmp_path / "file").write_text("")
+    assert check.main([f"--data_dir={broken}", "--split=val", f"--report={tmp_path / 'file'}"]) == 2
+    assert "--report" in capsys.readouterr().err
+    assert check.main([f"--data_dir={broken}", "--split=val", "--report=/nonexistent/dir/report"]) == 2
 
 
 def test_parallel_workers_find_the_same(broken, monkeypatch):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from reader import check_split, layout
+from reader import check_split, layout, tfds_metadata
 from tests import cloud_fixtures, commit_faults
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
@@ -51,7 +51,7 @@ def assert_whole(out: pathlib.Path, leftovers_allowed: bool = False) -> dict:
     report = check_split.check_split(str(out), SPLIT, workers=1, leakage=False).report
     assert report.ok, report.summary()
     manifest = _manifest(out)
-    named = {s["file"] for s in manifest["shards"]} | {manifest["errors_file"], layout.manifest_name(SPLIT)}
+    named = {s["file"] for s in manifest["shards"]} | {manifest["errors_file"], layout.manifest_name(SPLIT), *tfds_metadata.FILES}
     present = {p.name for p in out.iterdir()}
     if not leftovers_allowed:
         assert present == named, sorted(present ^ named)

@@ -1,5 +1,6 @@
 """The record schema and its wire codecs, held to TensorFlow's own parser and writer."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -133,3 +134,107 @@ def test_damage_is_located(damage, message):
         list(tfrecord.iter_records(io.BytesIO(damage(good)), "train-00001-of-00002.tfrecord"))
     assert str(caught.value) == expected
     assert (caught.value.index, caught.value.offset) == (2, 38)
+
+
+# ---- the keys derived for other tools (source_id, class/text, is_crowd, area) ----------------
+
+# sha256 of `_record(faces).serialize()` before the derived keys existed: the bytes of the other
+# keys must stay exactly these.
+_BYTES_BEFORE_DERIVED_KEYS = {
+    0: "896de579f88cb4b19e0c951cf2c91a9f99e6d8d2438e8ccee74d3f64a5511c39",
+    1: "103716426d7c5584fbfd2db117a0b7504d33679a6f2c9886057028397905abe0",
+    5: "0314668dbebabd3fc31ef0a648362f541c954f4b06a329251d7d1656d9890ae9",
+}
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        value, pos, shift = value | (byte & 0x7F) << shift, pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
+def _entries(data: bytes) -> list[tuple[str, bytes]]:
+    """The feature map entries of a serialized Example as written: (key, the entry's bytes)."""
+    _, pos = _varint(data, 0)  # Example.features: tag, then length
+    size, pos = _varint(data, pos)
+    assert pos + size == len(data)
+    entries = []
+    while pos < len(data):
+        start = pos
+        _, pos = _varint(data, pos)
+        size, pos = _varint(data, pos)
+        entry, pos = data[pos : pos + size], pos + size
+        _, at = _varint(entry, 0)
+        key_size, at = _varint(entry, at)
+        entries.append((entry[at : at + key_size].decode(), data[start:pos]))
+    return entries
+
+
+@pytest.mark.parametrize("faces", sorted(_BYTES_BEFORE_DERIVED_KEYS))
+def test_existing_keys_keep_their_bytes_and_every_key_is_in_sorted_order(faces):
+    import hashlib
+
+    entries = _entries(_record(faces).serialize())
+    keys = [key for key, _ in entries]
+    assert keys == sorted(keys) and set(keys) == {f.key for f in schema.FEATURES}
+    before = b"".join(entry for key, entry in entries if key not in schema.DERIVED_KEYS)
+    body = b"\x0a" + protowire._varint(len(before)) + before  # Example{features: Features{...}}
+    assert hashlib.sha256(body).hexdigest() == _BYTES_BEFORE_DERIVED_KEYS[faces]
+
+
+def test_derived_keys_as_tensorflow_reads_them():
+    record = _record(3)
+    attributes = np.array(record.attributes)
+    attributes[:, schema.ATTRIBUTES.index("invalid")] = [0, 1, 0]
+    record = dataclasses.replace(record, attributes=attributes)
+    feature = tf.train.Example.FromString(record.serialize()).features.feature
+    assert feature[schema.SOURCE_ID].bytes_list.value == [record.source_id.encode()]
+    assert list(feature[schema.CLASS_TEXT].bytes_list.value) == [b"face"] * 3
+    assert list(feature[schema.IS_CROWD].int64_list.value) == [0, 1, 0]
+    boxes = record.boxes.astype(np.float64)
+    pixels = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * 224 * 224
+    np.testing.assert_allclose(feature[schema.AREA].float_list.value, pixels, rtol=1e-6)
+    np.testing.assert_array_equal(feature[schema.AREA].float_list.value, record.areas)
+    parsed = tf.io.parse_example([record.serialize(), _record(0).serialize()], schema.tf_feature_spec(7))
+    assert parsed[schema.SOURCE_ID].shape == (2, 1) and parsed[schema.CLASS_TEXT].shape.as_list() == [2, None]
+
+
+def test_source_id_is_a_stable_int64_of_the_filename():
+    assert schema.source_id("0--Parade/0_Parade_marchingband_1_849.jpg") == "4274963969693999"
+    ids = [schema.source_id(f"{i}--Event/{i}_Event_{j}.jpg") for i in range(10) for j in range(100)]
+    assert all(s.isdigit() and (s == "0" or s[0] != "0") and int(s) < 2**schema.SOURCE_ID_BITS for s in ids)
+    # Model Garden's COCO evaluation: tf.strings.to_number(source_id, tf.int64), then int().
+    np.testing.assert_array_equal(tf.strings.to_number(ids, tf.int64).numpy(), [int(s) for s in ids])
+
+
+def test_source_ids_of_all_of_wider_face_are_distinct(wider_split_dir):
+    from pipeline import annotations
+
+    names = []
+    for file, list_format in (("train_bbx_gt", "boxes"), ("val_bbx_gt", "boxes"), ("test_filelist", "names")):
+        path = wider_split_dir / f"wider_face_{file}.txt"
+        with open(path, "rb") as f:
+            names += [a.filename for a in annotations.parse(f, str(path), list_format)]
+    assert len(names) == 32203
+    assert len({schema.source_id(name) for name in names}) == len(names)
+
+
+def test_records_of_builds_before_the_derived_keys_still_parse():
+    record = _record(2)
+    features = protowire.decode_example(record.serialize())
+    older = protowire.encode_example({k: v for k, v in features.items() if k not in schema.DERIVED_KEYS})
+    again = schema.Record.parse(older)
+    np.testing.assert_array_equal(again.boxes, record.boxes)
+    assert again.source_id == record.source_id  # derived from the filename, as a new record holds it
+    with pytest.raises(schema.SchemaError, match=r"missing key 'image/source_id' \(builds made before it"):
+        schema.validate_features(protowire.decode_example(older))
+    del features[schema.AREA]  # some derived keys but not all: damage, not an older build
+    with pytest.raises(schema.SchemaError, match="missing key 'image/object/area'"):
+        schema.Record.parse(protowire.encode_example(features))
+    features = protowire.decode_example(record.serialize())
+    features[schema.IS_CROWD] = ("int64", np.zeros(3, np.int64))
+    with pytest.raises(schema.SchemaError, match="key 'image/object/is_crowd': expected 2 values, found 3"):
+        schema.Record.parse(protowire.encode_example(features))

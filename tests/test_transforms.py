@@ -12,6 +12,7 @@ from pipeline import commit, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from pipeline.transforms import ShardWritten, UnusableEntry
+from reader import tfds_metadata
 from tests.build_helpers import IN_MEMORY
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
@@ -119,10 +120,10 @@ def test_finalize_commits_the_manifest_fills_empty_shards_and_removes_the_earlie
         (f"val-00002-of-00003.{BUILD}.tfrecord", 1, 1),
     ]
     assert manifest["counts"]["errors"] == 1 and manifest["error_reasons"] == {"missing": 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         f"val-00000-of-00003.{BUILD}.tfrecord", f"val-00001-of-00003.{BUILD}.tfrecord", f"val-00002-of-00003.{BUILD}.tfrecord",
-        f"val.{BUILD}.errors.jsonl", "val.manifest.json",
-    ]  # fmt: skip
+        f"val.{BUILD}.errors.jsonl", "val.manifest.json", *tfds_metadata.FILES,
+    ])  # fmt: skip
     assert json.loads((tmp_path / f"val.{BUILD}.errors.jsonl").read_text())["filename"] == "b.jpg"
 
 

@@ -1,4 +1,5 @@
-"""Runs the detector over a split: loss, AP50 by the WIDER protocol, and WIDER-layout predictions.
+"""Runs the detector over a split: loss, AP50 by the WIDER protocol, COCO's AP50 and AP50:95
+(overall and by face size), and WIDER-layout predictions.
 
 Reads the split with `reader.make_dataset(..., training=False, with_ignore=True, with_boxes=True)`,
 so every record is scored exactly once, against its stored boxes.
@@ -42,21 +43,27 @@ def evaluate_split(
     settings: DetectSettings = DetectSettings(),
     loss: keras.losses.Loss | None = None,
     predictions_dir: str | None = None,
+    *,
+    coco: bool = True,
 ) -> dict:
     """Scores `model` on every record of `split`.
 
     Returns {"loss": the batches' losses averaged with their sizes as weights (as Keras averages
-    the training loss), "ap50", "recall" (with every kept detection), "positives" (valid stored
-    faces), "detections", "true_positives", "discarded" (detections of invalid faces), "images",
-    "recall_ceiling" (faces that own a cell / target faces, from the manifest)}.
+    the training loss), "ap50" (the WIDER protocol's), "recall" (with every kept detection),
+    "positives" (valid stored faces), "detections", "true_positives", "discarded" (detections of
+    invalid faces), "images", "recall_ceiling" (faces that own a cell / target faces, from the
+    manifest), and with `coco` "coco": {"ap50", "ap50_95", "ap50_by_size" {"small", "medium",
+    "large"}, "faces_by_size", "size_px", ...} (`train.evaluate.coco_average_precision`, invalid
+    faces as crowd; an AP is None where no valid face counts)}.
     predictions_dir: when given, writes each image's detections there in the WIDER layout,
     in source pixels (see `train.wider`).
+    coco: also COCO's metrics (pycocotools; some seconds on the 3,226 images of WIDER val).
     """
     loss = loss or GridLoss()
     manifest = manifests.load(data_dir, split)
     config = manifest.config
     resize, input_size = str(config.get("resize", "stretch")), int(config["input_size"])
-    evaluator = evaluate.Evaluator()
+    evaluator = evaluate.Evaluator(input_size=input_size)
     loss_sum = images_seen = 0.0
     dataset = reader.make_dataset(data_dir, split, batch_size, training=False, with_ignore=True, with_boxes=True)
     for images, targets, meta in dataset:
@@ -82,20 +89,22 @@ def evaluate_split(
         "ap50": result.pop("ap"),
         **result,
         "recall_ceiling": evaluate.recall_ceiling(manifest.counts),
+        **({"coco": evaluator.coco_result()} if coco else {}),
     }
 
 
 class ValidationCallback(keras.callbacks.Callback):
     """At each epoch end, scores the model on a split and adds `val_loss` and `val_ap50` to the
     epoch's logs. Put it first among the callbacks: Keras hands the same logs to the ones after
-    it (CSV, TensorBoard, checkpoint), which then see these values."""
+    it (CSV, TensorBoard, checkpoint), which then see these values. COCO's metrics are left to
+    the final evaluation (`evaluate_split`), where they cost their seconds once."""
 
     def __init__(self, data_dir: str, split: str, batch_size: int, settings: DetectSettings, loss: keras.losses.Loss):
         super().__init__()
         self._args = (data_dir, split, batch_size, settings, loss)
 
     def on_epoch_end(self, epoch, logs=None):
-        result = evaluate_split(self.model, *self._args)
+        result = evaluate_split(self.model, *self._args, coco=False)
         if logs is not None:
             logs["val_loss"], logs["val_ap50"] = result["loss"], result["ap50"]
 
