@@ -1,0 +1,68 @@
+"""The README and docs/DESIGN.md say what the code does: the flags and their defaults, the
+record keys, the make targets, and nothing that points outside the repository."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+from absl import flags
+
+from pipeline import cli
+from reader import schema
+
+ROOT = pathlib.Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+DESIGN = (ROOT / "docs" / "DESIGN.md").read_text()
+
+
+def _readme_flag_table() -> dict[str, str]:
+    """{flag: default} of the README's table of build flags (`--a` / `--b` rows split in two)."""
+    table = README.split("`facegrid-build` is the same command. The flags:")[1].split("\n\n")[1]
+    found = {}
+    for row in table.splitlines()[2:]:
+        names, default = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        defaults = [d.strip(" `") for d in default.split("/")]
+        for name, value in zip(re.findall(r"`--(\w+)`", names), defaults * 2 if len(defaults) == 1 else defaults):
+            found[name] = value
+    return found
+
+
+def test_the_readme_lists_every_build_flag_with_its_default():
+    fv = flags.FlagValues()
+    cli.define_flags(fv)
+    ours = {name: fv[name] for name in fv if name not in ("flagfile", "undefok")}
+    table = _readme_flag_table()
+    assert set(table) == set(ours)
+    for name, flag in ours.items():
+        if flag.default is None:
+            assert table[name] == "required", name
+        elif isinstance(flag.default, bool):
+            assert table[name] == ("on" if flag.default else "off"), name
+        else:
+            assert float(table[name]) == float(flag.default) if isinstance(flag.default, (int, float)) else table[name] == flag.default, name
+
+
+def test_the_design_lists_every_record_key():
+    rows = set(re.findall(r"^\| (image/[^|]+|target/[^|]+) \|", DESIGN, flags=re.M))
+    listed = set()
+    for row in rows:
+        first, *rest = (part.strip() for part in row.split(","))
+        listed.add(first)
+        prefix = first.rsplit("/", 1)[0]
+        listed.update(name if "/" in name else f"{prefix}/{name}" for name in rest)
+    assert listed == set(schema.FEATURES_BY_KEY)
+
+
+def test_the_make_targets_the_readme_names_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z]+):", makefile, flags=re.M))
+    for target in re.findall(r"`make (\w+)`", README):
+        assert target in targets, target
+
+
+def test_nothing_points_outside_the_repository():
+    texts = {path: path.read_text() for path in [ROOT / "README.md", ROOT / "BENCHMARKS.md", *ROOT.glob("docs/*.md"), *ROOT.glob("deploy/**/*.md")]}
+    texts.update({path: path.read_text() for folder in ("pipeline", "reader", "train", "benchmarks", "deploy") for path in (ROOT / folder).rglob("*.py")})
+    for path, text in texts.items():
+        assert "../shared" not in text and "shared/DESIGN" not in text and "shared/baselines" not in text, path
