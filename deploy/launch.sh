@@ -2,6 +2,7 @@
 # Builds one WIDER FACE split on Google Cloud Dataflow.
 #
 #   deploy/launch.sh PROJECT REGION BUCKET IMAGE [SPLIT] [-- --FLAG=VALUE ...]
+#   deploy/launch.sh --help      prints this
 #
 #   PROJECT   Google Cloud project id
 #   REGION    Dataflow region, e.g. us-central1
@@ -32,6 +33,10 @@ usage() {
   exit 2
 }
 
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 [[ $# -ge 4 ]] || usage
 PROJECT=$1
 REGION=$2

@@ -15,6 +15,9 @@ files: each image's randomness derives from (seed, filename) alone, whatever the
     python -m pipeline.sample --output_dir=DIR [--num_images=48] [--seed=0]
     python -m pipeline.sample --render_for=ANNOTATIONS --images_dir=DIR [--list_format=boxes|names]
         [--seed=0] [--processes=N] [--noskip_existing]
+
+Rendering shows its progress on stderr (images done of all, rate, time left): a bar redrawn in
+place on a terminal, a line every 10 seconds otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ import io
 import multiprocessing
 import os
 import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
 
 import numpy as np
 from absl import flags
@@ -54,6 +60,7 @@ _EVENTS = (
 _TRAIN_KINDS = ("crowd", "big", "empty", "edges", "gray", "progressive")
 _VAL_KINDS = ("big", "empty", "edges")
 MIN_SAMPLE_IMAGES = 4 * len(_VAL_KINDS)  # val gets a quarter of the images
+Progress = Callable[[int, int], None]  # (images done, images in all)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +312,7 @@ def render_images(
     processes: int | None = None,
     list_format: str = "boxes",
     skip_existing: bool = True,
+    progress: Progress | None = None,
 ) -> int:
     """Writes a photo-like JPEG for every image of an existing annotation file.
 
@@ -316,6 +324,7 @@ def render_images(
     gets 2-15 faces at random places.
     processes: worker processes, default os.cpu_count(); 1 draws in this process.
     skip_existing: keep files already there (always whole: files are written via a rename).
+    progress: called with (images done, images to write) before the first and after each image.
     Returns the number of images written.
     """
     if seed < 0:
@@ -329,15 +338,71 @@ def render_images(
                 continue
             jobs.append(_Job(path, entry.filename, entry.faces, seed, list_format == "names"))
     processes = processes or os.cpu_count() or 1
+    report = progress or _no_progress
+    report(0, len(jobs))
     if processes == 1 or len(jobs) < 2:
-        for job in jobs:
+        for done, job in enumerate(jobs, 1):
             _render(job)
+            report(done, len(jobs))
     else:
         # spawn: workers share no state with the parent (which may run threads, e.g. TensorFlow's).
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            for _ in pool.imap_unordered(_render, jobs, chunksize=8):
-                pass
+            for done, _ in enumerate(pool.imap_unordered(_render, jobs, chunksize=8), 1):
+                report(done, len(jobs))
     return len(jobs)
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class ProgressDisplay:
+    """A `Progress` shown on `stream`: `rendering: 1,234/3,226 images (38%), 41.2/s, 0:48 left`.
+
+    On a terminal it is a bar redrawn in place (at most every `redraw` seconds) and ended by a
+    newline; otherwise (a log, a pipe) a line at the start, every `interval` seconds and at the end.
+    clock: seconds, monotonic (a parameter so that tests can drive it).
+    """
+
+    def __init__(self, label: str, stream: TextIO, interval: float = 10.0, redraw: float = 0.2,
+                 clock: Callable[[], float] = time.monotonic, width: int = 28):  # fmt: skip
+        self._label, self._stream, self._clock, self._width = label, stream, clock, width
+        self._bar = bool(getattr(stream, "isatty", lambda: False)())
+        self._every = redraw if self._bar else interval
+        self._start = self._shown = clock()
+        self._ended = False
+
+    def line(self, done: int, total: int, now: float) -> str:
+        percent = 100 * done // total if total else 100
+        text = f"{self._label}: {done:,}/{total:,} images ({percent}%)"
+        elapsed = now - self._start
+        if done and elapsed > 0:
+            rate = done / elapsed
+            text += f", {rate:,.1f}/s"
+            text += f", {_duration((total - done) / rate)} left" if done < total else f", {_duration(elapsed)} in all"
+        return text
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self._clock()
+        finished = done >= total
+        if self._ended or not (finished or done == 0 or now - self._shown >= self._every):
+            return
+        self._shown = now
+        if self._bar:
+            filled = self._width * done // total if total else self._width
+            self._stream.write(f"\r[{'#' * filled}{'.' * (self._width - filled)}] {self.line(done, total, now)}\033[K")
+            if finished:
+                self._stream.write("\n")
+        else:
+            self._stream.write(self.line(done, total, now) + "\n")
+        self._ended = finished
+        self._stream.flush()
 
 
 def _define_flags() -> flags.FlagValues:
@@ -353,11 +418,19 @@ def _define_flags() -> flags.FlagValues:
     return values
 
 
+def usage() -> str:
+    return f"{__doc__}\nflags:\n{_define_flags().get_help()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """The CLI. argv includes the program name (default sys.argv). Returns 0, or 2 on bad usage."""
+    argv = sys.argv if argv is None else argv
+    if {"-h", "--help", "--helpfull"} & set(argv[1:]):
+        print(usage())
+        return 0
     values = _define_flags()
     try:
-        values(sys.argv if argv is None else argv)
+        values(argv)
         if (values.output_dir is None) == (values.render_for is None):
             raise flags.Error("expected exactly one of --output_dir and --render_for")
         if values.render_for is not None and values.images_dir is None:
@@ -371,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{field.name}: {getattr(sample, field.name)}")
     else:
         written = render_images(
-            values.render_for, values.images_dir, values.seed, values.processes, values.list_format, values.skip_existing
-        )
+            values.render_for, values.images_dir, values.seed, values.processes, values.list_format, values.skip_existing,
+            progress=ProgressDisplay("rendering", sys.stderr),
+        )  # fmt: skip
         print(f"wrote {written} images under {values.images_dir}")
     return 0
 

@@ -63,7 +63,8 @@ class ShardSequence(keras.utils.PyDataset):
     data_dir: local path, gs:// or s3:// (reader.manifest; records read with ranged GETs);
       split: train, val or test.
     shuffle: a new global permutation per epoch from `seed` (None: a seed drawn at random once,
-      so that every worker process follows the same order).
+      so that every worker process follows the same order). Default False: the manifest's
+      order, what evaluation and prediction need; pass True for training.
     augment: random horizontal flip (probability 1/2), targets encoded again from the flipped
       boxes (`reader.augment.flip_numpy`); drawn from (seed, epoch, batch).
     with_ignore: append the ignore mask to the targets as channel 5.
@@ -77,7 +78,7 @@ class ShardSequence(keras.utils.PyDataset):
         data_dir: str,
         split: str,
         batch_size: int,
-        shuffle: bool,
+        shuffle: bool = False,
         seed: int | None = None,
         *,
         augment: bool = False,

@@ -45,6 +45,14 @@ def test_unshuffled_batches_hold_every_record_in_manifest_order_as_stored(built_
         seq[len(seq)]
 
 
+def test_without_shuffle_given_the_order_is_the_manifests(built_val):
+    # The default is evaluation's order; training asks for shuffle=True.
+    seq = reader.ShardSequence(built_val.data_dir, "val", batch_size=8)
+    assert seq.shuffle is False
+    seq.on_epoch_end()
+    np.testing.assert_array_equal(whole_epoch(seq)[1], np.stack([r.grid for r in built_val.records]))
+
+
 def test_the_same_batches_as_make_dataset(built_val):
     seq = reader.ShardSequence(built_val.data_dir, "val", 16, shuffle=False)
     for (images, grids), (tf_images, tf_grids) in zip(

@@ -2,11 +2,13 @@
 
     python -m train --data_dir=build/demo/shards --output_dir=build/demo/train --epochs=10 \\
         [--batch_size=16] [--learning_rate=0.001] [--alpha=0.75] [--weights=none|imagenet|FILE] \\
-        [--freeze_backbone] [--steps_per_epoch=N] [--noaugment] [--pictures=8] ...
+        [--freeze_backbone] [--steps_per_epoch=N] [--noaugment] [--pictures=8] [--progress=auto|bar|lines] ...
 
 Reads DATA_DIR/train.* and DATA_DIR/val.* (built by `python -m pipeline`), writes what
 `train.training` lists under OUTPUT_DIR, and prints the best model's val AP50 and the recall
-ceiling of the grid. Running again with the same OUTPUT_DIR resumes. Exit status 2 on bad usage.
+ceiling of the grid. Running again with the same OUTPUT_DIR resumes (it says after which epoch).
+Progress: Keras' bar on a terminal; elsewhere (logs) a line every --progress_interval seconds
+with the step, loss, rate and time left. Exit status 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from absl import flags
 from reader.manifest import ManifestError
 from train import model as models
 from train import predict, training
+from train.progress import MODES as PROGRESS_MODES
+from train.progress import Reporter
 from train.validation import DetectSettings
 
 USAGE_EXIT = 2
@@ -49,6 +53,12 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("pictures", 8, "Val images to draw with detections (PNG) after training.", lower_bound=0, flag_values=fv)
     flags.DEFINE_float("picture_threshold", 0.5, "Lowest objectness drawn on the pictures.", **unit)
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slow to compile on CPU).", flag_values=fv)
+    flags.DEFINE_enum(
+        "progress", "auto", PROGRESS_MODES, "Keras' progress bar, or periodic lines; auto: the bar on a terminal.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "progress_interval", 30, "Seconds between progress lines (--progress=lines).", lower_bound=0, flag_values=fv
+    )
 
 
 class UsageError(ValueError):
@@ -56,7 +66,7 @@ class UsageError(ValueError):
 
 
 def parse_args(argv: list[str]):
-    """argv (argv[0] is the program) to (TrainConfig, pictures, picture_threshold)."""
+    """argv (argv[0] is the program) to (TrainConfig, pictures, picture_threshold, Reporter)."""
     fv = flags.FlagValues()
     define_flags(fv)
     try:
@@ -86,24 +96,24 @@ def parse_args(argv: list[str]):
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
-    return config, fv.pictures, fv.picture_threshold
+    return config, fv.pictures, fv.picture_threshold, Reporter(fv.progress, fv.progress_interval)
 
 
 def run(argv: list[str] | None = None) -> dict:
     """Trains and evaluates as the flags in argv (without the program name) say; returns the
     metrics written to OUTPUT_DIR/metrics.json. Raises UsageError on bad flags or a data_dir
     that holds no usable train and val build."""
-    config, pictures, picture_threshold = parse_args(["facegrid-train", *(sys.argv[1:] if argv is None else argv)])
+    config, pictures, picture_threshold, reporter = parse_args(["facegrid-train", *(sys.argv[1:] if argv is None else argv)])
     try:
         training.model_config_for_build(config)
     except (ManifestError, training.BuildMismatch) as e:
         raise UsageError(str(e)) from None
-    metrics = training.train(config)
+    metrics = training.train(config, reporter)
     if pictures:
         best = os.path.join(config.output_dir, "best.keras")
         metrics["pictures"] = predict.draw_split(
             best, config.data_dir, "val", os.path.join(config.output_dir, "pictures"), pictures,
-            dataclasses.replace(config.detect, score_threshold=picture_threshold),
+            dataclasses.replace(config.detect, score_threshold=picture_threshold), threshold_flag="--picture_threshold",
         )
     return metrics
 
@@ -122,6 +132,7 @@ def summary(metrics: dict) -> str:
         f"seconds per step: {step:.3f}" if step is not None else "seconds per step: no step timed",
         *([f"predictions (WIDER layout): {metrics['predictions_dir']}"] if metrics["predictions_dir"] else []),
         *([f"pictures: {os.path.dirname(metrics['pictures'][0])}"] if metrics.get("pictures") else []),
+        training.tensorboard_note(metrics["tensorboard_dir"]),
     ])
 
 

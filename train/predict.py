@@ -6,10 +6,15 @@
 Each picture is the stored canvas (what the model sees), scaled up `scale` times, with the grid
 cells in faint lines, the stored faces in green (invalid ones grey) and the detections in red
 with their scores. One PNG per image, named after the image's path (event__name.png).
+
+A young model's objectness stays low everywhere: when no cell of the pictures reaches the
+threshold, a warning gives the highest score seen and a lower threshold to try.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sys
 
@@ -21,6 +26,7 @@ DETECTION = (255, 40, 40)
 FACE = (40, 220, 40)
 INVALID_FACE = (150, 150, 150)
 GRID_LINE = (255, 255, 255, 50)
+_log = logging.getLogger(__name__)
 
 
 def draw(
@@ -51,15 +57,31 @@ def draw(
     return picture
 
 
-def draw_split(model, data_dir: str, split: str, output_dir: str, num_images: int, settings, scale: int = 2) -> list[str]:
+def below_threshold_note(highest: float, threshold: float, images: int, threshold_flag: str = "--score_threshold") -> str:
+    """The warning for pictures in which no detection reached the threshold."""
+    lower = math.floor(highest * 100) / 100  # two decimals, at most the highest score
+    return (
+        f"no detection in the {images} pictures: the highest objectness is {highest:.4f}, under "
+        f"{threshold_flag}={threshold:g} (a model early in training scores low everywhere); "
+        f"lower it to see its best guesses, e.g. {threshold_flag}={lower:g}"
+    )
+
+
+def draw_split(
+    model, data_dir: str, split: str, output_dir: str, num_images: int, settings, scale: int = 2,
+    threshold_flag: str = "--score_threshold",
+) -> list[str]:  # fmt: skip
     """Draws the first `num_images` records of a split (manifest order); returns the PNG paths.
 
     model: a keras.Model or the path of a saved one (.keras); settings: `DetectSettings`.
+    When no detection reaches settings.score_threshold in any picture, logs a warning (see
+    `below_threshold_note`; threshold_flag names the flag that sets it).
     """
     import keras
 
     import reader
     from reader import manifest as manifests
+    from reader import targets
     from train import detect
 
     if isinstance(model, str):
@@ -67,19 +89,23 @@ def draw_split(model, data_dir: str, split: str, output_dir: str, num_images: in
     grid_size = manifests.load(data_dir, split).grid_size
     os.makedirs(output_dir, exist_ok=True)
     paths = []
+    highest, drawn = 0.0, 0
     dataset = reader.make_dataset(data_dir, split, min(num_images, 16), training=False, with_boxes=True)
-    for images, _, meta in dataset:
+    for images, _, meta in dataset.take(math.ceil(num_images / min(num_images, 16))):
         grids = np.asarray(model.predict_on_batch(images))
         for image, grid, boxes, invalid, filename in zip(
             images.numpy(), grids, meta["boxes"].numpy(), meta["invalid"].numpy(), meta["filename"].numpy()
         ):
             if len(paths) == num_images:
-                return paths
+                break
             det_boxes, det_scores = detect.detect(grid, settings.score_threshold, settings.iou_threshold, settings.max_detections)
+            highest, drawn = max(highest, float(grid[..., targets.OBJ].max())), drawn + len(det_scores)
             picture = draw(image, boxes, invalid, det_boxes, det_scores, grid_size, scale)
             name = os.path.splitext(filename.decode("utf-8"))[0].replace("/", "__")
             paths.append(os.path.join(output_dir, f"{name}.png"))
             picture.save(paths[-1])
+    if paths and not drawn:
+        _log.warning("%s", below_threshold_note(highest, settings.score_threshold, len(paths), threshold_flag))
     return paths
 
 
@@ -96,11 +122,19 @@ def _define_flags() -> flags.FlagValues:
     return fv
 
 
+def usage() -> str:
+    return f"{__doc__}\nflags:\n{_define_flags().get_help()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """argv includes the program name (default sys.argv). Returns 0, or 2 on bad usage."""
+    argv = sys.argv if argv is None else argv
+    if {"-h", "--help", "--helpfull"} & set(argv[1:]):
+        print(usage())
+        return 0
     fv = _define_flags()
     try:
-        fv(sys.argv if argv is None else argv)
+        fv(argv)
         missing = [name for name in ("model", "data_dir", "output_dir") if fv[name].value is None]
         if missing:
             raise flags.Error("missing required flags: " + ", ".join(f"--{m}" for m in missing))

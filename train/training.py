@@ -2,22 +2,31 @@
 
 Everything a run writes goes under `output_dir`:
 
-    best.keras              the model of the epoch with the highest val AP50 (full Keras model)
+    best.keras              the model of the epoch with the highest val AP50
     last.keras              the model after the last epoch
     backup/                 weights, optimizer state and epoch of the last finished epoch (resume)
-    log.csv                 one row per epoch: loss, val_loss, val_ap50 (appended across resumes)
-    tensorboard/            TensorBoard logs (train/ and validation/)
+    log.csv                 one row per epoch: epoch, loss, val_ap50, val_loss (appended across resumes)
+    tensorboard/            TensorBoard logs (train/, validation/): `tensorboard --logdir OUTPUT_DIR/tensorboard`
     predictions/val/        the best model's val detections in the WIDER evaluation layout
-    metrics.json            per-epoch losses, the best model's val AP50, the recall ceilings, timing
+    metrics.json            epochs and their losses, the best model's val AP50, the recall ceilings, timing
 
-Running again with the same output_dir resumes after the last finished epoch; raise `epochs`
-to train further.
+Epochs count from 1 everywhere: log.csv's `epoch` column, metrics.json's `epochs` and
+`best_epoch`, the TensorBoard step, the progress lines (Keras' own "Epoch 1/10" too).
+
+best.keras and last.keras hold the architecture and weights only, no optimizer and no loss, so
+that `keras.saving.load_model(path)` works in any process, without facegrid installed or
+imported; to train one further, compile it again (with `train.loss.GridLoss`). Resuming uses
+backup/, which keeps the optimizer state.
+
+Running again with the same output_dir resumes after the last finished epoch (and says so);
+raise `epochs` to train further.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -31,6 +40,7 @@ from reader import manifest as manifests
 from train import model as models
 from train.evaluate import recall_ceiling
 from train.loss import GridLoss
+from train.progress import Reporter
 from train.validation import DetectSettings, ValidationCallback, default_predictions_dir, evaluate_split
 
 _log = logging.getLogger(__name__)
@@ -84,7 +94,8 @@ class StepTimer(keras.callbacks.Callback):
 
 class EpochScalars(keras.callbacks.Callback):
     """TensorBoard scalars of each epoch's logs, as Keras' TensorBoard callback lays them out
-    (log_dir/train/epoch_loss, log_dir/validation/epoch_loss, .../epoch_ap50).
+    (log_dir/train/epoch_loss, log_dir/validation/epoch_loss, .../epoch_ap50), at step = the
+    epoch counted from 1, as log.csv counts it.
 
     Written with TensorFlow's own summary op: tensorflow-cpu does not bring the tensorboard
     package, without which Keras' callback fails; reading the logs needs it, writing does not.
@@ -105,13 +116,53 @@ class EpochScalars(keras.callbacks.Callback):
             if run not in self._writers:
                 self._writers[run] = tf.summary.create_file_writer(os.path.join(self._log_dir, run))
             with self._writers[run].as_default():
-                tf.summary.write(f"epoch_{name}", tf.constant(float(value), tf.float32), step=epoch, metadata=scalars)
+                tf.summary.write(f"epoch_{name}", tf.constant(float(value), tf.float32), step=epoch + 1, metadata=scalars)
         for writer in self._writers.values():
             writer.flush()
 
     def on_train_end(self, logs=None):
         for writer in self._writers.values():
             writer.close()
+
+
+class EpochLog(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger with epochs counted from 1 (Keras counts from 0), as metrics.json, the
+    TensorBoard steps and Keras' own "Epoch 1/10" do."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
+def save_inference_model(source: keras.Model, copy: keras.Model, path: str) -> None:
+    """Saves `source`'s weights in `copy` (an uncompiled model of the same architecture) to path.
+
+    The file then holds no compile config: loading it needs no custom object (the loss), hence
+    no facegrid import, and no optimizer state to load or to skip with a warning.
+    """
+    for ours, theirs in zip(source.weights, copy.weights, strict=True):
+        if ours.path != theirs.path:
+            raise ValueError(f"the inference copy differs from the model: {theirs.path} where {ours.path}")
+    copy.set_weights(source.get_weights())
+    copy.save(path)
+
+
+class SaveBest(keras.callbacks.Callback):
+    """Saves the model (as `save_inference_model`) whenever `monitor` beats the best value so far
+    (`initial_best`: the best of earlier runs, or None). Higher is better (val AP50)."""
+
+    def __init__(self, path: str, monitor: str, copy: keras.Model, initial_best: float | None = None):
+        super().__init__()
+        self._path, self._monitor, self._copy = path, monitor, copy
+        self.best = -np.inf if initial_best is None else float(initial_best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self._monitor)
+        if value is None:
+            _log.warning("%s missing from the epoch's logs: %s not saved", self._monitor, self._path)
+            return
+        if float(value) > self.best:
+            self.best = float(value)
+            save_inference_model(self.model, self._copy, self._path)
 
 
 class BuildMismatch(ValueError):
@@ -146,9 +197,45 @@ def _read_log(path: str) -> list[dict]:
     return [{key: float(value) for key, value in rows[epoch].items()} for epoch in sorted(rows)]
 
 
-def train(config: TrainConfig) -> dict:
+def epochs_done(backup_dir: str) -> int:
+    """Epochs finished by the runs before, as BackupAndRestore recorded them (0 without a backup)."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f)["epoch"])
+
+
+def tensorboard_note(log_dir: str) -> str:
+    """Where the TensorBoard logs are and how to view them."""
+    note = f"TensorBoard logs: {log_dir} (view them: tensorboard --logdir {log_dir})"
+    if importlib.util.find_spec("tensorboard") is None:
+        note += "; the tensorboard package is not installed here: pip install tensorboard"
+    return note
+
+
+def _start_note(config: TrainConfig, done: int, rows: list[dict], steps: int | None) -> str:
+    out, epochs = config.output_dir, config.epochs
+    per_epoch = f"{steps:,} steps of {config.batch_size} images per epoch" if steps else f"batches of {config.batch_size}"
+    if not done:
+        again = " (log.csv has earlier epochs, but there is no backup: starting again)" if rows else ""
+        return f"training {out} from scratch: epochs 1-{epochs}, {per_epoch}{again}"
+    best = max((row for row in rows if MONITOR in row), key=lambda row: row[MONITOR], default=None)
+    so_far = f"; best val AP50 so far {best[MONITOR]:.4f} (epoch {int(best['epoch'])}, best.keras)" if best else ""
+    backup = os.path.join(out, "backup")
+    if done >= epochs:
+        return f"{out}: {done} epochs done already (backup in {backup}){so_far}; nothing to train: raise epochs to train further"
+    return f"resuming {out} after epoch {done} from its backup ({backup}): epochs {done + 1}-{epochs}, {per_epoch}{so_far}"
+
+
+def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     """Trains, keeps the best model by val AP50, evaluates it on val; returns the metrics that
-    it also writes to output_dir/metrics.json (see `metrics.json` in the module docstring)."""
+    it also writes to output_dir/metrics.json (see `metrics.json` in the module docstring).
+
+    reporter: how progress is shown (`train.progress.Reporter`; default: Keras' bar on a
+    terminal, a line every 30 s otherwise, on stdout).
+    """
+    reporter = reporter or Reporter()
     config = dataclasses.replace(config, model=model_config_for_build(config))
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
@@ -156,52 +243,65 @@ def train(config: TrainConfig) -> dict:
     loss = GridLoss(config.box_weight)
     model = models.build_model(config.model)
     model.compile(keras.optimizers.Adam(config.learning_rate), loss, jit_compile=config.jit_compile)
+    # Saved in place of the model (see the module docstring); the weights come from `model`.
+    inference_copy = models.build_model(dataclasses.replace(config.model, weights="none"))
 
     train_data = reader.make_dataset(
         config.data_dir, "train", config.batch_size, training=True, seed=config.seed, augment=config.augment, with_ignore=True
     )
+    batches = int(train_data.cardinality())  # from the manifest; negative when unknown
+    steps = config.steps_per_epoch or (batches if batches > 0 else None)
     if config.steps_per_epoch is not None:
         train_data = train_data.repeat()  # an epoch may then end anywhere in a pass
-    log_path = os.path.join(out, "log.csv")
-    earlier = [row[MONITOR] for row in _read_log(log_path) if MONITOR in row]
+    log_path, backup_dir, tensorboard_dir = (os.path.join(out, name) for name in ("log.csv", "backup", "tensorboard"))
+    best_path = os.path.join(out, "best.keras")
+    earlier = _read_log(log_path)
+    reporter.say(_start_note(config, epochs_done(backup_dir), earlier, steps))
+    reporter.say(tensorboard_note(tensorboard_dir))
+    best_so_far = [row[MONITOR] for row in earlier if MONITOR in row]
     timer = StepTimer()
     callbacks = [
         # First: the callbacks after it read val_loss and val_ap50 from the logs it fills in.
         ValidationCallback(config.data_dir, "val", config.batch_size, config.detect, loss),
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out, "best.keras"),
-            monitor=MONITOR,
-            mode="max",
-            save_best_only=True,
-            # A resumed run must beat the best epoch of the runs before it, not start afresh.
-            initial_value_threshold=max(earlier) if earlier else None,
-        ),
-        keras.callbacks.CSVLogger(log_path, append=True),
-        EpochScalars(os.path.join(out, "tensorboard")),
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+        # A resumed run must beat the best epoch of the runs before it, not start afresh.
+        SaveBest(best_path, MONITOR, inference_copy, max(best_so_far) if best_so_far else None),
+        EpochLog(log_path, append=True),
+        EpochScalars(tensorboard_dir),
         timer,
+        *reporter.callbacks(config.batch_size),
     ]
+    # shuffle=False: the dataset shuffles itself (from the seed); Keras would only warn that it
+    # ignores shuffle=True for a tf.data.Dataset.
     model.fit(
-        train_data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, callbacks=callbacks, shuffle=False, verbose=2
+        train_data,
+        epochs=config.epochs,
+        steps_per_epoch=config.steps_per_epoch,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=reporter.keras_verbose,
     )
-    model.save(os.path.join(out, "last.keras"))
+    save_inference_model(model, inference_copy, os.path.join(out, "last.keras"))
 
-    best_path = os.path.join(out, "best.keras")
-    best = keras.saving.load_model(best_path, compile=False) if os.path.exists(best_path) else model
+    best = keras.saving.load_model(best_path) if os.path.exists(best_path) else model
     predictions = default_predictions_dir(out, "val") if config.write_predictions else None
+    writing = f", writing its detections to {predictions}" if predictions else ""
+    reporter.say(f"evaluating {best_path if best is not model else 'the last model'} on val{writing}")
     final = evaluate_split(best, config.data_dir, "val", config.batch_size, config.detect, loss, predictions)
     rows = _read_log(log_path)
     metrics = {
+        "epochs": [int(row["epoch"]) for row in rows],
         "loss": [row["loss"] for row in rows],
         "val_loss": [row["val_loss"] for row in rows],
         "val_ap50_per_epoch": [row[MONITOR] for row in rows],
         "val_ap50": final["ap50"],
-        "best_epoch": int(np.argmax([row[MONITOR] for row in rows])) + 1 if rows else 0,
+        "best_epoch": int(rows[int(np.argmax([row[MONITOR] for row in rows]))]["epoch"]) if rows else 0,
         "recall_ceiling": final["recall_ceiling"],
         "train_recall_ceiling": recall_ceiling(manifests.load(config.data_dir, "train").counts),
         "val": final,
         "seconds_per_step": float(np.median(timer.seconds)) if timer.seconds else None,
         "predictions_dir": predictions,
+        "tensorboard_dir": tensorboard_dir,
         "config": _jsonable(config),
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:

@@ -6,7 +6,11 @@ One text file per image, at ROOT/<event>/<name>.txt for an image <event>/<name>.
     <number of detections>
     x y w h score          (one line per detection; pixels of the source image, `xywh`)
 
-which is what the official evaluation tool (eval_tools/, and its Python ports) reads.
+which is what the official evaluation tool (eval_tools/, and its Python ports) reads. Every
+number is written with the fewest digits that read back as exactly the value computed (boxes in
+float64, scores in their own dtype, float32 from the model): scores rounded to a few decimals
+would tie where the model's do not, and AP recomputed from the files would then differ from
+the AP of metrics.json.
 """
 
 from __future__ import annotations
@@ -46,13 +50,21 @@ def prediction_path(root: str, filename: str) -> str:
     return os.path.join(root, *([event] if event else []), posixpath.splitext(name)[0] + ".txt")
 
 
+def exact(value: np.floating) -> str:
+    """The shortest decimal that reads back as `value` in its own precision (`0.9` for float32 0.9)."""
+    return np.format_float_positional(value, unique=True, trim="-")
+
+
 def write_predictions(root: str, filename: str, xywh: np.ndarray, scores: np.ndarray) -> str:
     """Writes one image's detections (source-pixel `xywh` [K, 4], scores [K]); returns the path."""
     path = prediction_path(root, filename)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    xywh, scores = np.asarray(xywh).reshape(-1, 4), np.asarray(scores).reshape(-1)
+    xywh = np.asarray(xywh, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores).reshape(-1)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
     lines = [posixpath.splitext(posixpath.basename(filename))[0], str(len(scores))]
-    lines += [f"{x:.1f} {y:.1f} {w:.1f} {h:.1f} {s:.4f}" for (x, y, w, h), s in zip(xywh.tolist(), scores.tolist())]
+    lines += [" ".join(exact(v) for v in (*box, score)) for box, score in zip(xywh, scores)]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return path

@@ -2,6 +2,7 @@
 
     python deploy/flex/make_metadata.py            rewrite metadata.json
     python deploy/flex/make_metadata.py --check    exit 1 if metadata.json is out of date
+    python deploy/flex/make_metadata.py --help     print this (any other argument: exit 2)
 
 Every flag of `pipeline.cli.define_flags` becomes one template parameter, with its help text,
 its default, and a regex for Dataflow to check a value with (enum choices, numbers).
@@ -89,8 +90,16 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
+    """argv without the program name. Returns 0, 1 when --check finds the file out of date, or
+    2 on bad usage (nothing written)."""
+    if {"-h", "--help", "--helpfull"} & set(argv):
+        print(__doc__.strip())
+        return 0
+    if argv not in ([], ["--check"]):
+        print(f"make_metadata.py: unexpected arguments {' '.join(argv)}\n\n{__doc__.strip()}", file=sys.stderr)
+        return 2
     text = render()
-    if "--check" in argv:
+    if argv == ["--check"]:
         if METADATA.read_text() != text:
             print(f"{METADATA} is out of date: run python {sys.argv[0]}", file=sys.stderr)
             return 1
