@@ -29,15 +29,14 @@ import io
 import multiprocessing
 import os
 import sys
-import time
 from collections.abc import Callable
-from typing import TextIO
 
 import numpy as np
 from absl import flags
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from pipeline import annotations
+from reader import progress as progress_display
 
 WIDTH = 1024  # every WIDER image is 1,024 px wide
 MAX_HEIGHT = 4500  # the real boxes reach down to y + h = 4,441
@@ -356,55 +355,6 @@ def _no_progress(done: int, total: int) -> None:
     pass
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-class ProgressDisplay:
-    """A `Progress` shown on `stream`: `rendering: 1,234/3,226 images (38%), 41.2/s, 0:48 left`.
-
-    On a terminal it is a bar redrawn in place (at most every `redraw` seconds) and ended by a
-    newline; otherwise (a log, a pipe) a line at the start, every `interval` seconds and at the end.
-    clock: seconds, monotonic (a parameter so that tests can drive it).
-    """
-
-    def __init__(self, label: str, stream: TextIO, interval: float = 10.0, redraw: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic, width: int = 28):  # fmt: skip
-        self._label, self._stream, self._clock, self._width = label, stream, clock, width
-        self._bar = bool(getattr(stream, "isatty", lambda: False)())
-        self._every = redraw if self._bar else interval
-        self._start = self._shown = clock()
-        self._ended = False
-
-    def line(self, done: int, total: int, now: float) -> str:
-        percent = 100 * done // total if total else 100
-        text = f"{self._label}: {done:,}/{total:,} images ({percent}%)"
-        elapsed = now - self._start
-        if done and elapsed > 0:
-            rate = done / elapsed
-            text += f", {rate:,.1f}/s"
-            text += f", {_duration((total - done) / rate)} left" if done < total else f", {_duration(elapsed)} in all"
-        return text
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self._clock()
-        finished = done >= total
-        if self._ended or not (finished or done == 0 or now - self._shown >= self._every):
-            return
-        self._shown = now
-        if self._bar:
-            filled = self._width * done // total if total else self._width
-            self._stream.write(f"\r[{'#' * filled}{'.' * (self._width - filled)}] {self.line(done, total, now)}\033[K")
-            if finished:
-                self._stream.write("\n")
-        else:
-            self._stream.write(self.line(done, total, now) + "\n")
-        self._ended = finished
-        self._stream.flush()
-
-
 def _define_flags() -> flags.FlagValues:
     values = flags.FlagValues()
     flags.DEFINE_string("output_dir", None, "Write a sample dataset here.", flag_values=values)
@@ -445,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         written = render_images(
             values.render_for, values.images_dir, values.seed, values.processes, values.list_format, values.skip_existing,
-            progress=ProgressDisplay("rendering", sys.stderr),
+            progress=progress_display.Progress("rendering", stream=sys.stderr, interval=10.0),
         )  # fmt: skip
         print(f"wrote {written} images under {values.images_dir}")
     return 0

@@ -25,6 +25,8 @@ import hashlib
 import json
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
@@ -34,9 +36,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
-from pipeline import commit, images, progress, records, sources
+from pipeline import commit, images, records, sources
 from pipeline.annotations import ImageAnnotation
-from reader import layout, schema, tfrecord
+from reader import layout, progress, schema, tfrecord
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"
@@ -193,10 +195,7 @@ class WriteShardFn(beam.DoFn):
         name = build.shard_name(index)
         counts = records.Counts()
         digest, size = hashlib.sha256(), 0
-        shown = None
-        if totals is not None:
-            share = "" if build.output.pid == os.getpid() else f"in worker process {os.getpid()}"
-            shown = progress.for_build(build.build, build.split, totals["images_annotated"], share)
+        shown = None if totals is None else _progress_of(build, totals["images_annotated"])
         build.heartbeat()
         with build.create(name) as f:
             for annotation, result in _prefetch(self._framed_record, ordered, self._pool, self._threads):
@@ -258,6 +257,21 @@ class WriteShards(beam.PTransform):
         if self._totals is not None:  # for the progress line: images done of all
             side["totals"] = beam.pvalue.AsSingleton(self._totals)
         return side
+
+
+_PROGRESS: dict[str, progress.Progress] = {}
+_PROGRESS_LOCK = threading.Lock()
+
+
+def _progress_of(build: commit.BuildHandle, total: int) -> progress.Progress:
+    """The one Progress of `build` in this process, shared by its shard writers on every thread:
+    a bar on a terminal, a line in the log every 15 s. A worker process of several counts its own
+    images only, and says so (on Dataflow the counters `records` and `errors` count them all)."""
+    with _PROGRESS_LOCK:
+        if build.build not in _PROGRESS:
+            share = "" if build.output.pid == os.getpid() else f" in worker process {os.getpid()}"
+            _PROGRESS[build.build] = progress.Progress(build.split, total, share=share, stream=sys.stderr, log=_LOG)
+        return _PROGRESS[build.build]
 
 
 def _plural(n: int, noun: str) -> str:

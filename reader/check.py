@@ -21,12 +21,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from typing import TextIO
 
 from absl import flags
 
-from reader import contact_sheet, dataset_report, layout, manifest
+from reader import contact_sheet, dataset_report, layout, manifest, progress
 from reader.check_split import SplitCheck, check_split
 
 PROGRAM = "facegrid-check"
@@ -83,32 +81,6 @@ def parse_args(argv: list[str]) -> flags.FlagValues:
     return fv
 
 
-class ProgressBar:
-    """`checking val: [################..............] 1785/3226 records  1,540/s`, redrawn in
-    place on one line (at most every `interval` seconds), ended by a newline when done."""
-
-    def __init__(self, label: str, stream: TextIO, width: int = 30, interval: float = 0.1):
-        self._label, self._stream, self._width, self._interval = label, stream, width, interval
-        self._start = time.perf_counter()
-        self._shown = 0.0
-        self._ended = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if done < total and now - self._shown < self._interval:
-            return
-        self._shown = now
-        filled = self._width * done // total if total else self._width
-        rate = done / max(now - self._start, 1e-9)
-        self._stream.write(
-            f"\r{self._label}: [{'#' * filled}{'.' * (self._width - filled)}] {done}/{total} records  {rate:,.0f}/s"
-        )
-        if done >= total and not self._ended:
-            self._stream.write("\n")
-            self._ended = True
-        self._stream.flush()
-
-
 def _help() -> str:
     fv = flags.FlagValues()
     define_flags(fv)
@@ -126,7 +98,7 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     """Checks the split the flags name (argv[0] is the program); raises UsageError on bad flags."""
     fv = parse_args(argv)
     want_bar = fv.progress == "always" or (fv.progress == "auto" and sys.stderr.isatty())
-    bar = ProgressBar(f"checking {fv.split}", sys.stderr) if want_bar else None
+    bar = progress.Progress(f"checking {fv.split}", unit="records", stream=sys.stderr, redraw=0.1) if want_bar else None
     manifest.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv

@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipeline import images, records
 from pipeline.annotations import ImageAnnotation
-from reader import check, check_records, check_split, dataset_report, layout, protowire, schema, targets, tfrecord
+from reader import check, check_records, check_split, dataset_report, layout, progress, protowire, schema, targets, tfrecord
+from tests.fakes import Terminal
 from reader.boxes import Placement
 from tests import check_fixtures as fx
 from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
@@ -610,11 +611,11 @@ def test_build_rule_recomputed_exactly(resize):
 
 
 def test_progress_bar():
-    stream = io.StringIO()
-    bar = check.ProgressBar("checking val", stream, width=10, interval=0)
+    stream = Terminal()
+    bar = progress.Progress("checking val", unit="records", stream=stream, width=10, redraw=0)
     bar(0, 40)
     bar(20, 40)
     bar(40, 40)
     lines = stream.getvalue().split("\r")[1:]
-    assert lines[1].startswith("checking val: [#####.....] 20/40 records")
-    assert lines[2].startswith("checking val: [##########] 40/40 records") and lines[2].endswith("\n")
+    assert lines[1].startswith("[#####.....] checking val: 20/40 records (50%)")
+    assert lines[2].startswith("[##########] checking val: 40/40 records (100%)") and lines[2].endswith("\n")

@@ -1,55 +1,54 @@
-"""The build's progress: images done of all, rate and time left; a bar on a terminal, log
-lines elsewhere, and a last line when every image is done."""
+"""Progress of long work (reader.progress): the build's, sample rendering's, the checker's.
+Done of all, rate, time left; a bar on a terminal, lines elsewhere, a last line at the end."""
 
 import io
 import logging
 import subprocess
 import sys
 
-from pipeline import progress
+from reader.progress import Progress, duration
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.fakes import Clock, Terminal
 
 
-class _Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def test_log_lines_come_every_interval_and_at_the_end(caplog):
-    clock = _Clock()
-    shown = progress.Progress("val", 1000, stream=io.StringIO(), clock=clock)
-    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
-        for _ in range(400):
-            clock.now += 0.01
-            shown.advance()
-        clock.now += progress.LOG_EVERY_S
-        shown.advance()  # 401 done in 19 s: a line
-        for _ in range(599):
-            shown.advance()
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == "val: 401/1,000 images (40%), 21/s, 0:28 left"
-    assert lines[-1].startswith("val: 1,000/1,000 images (100%), ") and "left" not in lines[-1]
-    assert len(lines) == 2
+def test_off_a_terminal_a_line_at_the_start_every_interval_and_at_the_end():
+    clock, stream = Clock(), io.StringIO()
+    show = Progress("rendering", stream=stream, interval=10, clock=clock)
+    show(0, 3226)
+    for done in range(1, 3227):
+        clock.now += 0.025  # 40 images/s
+        show(done, 3226)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "rendering: 0/3,226 images (0%)"
+    assert lines[1] == "rendering: 400/3,226 images (12%), 40.0/s, 1:11 left"
+    assert lines[-1] == "rendering: 3,226/3,226 images (100%), 40.0/s, 1:21 in all"
+    assert len(lines) == 2 + 3226 // 400
 
 
-def test_a_terminal_gets_a_bar_redrawn_in_place():
-    clock, terminal = _Clock(), _Terminal()
-    shown = progress.Progress("train", 4, stream=terminal, clock=clock, share="in worker process 7")
-    for _ in range(4):
-        clock.now += 1
-        shown.advance()
-    drawn = terminal.getvalue()
-    assert drawn.count("\r") == 4 and drawn.endswith("\n")
-    assert "[##############..............] train: 2/4 images in worker process 7 (50%), 1/s, 0:02 left" in drawn
-    assert shown.is_bar
+def test_on_a_terminal_a_bar_redrawn_in_place():
+    clock, stream = Clock(), Terminal()
+    show = Progress("train", 4, stream=stream, clock=clock, width=10, share=" in worker process 7")
+    for done in range(1, 5):  # one image a second, from threads or not: advance counts
+        clock.now = done
+        show.advance()
+    text = stream.getvalue()
+    assert show.is_bar and text.count("\r") == 4 and text.count("\n") == 1
+    assert "\r[#####.....] train: 2/4 images in worker process 7 (50%), 1.0/s, 0:02 left\033[K" in text
+    assert text.endswith("[##########] train: 4/4 images in worker process 7 (100%), 1.0/s, 0:04 in all\033[K\n")
+
+
+def test_lines_can_go_to_a_logger(caplog):
+    clock = Clock()
+    show = Progress("val", 10, unit="records", stream=io.StringIO(), log=logging.getLogger("facegrid.test"), clock=clock)
+    with caplog.at_level(logging.INFO, logger="facegrid.test"):
+        for _ in range(10):
+            clock.now += 0.1
+            show.advance()
+    assert [r.getMessage() for r in caplog.records] == ["val: 1/10 records (10%), 10.0/s, 0:01 left", "val: 10/10 records (100%), 10.0/s, 0:01 in all"]
+
+
+def test_durations():
+    assert [duration(s) for s in (0, 59.6, 61, 3600, 3725)] == ["0:00", "1:00", "1:01", "1:00:00", "1:02:05"]
 
 
 def test_a_build_reports_every_image_done(tmp_path):

@@ -1,6 +1,5 @@
 """Tests for pipeline.sample: the generated sample holds every quirk of the real WIDER files."""
 
-import io
 import os
 
 import numpy as np
@@ -263,44 +262,6 @@ def test_render_images_reports_progress(annotation_file, tmp_path):
     calls.clear()
     sample.render_images(annotation_file, str(tmp_path / "two"), processes=2, progress=lambda *c: calls.append(c))
     assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
-
-
-class _Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def test_progress_off_a_terminal_is_a_line_now_and_then():
-    clock, stream = _Clock(), io.StringIO()
-    show = sample.ProgressDisplay("rendering", stream, interval=10, clock=clock)
-    show(0, 3226)
-    for done in range(1, 3227):
-        clock.now += 0.025  # 40 images/s
-        show(done, 3226)
-    lines = stream.getvalue().splitlines()
-    assert lines[0] == "rendering: 0/3,226 images (0%)"
-    assert lines[1] == "rendering: 400/3,226 images (12%), 40.0/s, 1:11 left"
-    assert lines[-1] == "rendering: 3,226/3,226 images (100%), 40.0/s, 1:21 in all"
-    assert len(lines) == 2 + 3226 // 400
-
-
-def test_progress_on_a_terminal_is_a_bar_redrawn_in_place():
-    clock, stream = _Clock(), _Terminal()
-    show = sample.ProgressDisplay("rendering", stream, clock=clock, width=10)
-    for done in range(0, 5):  # one image a second
-        clock.now = done
-        show(done, 4)
-    text = stream.getvalue()
-    assert text.count("\n") == 1 and text.endswith("[##########] rendering: 4/4 images (100%), 1.0/s, 0:04 in all\033[K\n")
-    assert "\r[#####.....] rendering: 2/4 images (50%), 1.0/s, 0:02 left\033[K" in text
 
 
 def test_help(capsys):

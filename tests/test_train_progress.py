@@ -5,24 +5,13 @@ import io
 import pytest
 
 from train import training
-from train.progress import Reporter, StepLines, duration
-
-
-class _Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
+from reader.progress import duration
+from tests.fakes import Clock, Terminal
+from train.progress import Reporter, StepLines
 
 
 def _step_lines(interval, steps=805, epochs=10):
-    clock, stream = _Clock(), io.StringIO()
+    clock, stream = Clock(100.0), io.StringIO()
     lines = StepLines(stream, interval, batch_size=16, clock=clock)
     lines.set_params({"epochs": epochs, "steps": steps, "verbose": 2})
     return lines, clock, stream
@@ -66,7 +55,7 @@ def test_without_a_known_length_the_lines_give_what_is_known():
 
 
 def test_reporter_draws_keras_bar_on_a_terminal_and_lines_elsewhere():
-    terminal, log = _Terminal(), io.StringIO()
+    terminal, log = Terminal(), io.StringIO()
     assert Reporter(stream=terminal).bar and Reporter(stream=terminal).keras_verbose == 1
     assert Reporter(stream=terminal).callbacks(16) == []
     assert not Reporter(stream=log).bar and Reporter(stream=log).keras_verbose == 2

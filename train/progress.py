@@ -17,14 +17,9 @@ from typing import TextIO
 
 import keras
 
+from reader.progress import duration
+
 MODES = ("auto", "bar", "lines")
-
-
-def duration(seconds: float) -> str:
-    """`1:02:03`, `2:03`: hours only when there are some."""
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 @dataclasses.dataclass(frozen=True)
