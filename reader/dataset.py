@@ -1,7 +1,7 @@
 """`make_dataset`: a split's shards as a `tf.data.Dataset` of batches for MobileNetV2.
 
     dataset = reader.make_dataset("shards", "train", batch_size=32, training=True, seed=0, augment=True)
-    model.fit(dataset, validation_data=reader.make_dataset("shards", "val", 32, training=False))
+    model.fit(dataset, validation_data=reader.make_dataset("shards", "val", 32, training=False), shuffle=False)
 
 The pipeline, per epoch (one pass over the dataset is one epoch; Keras re-iterates it):
 
