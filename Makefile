@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Two installs into one environment: the build alone (make demo, make val), and everything
+# Two installs into one environment: the build and the sample (make demo, make val), and everything
 # (make test, make bench, make fuzz). Each stamp is redone when pyproject.toml or this file changes.
 CORE := $(VENV)/.facegrid-core
 FULL := $(VENV)/.facegrid-full
@@ -20,11 +20,11 @@ venv: $(FULL)
 $(CORE): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[sample]'
 	touch $(CORE)
 
 $(FULL): $(CORE)
-	$(PY) -m pip install --quiet -e '.[train,report,dev,backends]'
+	$(PY) -m pip install --quiet -e '.[sample,train,report,dev,backends]'
 	# TF Model Garden for the test that reads the records with its decoder: its own
 	# requirements would replace TensorFlow (tf-models-official pins another), so without them.
 	$(PY) -m pip install --quiet --no-deps 'tf-models-official==2.20.0' 'tf-keras==2.21.0'

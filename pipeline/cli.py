@@ -44,7 +44,7 @@ from reader import layout
 
 LOCAL_RUNNER = "FnApiRunner"
 # Runners whose workers live and die with this process: their builds' leases name it.
-_IN_PROCESS_RUNNERS = ("FnApiRunner", "DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "PrismRunner")
+_IN_PROCESS_RUNNERS = ("FnApiRunner", "DirectRunner", "PrismRunner")
 PROGRAM = "facegrid-build"
 
 
@@ -140,7 +140,9 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
         direct = options.view_as(DirectOptions)
         given = " ".join(beam_args)
         if "--direct_running_mode" not in given:
-            direct.direct_running_mode = "in_memory"
+            # Asking for workers means worker processes (one in_memory worker is all it runs).
+            asked = "--direct_num_workers" in given and (direct.direct_num_workers or 0) != 1
+            direct.direct_running_mode = "multi_processing" if asked else "in_memory"
         if "--direct_num_workers" not in given:
             direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else os.cpu_count() or 1
     workers = options.view_as(DirectOptions).direct_num_workers
@@ -149,11 +151,15 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     # DoFns reference only importable modules; nothing of __main__ needs shipping.
     options.view_as(SetupOptions).save_main_session = False
 
+    test_options = options.view_as(TestOptions)
+    test_options.dry_run = _flag_is_set(test_options.dry_run)
     in_process = _runner_name(options) in _IN_PROCESS_RUNNERS
     if in_process:
-        for given, what in ((options.view_as(TestOptions).dry_run, "--dry_run"), (options.view_as(GoogleCloudOptions).template_location, "--template_location")):
+        for given, what in ((test_options.dry_run, "--dry_run"), (options.view_as(GoogleCloudOptions).template_location, "--template_location")):
             if given:
                 raise UsageError(f"{what} translates a job for --runner=DataflowRunner; the local runner {_runner_name(options)} would build and commit the split")
+        # The local runners finish their work inside run(): there is nothing to leave running.
+        standard.no_wait_until_finish = False
     paths = {name: fv[name].value.removeprefix("file://") for name in ("annotations", "images_dir", "output_dir")}
     try:
         config = records.BuildConfig(
@@ -183,14 +189,31 @@ def _known_runner(name):
         return name
     from apache_beam.runners import runner as runners
 
+    valid = sorted({path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS})
     try:
         found = type(runners.create_runner(name)).__name__
-    except Exception:  # ValueError for an unknown name; ImportError for a runner not installed
-        valid = sorted({path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS})
+    except Exception as e:  # ValueError for an unknown name; ImportError for a runner not installed
+        if name in valid:
+            raise UsageError(f"--runner={name}: cannot be used here: {_last_line(e)}") from None
         near = difflib.get_close_matches(name, valid, n=1)
         raise UsageError(f"--runner={name}: not a runner Beam knows{f' (did you mean {near[0]}?)' if near else ''}") from None
-    # Beam maps "DirectRunner" to the SwitchingDirectRunner it hands work to: keep the user's word.
-    return name if found == "SwitchingDirectRunner" else found
+    if found in _UNSUPPORTED_RUNNERS:
+        raise UsageError(f"--runner={name}: {_UNSUPPORTED_RUNNERS[found]}")
+    # Beam hands "DirectRunner" (and `direct`, `directrunner`...) to its SwitchingDirectRunner.
+    return "DirectRunner" if found == "SwitchingDirectRunner" else found
+
+
+_UNSUPPORTED_RUNNERS = {
+    # It gives the commit step empty side inputs: every build would fail its count check.
+    "BundleBasedDirectRunner": "not supported (its side inputs reach the commit empty); the default FnApiRunner runs here",
+}
+
+
+def _flag_is_set(value) -> bool:
+    """Beam keeps `--dry_run=False` as the string 'False': read it as a person means it."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
 
 
 def _runner_name(options: PipelineOptions) -> str:
@@ -217,8 +240,14 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
     except Exception as e:  # permissions, credentials, a bucket that does not exist
         raise UsageError(f"--annotations={path}: cannot read: {storage.describe(e)}") from None
     images_dir = build.images_dir
-    if storage.is_local(images_dir) and not os.path.isdir(images_dir.removeprefix("file://")):
-        raise UsageError(f"--images_dir={images_dir}: no such directory")
+    if storage.is_local(images_dir):
+        if not os.path.isdir(images_dir):
+            raise UsageError(f"--images_dir={images_dir}: no such directory")
+        try:
+            with os.scandir(images_dir) as entries:
+                next(entries, None)
+        except OSError as e:
+            raise UsageError(f"--images_dir={images_dir}: cannot read: {storage.describe(e)}") from None
     output_dir = build.output.output_dir
     if storage.is_local(output_dir) and os.path.isfile(output_dir.removeprefix("file://")):
         raise UsageError(f"--output_dir={output_dir}: a file, not a directory")
@@ -312,7 +341,7 @@ class _WorkerLogs(logging.Filter):
         match = self._FIELDS.search(record.getMessage())
         if match is None:
             return record.levelno >= logging.WARNING
-        if record.levelno < logging.WARNING and "/pipeline/" not in match["where"]:
+        if record.levelno < logging.WARNING and not any(ours in match["where"] for ours in ("/pipeline/", "/reader/progress.py")):
             return False
         if not self._verbose and record.levelno >= logging.ERROR and "apache_beam/runners/" in match["where"]:
             return False

@@ -42,7 +42,7 @@ import time
 import uuid
 
 from pipeline import storage
-from reader import layout, tfds_metadata
+from reader import layout, schema, tfds_metadata
 from reader import manifest as manifests
 
 _LOG = logging.getLogger(__name__)
@@ -227,10 +227,12 @@ class BuildHandle:
         # failure there is a warning, not a failed build (the next build that commits redoes it).
         try:
             self._describe_directory()
-        except (storage.StorageError, ValueError) as e:
-            # TFDS's files still name the earlier build of this split: keep its files for them.
+        except Exception as e:  # whatever another split's files hold, this build has committed
             _LOG.warning("%s: build %s committed; could not rewrite the TensorFlow Datasets files: %s", self.split, self.build, e)
-            return []
+            try:  # files that lie are worse than none
+                storage.delete([self.path(tfds_metadata.DATASET_INFO), self.path(tfds_metadata.FEATURES)])
+            except storage.StorageError:
+                pass
         try:
             removed = remove_leftovers(self.output, own=self.build)
             storage.delete([self.lease_path])
@@ -245,13 +247,18 @@ class BuildHandle:
 
     def _describe_directory(self, tries: int = 3) -> None:
         """Rewrites dataset_info.json, features.json and label_map.pbtxt for every split built in
-        the directory (reader.tfds_metadata), so that tfds.builder_from_directory reads them in
-        place. Another split committing meanwhile is caught by reading the manifests again."""
+        the directory that TFDS can read (reader.tfds_metadata), so that
+        tfds.builder_from_directory reads them in place. Another split committing meanwhile is
+        caught by reading the manifests again. When no split can be described, the TFDS files
+        are removed rather than left naming files that are gone."""
         for _ in range(tries):
-            built = _manifests(self.output.output_dir)
+            built = _describable(self.output.output_dir)
+            if not built:
+                storage.delete([self.path(tfds_metadata.DATASET_INFO), self.path(tfds_metadata.FEATURES)])
+                return
             for name, data in tfds_metadata.metadata_files(built).items():
                 self.write(name, data)
-            if {split: m.build for split, m in _manifests(self.output.output_dir).items()} == {split: m.build for split, m in built.items()}:
+            if {split: m.build for split, m in _describable(self.output.output_dir).items()} == {split: m.build for split, m in built.items()}:
                 return
         _LOG.warning("%s: other splits kept committing; the TensorFlow Datasets files may lag behind them", self.split)
 
@@ -301,19 +308,30 @@ def abandon(output_dir: str, split: str, build: str, keep: tuple[str, ...] = ())
     storage.delete([storage.join(output_dir, lease)])
 
 
-def _manifests(output_dir: str) -> dict[str, manifests.Manifest]:
-    """The manifest of every split built in `output_dir` (read through the build's storage: no
-    TensorFlow on workers). An unreadable one is left out."""
+def _describable(output_dir: str) -> dict[str, manifests.Manifest]:
+    """The manifest of every split built in `output_dir` that TFDS can read: its records hold
+    every key features.json describes (the manifest says so: builds before those keys do not),
+    it has records, and its shards are named as facegrid names them. Read through the build's
+    storage (no TensorFlow on workers); any other split is left out, with a warning."""
     found = {}
     for split in layout.SPLITS:
         path = storage.join(output_dir, layout.manifest_name(split))
-        data = storage.read_bytes(path)
-        if data is None:
-            continue
         try:
-            found[split] = manifests.from_raw(json.loads(data), output_dir, path)
-        except (ValueError, manifests.ManifestError) as e:
+            data = storage.read_bytes(path)
+            if data is None:
+                continue
+            built = manifests.from_raw(json.loads(data), output_dir, path)
+            if built.split != split:
+                raise ValueError(f"it says split {built.split!r}")
+            if sorted(built.raw.get("record_keys") or ()) != sorted(schema.FEATURES_BY_KEY):
+                raise ValueError("its records lack keys TFDS would look for (built before them: build it again)")
+            if built.num_records == 0:
+                raise ValueError("it holds no record")
+            tfds_metadata.metadata_files({split: built})  # refuses what it cannot describe
+        except Exception as e:  # unreadable, hand-edited, of another layout...
             _LOG.warning("%s: left out of the TensorFlow Datasets files: %s", split, e)
+            continue
+        found[split] = built
     return found
 
 

@@ -373,7 +373,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The CLI. argv includes the program name (default sys.argv). Returns 0, or 2 on bad usage."""
+    """The CLI. argv includes the program name (default sys.argv). Returns 0; 1 when the
+    annotation file to render for is malformed or a file cannot be written; 2 on bad usage."""
     argv = sys.argv if argv is None else argv
     if {"-h", "--help", "--helpfull"} & set(argv[1:]):
         print(usage())
@@ -385,19 +386,28 @@ def main(argv: list[str] | None = None) -> int:
             raise flags.Error("expected exactly one of --output_dir and --render_for")
         if values.render_for is not None and values.images_dir is None:
             raise flags.Error("--render_for needs --images_dir")
+        for name in ("output_dir", "images_dir"):
+            if values[name].value is not None and os.path.exists(values[name].value) and not os.path.isdir(values[name].value):
+                raise flags.Error(f"--{name}={values[name].value}: a file, not a directory")
+        if values.render_for is not None and not os.path.isfile(values.render_for):
+            raise flags.Error(f"--render_for={values.render_for}: no such file")
     except flags.Error as error:
-        print(f"error: {error}\n{__doc__}", file=sys.stderr)
+        print(f"pipeline.sample: {error}; --help lists every flag", file=sys.stderr)
         return 2
-    if values.output_dir is not None:
-        sample = write_sample(values.output_dir, values.num_images, values.seed)
-        for field in dataclasses.fields(sample):
-            print(f"{field.name}: {getattr(sample, field.name)}")
-    else:
-        written = render_images(
-            values.render_for, values.images_dir, values.seed, values.processes, values.list_format, values.skip_existing,
-            progress=progress_display.Progress("rendering", stream=sys.stderr, interval=10.0),
-        )  # fmt: skip
-        print(f"wrote {written} images under {values.images_dir}")
+    try:
+        if values.output_dir is not None:
+            sample = write_sample(values.output_dir, values.num_images, values.seed)
+            for field in dataclasses.fields(sample):
+                print(f"{field.name}: {getattr(sample, field.name)}")
+        else:
+            written = render_images(
+                values.render_for, values.images_dir, values.seed, values.processes, values.list_format, values.skip_existing,
+                progress=progress_display.Progress("rendering", stream=sys.stderr, interval=10.0),
+            )  # fmt: skip
+            print(f"wrote {written} images under {values.images_dir}")
+    except (annotations.AnnotationError, OSError) as error:  # a malformed file to render for; a disk that refuses
+        print(f"pipeline.sample: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -265,12 +265,16 @@ _PROGRESS_LOCK = threading.Lock()
 
 def _progress_of(build: commit.BuildHandle, total: int) -> progress.Progress:
     """The one Progress of `build` in this process, shared by its shard writers on every thread:
-    a bar on a terminal, a line in the log every 15 s. A worker process of several counts its own
-    images only, and says so (on Dataflow the counters `records` and `errors` count them all)."""
+    a bar on a terminal, a line in the log every 15 s. A worker process of several sees only its
+    own images: it writes lines, never a bar (they would overwrite each other's), of its count
+    and rate alone (on Dataflow the counters `records` and `errors` count them all)."""
     with _PROGRESS_LOCK:
         if build.build not in _PROGRESS:
-            share = "" if build.output.pid == os.getpid() else f" in worker process {os.getpid()}"
-            _PROGRESS[build.build] = progress.Progress(build.split, total, share=share, stream=sys.stderr, log=_LOG)
+            if build.output.pid == os.getpid():  # the launching process does all the work
+                shown = progress.Progress(build.split, total, stream=sys.stderr, log=_LOG)
+            else:
+                shown = progress.Progress(build.split, None, share=f" in worker process {os.getpid()}", log=_LOG)
+            _PROGRESS[build.build] = shown
         return _PROGRESS[build.build]
 
 
@@ -352,6 +356,7 @@ class FinalizeFn(beam.DoFn):
             "counts": counts.as_dict(),
             "error_reasons": dict(sorted(collections.Counter(e.reason for e in unusable).items())),
             "errors_file": build.errors_name,
+            "record_keys": sorted(schema.FEATURES_BY_KEY),  # what every record holds (TFDS reads builds that say so)
             "shards": [{"file": s.file, "records": s.records, "bytes": s.bytes, "sha256": s.sha256} for s in ordered],
         }
         removed = build.commit(manifest, new_files, {s.file: s.bytes for s in ordered if s.file not in new_files})

@@ -311,7 +311,7 @@ def _in_range(fields: dict) -> bool:
     if boxes.size and not (
         boxes.min() >= 0
         and boxes.max() <= 1
-        and (boxes[:, :2] <= boxes[:, 2:]).all()
+        and (boxes[:, :2] < boxes[:, 2:]).all()  # a zero-size (degenerate) face is never stored
         and (fields["labels"] == schema.FACE_LABEL).all()
         and ((fields["attributes"] >= 0) & (fields["attributes"] <= _ATTRIBUTE_MAX)).all()
     ):
@@ -344,6 +344,11 @@ def _range_problems(fields: dict) -> list[str]:
         if inverted.any():
             face, count = _first(inverted)
             problems.append(f"face {face}: box (xmin, ymin, xmax, ymax) {_show(boxes[face])} has min > max ({count} such faces)")
+        empty = ~inverted & ((boxes[:, 0] == boxes[:, 2]) | (boxes[:, 1] == boxes[:, 3]))
+        if empty.any():
+            face, count = _first(empty)
+            problems.append(f"face {face}: box (xmin, ymin, xmax, ymax) {_show(boxes[face])} has zero width or height: "
+                            f"a degenerate face, which a build never stores ({count} such faces)")
         labels = fields["labels"]
         if (labels != schema.FACE_LABEL).any():
             face, count = _first(labels != schema.FACE_LABEL)

@@ -28,14 +28,15 @@ class Progress:
     """Work done of `total`, shown as it goes. Call it with (done, total), or `advance(n)`.
 
     label, unit: `{label}: {done}/{total} {unit}{share}`; share: what part of the work this
-      process sees, when it is not all of it (" in worker process 7").
+      process sees, when it is not all of it (" in worker process 7"). total None: a part of
+      unknown size (`{label}: {done} {unit}{share}, {rate}/s`).
     stream: where the bar or the lines go (a bar only when it is a terminal); with `log`, the
       lines go to that logger at INFO instead (a bar still goes to a terminal stream).
     interval: seconds between lines off a terminal; redraw: between redraws of the bar.
     clock: seconds, monotonic (a parameter so that tests can drive it).
     """
 
-    def __init__(self, label: str, total: int = 0, *, unit: str = "images", share: str = "", stream: TextIO | None = None,
+    def __init__(self, label: str, total: int | None = 0, *, unit: str = "images", share: str = "", stream: TextIO | None = None,
                  log: logging.Logger | None = None, interval: float = 15.0, redraw: float = 0.2,
                  clock: Callable[[], float] = time.monotonic, width: int = 28):  # fmt: skip
         self.label, self.total, self.unit, self.share = label, total, unit, share
@@ -54,11 +55,13 @@ class Progress:
 
     def line(self, now: float | None = None) -> str:
         now = self._clock() if now is None else now
-        percent = 100 * self.done // self.total if self.total else 100
-        text = f"{self.label}: {self.done:,}/{self.total:,} {self.unit}{self.share} ({percent}%)"
         elapsed = now - self._start
-        if self.done and elapsed > 0:
-            rate = self.done / elapsed
+        rate = self.done / elapsed if self.done and elapsed > 0 else None
+        if self.total is None:
+            return f"{self.label}: {self.done:,} {self.unit}{self.share}" + (f", {rate:,.1f}/s" if rate else "")
+        percent = min(100, 100 * self.done // self.total) if self.total else 100  # a retried bundle counts twice
+        text = f"{self.label}: {self.done:,}/{self.total:,} {self.unit}{self.share} ({percent}%)"
+        if rate:
             text += f", {rate:,.1f}/s"
             text += f", {duration((self.total - self.done) / rate)} left" if self.done < self.total else f", {duration(elapsed)} in all"
         return text
@@ -77,12 +80,12 @@ class Progress:
 
     def _show(self) -> None:
         now = self._clock()
-        finished = self.done >= self.total
+        finished = self.total is not None and self.done >= self.total
         if self._ended or not (finished or not self._started or now - self._shown >= self._every):
             return
         self._started, self._shown, self._ended = True, now, finished
         if self._bar:
-            filled = self._width * self.done // self.total if self.total else self._width
+            filled = min(self._width, self._width * self.done // self.total) if self.total else self._width
             self._stream.write(f"\r[{'#' * filled}{'.' * (self._width - filled)}] {self.line(now)}\033[K" + ("\n" if finished else ""))
             self._stream.flush()
         elif self._log is not None:

@@ -118,8 +118,16 @@ def _fields(view: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, in
 
 
 def _decode_list(kind: Kind, view: memoryview) -> list[bytes] | np.ndarray:
+    # A value of another wire type (an int64 sent as fixed32, say) is what TensorFlow's parser
+    # refuses ("Parsing int64_list failed"): refused here too, never read as something else.
     if kind == "bytes":
-        return [bytes(view[a:b]) for n, t, a, b in _fields(view, 0, len(view)) if n == 1 and t == _LEN]
+        values = []
+        for n, t, a, b in _fields(view, 0, len(view)):
+            if n == 1:
+                if t != _LEN:
+                    raise WireError("bytes_list holds a value that is not length-delimited")
+                values.append(bytes(view[a:b]))
+        return values
     chunks = []
     for number, wire_type, start, stop in _fields(view, 0, len(view)):
         if number != 1:
@@ -130,6 +138,8 @@ def _decode_list(kind: Kind, view: memoryview) -> list[bytes] | np.ndarray:
             chunks.append(np.frombuffer(view[start:stop], dtype="<f4"))
         elif wire_type == _VARINT:
             chunks.append(np.array([start], dtype=np.uint64))
+        elif wire_type != _LEN:
+            raise WireError("int64_list holds a value that is not a varint")
         else:
             pos, ints = start, []
             while pos < stop:

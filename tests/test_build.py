@@ -269,6 +269,9 @@ def test_worker_log_relay_keeps_progress_and_warnings_only():
 
     progress = record(logging.INFO, "val-00000-of-00002.tfrecord: 10 records", "/x/pipeline/transforms.py")
     assert relay.filter(progress) and progress.getMessage() == "val-00000-of-00002.tfrecord: 10 records"
+    # Worker processes' progress lines come from reader/progress.py.
+    line = record(logging.INFO, "val: 1,200 images in worker process 7, 40.0/s", "/x/reader/progress.py")
+    assert relay.filter(line) and line.getMessage() == "val: 1,200 images in worker process 7, 40.0/s"
     assert not relay.filter(record(logging.INFO, "Control channel established.", "/x/apache_beam/runners/worker/sdk_worker.py"))
     assert not relay.filter(record(logging.WARNING, "No semi_persistent_directory found: ...", "/x/sdk_worker_main.py"))
     assert relay.filter(record(logging.WARNING, "Unable to locate credentials", "/x/apache_beam/io/aws/s3io.py"))

@@ -257,6 +257,19 @@ def test_grid_value_out_of_range(broken, capsys):
     assert "h expected in (0, 1]" in message and "1.5" in message
 
 
+def test_a_zero_width_box_is_a_degenerate_face_that_no_build_stores(broken, capsys):
+    victim = fx.find(broken, lambda r: fx.faces(r) >= 1)
+
+    def flatten(features):
+        xmin = np.asarray(features[schema.XMIN][1]).copy()
+        features[schema.XMAX] = ("float", xmin)
+
+    fx.edit_record(broken, victim.file, victim.index, flatten)
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 1 and "ranges" in failed(report)
+    assert any("zero width or height: a degenerate face" in m for _, _, m in problems(report, "ranges"))
+
+
 def test_inverted_box(broken, capsys):
     victim = fx.find(broken, lambda r: fx.faces(r) >= 1)
 

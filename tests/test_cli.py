@@ -49,11 +49,16 @@ def _refused(capsys, *argv: str) -> str:
         # Only Dataflow translates without running: the local runner would build and commit.
         ("--dry_run=True", "--dry_run translates a job for --runner=DataflowRunner; the local runner FnApiRunner would build"),
         ("--template_location=t.json", "--template_location translates a job for --runner=DataflowRunner;"),
+        # Beam's aliases of its DirectRunner are that runner: no way around the refusal.
+        ("--runner=direct --dry_run=True", "--dry_run translates a job for --runner=DataflowRunner; the local runner DirectRunner"),
+        ("--runner=DIRECTRUNNER --dry_run=True", "--dry_run translates a job for --runner=DataflowRunner; the local runner DirectRunner"),
+        ("--runner=BundleBasedDirectRunner", "--runner=BundleBasedDirectRunner: not supported"),
+        ("--runner=InteractiveRunner", "--runner=InteractiveRunner: cannot be used here: ImportError"),
     ],
 )
 def test_flag_mistakes_are_refused_naming_the_flag(capsys, tmp_path, flag, message):
     # Beam alone would drop an unknown flag with a warning and build with the defaults.
-    found = _refused(capsys, *REQUIRED, f"--output_dir={tmp_path / 'out'}", flag)
+    found = _refused(capsys, *REQUIRED, f"--output_dir={tmp_path / 'out'}", *flag.split())
     assert found.startswith(message), found
     assert not (tmp_path / "out").exists()
 
@@ -89,6 +94,25 @@ def test_runner_names_as_beam_takes_them_and_file_urls(capsys, tmp_path):
     assert job.output.output_dir == str(tmp_path) and job.annotations == str(FIXTURE_ANNOTATIONS)
     status, out, _ = _main(capsys, *flags)
     assert status == 0 and f"wrote {tmp_path}/val.manifest.json" in out
+
+
+def test_what_beam_reads_loosely_is_read_as_meant():
+    def parsed(*flags):
+        job, options = cli.parse_args(["facegrid-build", *REQUIRED, "--output_dir=out", *flags])
+        return job, options
+
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions, TestOptions
+
+    # Beam keeps "--dry_run=False" as the string "False", which its runners would take as true.
+    for no in ("--dry_run=False", "--dry_run=0", "--dry_run=false"):
+        assert parsed(no)[1].view_as(TestOptions).dry_run is False
+    # Workers asked for are worker processes (an in_memory build has one worker, whatever it is told).
+    direct = parsed("--direct_num_workers=2")[1].view_as(DirectOptions)
+    assert (direct.direct_running_mode, direct.direct_num_workers) == ("multi_processing", 2)
+    # A local runner finishes inside run(): not waiting for it would only skip the summary.
+    assert parsed("--no_wait_until_finish")[1].view_as(StandardOptions).no_wait_until_finish is False
+    job, options = parsed("--runner=directrunner")
+    assert cli._runner_name(options) == "DirectRunner" and job.output.pid is not None  # its lease names this process
 
 
 def _bad_annotations(tmp_path: pathlib.Path, data: bytes) -> pathlib.Path:

@@ -171,6 +171,42 @@ def test_every_build_keeps_the_tfds_files_true_for_every_split(tmp_path):
     assert (tmp_path / "label_map.pbtxt").read_text() == tfds_metadata.label_map_pbtxt()
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["config"].pop("grid_size"),  # hand-edited
+        lambda m: m.__setitem__("build", 7),
+        lambda m: m.__setitem__("split", "val"),  # filed under another split
+        lambda m: m.pop("record_keys"),  # a build from before the keys TFDS looks for
+        lambda m: [s.__setitem__("file", "elsewhere.tfrecord") for s in m["shards"]],
+    ],
+)
+def test_another_splits_odd_manifest_leaves_it_out_and_never_fails_a_build(tmp_path, edit):
+    import tensorflow_datasets as tfds
+
+    build(tmp_path, "--num_shards=3", split="train")
+    train = tmp_path / "train.manifest.json"
+    raw = json.loads(train.read_text())
+    edit(raw)
+    train.write_text(json.dumps(raw))
+    build(tmp_path, "--num_shards=2", split="val")
+    rebuilt = build(tmp_path, "--num_shards=4", split="val")  # committed, exit 0, and tidied
+    assert sorted(p.name for p in tmp_path.glob("val-*")) == sorted(s["file"] for s in rebuilt["shards"])
+    assert not list(tmp_path.glob(".val.*"))  # no lease left behind
+    assert set(tfds.builder_from_directory(str(tmp_path)).info.splits) == {"val"}
+
+
+def test_a_split_with_no_record_is_left_out_of_the_tfds_files(tmp_path):
+    import tensorflow_datasets as tfds
+
+    annotations = tmp_path / "gt.txt"
+    annotations.write_text("99--Broken/99_missing.jpg\n1\n1 2 3 4 0 0 0 0 0 0 \n")
+    build(tmp_path / "out", "--num_shards=2", "--max_error_fraction=1", split="train", annotations=annotations)
+    assert not (tmp_path / "out" / "dataset_info.json").exists()  # nothing TFDS could load
+    build(tmp_path / "out", "--num_shards=2", split="val")
+    assert set(tfds.builder_from_directory(str(tmp_path / "out")).info.splits) == {"val"}
+
+
 def test_tfds_features_are_what_tfds_writes(jpeg_build):
     """features.json is the JSON TFDS itself writes for these features; dataset_info.json parses
     as TFDS's DatasetInfo proto with no unknown field."""

@@ -3,6 +3,7 @@ Done of all, rate, time left; a bar on a terminal, lines elsewhere, a last line 
 
 import io
 import logging
+import re
 import subprocess
 import sys
 
@@ -45,6 +46,25 @@ def test_lines_can_go_to_a_logger(caplog):
             clock.now += 0.1
             show.advance()
     assert [r.getMessage() for r in caplog.records] == ["val: 1/10 records (10%), 10.0/s, 0:01 left", "val: 10/10 records (100%), 10.0/s, 0:01 in all"]
+
+
+def test_a_part_of_unknown_size_says_its_count_and_rate(caplog):
+    clock = Clock()
+    show = Progress("val", None, share=" in worker process 7", log=logging.getLogger("facegrid.test"), interval=1, clock=clock)
+    with caplog.at_level(logging.INFO, logger="facegrid.test"):
+        for _ in range(30):
+            clock.now += 0.1
+            show.advance()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "val: 1 images in worker process 7, 10.0/s" and len(lines) == 3  # at the start, then every second
+    assert all(re.fullmatch(r"val: \d+ images in worker process 7, 10\.0/s", line) for line in lines)
+
+
+def test_more_done_than_all_never_draws_past_the_end():
+    terminal = Terminal()
+    show = Progress("val", 2, stream=terminal, width=10, redraw=0)
+    show(3, 2)  # a retried bundle counts its images twice
+    assert terminal.getvalue().startswith("\r[##########] val: 3/2 images (100%)")
 
 
 def test_durations():

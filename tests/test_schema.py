@@ -78,6 +78,20 @@ def test_negative_and_large_int64_survive():
     np.testing.assert_array_equal(protowire.decode_example(data)["v"][1], [-1, 0, 2**62, -(2**63)])
 
 
+@pytest.mark.parametrize("kind, wire_value", [("int64", b"\x0d\x07\x00\x00\x00"), ("bytes", b"\x08\x07")])
+def test_a_value_of_another_wire_type_is_refused_as_tensorflow_refuses_it(kind, wire_value):
+    # Field 1 of an Int64List sent as fixed32 (wire type 5), of a BytesList as a varint: once
+    # read as other numbers, or skipped, while TensorFlow's parser fails on them.
+    field = {"int64": 3, "bytes": 1}[kind]  # Feature: bytes_list = 1, int64_list = 3
+    feature = bytes([field << 3 | 2, len(wire_value)]) + wire_value
+    entry = b"\x0a\x01v" + bytes([0x12, len(feature)]) + feature
+    data = bytes([0x0a, len(entry) + 2, 0x0a, len(entry)]) + entry
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.parse_single_example(data, {"v": tf.io.VarLenFeature(tf.int64 if kind == "int64" else tf.string)})
+    with pytest.raises(protowire.WireError, match=f"{kind}_list holds a value that is not"):
+        protowire.decode_example(data)
+
+
 def test_schema_errors_name_the_key():
     features = protowire.decode_example(_record(2).serialize())
     del features[schema.DROPPED]
