@@ -98,7 +98,7 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     """Checks the split the flags name (argv[0] is the program); raises UsageError on bad flags."""
     fv = parse_args(argv)
     want_bar = fv.progress == "always" or (fv.progress == "auto" and sys.stderr.isatty())
-    bar = progress.Progress(f"checking {fv.split}", unit="records", stream=sys.stderr, redraw=0.1) if want_bar else None
+    bar = progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1)  # with the other splits' for leakage if want_bar else None
     manifest.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv

@@ -122,7 +122,7 @@ def check_split(
             findings.add("record_counts", entry.file, None,
                          f"the manifest says {entry.records} records, the shard holds {len(index.spans)}")
 
-    others = _other_splits(data_dir, split, present) if leakage else {}
+    others = _other_splits(data_dir, split, present, findings) if leakage else {}
     tasks = _tasks(listed, paths, indexes, config, others, workers)
     results = _run(tasks, workers, progress)
 
@@ -181,9 +181,10 @@ def _report(data_dir, split, findings: Findings, stats, records: int, start: flo
     return Report.make(data_dir, split, findings.problems, notes, findings.skipped, stats, records, time.perf_counter() - start)
 
 
-def _other_splits(data_dir: str, split: str, present: set[str]) -> dict[str, list[tuple[str, str, int]]]:
+def _other_splits(data_dir: str, split: str, present: set[str], findings: Findings) -> dict[str, list[tuple[str, str, int]]]:
     """Other splits in the directory: name -> [(path, file, records)] of their shards, from their
-    manifest when it is readable, else every shard of theirs present."""
+    manifest when it is readable, else every shard of theirs present. Shards their manifest
+    lists that are missing are noted: leakage into them cannot be looked for."""
     others = {}
     for other in layout.SPLITS:
         if other == split:
@@ -191,9 +192,13 @@ def _other_splits(data_dir: str, split: str, present: set[str]) -> dict[str, lis
         try:
             other_manifest = manifest.load(data_dir, other)
             shards = [(s.file, s.records) for s in other_manifest.shards if s.file in present]
+            if missing := len(other_manifest.shards) - len(shards):
+                findings.note("leakage", f"{missing} of {len(other_manifest.shards)} shards of {other} missing: not compared")
+            listed = True
         except manifest.ManifestError:
             shards = [(name, 0) for name in sorted(present) if (layout.parse_shard_name(name) or ("",))[0] == other]
-        if shards:
+            listed = False
+        if shards or listed:
             others[other] = [(manifest.join(data_dir, file), file, records) for file, records in shards]
     return others
 

@@ -440,6 +440,10 @@ def test_leakage_between_splits(broken, capsys):
     [(where, record, message)] = problems(report, "leakage")
     assert (where, record) == (leaked.file, leaked.index)
     assert f"{train_file}:0" in message and "train/renamed_copy.jpg" in message
+    # A shard of the other split that is gone cannot be looked into: said, not passed over.
+    (broken / train_file).unlink()
+    code, report = run_check(broken, capsys=capsys)
+    assert "1 of 1 shards of train missing: not compared" in next(c for c in report["checks"] if c["name"] == "leakage")["note"]
     # and --noleakage turns the check off
     code, report = run_check(broken, "--noleakage", capsys=capsys)
     assert code == 0 and next(c for c in report["checks"] if c["name"] == "leakage")["status"] == "skip"
