@@ -12,7 +12,7 @@ import os
 import sys
 
 from pipeline import annotations, images, records
-from reader import layout, tfrecord
+from reader.core import layout, tfrecord
 
 
 def build_loop(annotations_path: str, images_dir: str, output_dir: str, split: str, num_shards: int) -> records.Counts:

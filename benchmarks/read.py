@@ -29,7 +29,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-
 from benchmarks.data import BenchData
 
 BATCH_SIZE = 32
@@ -92,7 +91,7 @@ def _race(passes: dict, repeats: int) -> dict[str, Timing]:
 
 
 def _stored_jpegs(data_dir: str) -> list[bytes]:
-    from reader import manifest, schema, tfrecord
+    from reader.core import manifest, schema, tfrecord
 
     m = manifest.load(data_dir, SPLIT)
     images = []

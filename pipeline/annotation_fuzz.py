@@ -9,7 +9,7 @@ whitespace, path spellings of one image (`./`, `//`, `/./`), lines past the leng
 binary files. Case `i` of seed `s` depends on (s, i) alone, so any case can be replayed.
 
 The invariant (check_case): parse either yields annotations (at least one image; faces int32
-[N, 10]; attributes within reader.schema.ATTRIBUTE_MAX; paths without control characters,
+[N, 10]; attributes within reader.core.schema.ATTRIBUTE_MAX; paths without control characters,
 unique after posixpath.normpath; increasing line numbers inside the file), or raises
 AnnotationError whose message is one line `SOURCE:LINE: expected ..., found ...`, short, with
 LINE between 1 and one past the file's last line. Nothing else escapes; no case is slow. The
@@ -39,7 +39,7 @@ import numpy as np
 from absl import flags
 
 from pipeline import annotations
-from reader.schema import ATTRIBUTE_MAX
+from reader.core.schema import ATTRIBUTE_MAX
 
 SOURCE = "gs://bucket/wider (fuzz).txt"  # regex metacharacters: the check must quote the name
 # Per case, all its parses together. A case takes a few milliseconds; the bound is there to catch

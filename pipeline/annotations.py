@@ -27,7 +27,7 @@ Refused:
   the start of the file), or a line of numbers where a path belongs;
 - counts other than ASCII digits, box values other than ASCII digits after an optional `-`
   (int() would also take `²`, `١` and `3_37`), values outside int32 and attributes outside
-  reader.schema.ATTRIBUTE_MAX;
+  reader.core.schema.ATTRIBUTE_MAX;
 - an image listed twice, compared after posixpath.normpath (`d/./x.jpg`, `d//x.jpg` and
   `./d/x.jpg` are all `d/x.jpg`). The path is kept as written; one leaving the images directory
   is not refused here: it becomes that image's error when the image is read;
@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from reader.schema import ATTRIBUTE_MAX
+from reader.core.schema import ATTRIBUTE_MAX
 
 BOX_FIELDS = ("x", "y", "w", "h", "blur", "expression", "illumination", "invalid", "occlusion", "pose")
 LIST_FORMATS = ("boxes", "names")

@@ -40,7 +40,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipeline import annotations, commit, images, job, records, storage, transforms
-from reader import layout
+from reader.core import layout
 
 LOCAL_RUNNER = "FnApiRunner"
 # Runners whose workers live and die with this process: their builds' leases name it.
@@ -341,7 +341,7 @@ class _WorkerLogs(logging.Filter):
         match = self._FIELDS.search(record.getMessage())
         if match is None:
             return record.levelno >= logging.WARNING
-        if record.levelno < logging.WARNING and not any(ours in match["where"] for ours in ("/pipeline/", "/reader/progress.py")):
+        if record.levelno < logging.WARNING and not any(ours in match["where"] for ours in ("/pipeline/", "/reader/core/progress.py")):
             return False
         if not self._verbose and record.levelno >= logging.ERROR and "apache_beam/runners/" in match["where"]:
             return False

@@ -4,7 +4,7 @@ The mechanism is the one table formats (Delta Lake, Iceberg) use: data files tha
 overwritten, and one small file, written in a single atomic step, that says which data files
 are the table. Here:
 
-- Every file a build writes carries its build id (reader.layout): shards, the errors file, its
+- Every file a build writes carries its build id (reader.core.layout): shards, the errors file, its
   lease. Nothing of the earlier build is touched while a build runs, and a build never writes one
   of its own files twice with other bytes (a retried shard writer writes the same bytes again).
 - The manifest is the commit point. Written whole in one step (a rename on local disk, one
@@ -42,8 +42,8 @@ import time
 import uuid
 
 from pipeline import storage
-from reader import layout, schema, tfds_metadata
-from reader import manifest as manifests
+from reader.core import layout, schema, tfds_metadata
+from reader.core import manifest as manifests
 
 _LOG = logging.getLogger(__name__)
 LEASE_TIMEOUT_S = 3600.0
@@ -247,7 +247,7 @@ class BuildHandle:
 
     def _describe_directory(self, tries: int = 3) -> None:
         """Rewrites dataset_info.json, features.json and label_map.pbtxt for every split built in
-        the directory that TFDS can read (reader.tfds_metadata), so that
+        the directory that TFDS can read (reader.core.tfds_metadata), so that
         tfds.builder_from_directory reads them in place. Another split committing meanwhile is
         caught by reading the manifests again. When no split can be described, the TFDS files
         are removed rather than left naming files that are gone."""

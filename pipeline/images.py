@@ -30,7 +30,7 @@ from contextlib import contextmanager
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from reader.boxes import Placement
+from reader.core.boxes import Placement
 
 # Kept explicit: a truncated file is an error, never silently grey pixels.
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -14,9 +14,10 @@ import numpy as np
 
 from pipeline import images
 from pipeline.annotations import ImageAnnotation
-from reader import boxes as box_formats
-from reader import schema, targets
-from reader.manifest import COUNT_KEYS, count_imbalances
+from reader.core import boxes as box_formats
+from reader.core import schema, targets
+from reader.core.manifest import COUNT_KEYS, count_imbalances
+
 
 class Counts(collections.Counter):
     """Counts of COUNT_KEYS, added up across images and shards."""

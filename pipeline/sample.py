@@ -36,7 +36,7 @@ from absl import flags
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from pipeline import annotations
-from reader import progress as progress_display
+from reader.core import progress as progress_display
 
 WIDTH = 1024  # every WIDER image is 1,024 px wide
 MAX_HEIGHT = 4500  # the real boxes reach down to y + h = 4,441
@@ -82,7 +82,9 @@ class _Sources:
 @functools.cache
 def _sources() -> _Sources:
     """Loaded once per process: decoding the photos costs more than drawing an image."""
-    from skimage import data  # only images shipped inside the wheel: none of these downloads
+    from skimage import (
+        data,  # only images shipped inside the wheel: none of these downloads
+    )
 
     # No astronaut or camera: their faces would be faces without a box.
     colour = (data.coffee(), data.chelsea(), data.rocket(), data.stereo_motorcycle()[0])

@@ -38,7 +38,7 @@ from apache_beam.metrics import Metrics
 from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, sources
 from pipeline.annotations import ImageAnnotation
-from reader import layout, progress, schema, tfrecord
+from reader.core import layout, progress, schema, tfrecord
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"

@@ -4,7 +4,7 @@ Importing `reader` (or its schema, targets, boxes and tfrecord modules) never im
 or Beam: the Beam workers use those modules too. The readers load TensorFlow and Keras on first use.
 """
 
-_LAZY = {"make_dataset": "reader.dataset", "ShardSequence": "reader.sequence"}
+_LAZY = {"make_dataset": "reader.data.dataset", "ShardSequence": "reader.data.sequence"}
 
 
 def __getattr__(name):

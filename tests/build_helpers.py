@@ -6,7 +6,7 @@ import json
 import pathlib
 
 from pipeline import cli
-from reader import schema, tfrecord
+from reader.core import schema, tfrecord
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]

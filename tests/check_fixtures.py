@@ -10,7 +10,7 @@ The images hold what a checker must not mistake for damage:
     a face past the edges clipped to the image
     a missing image       not a record: one line of the errors file
 
-The editing helpers rewrite records through reader.protowire and reader.tfrecord, and can bring
+The editing helpers rewrite records through reader.core.protowire and reader.core.tfrecord, and can bring
 the manifest's per-shard sizes and sha256 back in line, so a fault can hide from the checksums.
 """
 
@@ -28,7 +28,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.annotations import format_boxes
-from reader import layout, protowire, schema, tfrecord
+from reader.core import layout, protowire, schema, tfrecord
 from tests.build_helpers import run_build
 
 SPLIT = "val"

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import google_crc32c
 
-from reader import layout, schema, tfds_metadata, tfrecord
+from reader.core import layout, schema, tfds_metadata, tfrecord
 
 # Any non-empty key pair: moto checks neither, and Beam must send them rather than look for real ones.
 S3_KEY_ID = "facegrid-test-key"

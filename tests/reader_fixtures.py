@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from pipeline.annotations import format_boxes
-from reader import layout, manifest, schema, tfrecord
+from reader.core import layout, manifest, schema, tfrecord
 from tests.build_helpers import run_build
 
 GRID = 7

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from reader import boxes
-from reader.boxes import Placement
+from reader.core import boxes
+from reader.core.boxes import Placement
 
 
 def test_stretch_fills_the_canvas():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline import cli, commit
-from reader import layout, targets, tfds_metadata
+from reader.core import layout, targets, tfds_metadata
 from tests import build_helpers
 from tests.build_helpers import build, files, read_split, without_build_ids
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
@@ -115,7 +115,7 @@ def test_record_content_worked_example(default_build):
 
 def test_targets_agree_with_the_stored_boxes(default_build):
     out, manifest = default_build
-    from reader.boxes import Placement
+    from reader.core.boxes import Placement
 
     for shard in read_split(out, manifest).values():
         for r in shard:
@@ -241,7 +241,7 @@ def test_cli_exit_codes_and_summary(tmp_path, capsys):
 
 def test_workers_never_import_tensorflow():
     code = (
-        "import sys, pipeline.cli, pipeline.transforms, pipeline.records, reader.schema, reader.targets, reader.tfrecord\n"
+        "import sys, pipeline.cli, pipeline.transforms, pipeline.records, reader.core.schema, reader.core.targets, reader.core.tfrecord\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, sorted(m for m in sys.modules if 'tensor' in m)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -269,8 +269,8 @@ def test_worker_log_relay_keeps_progress_and_warnings_only():
 
     progress = record(logging.INFO, "val-00000-of-00002.tfrecord: 10 records", "/x/pipeline/transforms.py")
     assert relay.filter(progress) and progress.getMessage() == "val-00000-of-00002.tfrecord: 10 records"
-    # Worker processes' progress lines come from reader/progress.py.
-    line = record(logging.INFO, "val: 1,200 images in worker process 7, 40.0/s", "/x/reader/progress.py")
+    # Worker processes' progress lines come from reader/core/progress.py.
+    line = record(logging.INFO, "val: 1,200 images in worker process 7, 40.0/s", "/x/reader/core/progress.py")
     assert relay.filter(line) and line.getMessage() == "val: 1,200 images in worker process 7, 40.0/s"
     assert not relay.filter(record(logging.INFO, "Control channel established.", "/x/apache_beam/runners/worker/sdk_worker.py"))
     assert not relay.filter(record(logging.WARNING, "No semi_persistent_directory found: ...", "/x/sdk_worker_main.py"))

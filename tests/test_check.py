@@ -17,11 +17,15 @@ from PIL import Image
 
 from pipeline import images, records
 from pipeline.annotations import ImageAnnotation
-from reader import check, check_records, check_split, dataset_report, layout, progress, protowire, schema, targets, tfrecord
-from tests.fakes import Terminal
-from reader.boxes import Placement
+from reader.check import cli as check
+from reader.check import dataset_report
+from reader.check import records as check_records
+from reader.check import split as check_split
+from reader.core import layout, progress, protowire, schema, targets, tfrecord
+from reader.core.boxes import Placement
 from tests import check_fixtures as fx
 from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
+from tests.fakes import Terminal
 
 
 def run_check(data_dir, *flags: str, capsys) -> tuple[int, dict]:

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from reader import layout
+from reader.core import layout
 from tests import cloud_fixtures
 from tests.build_helpers import build, without_build_ids
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES

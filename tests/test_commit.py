@@ -24,8 +24,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import cli, commit, records, storage, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
-from reader import check_split, layout
-from reader import manifest as manifests
+from reader.check import split as check_split
+from reader.core import layout
+from reader.core import manifest as manifests
 from tests import build_helpers, cloud_fixtures, commit_faults
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 

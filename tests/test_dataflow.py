@@ -366,3 +366,37 @@ def test_worker_image_installs_the_pinned_beam_and_only_worker_dependencies():
         ["build", "-f", "deploy/Dockerfile"],
         ["build", "-f", "deploy/flex/Dockerfile"],
     ]
+
+
+def test_what_the_worker_image_copies_runs_a_build_alone(tmp_path):
+    """The worker image ships pipeline/ and reader/'s format core only (deploy/Dockerfile): a build
+    run from a copy of just those files must work and never reach the readers, the checker or
+    TensorFlow."""
+    image = tmp_path / "src"
+    copies = [line.split()[1] for line in (DEPLOY / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")]
+    for source in copies:
+        if source.endswith(".py") or os.path.isdir(ROOT / source):
+            target = image / source
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if (ROOT / source).is_dir() else shutil.copy)(ROOT / source, target)
+    assert sorted(p.name for p in (image / "reader").iterdir()) == ["__init__.py", "core"]
+    script = (
+        "import sys, runpy\n"
+        # This checkout is installed editable: its finder would serve reader.* from here, not the copy.
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+        f"sys.argv = ['pipeline', '--annotations={FIXTURE_ANNOTATIONS}', '--images_dir={FIXTURE_ANNOTATIONS.parent / 'images'}',\n"
+        f"            '--output_dir={tmp_path / 'out'}', '--split=val', '--max_error_fraction=0.5',\n"
+        "            '--runner=FnApiRunner', '--direct_running_mode=in_memory']\n"
+        "try:\n"
+        "    runpy.run_module('pipeline', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "import reader\n"
+        f"assert reader.__file__.startswith({str(image)!r}), reader.__file__\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    # The copy comes first on sys.path, so `reader` is the copy's, whose reader/ holds nothing else.
+    done = subprocess.run([sys.executable, "-c", script], cwd=image, env={**os.environ, "PYTHONPATH": str(image)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "val.manifest.json").read_text())["counts"]["records"] > 0

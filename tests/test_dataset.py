@@ -1,4 +1,4 @@
-"""reader.make_dataset and reader.augment against real builds (tests/reader_fixtures.py)."""
+"""reader.make_dataset and reader.data.augment against real builds (tests/reader_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import tensorflow as tf
 
 import reader
-from reader import augment, schema, targets, tfrecord
-from reader import boxes as box_formats
-from reader.dataset import SkippedRecords
+from reader.core import boxes as box_formats
+from reader.core import schema, targets, tfrecord
+from reader.data import augment
+from reader.data.dataset import SkippedRecords
 from tests import reader_fixtures
 from tests.reader_fixtures import built_val, built_val_raw  # noqa: F401  (fixtures)
 
@@ -35,7 +36,7 @@ def stored_targets(record, with_ignore=False):
 
 
 def expected_flip(record, config):
-    """What the flipped record must hold, computed with reader.targets and reader.boxes only."""
+    """What the flipped record must hold, computed with reader.core.targets and reader.core.boxes only."""
     placement = box_formats.Placement.fit(record.original_width, record.original_height, config["input_size"], config["resize"])
     flipped = box_formats.flip_rel_xyxy(record.boxes)
     invalid = record.attributes[:, INVALID]
@@ -321,7 +322,7 @@ def test_a_shard_with_fewer_records_than_the_manifest_is_named(built_val, tmp_pa
     with pytest.raises(ValueError, match=message):
         reader.make_dataset(data_dir, "val", 4, training=True, seed=0)
     # ...and where they are not counted (remote shards), while reading.
-    monkeypatch.setattr(reader.dataset, "_count_local", lambda manifest, strict: False)
+    monkeypatch.setattr(reader.data.dataset, "_count_local", lambda manifest, strict: False)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         collect(reader.make_dataset(data_dir, "val", 4, training=True, seed=0))
 
@@ -353,7 +354,7 @@ def test_bad_arguments_say_what_is_wrong(built_val, tmp_path):
         reader.make_dataset(built_val.data_dir, "val", 4, training=False, augment=True)
     with pytest.raises(ValueError, match="fewer than one batch"):
         reader.make_dataset(built_val.data_dir, "val", 1000, training=True)
-    with pytest.raises(reader.manifest.ManifestError, match="no manifest"):
+    with pytest.raises(reader.core.manifest.ManifestError, match="no manifest"):
         reader.make_dataset(str(tmp_path), "val", 4, training=False)
 
 

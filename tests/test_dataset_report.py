@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reader import check_records, check_split, dataset_report, schema
+from reader.check import dataset_report
+from reader.check import records as check_records
+from reader.check import split as check_split
+from reader.core import schema
 from tests import check_fixtures as fx
 from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
 

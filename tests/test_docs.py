@@ -9,7 +9,7 @@ import re
 from absl import flags
 
 from pipeline import cli
-from reader import schema
+from reader.core import schema
 
 ROOT = pathlib.Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()

@@ -1,5 +1,5 @@
 """Other tools read the shards as they are: TF Model Garden's TfExampleDecoder, and TensorFlow
-Datasets through the metadata of reader.tfds_metadata.
+Datasets through the metadata of reader.core.tfds_metadata.
 
 Both are the real packages (tf-models-official, tensorflow-datasets), imported inside the tests
 only: importing this module costs nothing.
@@ -20,7 +20,7 @@ import types
 import numpy as np
 import pytest
 
-from reader import manifest, schema, tfds_metadata
+from reader.core import manifest, schema, tfds_metadata
 from tests.build_helpers import build, read_split
 
 
@@ -276,7 +276,7 @@ def test_label_map():
 
 def test_metadata_never_imports_tensorflow():
     code = (
-        "import sys, reader.tfds_metadata\n"
+        "import sys, reader.core.tfds_metadata\n"
         "assert not {'tensorflow', 'tensorflow_datasets'} & set(sys.modules), sorted(m for m in sys.modules if 'tensor' in m)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parent.parent)

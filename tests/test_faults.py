@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from reader import check_split, layout, tfds_metadata
+from reader.check import split as check_split
+from reader.core import layout, tfds_metadata
 from tests import cloud_fixtures, commit_faults
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 

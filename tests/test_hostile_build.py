@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.annotations import format_boxes
-from reader import check_split, layout
+from reader.check import split as check_split
+from reader.core import layout
 
 ROOT = pathlib.Path(__file__).parent.parent
 SECRET = b"secret password of someone else\n"

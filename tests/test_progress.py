@@ -1,4 +1,4 @@
-"""Progress of long work (reader.progress): the build's, sample rendering's, the checker's.
+"""Progress of long work (reader.core.progress): the build's, sample rendering's, the checker's.
 Done of all, rate, time left; a bar on a terminal, lines elsewhere, a last line at the end."""
 
 import io
@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from reader.progress import Progress, duration
+from reader.core.progress import Progress, duration
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 from tests.fakes import Clock, Terminal
 

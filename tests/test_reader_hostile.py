@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import reader
-from reader import protowire, schema
+from reader.core import protowire, schema
 from tests import check_fixtures as fx
 from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
 from tests.test_check import failed, problems, run_check
@@ -119,7 +119,7 @@ def counting(request, monkeypatch):
     headers when the dataset is made ("counted"), or each read held to its promise as it goes
     ("gated", as for remote shards)."""
     if request.param == "gated":
-        monkeypatch.setattr(reader.dataset, "_count_local", lambda manifest, strict: False)
+        monkeypatch.setattr(reader.data.dataset, "_count_local", lambda manifest, strict: False)
     return request.param
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import reader
-from reader import check, check_split
+from reader.check import cli as check
+from reader.check import split as check_split
 from tests import check_fixtures as fx
 from tests import cloud_fixtures
 from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
@@ -84,7 +85,7 @@ def test_the_command_line_on_s3_imports_no_beam(s3, keys, good_build):  # noqa: 
     data_dir = upload(s3, good_build, "cli")
     script = (
         "import sys\n"
-        "from reader import check\n"
+        "from reader.check import cli as check\n"
         f"code = check.main(['--data_dir={data_dir}', '--split=val', '--json', '--s3_endpoint_url={s3.endpoint}'])\n"
         "assert 'apache_beam' not in sys.modules, 'reader imported Beam'\n"
         "sys.exit(code)\n"

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline import images, records
 from pipeline.annotations import ImageAnnotation
-from reader import protowire, schema
+from reader.core import protowire, schema
 
 
 def _jpeg(width: int, height: int) -> bytes:

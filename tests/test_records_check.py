@@ -1,12 +1,13 @@
-"""The checker's per-record checks of the keys derived for other tools (reader.check_records)."""
+"""The checker's per-record checks of the keys derived for other tools (reader.check.records)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from reader import check_records, protowire, schema, targets
-from reader.boxes import Placement
+from reader.check import records as check_records
+from reader.core import protowire, schema, targets
+from reader.core.boxes import Placement
 
 _BOXES = np.array([[0.1, 0.1, 0.3, 0.4], [0.5, 0.5, 0.6, 0.62]], np.float32)
 

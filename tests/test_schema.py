@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reader import protowire, schema, tfrecord
+from reader.core import protowire, schema, tfrecord
 
 
 def _record(faces: int = 3, grid_size: int = 7) -> schema.Record:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import reader
-from reader import boxes as box_formats
-from reader import layout, schema, targets, tfrecord
+from reader.core import boxes as box_formats
+from reader.core import layout, schema, targets, tfrecord
 from tests import reader_fixtures
 from tests.reader_fixtures import built_val, built_val_raw  # noqa: F401  (fixtures)
 

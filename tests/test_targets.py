@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reader import boxes, targets
-from reader.boxes import Placement
+from reader.core import boxes, targets
+from reader.core.boxes import Placement
 
 
 def _xyxy_from_xywh_px(xywh, width, height):

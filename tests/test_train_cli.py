@@ -16,8 +16,8 @@ from PIL import Image
 from train_fixtures import tiny_build  # noqa: F401 (a pytest fixture)
 
 import reader
-from reader import boxes as box_formats
-from reader import manifest as manifests
+from reader.core import boxes as box_formats
+from reader.core import manifest as manifests
 from train import cli, evaluate, predict
 from train.validation import DetectSettings
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from reader import boxes as box_formats
-from reader import targets
-from train import detect, evaluate, wider
 from train_fixtures import tiny_build  # noqa: F401 (a pytest fixture)
+
+from reader.core import boxes as box_formats
+from reader.core import targets
+from train import detect, evaluate, wider
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():

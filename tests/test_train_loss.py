@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reader import targets
+from reader.core import targets
 from train.loss import GridLoss, loss_terms, with_ignore
 
 S = 7

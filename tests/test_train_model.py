@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from reader import targets
+from reader.core import targets
 from train import model as models
 
 

@@ -4,9 +4,9 @@ import io
 
 import pytest
 
-from train import training
-from reader.progress import duration
+from reader.core.progress import duration
 from tests.fakes import Clock, Terminal
+from train import training
 from train.progress import Reporter, StepLines
 
 

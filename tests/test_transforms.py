@@ -12,7 +12,7 @@ from pipeline import commit, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from pipeline.transforms import ShardWritten, UnusableEntry
-from reader import tfds_metadata
+from reader.core import tfds_metadata
 from tests.build_helpers import IN_MEMORY
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 

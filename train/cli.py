@@ -19,7 +19,7 @@ import sys
 
 from absl import flags
 
-from reader.manifest import ManifestError
+from reader.core.manifest import ManifestError
 from train import model as models
 from train import predict, training
 from train.progress import MODES as PROGRESS_MODES

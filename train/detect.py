@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from reader import boxes as box_formats
-from reader import targets
+from reader.core import boxes as box_formats
+from reader.core import targets
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

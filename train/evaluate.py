@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from reader import boxes as box_formats
+from reader.core import boxes as box_formats
 
 # Face size buckets, by sqrt(box area) in pixels of the stored 224 x 224 image. COCO's 32 and 96
 # px limits belong to images of about 640 px; scaled to 224 px they are 11.2 and 33.6 px. The

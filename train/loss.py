@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from reader import targets
+from reader.core import targets
 
 IGNORE_CHANNEL = len(targets.CHANNELS)
 _EPSILON = 1e-7  # keeps log() finite for predictions of exactly 0 or 1

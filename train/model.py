@@ -2,7 +2,7 @@
 
 Input: float32 [B, size, size, 3] in [-1, 1] (what `reader.make_dataset` yields).
 Output: float32 [B, size/32, size/32, 5] in (0, 1), channels (h, w, y, x, obj) as
-`reader.targets.CHANNELS`: every channel is a sigmoid because every target channel lies in
+`reader.core.targets.CHANNELS`: every channel is a sigmoid because every target channel lies in
 [0, 1] (sizes relative to the canvas, centre offsets within the cell, objectness).
 """
 
@@ -14,7 +14,7 @@ import os
 
 import keras
 
-from reader import targets
+from reader.core import targets
 
 WEIGHTS_CHOICES = ("none", "imagenet")  # or a local file path
 BACKBONE_STRIDE = 32

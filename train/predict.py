@@ -80,8 +80,8 @@ def draw_split(
     import keras
 
     import reader
-    from reader import manifest as manifests
-    from reader import targets
+    from reader.core import manifest as manifests
+    from reader.core import targets
     from train import detect
 
     if isinstance(model, str):

@@ -17,7 +17,7 @@ from typing import TextIO
 
 import keras
 
-from reader.progress import duration
+from reader.core.progress import duration
 
 MODES = ("auto", "bar", "lines")
 

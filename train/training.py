@@ -36,12 +36,17 @@ import keras
 import numpy as np
 
 import reader
-from reader import manifest as manifests
+from reader.core import manifest as manifests
 from train import model as models
 from train.evaluate import recall_ceiling
 from train.loss import GridLoss
 from train.progress import Reporter
-from train.validation import DetectSettings, ValidationCallback, default_predictions_dir, evaluate_split
+from train.validation import (
+    DetectSettings,
+    ValidationCallback,
+    default_predictions_dir,
+    evaluate_split,
+)
 
 _log = logging.getLogger(__name__)
 MONITOR = "val_ap50"
@@ -172,7 +177,7 @@ class BuildMismatch(ValueError):
 def model_config_for_build(config: TrainConfig) -> models.ModelConfig:
     """The model config with the input size of the shards. Raises BuildMismatch, naming the
     mismatch, when the splits differ or the backbone's grid is not the targets' grid, and
-    reader.manifest.ManifestError when a split has no readable manifest."""
+    reader.core.manifest.ManifestError when a split has no readable manifest."""
     builds = {split: manifests.load(config.data_dir, split).config for split in ("train", "val")}
     sizes = {split: (int(b["input_size"]), int(b["grid_size"])) for split, b in builds.items()}
     if sizes["train"] != sizes["val"]:

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 
 import reader
-from reader import boxes as box_formats
-from reader import manifest as manifests
+from reader.core import boxes as box_formats
+from reader.core import manifest as manifests
 from train import detect, evaluate, wider
 from train.loss import GridLoss
 

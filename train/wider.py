@@ -20,7 +20,7 @@ import posixpath
 
 import numpy as np
 
-from reader import boxes as box_formats
+from reader.core import boxes as box_formats
 
 
 def canvas_to_source(rel_xyxy: np.ndarray, placement: box_formats.Placement) -> np.ndarray:

@@ -4,16 +4,16 @@ Mirroring the grid's columns is not enough: a face whose centre lies on a cell b
 another column than the mirrored one, and two faces that share a cell in the flipped image need
 not share it in the original, so the collision rule (larger source area wins, ties to the face
 listed first) must run again. Both versions therefore flip the boxes (x -> 1 - x, see
-`reader.boxes.flip_rel_xyxy`) and encode the grid anew from them by the build's own rule
-(`reader.targets.encode_faces`): which faces compete (`target_mask`) and their source-pixel areas
+`reader.core.boxes.flip_rel_xyxy`) and encode the grid anew from them by the build's own rule
+(`reader.core.targets.encode_faces`): which faces compete (`target_mask`) and their source-pixel areas
 are properties of the face, unchanged by the flip, so they are taken from the stored boxes.
 
-- `flip_numpy`: for the Keras Sequence; calls `reader.targets` directly.
+- `flip_numpy`: for the Keras Sequence; calls `reader.core.targets` directly.
 - `flip_targets_batch_tf` (a batch, what `make_dataset` uses), `flip_tf` (one record), and
   their parts `encode_batch_tf`, `encode_tf`, `placement_tf`, `source_areas_tf`,
   `target_mask_tf`: a TensorFlow port for tf.data (no Python in the input pipeline, so it runs
-  in parallel), with the same float64 arithmetic as `reader.targets`; the tests hold it equal
-  to `reader.targets` value for value, eagerly and inside tf.data.
+  in parallel), with the same float64 arithmetic as `reader.core.targets`; the tests hold it equal
+  to `reader.core.targets` value for value, eagerly and inside tf.data.
 
 This module imports TensorFlow only inside the `_tf` functions.
 """
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from reader import boxes as box_formats
-from reader import targets
+from reader.core import boxes as box_formats
+from reader.core import targets
 
 
 def flip_numpy(

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from reader import check_records, manifest, targets, tfrecord
-from reader.check_split import CheckedRecord, SplitCheck
+from reader.check import records as check_records
+from reader.check.split import CheckedRecord, SplitCheck
+from reader.core import manifest, targets, tfrecord
 
 GRID_LINE = (255, 255, 255, 90)
 TARGET_FILL = (0, 200, 90, 70)

@@ -20,7 +20,7 @@ import os
 import threading
 from typing import BinaryIO
 
-from reader import layout, schema
+from reader.core import layout, schema
 
 READAHEAD = 1 << 20  # bytes fetched per request when reading s3:// sequentially
 

@@ -8,7 +8,7 @@
     all records   -> placement, duplicates, leakage into other splits, counts, statistics
 
 Library code: plain arguments in, a report out; the flags live in `reader.check`. Reads local,
-gs:// and s3:// directories (reader.manifest); worker processes get this process's s3 settings.
+gs:// and s3:// directories (reader.core.manifest); worker processes get this process's s3 settings.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from reader import check_manifest, check_records, check_shards, layout, manifest
-from reader.check_manifest import UnusableImage
-from reader.check_report import CHECKS, Findings, Report
-from reader.check_stats import Statistics
+from reader.check import manifest as check_manifest
+from reader.check import records as check_records
+from reader.check import shards as check_shards
+from reader.check.manifest import UnusableImage
+from reader.check.report import CHECKS, Findings, Report
+from reader.check.stats import Statistics
+from reader.core import layout, manifest
 
 INLINE_BELOW = 256  # records: fewer are checked in this process; worker start-up would cost more
 

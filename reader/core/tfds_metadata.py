@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from reader import layout, schema
-from reader.manifest import Manifest
+from reader.core import layout, schema
+from reader.core.manifest import Manifest
 
 DATASET_INFO = "dataset_info.json"
 FEATURES = "features.json"

@@ -11,7 +11,7 @@ import collections
 import dataclasses
 from collections.abc import Iterable
 
-from reader.check_stats import Statistics
+from reader.check.stats import Statistics
 
 # Every check, in the order they are reported, with what passing means.
 CHECKS: dict[str, str] = {

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from reader import layout, protowire
+from reader.core import layout, protowire
 
 SCHEMA_VERSION = 1
 IMAGE_FORMATS = ("jpeg", "raw")
@@ -299,7 +299,7 @@ def _grid_disagreement(feature: Feature, want: int, found: int, grid_size: int) 
 def tf_feature_spec(grid_size: int) -> dict:
     """The feature spec for `tf.io.parse_example` (imports TensorFlow; readers only). It names
     every key, the derived ones too: records of builds made before them do not parse with it
-    whole (pick the keys you read, as reader.dataset does)."""
+    whole (pick the keys you read, as reader.data.dataset does)."""
     import tensorflow as tf
 
     kinds = {"bytes": tf.string, "float": tf.float32, "int64": tf.int64}

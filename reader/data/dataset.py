@@ -34,7 +34,7 @@ names the shard (and record); TensorFlow's own errors (`DataLossError: corrupted
   TensorFlow's read errors are caught, ending the shard at its first damaged record) and, where
   shards were not counted (remote ones), one that holds more; see `_shard_reader`. The batch
   step fails on a marker with an `InvalidArgumentError` whose message comes from a Python scan
-  of that shard (`reader.tfrecord` framing): the shard, the record's index, its byte offset and
+  of that shard (`reader.core.tfrecord` framing): the shard, the record's index, its byte offset and
   what is wrong ("val-00003-of-00008.<build>.tfrecord: record 17 at byte 401923: data checksum
   mismatch"), or the counts.
 - A record of another schema (a key missing or of another count), another grid or image size
@@ -69,9 +69,10 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from reader import augment as augmentation
-from reader import check_records, schema, tfrecord
-from reader import manifest as manifests
+from reader.check import records as check_records
+from reader.core import manifest as manifests
+from reader.core import schema, tfrecord
+from reader.data import augment as augmentation
 
 AUTOTUNE = tf.data.AUTOTUNE
 READABLE_SCHEMES = ("file", "gs")  # what tf.io.gfile reads here (TensorFlow 2.21 has no s3 filesystem)
@@ -155,7 +156,7 @@ def make_dataset(
       record once, in manifest order.
     seed: fixes the sequence of epoch orders and flips; None draws one at random.
     augment: random horizontal flip (probability 1/2, training only); the targets are encoded
-      again from the flipped boxes (see `reader.augment`).
+      again from the flipped boxes (see `reader.data.augment`).
     skip_corrupt: leave damaged records out instead of failing; they are counted in `skipped`
       when given, and logged. The dataset's length is then unknown (cardinality UNKNOWN), since
       an epoch may come out shorter than the manifest says.

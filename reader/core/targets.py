@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from reader.boxes import Placement
+from reader.core.boxes import Placement
 
 CHANNELS = ("h", "w", "y", "x", "obj")
 H, W, Y, X, OBJ = range(5)

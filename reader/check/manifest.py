@@ -1,7 +1,7 @@
 """The checker's checks of what the manifest promises: its own keys, the shard set in the
 directory, the errors file it names, and the counts.
 
-The manifest is the commit point of a build (reader.layout): the files it names are the split.
+The manifest is the commit point of a build (reader.core.layout): the files it names are the split.
 Files it does not name are judged by the build they belong to (`layout.build_of`):
     this build's shard or errors file   a failure: the manifest lost it, or it was put there
     another build's file, a lease, a    a note, not a failure: leftovers of a crashed build or
@@ -18,8 +18,9 @@ import collections
 import dataclasses
 import json
 
-from reader import boxes, check_records, layout, manifest, schema
-from reader.check_report import Findings
+from reader.check import records as check_records
+from reader.check.report import Findings
+from reader.core import boxes, layout, manifest, schema
 
 ERROR_FIELDS = {"filename": str, "line": int, "reason": str, "detail": str, "faces": int}
 _NOTED_NAMES = 3  # other builds' files named in the shard_set note; the rest are counted

@@ -10,7 +10,7 @@ turn, each in file order), the same as `make_dataset(..., training=False)`, and 
 pixels: both decode JPEG with libjpeg's accurate integer DCT.
 
 Random access: every record's byte span comes from an index of the shards' record headers
-(`reader.tfrecord.index_records`, seeking past the data, so a shard is not read to index it).
+(`reader.core.tfrecord.index_records`, seeking past the data, so a shard is not read to index it).
 The index is cached next to the shards as `{split}.index.json` (when the directory is local and
 writable), keyed by the manifest's size and sha256 of each shard, so a rebuilt split is indexed
 again. Records are read with `os.pread` (no shared file position: safe across threads and
@@ -18,10 +18,10 @@ forked workers), or one ranged read each on gs:// and s3://, and checked against
 
 Errors name the shard (and record): a shard the manifest lists but the directory lacks fails
 the constructor (FileNotFoundError), as does a shard holding more or fewer records than its
-manifest entry (ValueError); a damaged record raises `reader.tfrecord.CorruptRecordError` with
+manifest entry (ValueError); a damaged record raises `reader.core.tfrecord.CorruptRecordError` with
 the shard, record and byte offset; a record that does not parse or decode as the manifest's
 config says (another schema, a malformed Example, another grid or image size) raises
-`reader.schema.SchemaError`: "val-00001-of-00004.<build>.tfrecord: record 17: missing key
+`reader.core.schema.SchemaError`: "val-00001-of-00004.<build>.tfrecord: record 17: missing key
 'target/grid'". The reason is worked out by the checker's record checks, only for that record.
 
 Shuffling: `shuffle=True` draws a permutation of all records for every epoch from
@@ -47,10 +47,11 @@ import keras
 import numpy as np
 from PIL import Image
 
-from reader import augment as augmentation
-from reader import boxes as box_formats
-from reader import manifest as manifests
-from reader import check_records, layout, protowire, schema, tfrecord
+from reader.check import records as check_records
+from reader.core import boxes as box_formats
+from reader.core import layout, protowire, schema, tfrecord
+from reader.core import manifest as manifests
+from reader.data import augment as augmentation
 
 INDEX_VERSION = 1
 _INVALID = "image/object/invalid"
@@ -60,13 +61,13 @@ _SCALE = np.float32(1 / 127.5)
 class ShardSequence(keras.utils.PyDataset):
     """Batches of one split with random access to any record (see the module docstring).
 
-    data_dir: local path, gs:// or s3:// (reader.manifest; records read with ranged GETs);
+    data_dir: local path, gs:// or s3:// (reader.core.manifest; records read with ranged GETs);
       split: train, val or test.
     shuffle: a new global permutation per epoch from `seed` (None: a seed drawn at random once,
       so that every worker process follows the same order). Default False: the manifest's
       order, what evaluation and prediction need; pass True for training.
     augment: random horizontal flip (probability 1/2), targets encoded again from the flipped
-      boxes (`reader.augment.flip_numpy`); drawn from (seed, epoch, batch).
+      boxes (`reader.data.augment.flip_numpy`); drawn from (seed, epoch, batch).
     with_ignore: append the ignore mask to the targets as channel 5.
     drop_remainder: leave out the last partial batch.
     cache_index: read and write `{split}.index.json` next to the shards (local directories).

@@ -14,7 +14,7 @@ A record is checked in order; a failing step stops the steps that depend on it:
               keys derived for other tools as the record gives them: class/text `face`,
               is_crowd equal to invalid, area the box's in stored pixels (to 1e-5 of it),
               source_id the one of image/filename (`schema.source_id`)
-    targets   grid, ignore and dropped equal what `reader.targets.encode_faces` recomputes from
+    targets   grid, ignore and dropped equal what `reader.core.targets.encode_faces` recomputes from
               the stored boxes, invalid flags and original size, bit for bit: the build encodes
               from the same float32 boxes by the same rule
 
@@ -40,8 +40,8 @@ from collections.abc import Iterable
 import numpy as np
 from PIL import Image
 
-from reader import boxes as box_formats
-from reader import protowire, schema, targets
+from reader.core import boxes as box_formats
+from reader.core import protowire, schema, targets
 
 # Largest value of each WIDER attribute (all start at 0); see the WIDER FACE readme.
 _ATTRIBUTE_MAX = np.array([schema.ATTRIBUTE_MAX[name] for name in schema.ATTRIBUTES])

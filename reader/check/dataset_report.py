@@ -31,9 +31,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from reader import boxes as box_formats
-from reader import check_records, check_stats, manifest, schema, targets, tfrecord
-from reader.check_split import SplitCheck
+from reader.check import records as check_records
+from reader.check import stats as check_stats
+from reader.check.split import SplitCheck
+from reader.core import boxes as box_formats
+from reader.core import manifest, schema, targets, tfrecord
 
 # A face's role in the targets, as the build's rule gives it from the stored boxes.
 OWNER, DROPPED, INVALID, SMALL, UNKNOWN = range(5)

@@ -8,7 +8,7 @@ hands out three kinds of task, each a picklable tuple run by `run_task` in a wor
     KeysTask    a shard of another split -> (record index, source sha256, filename) per record,
                 for the leakage check
 Workers open files themselves, so only paths and spans cross the process boundary, and they
-never import TensorFlow for local or s3:// files (reader.manifest reads s3:// with boto3).
+never import TensorFlow for local or s3:// files (reader.core.manifest reads s3:// with boto3).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import dataclasses
 import hashlib
 from collections.abc import Sequence
 
-from reader import check_records, manifest, protowire, schema, tfrecord
+from reader.check import records as check_records
+from reader.core import manifest, protowire, schema, tfrecord
 
 _HASH_BLOCK = 1 << 20
 

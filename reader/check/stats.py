@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from reader import check_records
+from reader.check import records as check_records
 
 FACES_PER_IMAGE_BINS = (0, 1, 2, 6, 21, 101)  # lower edges: 0, 1, 2-5, 6-20, 21-100, 101+
 FACE_SIDE_BINS = (0, 4, 8, 16, 32, 64, 128)  # px of the stored image: <4, 4-8, ..., 128+
@@ -24,7 +24,7 @@ def bin_counts(
     """Counts per bin, labelled "a-b" (or "a" for a one-value integer bin, "a+" for the last).
 
     edges: the lower edge of each bin, ascending; the last bin is open. weights: what each value
-    adds to its bin (1 by default). The dataset report (reader.dataset_report) bins by this
+    adds to its bin (1 by default). The dataset report (reader.check.dataset_report) bins by this
     function too, so its numbers are the checker's."""
     if len(values):
         counts = np.histogram(values, bins=[*edges, np.inf], weights=weights)[0]

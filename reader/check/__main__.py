@@ -1,0 +1,5 @@
+import sys
+
+from reader.check.cli import main
+
+sys.exit(main())
