@@ -13,11 +13,12 @@ import sys
 
 from pipeline import annotations, images, records
 from reader.core import layout, tfrecord
+from reader.core.config import BuildConfig
 
 
 def build_loop(annotations_path: str, images_dir: str, output_dir: str, split: str, num_shards: int) -> records.Counts:
     os.makedirs(output_dir, exist_ok=True)
-    config = records.BuildConfig()
+    config = BuildConfig()
     counts = records.Counts()
     shards = [open(os.path.join(output_dir, layout.shard_name(split, i, num_shards)), "wb") for i in range(num_shards)]
     with open(annotations_path, "rb") as f:

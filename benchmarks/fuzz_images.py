@@ -38,8 +38,9 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from pipeline import images
-from pipeline.images import ImageConfig, UnusableImage
+from pipeline import images, jpeg_cut
+from pipeline.images import UnusableImage
+from reader.core.config import BuildConfig
 
 # --- The corpus ---------------------------------------------------------------------------
 
@@ -203,9 +204,9 @@ def mutate(seed: Seed, rng: np.random.Generator) -> tuple[str, bytes]:
 # --- Cases and the invariant --------------------------------------------------------------
 
 _CONFIGS = (
-    ImageConfig(input_size=32, image_format="raw"),
-    ImageConfig(input_size=32, resize="letterbox", image_format="raw"),
-    ImageConfig(input_size=32, image_format="jpeg"),
+    BuildConfig(input_size=32, image_format="raw"),
+    BuildConfig(input_size=32, resize="letterbox", image_format="raw"),
+    BuildConfig(input_size=32, image_format="jpeg"),
 )
 
 
@@ -217,7 +218,7 @@ class Case:
     seed: Seed
     kind: str
     data: bytes
-    config: ImageConfig
+    config: BuildConfig
 
     def describe(self) -> str:
         return f"case {self.index}: {self.seed.name}, {self.kind}, {len(self.data)} of {len(self.seed.data)} bytes"
@@ -325,18 +326,19 @@ def fuzz(cases: int, run_seed: int, processes: int, case_seconds: float, chunk: 
 
 
 def _photo_jpegs(count: int) -> list[tuple[str, bytes]]:
-    """Photo-like JPEGs: pipeline.sample's renderer (baseline, progressive, grey), scikit-image's
+    """Photo-like JPEGs: pipeline.synthetic.photo (baseline, progressive, grey), scikit-image's
     photographs at several qualities and crops, and the checked-in fixture photos."""
-    from pipeline import sample
     from skimage import data as photos
+
+    from pipeline import synthetic
     from tests.conftest import FIXTURE_IMAGES
 
     out = []
     rng = np.random.default_rng(0)
-    no_faces = np.zeros((0, 10), np.int32)
+    no_faces = synthetic.no_faces()
     for i in range(count):
         height = int(rng.choice((576, 683, 768, 1024, 1366)))
-        picture = sample._draw(no_faces, height, rng)
+        picture = synthetic.photo(no_faces, height, rng)
         flavour = ("baseline", "progressive", "grey")[i % 3]
         picture = picture.convert("L") if flavour == "grey" else picture
         buffer = io.BytesIO()
@@ -360,13 +362,13 @@ def detector(count: int) -> dict:
     """Complete photos (false positives: refused as truncated; probe decodes: the cost of
     suspicion) and the same cut at a random place with an EOI appended (detected: refused)."""
     probes = collections.Counter()
-    original = images._decodes_differently
+    original = jpeg_cut.decodes_differently
 
     def counted(*args):
         probes["decodes"] += 1
         return original(*args)
 
-    images._decodes_differently = counted
+    jpeg_cut.decodes_differently = counted
     rng = np.random.default_rng(1)
     rows: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     try:
@@ -374,7 +376,7 @@ def detector(count: int) -> dict:
             progressive = b"\xff\xc2" in data[: data.find(b"\xff\xda")]
             kind = f"{source} ({'progressive' if progressive else 'baseline'})" if source == "fixture" else source
             row = rows[kind]
-            for config in (ImageConfig(image_format="raw"), ImageConfig(input_size=512, image_format="raw")):
+            for config in (BuildConfig(image_format="raw"), BuildConfig(input_size=512, image_format="raw")):
                 # 224: decoded at 1/4 or 1/2 scale; 512: at 1/2 or full scale
                 row["complete"] += 1
                 before = probes["decodes"]
@@ -399,7 +401,7 @@ def detector(count: int) -> dict:
                 worst = float(difference.mean(axis=1).max())
                 row["cut stored, worst row mean difference"] = round(max(row["cut stored, worst row mean difference"], worst), 2)
     finally:
-        images._decodes_differently = original
+        jpeg_cut.decodes_differently = original
     return {"rows": {k: dict(v) for k, v in sorted(rows.items())}}
 
 
@@ -435,7 +437,7 @@ def _prepare_all(paths: list[str], pixel_budget: int, threads: int) -> dict:
     directory = os.path.dirname(paths[0])
 
     def one(path):
-        return images.prepare(sources.read_source(directory, os.path.basename(path)), ImageConfig(), budget)
+        return images.prepare(sources.read_source(directory, os.path.basename(path)), BuildConfig(), budget)
 
     began = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:

@@ -14,12 +14,10 @@ are the table. Here:
 - After committing, the build removes what no longer belongs to a build: the earlier build's
   files and the leftovers of crashed builds, never the files of a build still running.
 
-A build is running while its lease `.{split}.{build}.lease` says so. The lease is written when
-the build starts, refreshed by the shard writers (at most every HEARTBEAT_S per process), and
-removed once the build has committed or failed. A lease is alive until LEASE_TIMEOUT_S pass
-without a heartbeat (a Dataflow job whose launcher has exited, a crashed worker); one held by a
-process of this host is over as soon as that process is gone (so rerunning a crashed local
-build clears its leftovers at once).
+A build is running while its lease `.{split}.{build}.lease` says so (pipeline.leases: what it
+holds, when it is alive, how often it is refreshed). The lease is written when the build starts,
+before any other file of it, refreshed by the shard writers, and removed once the build has
+committed or failed.
 
 Every step of `BuildHandle.commit` may run again after a crash or a runner's retry: files are
 rewritten with the same bytes, deletes of files already gone are no error, and a commit whose
@@ -36,18 +34,14 @@ import collections
 import dataclasses
 import json
 import logging
-import os
-import socket
 import time
 import uuid
 
-from pipeline import storage
+from pipeline import leases, storage
 from reader.core import layout, schema, tfds_metadata
 from reader.core import manifest as manifests
 
 _LOG = logging.getLogger(__name__)
-LEASE_TIMEOUT_S = 3600.0
-HEARTBEAT_S = 60.0
 
 
 class BuildError(RuntimeError):
@@ -59,21 +53,6 @@ def new_build_id() -> str:
     return uuid.uuid4().hex[: layout.BUILD_ID_LENGTH]
 
 
-def host_id() -> str:
-    """Names the process-id space of this process: the host name, the boot, and the PID
-    namespace (two containers of one pod may share a host name, never a PID namespace). A lease
-    whose `host` is this one names a process that `os.kill(pid, 0)` can ask about."""
-    parts = [socket.gethostname()]
-    for probe in (lambda: open("/proc/sys/kernel/random/boot_id").read().strip(), lambda: os.readlink("/proc/self/ns/pid")):
-        try:
-            parts.append(probe())
-        except OSError:
-            parts.append("?")
-    return "/".join(parts)
-
-
-_MAX_PID = 1 << 22  # Linux's highest pid_max
-
 @dataclasses.dataclass(frozen=True)
 class OutputSpec:
     """Where and how a split is written.
@@ -81,7 +60,7 @@ class OutputSpec:
     build_id: the id this build's files carry; None draws one when the build starts (a classic
       Dataflow template, run many times from one graph, must not reuse one).
     host, pid: the process that runs the build, when it runs on one machine (the local runners;
-      `host` as host_id() gives it): its lease ends with that process. None on Dataflow.
+      `host` as leases.host_id() gives it): its lease ends with that process. None on Dataflow.
     """
 
     output_dir: str
@@ -108,64 +87,13 @@ class OutputSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class Lease:
-    """What a lease file says: which build, run by which process, since when."""
-
-    build: str
-    split: str
-    host: str | None
-    pid: int | None
-    started: float
-
-    def to_bytes(self) -> bytes:
-        return (json.dumps(dataclasses.asdict(self), sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes | None) -> Lease | None:
-        """The lease `data` holds, or None when it is not one of ours (judged by its age alone)."""
-        try:
-            raw = json.loads(data)
-            host, pid = raw.get("host"), raw.get("pid")
-            if not isinstance(host, str) or not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < _MAX_PID:
-                host = pid = None  # names no process we could ask about
-            return cls(str(raw["build"]), str(raw["split"]), host, pid, float(raw["started"]))
-        except Exception:  # any bytes at all: not JSON, too deep (RecursionError), not an object...
-            return None
-
-    def alive(self, updated: float, now: float) -> bool:
-        """`updated`: when the lease was last written (its heartbeat), by the store's clock."""
-        if self.host is not None and self.host == host_id() and self.pid is not None:
-            if not _process_exists(self.pid):
-                return False  # a local build whose process is gone: over at once
-        # Elsewhere (or a process id used again since): alive while it beats.
-        return now - updated < LEASE_TIMEOUT_S
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _lease_alive(lease: Lease | None, updated: float, now: float) -> bool:
-    return lease.alive(updated, now) if lease is not None else now - updated < LEASE_TIMEOUT_S
-
-
-_last_heartbeat: dict[str, float] = {}
-
-
-@dataclasses.dataclass(frozen=True)
 class BuildHandle:
     """One running build: its id, where its files go, and its lease. Made by `begin`; handed
     to every step of the job (it pickles)."""
 
     output: OutputSpec
     build: str
-    lease: Lease
+    lease: leases.Lease
 
     @property
     def split(self) -> str:
@@ -197,12 +125,10 @@ class BuildHandle:
         return storage.create(self.path(name), temp=self.temp_path(name))
 
     def heartbeat(self, force: bool = False) -> None:
-        """Refreshes the lease (at most every HEARTBEAT_S per process unless `force`). A failed
-        refresh is only logged: the build goes on, and its commit checks its files are there."""
-        now = time.monotonic()
-        if not force and now - _last_heartbeat.get(self.build, -HEARTBEAT_S) < HEARTBEAT_S:
+        """Refreshes the lease (at most every leases.HEARTBEAT_S per process unless `force`). A
+        failed refresh is only logged: the build goes on, and its commit checks its files are there."""
+        if not leases.heartbeat_due(self.build, force):
             return
-        _last_heartbeat[self.build] = now
         try:
             self.write(layout.lease_name(self.split, self.build), self.lease.to_bytes())
         except storage.StorageError as e:
@@ -286,12 +212,12 @@ class BuildHandle:
 def begin(output: OutputSpec) -> BuildHandle:
     """Starts a build: draws its id (unless the spec has one) and writes its lease."""
     build = output.build_id or new_build_id()
-    lease = Lease(build, output.split, output.host, output.pid, time.time())
+    lease = leases.Lease(build, output.split, output.host, output.pid, time.time())
     handle = BuildHandle(output, build, lease)
     # Written before any other file of the build, so that a listing that shows one of its files
     # shows a lease that existed when that file was made (see remove_leftovers).
     handle.write(layout.lease_name(output.split, build), lease.to_bytes())
-    _last_heartbeat[build] = time.monotonic()
+    leases.written(build)
     return handle
 
 
@@ -384,10 +310,10 @@ def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | No
         if lease_entry is None:
             continue
         try:
-            lease = Lease.from_bytes(storage.read_bytes(lease_entry.path))
+            lease = leases.Lease.from_bytes(storage.read_bytes(lease_entry.path))
         except storage.StorageError:  # not a file (a directory of that name), unreadable
             lease = None
-        if _lease_alive(lease, lease_entry.updated, now):
+        if leases.lease_alive(lease, lease_entry.updated, now):
             alive.add(build)
     current, named = _read_current(output)
     keep = alive | {current}

@@ -6,7 +6,8 @@ import dataclasses
 
 import apache_beam as beam
 
-from pipeline import annotations, commit, records, transforms
+from pipeline import annotations, commit, transforms
+from reader.core.config import BuildConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Job:
     annotations: str
     images_dir: str
     output: commit.OutputSpec
-    config: records.BuildConfig = records.BuildConfig()
+    config: BuildConfig = BuildConfig()
     max_error_fraction: float = 0.01
     image_threads: int = transforms.IMAGE_THREADS
 

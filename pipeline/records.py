@@ -7,7 +7,6 @@ of the benchmark runs in a loop): prepare the pixels, clip and place the boxes, 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 
 import numpy as np
@@ -16,6 +15,7 @@ from pipeline import images
 from pipeline.annotations import ImageAnnotation
 from reader.core import boxes as box_formats
 from reader.core import schema, targets
+from reader.core.config import BuildConfig
 from reader.core.manifest import COUNT_KEYS, count_imbalances
 
 
@@ -30,35 +30,9 @@ class Counts(collections.Counter):
         return count_imbalances(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class BuildConfig:
-    """Everything that decides a record's bytes. Validates itself."""
-
-    image: images.ImageConfig = images.ImageConfig()
-    grid_size: int = 7
-    min_face_px: float = 0.0
-
-    def __post_init__(self):
-        if not 1 <= self.grid_size <= self.image.input_size:
-            raise ValueError(f"grid_size must be between 1 and input_size, got {self.grid_size}")
-        if self.min_face_px < 0:
-            raise ValueError(f"min_face_px must be >= 0, got {self.min_face_px}")
-
-    def manifest(self) -> dict:
-        """The `config` block of the manifest."""
-        return {
-            "input_size": self.image.input_size,
-            "grid_size": self.grid_size,
-            "image_format": self.image.image_format,
-            "jpeg_quality": self.image.jpeg_quality,
-            "resize": self.image.resize,
-            "min_face_px": self.min_face_px,
-        }
-
-
 def make_record(annotation: ImageAnnotation, data: bytes, config: BuildConfig) -> tuple[schema.Record, Counts]:
     """The record for one image and its face counts. Raises images.UnusableImage."""
-    prepared = images.prepare(data, config.image)
+    prepared = images.prepare(data, config)
     placement = prepared.placement
     xyxy = box_formats.xywh_to_clipped_xyxy(annotation.xywh, placement.source_width, placement.source_height)
     degenerate = box_formats.is_degenerate(xyxy)
@@ -68,10 +42,10 @@ def make_record(annotation: ImageAnnotation, data: bytes, config: BuildConfig) -
     invalid = attributes[:, schema.ATTRIBUTES.index("invalid")]
     grid = targets.encode_faces(rel, invalid, placement, config.grid_size, config.min_face_px)
 
-    size = config.image.input_size
+    size = config.input_size
     record = schema.Record(
         image=prepared.encoded,
-        image_format=config.image.image_format,
+        image_format=config.image_format,
         height=size,
         width=size,
         original_height=placement.source_height,

@@ -22,7 +22,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -38,7 +37,10 @@ from apache_beam.metrics import Metrics
 from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, sources
 from pipeline.annotations import ImageAnnotation
-from reader.core import layout, progress, schema, tfrecord
+from reader.core import layout, progress, tfrecord
+from reader.core import manifest as manifests
+from reader.core.manifest import ErrorEntry, ShardEntry
+from reader.core.config import BuildConfig
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"
@@ -49,28 +51,12 @@ IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads
 
 @dataclasses.dataclass(frozen=True)
 class ShardWritten:
-    """One shard written under its temporary name."""
+    """One shard written under its final name, not yet committed: its manifest entry, its
+    position among the shards and the counts of the images that went into it."""
 
     index: int
-    file: str
-    records: int
-    bytes: int
-    sha256: str
+    entry: ShardEntry
     counts: dict[str, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class UnusableEntry:
-    """One image that did not become a record: a line of errors.jsonl."""
-
-    filename: str
-    line: int
-    reason: str
-    detail: str
-    faces: int
-
-    def as_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
 
 
 class ImageAnnotationCoder(beam.coders.Coder):
@@ -167,7 +153,7 @@ class WriteShardFn(beam.DoFn):
     A shard no image landed in is written empty by Finalize.
     """
 
-    def __init__(self, images_dir: str, config: records.BuildConfig, threads: int):
+    def __init__(self, images_dir: str, config: BuildConfig, threads: int):
         super().__init__()
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -212,7 +198,7 @@ class WriteShardFn(beam.DoFn):
                     counts.update(errors=1, faces_in_errors=len(annotation.faces))
                     yield beam.pvalue.TaggedOutput(
                         ERRORS_TAG,
-                        UnusableEntry(annotation.filename, annotation.line, e.reason, e.detail, len(annotation.faces)),
+                        ErrorEntry(annotation.filename, annotation.line, e.reason, e.detail, len(annotation.faces)),
                     )
                     continue
                 f.write(framed)
@@ -222,7 +208,7 @@ class WriteShardFn(beam.DoFn):
                 self._count(image_counts)
         level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
         _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, _plural(counts["records"], "record"), counts["errors"], size / 1e6)
-        yield ShardWritten(index, name, counts["records"], size, digest.hexdigest(), counts.as_dict())
+        yield ShardWritten(index, ShardEntry(name, counts["records"], size, digest.hexdigest()), counts.as_dict())
 
     def _count(self, counts: records.Counts) -> None:
         for key, value in counts.items():
@@ -232,13 +218,13 @@ class WriteShardFn(beam.DoFn):
 
 class WriteShards(beam.PTransform):
     """ImageAnnotation, BuildHandle (singleton) [, annotated totals (singleton)] -> ShardWritten
-    (main output) and UnusableEntry (`errors` output). With the totals, the writers show the
+    (main output) and ErrorEntry (`errors` output). With the totals, the writers show the
     build's progress (pipeline.progress).
 
     Shards with no image produce nothing here; Finalize writes them empty.
     """
 
-    def __init__(self, images_dir: str, num_shards: int, config: records.BuildConfig, build, threads: int = IMAGE_THREADS, totals=None):
+    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, threads: int = IMAGE_THREADS, totals=None):
         super().__init__()
         self._write = WriteShardFn(images_dir, config, threads)
         self._num_shards, self._build, self._totals = num_shards, build, totals
@@ -311,65 +297,71 @@ class FinalizeFn(beam.DoFn):
     build (pipeline.commit): empty shards and the errors file written, the manifest written as
     the one atomic step, files of builds that are over removed. Safe to retry."""
 
-    def __init__(self, config: records.BuildConfig, max_error_fraction: float):
+    def __init__(self, config: BuildConfig, max_error_fraction: float):
         super().__init__()
         self._config, self._max_error_fraction = config, max_error_fraction
 
     def process(self, _, build: commit.BuildHandle, shards, unusable, annotated):
-        split = build.split
-        counts = records.Counts(annotated)
-        for shard in shards:
-            counts.update(shard.counts)
-        if broken := counts.imbalances():
-            build.abandon()
-            raise commit.BuildError(f"{split}: counts do not add up: {'; '.join(broken)}")
-
-        unusable = sorted(unusable, key=lambda e: (e.filename, e.line))
-        errors_text = "".join(entry.as_json() + "\n" for entry in unusable).encode("utf-8")
-        fraction = counts["errors"] / max(1, counts["images_annotated"])
-        if fraction > self._max_error_fraction:
-            # Kept for the user to read; it names no file of the earlier build, and the next
-            # build that commits removes it.
-            build.write(build.errors_name, errors_text)
-            build.abandon(keep=(build.errors_name,))
-            raise commit.BuildError(
-                f"{split}: {counts['errors']} of {counts['images_annotated']} images are unusable "
-                f"({fraction:.2%}), over --max_error_fraction={self._max_error_fraction}; "
-                f"see {build.path(build.errors_name)}. Nothing was committed: the earlier build, if any, is untouched."
-            )
-
-        written = {s.index: s for s in shards}
-        new_files = {build.errors_name: errors_text}
-        for index in range(build.output.num_shards):
-            if index not in written:
-                name = build.shard_name(index)
-                new_files[name] = b""
-                written[index] = ShardWritten(index, name, 0, 0, _EMPTY_SHA256, records.Counts().as_dict())
-        if empty := len(new_files) - 1:
-            _LOG.info("%s: %s of %d got no image: written empty", split, _plural(empty, "shard"), build.output.num_shards)
-        ordered = [written[i] for i in range(build.output.num_shards)]
-        manifest = {
-            "schema_version": schema.SCHEMA_VERSION,
-            "split": split,
-            "build": build.build,
-            "config": self._config.manifest(),
-            "counts": counts.as_dict(),
-            "error_reasons": dict(sorted(collections.Counter(e.reason for e in unusable).items())),
-            "errors_file": build.errors_name,
-            "record_keys": sorted(schema.FEATURES_BY_KEY),  # what every record holds (TFDS reads builds that say so)
-            "shards": [{"file": s.file, "records": s.records, "bytes": s.bytes, "sha256": s.sha256} for s in ordered],
-        }
-        removed = build.commit(manifest, new_files, {s.file: s.bytes for s in ordered if s.file not in new_files})
+        counts = _added_up(build, annotated, shards)
+        errors = sorted(unusable, key=lambda e: (e.filename, e.line))
+        errors_file = manifests.errors_file_bytes(errors)
+        self._refuse_too_many_errors(build, counts, errors_file)
+        entries, empty = _with_empty_shards(build, shards)
+        manifest = manifests.manifest_json(build.split, build.build, self._config, counts, errors, entries)
+        new_files = {build.errors_name: errors_file, **empty}
+        removed = build.commit(manifest, new_files, {e.file: e.bytes for e in entries if e.file not in new_files})
         if removed:
-            _LOG.info("%s: removed %d files of earlier or crashed builds", split, len(removed))
+            _LOG.info("%s: removed %d files of earlier or crashed builds", build.split, len(removed))
         yield manifest
+
+    def _refuse_too_many_errors(self, build: commit.BuildHandle, counts: records.Counts, errors_file: bytes) -> None:
+        """Raises BuildError, committing nothing, when more images are unusable than allowed."""
+        fraction = counts["errors"] / max(1, counts["images_annotated"])
+        if fraction <= self._max_error_fraction:
+            return
+        # Kept for the user to read; it names no file of the earlier build, and the next build
+        # that commits removes it.
+        build.write(build.errors_name, errors_file)
+        build.abandon(keep=(build.errors_name,))
+        raise commit.BuildError(
+            f"{build.split}: {counts['errors']} of {counts['images_annotated']} images are unusable "
+            f"({fraction:.2%}), over --max_error_fraction={self._max_error_fraction}; "
+            f"see {build.path(build.errors_name)}. Nothing was committed: the earlier build, if any, is untouched."
+        )
+
+
+def _added_up(build: commit.BuildHandle, annotated: dict, shards) -> records.Counts:
+    """The split's counts from the annotation totals and every shard's; abandons the build with
+    BuildError when they break a law (an image lost or counted twice)."""
+    counts = records.Counts(annotated)
+    for shard in shards:
+        counts.update(shard.counts)
+    if broken := counts.imbalances():
+        build.abandon()
+        raise commit.BuildError(f"{build.split}: counts do not add up: {'; '.join(broken)}")
+    return counts
+
+
+def _with_empty_shards(build: commit.BuildHandle, shards) -> tuple[list[ShardEntry], dict[str, bytes]]:
+    """Every shard's entry in index order, and the files of the shards no image landed in
+    (written empty by the commit)."""
+    written = {s.index: s.entry for s in shards}
+    empty = {}
+    for index in range(build.output.num_shards):
+        if index not in written:
+            name = build.shard_name(index)
+            empty[name] = b""
+            written[index] = ShardEntry(name, 0, 0, _EMPTY_SHA256)
+    if empty:
+        _LOG.info("%s: %s of %d got no image: written empty", build.split, _plural(len(empty), "shard"), build.output.num_shards)
+    return [written[i] for i in range(build.output.num_shards)], empty
 
 
 class Finalize(beam.PTransform):
-    """(ShardWritten, UnusableEntry, annotated totals), BuildHandle -> the manifest dict, once
+    """(ShardWritten, ErrorEntry, annotated totals), BuildHandle -> the manifest dict, once
     committed."""
 
-    def __init__(self, config: records.BuildConfig, max_error_fraction: float, build):
+    def __init__(self, config: BuildConfig, max_error_fraction: float, build):
         super().__init__()
         self._fn = FinalizeFn(config, max_error_fraction)
         self._build = build

@@ -1,7 +1,13 @@
-"""facegrid's reader: the record schema, grid targets, the tf.data and Keras readers, the checker.
+"""facegrid's reader: everything that reads a build, in three packages.
 
-Importing `reader` (or its schema, targets, boxes and tfrecord modules) never imports TensorFlow
-or Beam: the Beam workers use those modules too. The readers load TensorFlow and Keras on first use.
+    reader.core   the format core: build config, file names, record schema, manifest, TFRecord
+                  and tf.train.Example bytes, boxes, grid targets. Neither TensorFlow nor Beam:
+                  the Beam workers write with it, and their image ships nothing else of reader/.
+    reader.data   the readers: `make_dataset` (tf.data) and `ShardSequence` (a Keras PyDataset).
+    reader.check  the checker, `python -m reader.check`.
+
+`reader.make_dataset` and `reader.ShardSequence` are loaded on first use, so importing `reader`
+(or reader.core) never imports TensorFlow.
 """
 
 _LAZY = {"make_dataset": "reader.data.dataset", "ShardSequence": "reader.data.sequence"}

@@ -1,8 +1,9 @@
 """A small good build for the checker's tests, and the tools to break copies of it.
 
-`good_build` (session-scoped: one Beam build per test process) writes a tiny WIDER annotation
-file and generated JPEGs, then builds the val split into 3 shards with the in-memory runner.
-The images hold what a checker must not mistake for damage:
+`build` writes a tiny WIDER annotation file and JPEGs (`pipeline.synthetic.colour_field`s with a
+cartoon face in every box), then builds the val split into 3 shards with the in-memory runner;
+the `good_build` fixture (tests/conftest.py, session-scoped: one Beam build per test process) is
+that build. The images hold what a checker must not mistake for damage:
     a crowded cell        three faces centred in one cell: two are dropped
     an invalid face       alone in its cell: that cell has ignore = 1
     a degenerate box      zero width: not stored
@@ -24,10 +25,8 @@ import shutil
 from collections.abc import Callable
 
 import numpy as np
-import pytest
-from PIL import Image, ImageDraw
 
-from pipeline.annotations import format_boxes
+from pipeline import synthetic
 from reader.core import layout, protowire, schema, tfrecord
 from tests.build_helpers import run_build
 
@@ -51,42 +50,21 @@ _IMAGES = (
 _MISSING = "13--Interview/13_Interview_missing.jpg"
 
 
-def _draw_image(path: pathlib.Path, width: int, height: int, faces, seed: int) -> None:
-    """A smooth colour field with an ellipse per face: distinct bytes for every image."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(image)
-    for x, y, w, h, _ in faces:
-        draw.ellipse([x, y, x + max(w, 1), y + max(h, 1)], fill=(230, 190, 160), outline=(60, 40, 30))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, quality=90)
-
-
-def write_source(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+def write_source(root: pathlib.Path) -> tuple[str, str]:
     """Writes the annotation file and images under root; returns (annotations, images_dir)."""
-    images = root / "images"
-    entries = []
+    pictures = []
     for seed, (filename, width, height, faces) in enumerate(_IMAGES):
-        entries.append((filename, [[x, y, w, h, 0, 0, 0, invalid, 0, 0] for x, y, w, h, invalid in faces]))
+        lines = [[x, y, w, h, 0, 0, 0, invalid, 0, 0] for x, y, w, h, invalid in faces]
+        data = None
         if filename != _MISSING:
-            _draw_image(images / filename, width, height, faces, seed)
-    annotations = root / "wider_face_val_bbx_gt.txt"
-    annotations.write_text(format_boxes(entries, "val"))
-    return annotations, images
+            data = synthetic.jpeg(synthetic.paint_faces(synthetic.colour_field(width, height, np.random.default_rng(seed)), lines))
+        pictures.append(synthetic.Picture(filename, lines, data))
+    return synthetic.write_split(root, SPLIT, pictures)
 
 
 def build(source_root: pathlib.Path, output_dir: pathlib.Path, split: str = SPLIT, num_shards: int = NUM_SHARDS) -> None:
     annotations, images = write_source(source_root)
     run_build(annotations, images, output_dir, split, f"--num_shards={num_shards}", "--max_error_fraction=0.5")
-
-
-@pytest.fixture(scope="session")
-def good_build(tmp_path_factory) -> pathlib.Path:
-    """A finished val build of the images above (do not modify: copy it with `copy_build`)."""
-    root = tmp_path_factory.mktemp("check_good_build")
-    build(root / "source", root / "shards")
-    return root / "shards"
 
 
 def copy_build(good: pathlib.Path, destination: pathlib.Path) -> pathlib.Path:

@@ -1,4 +1,10 @@
-"""Paths shared by the tests: the checked-in fixture set and the real WIDER annotation files."""
+"""Paths and fixtures shared by the tests: the checked-in fixture set, the real WIDER annotation
+files, and the small session-scoped Beam builds made from pipeline.synthetic's generated data.
+
+The builds' helpers (how each is generated, read back and broken) are plain functions in
+tests/reader_fixtures.py, tests/check_fixtures.py and tests/train_fixtures.py; they are imported
+inside the fixtures, so that tests needing no build do not import Beam for them.
+"""
 
 import os
 import pathlib
@@ -18,3 +24,37 @@ def wider_split_dir() -> pathlib.Path:
     path = WIDER_DATA / "wider_face_split"
     assert path.is_dir(), f"the real WIDER annotation files are expected at {path} (set FACEGRID_WIDER_DATA)"
     return path
+
+
+@pytest.fixture(scope="session")
+def built_val(tmp_path_factory):
+    """tests/reader_fixtures.py's val split: 46 images in 3 JPEG shards (a reader_fixtures.Build)."""
+    from tests import reader_fixtures
+
+    return reader_fixtures.make_build(str(tmp_path_factory.mktemp("reader-jpeg")), reader_fixtures.NUM_IMAGES, num_shards=3)
+
+
+@pytest.fixture(scope="session")
+def built_val_raw(tmp_path_factory):
+    """The first 12 of those images in 2 raw shards."""
+    from tests import reader_fixtures
+
+    return reader_fixtures.make_build(str(tmp_path_factory.mktemp("reader-raw")), 12, num_shards=2, image_format="raw")
+
+
+@pytest.fixture(scope="session")
+def good_build(tmp_path_factory) -> pathlib.Path:
+    """tests/check_fixtures.py's finished val build (do not modify: copy it with `copy_build`)."""
+    from tests import check_fixtures
+
+    root = tmp_path_factory.mktemp("check_good_build")
+    check_fixtures.build(root / "source", root / "shards")
+    return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory) -> str:
+    """tests/train_fixtures.py's data_dir: a 24-image train, 8-image val build."""
+    from tests import train_fixtures
+
+    return train_fixtures.make_build(str(tmp_path_factory.mktemp("train-build")))

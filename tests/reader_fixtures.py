@@ -5,10 +5,10 @@ image, two faces sharing a cell (the larger wins), invalid faces (ignored, not t
 degenerate box, images without faces, and box centres lying exactly on a cell boundary, where
 a flipped image puts the face in another column than the mirrored one.
 
-Images are asymmetric colour patterns, so a horizontal flip is visible in the pixels.
+Images are `pipeline.synthetic.pattern`s, asymmetric, so a horizontal flip is visible in the pixels.
 
-Import the fixtures into a test module (`from tests.reader_fixtures import built_val, ...`); pytest
-then finds them there. Builds are session-scoped: one per test process.
+The fixtures `built_val` and `built_val_raw` (tests/conftest.py) are `make_build`s; session-scoped,
+one per test process.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Iterator
 
 import numpy as np
-import pytest
-from PIL import Image
 
-from pipeline.annotations import format_boxes
+from pipeline import synthetic
 from reader.core import layout, manifest, schema, tfrecord
 from tests.build_helpers import run_build
 
@@ -77,35 +76,18 @@ def _faces_for(i: int, width: int, height: int, rng: np.random.Generator) -> lis
     return faces
 
 
-def _pattern(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """A smooth but asymmetric RGB image (JPEG-friendly, flip-visible)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    r = 255 * xx / max(1, width - 1)
-    g = 128 + 100 * np.sin(yy / 17.0 + rng.random() * 6)
-    b = 255 * ((xx + 2 * yy) % 97) / 96
-    image = np.stack([r, g, b], axis=-1)
-    x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
-    image[y0 : y0 + height // 4, x0 : x0 + width // 5] = rng.integers(0, 256, 3)
-    return np.clip(image, 0, 255).astype(np.uint8)
+def _pictures(num_images: int, rng: np.random.Generator) -> Iterator[synthetic.Picture]:
+    for i in range(num_images):
+        event = f"{i % 3}--Event{i % 3}"
+        width = int(rng.choice([140, 168, 210, 280, 330]))
+        height = int(rng.choice([112, 150, 196, 260]))
+        image = synthetic.jpeg(synthetic.pattern(width, height, rng), quality=92)  # before the faces: one rng stream
+        yield synthetic.Picture(f"{event}/{i % 3}_Event_img_{i}.jpg", _faces_for(i, width, height, rng), image)
 
 
 def write_source(root: str, num_images: int, seed: int = 0) -> tuple[str, str]:
-    """Writes images and a WIDER val-style annotation file under root; returns (annotations, images_dir)."""
-    rng = np.random.default_rng(seed)
-    images_dir = os.path.join(root, "images")
-    entries = []
-    for i in range(num_images):
-        event = f"{i % 3}--Event{i % 3}"
-        filename = f"{event}/{i % 3}_Event_img_{i}.jpg"
-        width = int(rng.choice([140, 168, 210, 280, 330]))
-        height = int(rng.choice([112, 150, 196, 260]))
-        os.makedirs(os.path.join(images_dir, event), exist_ok=True)
-        Image.fromarray(_pattern(width, height, rng)).save(os.path.join(images_dir, filename), quality=92)
-        entries.append((filename, _faces_for(i, width, height, rng)))
-    annotations = os.path.join(root, "wider_face_val_bbx_gt.txt")
-    with open(annotations, "w") as f:
-        f.write(format_boxes(entries, "val"))
-    return annotations, images_dir
+    """Writes images and a WIDER val annotation file under root; returns (annotations, images_dir)."""
+    return synthetic.write_split(root, "val", _pictures(num_images, np.random.default_rng(seed)))
 
 
 def build(annotations: str, images_dir: str, output_dir: str, num_shards: int, image_format: str = "jpeg", split: str = "val") -> None:
@@ -149,15 +131,3 @@ def rewrite_manifest(data_dir: str, split: str, edit) -> None:
 
 
 NUM_IMAGES = 46  # not a multiple of the batch sizes the tests use
-
-
-@pytest.fixture(scope="session")
-def built_val(tmp_path_factory) -> Build:
-    """46 images in 3 JPEG shards."""
-    return make_build(str(tmp_path_factory.mktemp("reader-jpeg")), NUM_IMAGES, num_shards=3)
-
-
-@pytest.fixture(scope="session")
-def built_val_raw(tmp_path_factory) -> Build:
-    """The same images in 2 raw shards."""
-    return make_build(str(tmp_path_factory.mktemp("reader-raw")), 12, num_shards=2, image_format="raw")

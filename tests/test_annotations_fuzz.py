@@ -2,21 +2,21 @@
 files, fed as bytes, are either parsed into valid annotations or refused with one
 `FILE:LINE: expected ..., found ...` AnnotationError; nothing else escapes.
 
-The generator and the invariant live in pipeline.annotation_fuzz, so that a bigger run is
-`python -m pipeline.annotation_fuzz --cases=200000`.
+The generator lives in pipeline.annotation_cases and the invariant in pipeline.annotation_fuzz,
+so that a bigger run is `python -m pipeline.annotation_fuzz --cases=200000`.
 """
 
 import numpy as np
 import pytest
 
-from pipeline import annotation_fuzz, annotations
+from pipeline import annotation_cases, annotation_fuzz, annotations
 
 CASES = 5_000  # about 3 s on one core
 
 
 @pytest.fixture(scope="module")
 def corpus(wider_split_dir):
-    return annotation_fuzz.load_corpus(wider_split_dir)
+    return annotation_cases.load_corpus(wider_split_dir)
 
 
 def test_no_case_escapes_or_breaks_the_invariant(corpus):
@@ -29,14 +29,14 @@ def test_no_case_escapes_or_breaks_the_invariant(corpus):
 
 
 def test_cases_are_reproducible_from_seed_and_index(corpus):
-    again = annotation_fuzz.make_case(corpus, seed=0, index=123)
-    assert again == annotation_fuzz.make_case(corpus, seed=0, index=123)
-    assert [c.data for c in annotation_fuzz.cases(corpus, seed=0, count=3, start=122)][1] == again.data
-    assert again.data != annotation_fuzz.make_case(corpus, seed=1, index=123).data
+    again = annotation_cases.make_case(corpus, seed=0, index=123)
+    assert again == annotation_cases.make_case(corpus, seed=0, index=123)
+    assert [c.data for c in annotation_cases.cases(corpus, seed=0, count=3, start=122)][1] == again.data
+    assert again.data != annotation_cases.make_case(corpus, seed=1, index=123).data
 
 
-def _case(data: bytes, list_format: str = "boxes") -> annotation_fuzz.Case:
-    return annotation_fuzz.Case(0, 0, list_format, data, ())
+def _case(data: bytes, list_format: str = "boxes") -> annotation_cases.Case:
+    return annotation_cases.Case(0, 0, list_format, data, ())
 
 
 def test_the_check_accepts_good_files_and_good_refusals():

@@ -32,12 +32,19 @@ def test_clipping_and_degenerate_boxes():
     np.testing.assert_array_equal(boxes.is_degenerate(xyxy), [False, False, True, True, True])
 
 
-def test_check_rel_xyxy_names_the_bad_box():
-    boxes.check_rel_xyxy(np.array([[0, 0, 1, 1]]))
-    with pytest.raises(ValueError, match="between 0 and 1. Got box 1"):
-        boxes.check_rel_xyxy(np.array([[0, 0, 1, 1], [0, 0, 1.5, 1]]))
-    with pytest.raises(ValueError, match="box 0 has min > max"):
-        boxes.check_rel_xyxy(np.array([[0.5, 0, 0.2, 1]]))
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_canvas_boxes_go_back_to_source_pixels(mode):
+    p = Placement.fit(1024, 683, 224, mode)
+    xyxy = np.array([[100.0, 50.0, 300.0, 350.0], [0.0, 0.0, 1024.0, 683.0], [1000, 600, 1024, 683]])
+    back = p.to_source_xyxy(p.to_rel_xyxy(xyxy))
+    assert back.dtype == np.float64
+    np.testing.assert_allclose(back, xyxy, atol=1e-3)  # the stored float32 is all that is lost
+    np.testing.assert_allclose(boxes.xyxy_to_xywh(back), [[100, 50, 200, 300], [0, 0, 1024, 683], [1000, 600, 24, 83]], atol=1e-3)
+
+
+def test_canvas_boxes_are_clipped_to_the_source_image():
+    p = Placement.fit(1024, 512, 224, "letterbox")  # the image fills the band 0.25 <= y <= 0.75
+    np.testing.assert_allclose(p.to_source_xyxy([[-0.1, 0.0, 0.5, 1.0]]), [[0, 0, 512, 512]])
 
 
 def test_flip_is_an_involution_and_keeps_corners_ordered():

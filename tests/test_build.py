@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import cli, commit
+from pipeline import build_report, cli, leases
 from reader.core import layout, targets, tfds_metadata
 from tests import build_helpers
 from tests.build_helpers import build, files, read_split, without_build_ids
@@ -166,7 +166,7 @@ def test_rebuild_replaces_the_earlier_build(tmp_path):
     (tmp_path / "val.errors.jsonl").write_bytes(b"")
     (tmp_path / "val-00000-of-00002.deadbeef0123.tfrecord").write_bytes(b"half a shard")
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    lease = {"build": "deadbeef0123", "split": "val", "host": commit.host_id(), "pid": int(gone.stdout), "started": 0}
+    lease = {"build": "deadbeef0123", "split": "val", "host": leases.host_id(), "pid": int(gone.stdout), "started": 0}
     (tmp_path / ".val.deadbeef0123.lease").write_text(json.dumps(lease))
     (tmp_path / "train-00000-of-00001.tfrecord").write_bytes(b"another split: not ours to remove")
     (tmp_path / "notes.txt").write_bytes(b"not facegrid's")
@@ -261,7 +261,7 @@ def test_beam_metrics_count_everything(tmp_path):
 def test_worker_log_relay_keeps_progress_and_warnings_only():
     import logging
 
-    relay = cli._WorkerLogs()
+    relay = build_report.WorkerLogs()
 
     def record(level, message, where):
         text = f'severity: X timestamp {{ seconds: 1 }} message: "{message}" log_location: "{where}:9" thread: "T"'

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images, records
+from pipeline import records
 from pipeline.annotations import ImageAnnotation
 from reader.check import cli as check
 from reader.check import dataset_report
 from reader.check import records as check_records
+from reader.check import runner as check_runner
 from reader.check import split as check_split
 from reader.core import layout, progress, protowire, schema, targets, tfrecord
 from reader.core.boxes import Placement
+from reader.core.config import BuildConfig
 from tests import check_fixtures as fx
-from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
 from tests.fakes import Terminal
 
 
@@ -45,14 +46,14 @@ def problems(report: dict, check_name: str) -> list[tuple[str, int | None, str]]
 
 
 @pytest.fixture
-def broken(tmp_path, good_build):  # noqa: F811
+def broken(tmp_path, good_build):
     return fx.copy_build(good_build, tmp_path)
 
 
 # -- the good build -------------------------------------------------------------------------------
 
 
-def test_good_build_passes(good_build, capsys):  # noqa: F811
+def test_good_build_passes(good_build, capsys):
     code, report = run_check(good_build, capsys=capsys)
     assert code == 0, report["problems"]
     assert report["ok"] and not report["problems"]
@@ -72,7 +73,7 @@ def test_good_build_passes(good_build, capsys):  # noqa: F811
     assert stats["shards"]["count"] == fx.NUM_SHARDS
 
 
-def test_summary_for_people(good_build, capsys):  # noqa: F811
+def test_summary_for_people(good_build, capsys):
     capsys.readouterr()
     assert check.main([f"--data_dir={good_build}", "--split=val", "--workers=1"]) == 0
     out = capsys.readouterr().out
@@ -490,7 +491,7 @@ def test_contact_sheet(broken, tmp_path, capsys):
     assert (pixels == (255, 90, 90)).all(axis=-1).any()  # the failing record's caption, in red
 
 
-def test_report_writes_every_plot_and_the_numbers_of_the_check(good_build, tmp_path, capsys):  # noqa: F811
+def test_report_writes_every_plot_and_the_numbers_of_the_check(good_build, tmp_path, capsys):
     out = tmp_path / "report"
     code, report = run_check(good_build, f"--report={out}", capsys=capsys)
     assert code == 0 and report["report"] == str(out)
@@ -545,7 +546,7 @@ def test_parallel_workers_find_the_same(broken, monkeypatch):
     victim = fx.find(broken, lambda r: r.values(schema.GRID).reshape(7, 7, 5)[..., 4].sum() >= 2)
     fx.edit_record(broken, victim.file, victim.index, _move_target)
     inline = check_split.check_split(str(broken), fx.SPLIT, workers=1).report
-    monkeypatch.setattr(check_split, "INLINE_BELOW", 0)
+    monkeypatch.setattr(check_runner, "INLINE_BELOW", 0)
     seen = []
     parallel = check_split.check_split(str(broken), fx.SPLIT, workers=2, progress=lambda d, t: seen.append((d, t))).report
     assert parallel.problems == inline.problems and len(parallel.problems) == 1
@@ -570,14 +571,17 @@ def _record(boxes, invalid, **changes) -> bytes:
     return schema.Record(**fields).serialize()
 
 
+RAW = BuildConfig(image_format="raw")  # what _record's records are
+
+
 def test_record_without_faces_is_fine():
-    facts, found = check_records.check_record(_record(np.zeros((0, 4)), []), check_records.RecordConfig())
+    facts, found = check_records.check_record(_record(np.zeros((0, 4)), []), RAW)
     assert found == [] and facts.faces == 0 and facts.targets == 0
 
 
 def test_record_crowded_and_ignored_is_fine():
     boxes = [[0.30, 0.30, 0.40, 0.40], [0.31, 0.31, 0.39, 0.39], [0.8, 0.8, 0.9, 0.9]]
-    facts, found = check_records.check_record(_record(boxes, [0, 0, 1]), check_records.RecordConfig())
+    facts, found = check_records.check_record(_record(boxes, [0, 0, 1]), RAW)
     assert found == [] and (facts.targets, facts.dropped, facts.ignored) == (1, 1, 1)
 
 
@@ -586,14 +590,14 @@ def test_record_ignore_under_a_target():
     grid = targets.encode_faces(np.asarray(boxes, np.float32), np.array([0]), Placement.fit(100, 100, 224, "stretch"), 7, 0)
     ignore = grid.ignore.copy()
     ignore[2, 2] = 1  # where the target is
-    _, found = check_records.check_record(_record(boxes, [0], ignore=ignore), check_records.RecordConfig())
+    _, found = check_records.check_record(_record(boxes, [0], ignore=ignore), RAW)
     assert [check for check, _ in found] == ["ranges", "targets"]
     assert "ignore expected 0 where a target is" in found[0][1]
 
 
 def test_record_of_another_grid_size():
     data = _record([[0.1, 0.1, 0.2, 0.2]], [0])
-    _, found = check_records.check_record(data, check_records.RecordConfig(grid_size=8))
+    _, found = check_records.check_record(data, BuildConfig(image_format="raw", grid_size=8))
     assert found == [("schema", "key 'target/grid': expected 320 values for the manifest's grid_size 8, found 245 "
                                 "(a 7x7 grid): the manifest disagrees with this record")]
 
@@ -605,7 +609,7 @@ def test_record_with_a_nan_box():
     xmin = features[schema.XMIN][1].copy()
     xmin[1] = np.nan
     features[schema.XMIN] = ("float", xmin)
-    facts, found = check_records.check_record(protowire.encode_example(features), check_records.RecordConfig())
+    facts, found = check_records.check_record(protowire.encode_example(features), RAW)
     assert [check for check, _ in found] == ["ranges"] and "face 1" in found[0][1] and "nan" in found[0][1]
     assert facts.faces == 2
 
@@ -624,9 +628,9 @@ def test_build_rule_recomputed_exactly(resize):
         ],
         np.int32,
     )
-    config = records.BuildConfig(image=images.ImageConfig(resize=resize, image_format="raw"))
+    config = BuildConfig(resize=resize, image_format="raw")
     record, counts = records.make_record(ImageAnnotation("x/y.jpg", 1, faces), buffer.getvalue(), config)
-    facts, found = check_records.check_record(record.serialize(), check_records.RecordConfig(resize=resize, image_format="raw"))
+    facts, found = check_records.check_record(record.serialize(), BuildConfig(resize=resize, image_format="raw"))
     assert found == []
     assert (facts.targets, facts.dropped, facts.ignored) == (counts["targets"], counts["dropped"], counts["ignored"]) == (2, 1, 1)
 
@@ -640,3 +644,16 @@ def test_progress_bar():
     lines = stream.getvalue().split("\r")[1:]
     assert lines[1].startswith("[#####.....] checking val: 20/40 records (50%)")
     assert lines[2].startswith("[##########] checking val: 40/40 records (100%)") and lines[2].endswith("\n")
+
+
+def test_progress_never_writes_no_progress(good_build, capsys):
+    """--progress=never (and auto off a terminal) keeps stderr free of progress lines: scripts
+    and --json readers parse what the checker prints (a bar was once drawn whatever the flag)."""
+    for flag in ("--progress=never", "--progress=auto"):
+        capsys.readouterr()
+        code = check.main([f"--data_dir={good_build}", f"--split={fx.SPLIT}", "--json", "--workers=1", flag])
+        captured = capsys.readouterr()
+        assert code == 0 and json.loads(captured.out)["ok"] is True
+        assert "checking" not in captured.err, (flag, captured.err)
+    code = check.main([f"--data_dir={good_build}", f"--split={fx.SPLIT}", "--json", "--workers=1", "--progress=always"])
+    assert code == 0 and "checking val" in capsys.readouterr().err

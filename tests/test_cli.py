@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from pipeline import cli
+from pipeline import beam_flags, cli
 from tests import build_helpers
 from tests.build_helpers import files
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
@@ -90,7 +90,7 @@ def test_runner_names_as_beam_takes_them_and_file_urls(capsys, tmp_path):
              f"--output_dir=file://{tmp_path}", "--max_error_fraction=0.5"]  # fmt: skip
     job, options = cli.parse_args(["facegrid-build", *flags, "--runner=fnapirunner"])
     # Beam's alias is its FnApiRunner, which runs in this process: the lease names it.
-    assert cli._runner_name(options) == "FnApiRunner" and job.output.pid is not None
+    assert beam_flags.runner_name(options) == "FnApiRunner" and job.output.pid is not None
     assert job.output.output_dir == str(tmp_path) and job.annotations == str(FIXTURE_ANNOTATIONS)
     status, out, _ = _main(capsys, *flags)
     assert status == 0 and f"wrote {tmp_path}/val.manifest.json" in out
@@ -112,7 +112,7 @@ def test_what_beam_reads_loosely_is_read_as_meant():
     # A local runner finishes inside run(): not waiting for it would only skip the summary.
     assert parsed("--no_wait_until_finish")[1].view_as(StandardOptions).no_wait_until_finish is False
     job, options = parsed("--runner=directrunner")
-    assert cli._runner_name(options) == "DirectRunner" and job.output.pid is not None  # its lease names this process
+    assert beam_flags.runner_name(options) == "DirectRunner" and job.output.pid is not None  # its lease names this process
 
 
 def _bad_annotations(tmp_path: pathlib.Path, data: bytes) -> pathlib.Path:
@@ -170,3 +170,30 @@ def test_summary_names_the_build_and_its_errors_file(capsys, tmp_path):
     assert status == 0
     assert f"wrote {tmp_path}/val.manifest.json (build {manifest['build']})" in out
     assert f"unusable images: {tmp_path}/{manifest['errors_file']}" in out
+
+
+def test_the_summary_is_of_the_build_that_ran_even_when_a_later_one_committed_over_it(capsys, tmp_path, monkeypatch):
+    # Two builds of one split may run at once and the later commit wins. Reading the manifest
+    # alone, the summary showed that later build's counts and id as what this command built.
+    parsed, ran, later = [], [], {}
+    parse_args, run_job = cli.parse_args, cli.run_job
+
+    def parsing(argv):
+        parsed.append(parse_args(argv))
+        return parsed[-1]
+
+    def run_then_another_build_commits(build, options):
+        result = run_job(build, options)
+        if not ran:
+            ran.append(build.output.build_id)
+            later.update(build_helpers.build(tmp_path, "--num_shards=1"))
+        return result
+
+    monkeypatch.setattr(cli, "parse_args", parsing)
+    monkeypatch.setattr(cli, "run_job", run_then_another_build_commits)
+    status, out, _ = _main(capsys, *REQUIRED, f"--output_dir={tmp_path}", "--num_shards=2")
+    (job, _options), ours = parsed[0], ran[0]
+    assert status == 0 and job.output.build_id == ours and later["build"] != ours
+    assert out.strip() == (
+        f"val: build {ours} committed, then build {later['build']} committed over it: {tmp_path}/val.manifest.json names that one"
+    )

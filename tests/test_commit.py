@@ -21,12 +21,12 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import cli, commit, records, storage, transforms
+from pipeline import beam_flags, commit, leases, storage, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from reader.check import split as check_split
-from reader.core import layout
-from reader.core import manifest as manifests
+from reader.core import files, layout
+from reader.core.config import BuildConfig
 from tests import build_helpers, cloud_fixtures, commit_faults
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
@@ -41,14 +41,14 @@ _COLLECTED: dict[str, list] = {}
 def s3():
     with cloud_fixtures.s3_server() as server:
         server.client.create_bucket(Bucket=BUCKET)
-        before = manifests.configure_s3(manifests.S3Settings(endpoint_url=server.endpoint, region_name=cloud_fixtures.S3_REGION))
+        before = files.configure_s3(files.S3Settings(endpoint_url=server.endpoint, region_name=cloud_fixtures.S3_REGION))
         keys = {"AWS_ACCESS_KEY_ID": cloud_fixtures.S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": cloud_fixtures.S3_SECRET}
         saved = {name: os.environ.get(name) for name in keys}
         os.environ.update(keys)  # the checker's boto3 finds them where users keep theirs
         try:
             yield server
         finally:
-            manifests.configure_s3(before)
+            files.configure_s3(before)
             for name, value in saved.items():
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 
@@ -87,13 +87,13 @@ def _collect(element, bucket: str):
 def _pending(store: commit_faults.Store, num_shards: int, *flags: str) -> commit_faults.Pending:
     """Build B of the fixture set with its shards written and its finalize step not yet run.
     Its lease names no process (as on Dataflow): alive by its heartbeat."""
-    config = records.BuildConfig(image=transforms.images.ImageConfig(jpeg_quality=80))
+    config = BuildConfig(jpeg_quality=80)
     with open(FIXTURE_ANNOTATIONS) as f:
         annotations = list(parse_boxes(f, str(FIXTURE_ANNOTATIONS)))
     handle = commit.begin(OutputSpec(store.root, SPLIT, num_shards, B))
     _COLLECTED.clear()
     options = PipelineOptions([*build_helpers.IN_MEMORY, *store.flags, *flags])
-    with beam.Pipeline(runner=cli._local_runner(options), options=options) as p:  # workers get the store's flags
+    with beam.Pipeline(runner=beam_flags.local_runner(options), options=options) as p:  # workers get the store's flags
         written = p | beam.Create(annotations) | transforms.WriteShards(
             str(FIXTURE_IMAGES), num_shards, config, p | "Handle" >> beam.Create([handle])
         )
@@ -188,7 +188,7 @@ def test_rerunning_a_crashed_commit_after_another_build_committed_is_refused(tmp
 
 def _lease(directory: pathlib.Path, build: str, host: str | None, pid: int | None, age_s: float = 0.0) -> pathlib.Path:
     path = directory / layout.lease_name(SPLIT, build)
-    path.write_bytes(commit.Lease(build, SPLIT, host, pid, time.time()).to_bytes())
+    path.write_bytes(leases.Lease(build, SPLIT, host, pid, time.time()).to_bytes())
     stamp = time.time() - age_s
     os.utime(path, (stamp, stamp))
     return path
@@ -205,13 +205,13 @@ def test_leftovers_of_dead_builds_go_and_files_of_running_builds_stay(tmp_path, 
     committed = _build(store, "--num_shards=2")
     current = json.loads(committed[layout.manifest_name(SPLIT)])["build"]
     builds = {
-        "111111111111": (commit.host_id(), os.getpid(), 0.0, True),  # a local build still running
-        "222222222222": (commit.host_id(), _dead_pid(), 0.0, False),  # its process is gone
-        "888888888888": (commit.host_id(), os.getpid(), commit.LEASE_TIMEOUT_S + 60, False),  # a process id used again
+        "111111111111": (leases.host_id(), os.getpid(), 0.0, True),  # a local build still running
+        "222222222222": (leases.host_id(), _dead_pid(), 0.0, False),  # its process is gone
+        "888888888888": (leases.host_id(), os.getpid(), leases.LEASE_TIMEOUT_S + 60, False),  # a process id used again
         "333333333333": ("another-host", 4242, 60.0, True),  # elsewhere, heartbeat a minute ago
-        "999999999999": (commit.host_id().rsplit("/", 1)[0] + "/pid:[1]", 1, 60.0, True),  # this host name, another PID namespace
-        "444444444444": ("another-host", 4242, commit.LEASE_TIMEOUT_S + 60, False),  # no heartbeat for too long
-        "555555555555": (None, None, commit.LEASE_TIMEOUT_S - 60, True),  # Dataflow, within the timeout
+        "999999999999": (leases.host_id().rsplit("/", 1)[0] + "/pid:[1]", 1, 60.0, True),  # this host name, another PID namespace
+        "444444444444": ("another-host", 4242, leases.LEASE_TIMEOUT_S + 60, False),  # no heartbeat for too long
+        "555555555555": (None, None, leases.LEASE_TIMEOUT_S - 60, True),  # Dataflow, within the timeout
     }
     for build, (host, pid, age, _) in builds.items():
         _lease(out, build, host, pid, age)
@@ -270,11 +270,11 @@ def test_an_odd_lease_is_judged_by_its_age_and_never_fails_a_commit(tmp_path, re
     if content is None:
         lease.mkdir()
     else:
-        lease.write_bytes(content.replace(b"HOST", commit.host_id().encode()))
+        lease.write_bytes(content.replace(b"HOST", leases.host_id().encode()))
     shard.write_bytes(b"a shard of a build whose lease makes no sense")
     first = _build(store, "--num_shards=2")  # exit 0: committed, and tidied without an error
     assert shard.exists()  # fresh: it may be a build still running
-    stale = time.time() - commit.LEASE_TIMEOUT_S - 60
+    stale = time.time() - leases.LEASE_TIMEOUT_S - 60
     os.utime(lease, (stale, stale))
     second = _build(store, "--num_shards=2")
     assert not shard.exists() and (content is None) == lease.exists()  # a directory is not a file of ours

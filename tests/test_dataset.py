@@ -1,4 +1,5 @@
-"""reader.make_dataset and reader.data.augment against real builds (tests/reader_fixtures.py)."""
+"""reader.make_dataset, reader.data.augment and reader.data.targets_tf against real builds
+(tests/reader_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import tensorflow as tf
 import reader
 from reader.core import boxes as box_formats
 from reader.core import schema, targets, tfrecord
-from reader.data import augment
+from reader.data import augment, targets_tf
 from reader.data.dataset import SkippedRecords
 from tests import reader_fixtures
-from tests.reader_fixtures import built_val, built_val_raw  # noqa: F401  (fixtures)
 
 INVALID = schema.ATTRIBUTES.index("invalid")
 
@@ -37,11 +37,11 @@ def stored_targets(record, with_ignore=False):
 
 def expected_flip(record, config):
     """What the flipped record must hold, computed with reader.core.targets and reader.core.boxes only."""
-    placement = box_formats.Placement.fit(record.original_width, record.original_height, config["input_size"], config["resize"])
+    placement = box_formats.Placement.fit(record.original_width, record.original_height, config.input_size, config.resize)
     flipped = box_formats.flip_rel_xyxy(record.boxes)
     invalid = record.attributes[:, INVALID]
-    is_target = targets.target_mask(record.boxes, invalid, config["min_face_px"], config["input_size"])
-    return flipped, targets.encode(flipped, is_target, config["grid_size"], placement.source_areas(record.boxes))
+    is_target = targets.target_mask(record.boxes, invalid, config.min_face_px, config.input_size)
+    return flipped, targets.encode(flipped, is_target, config.grid_size, placement.source_areas(record.boxes))
 
 
 # ---- evaluation: every record once, as written -----------------------------------------------
@@ -69,7 +69,8 @@ def test_eval_reads_every_record_once_in_manifest_order_with_the_stored_values(b
         np.testing.assert_array_equal(box, record.boxes)
         np.testing.assert_array_equal(flags, record.attributes[:, INVALID])
         assert tuple(size) == (record.original_height, record.original_width)
-    # Pixels: the default decode is libjpeg's accurate DCT, as Pillow uses: the same values.
+    # Pixels: dct_method="INTEGER_ACCURATE" (above; the default is TensorFlow's INTEGER_FAST) is the DCT
+    # Pillow uses: the same values.
     pixels = np.stack([r.pixels() for r in built_val.records]).astype(np.float32)
     assert images.min() >= -1.0 and images.max() <= 1.0
     np.testing.assert_allclose(images, pixels / 127.5 - 1.0, atol=1e-6)
@@ -180,7 +181,7 @@ def test_flip_encodes_the_grid_again_from_the_flipped_boxes():
     check_boundary_flip(flipped_tf.numpy(), grid_tf.numpy(), ignore_tf.numpy())
 
 
-# ---- the TensorFlow port of the target rule ------------------------------------------------
+# ---- the TensorFlow port of the target rule (reader.data.targets_tf) ----------------------
 
 
 def random_faces(rng, n):
@@ -256,13 +257,13 @@ def test_batched_tensorflow_flip_equals_reader_targets_row_by_row(resize):
 def test_tensorflow_encode_reproduces_every_stored_grid(built_val):
     config = built_val.manifest.config
     for record in built_val.records:
-        placement = box_formats.Placement.fit(record.original_width, record.original_height, 224, config["resize"])
+        placement = box_formats.Placement.fit(record.original_width, record.original_height, 224, config.resize)
         invalid = record.attributes[:, INVALID]
-        is_target = augment.target_mask_tf(record.boxes, invalid, config["min_face_px"], 224)
-        h, w = augment.placement_tf(record.original_height, record.original_width, 224, config["resize"])
-        areas = augment.source_areas_tf(record.boxes, record.original_height, record.original_width, h, w, 224)
+        is_target = targets_tf.target_mask_tf(record.boxes, invalid, config.min_face_px, 224)
+        h, w = targets_tf.placement_tf(record.original_height, record.original_width, 224, config.resize)
+        areas = targets_tf.source_areas_tf(record.boxes, record.original_height, record.original_width, h, w, 224)
         np.testing.assert_array_equal(areas.numpy(), placement.source_areas(record.boxes))
-        grid, ignore = augment.encode_tf(record.boxes, is_target, areas, 7)
+        grid, ignore = targets_tf.encode_tf(record.boxes, is_target, areas, 7)
         np.testing.assert_array_equal(grid.numpy(), record.grid)
         np.testing.assert_array_equal(ignore.numpy(), record.ignore)
 
@@ -322,7 +323,7 @@ def test_a_shard_with_fewer_records_than_the_manifest_is_named(built_val, tmp_pa
     with pytest.raises(ValueError, match=message):
         reader.make_dataset(data_dir, "val", 4, training=True, seed=0)
     # ...and where they are not counted (remote shards), while reading.
-    monkeypatch.setattr(reader.data.dataset, "_count_local", lambda manifest, strict: False)
+    monkeypatch.setattr(reader.data.damage, "count_local", lambda manifest, strict: False)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         collect(reader.make_dataset(data_dir, "val", 4, training=True, seed=0))
 

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reader.check import dataset_report
-from reader.check import records as check_records
+from reader.check import dataset_report, report_faces, report_numbers
 from reader.check import split as check_split
 from reader.core import schema
+from reader.core.config import BuildConfig
 from tests import check_fixtures as fx
-from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
 
-CONFIG = check_records.RecordConfig(min_face_px=2.0)
+CONFIG = BuildConfig(min_face_px=2.0)
 INVALID = schema.ATTRIBUTES.index("invalid")
 
 # rel_xyxy on the 224-px canvas; cells are 1/7 wide.
@@ -39,23 +38,23 @@ def fields(boxes=BOXES, invalid=(0, 0, 0, 1, 0), width=448, height=224) -> dict:
 
 
 def test_roles_follow_the_build_rule():
-    roles = dataset_report.roles(fields(), CONFIG)
-    assert [dataset_report.ROLES[r] for r in roles] == ["target", "dropped", "target", "ignored_invalid", "ignored_small"]
+    roles = report_faces.roles(fields(), CONFIG)
+    assert [report_faces.ROLES[r] for r in roles] == ["target", "dropped", "target", "ignored_invalid", "ignored_small"]
     nan = fields(np.array([[np.nan, 0, 0.1, 0.1]], np.float32), (0,))
-    assert dataset_report.roles(nan, CONFIG).tolist() == [dataset_report.UNKNOWN]
+    assert report_faces.roles(nan, CONFIG).tolist() == [report_faces.UNKNOWN]
 
 
-def _faces(per_image=(5, 0)) -> dataset_report.Faces:
+def _faces(per_image=(5, 0)) -> report_faces.Faces:
     sides = (np.minimum(BOXES[:, 2] - BOXES[:, 0], BOXES[:, 3] - BOXES[:, 1]) * 224).astype(np.float32)
     f = fields()
-    return dataset_report.Faces(
-        np.array(per_image, np.int64), sides, BOXES, dataset_report.roles(f, CONFIG),
-        dataset_report._source_aspect(f, CONFIG),
+    return report_faces.Faces(
+        np.array(per_image, np.int64), sides, BOXES, report_faces.roles(f, CONFIG),
+        report_faces.source_aspect(f, CONFIG),
     )
 
 
 def test_numbers_of_hand_made_faces():
-    n = dataset_report.numbers(_faces(), CONFIG)
+    n = report_numbers.numbers(_faces(), CONFIG)
     per_image = n["faces_per_image"]
     assert per_image["images_by_count"]["0"] == 1 and per_image["images_by_count"]["5"] == 1
     assert per_image["faces_by_count"]["5"] == 5 and sum(per_image["faces_by_count"].values()) == 5
@@ -94,23 +93,20 @@ def test_numbers_of_hand_made_faces():
 
 
 def test_every_plot_draws_even_without_faces():
-    for faces in (_faces(), dataset_report.Faces(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
+    for faces in (_faces(), report_faces.Faces(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
                                                  np.zeros(0, np.int8), np.zeros(0))):
-        n = dataset_report.numbers(faces, CONFIG)
-        assert set(dataset_report.captions(n)) == set(dataset_report.PLOTS)
-        figures = [
-            dataset_report.plot_faces_per_image(n, "t"), dataset_report.plot_face_sizes(n, "t"),
-            dataset_report.plot_aspect_ratios(n, "t"), dataset_report.plot_centres(n, "t", CONFIG),
-            dataset_report.plot_cells(n, "t", CONFIG), dataset_report.plot_lost_by_size(n, "t"),
-        ]
-        for figure in figures:
+        n = report_numbers.numbers(faces, CONFIG)
+        assert set(report_numbers.captions(n)) == set(report_numbers.PLOTS)
+        figures = dataset_report.draw(n, "t", CONFIG)
+        assert tuple(figures) == report_numbers.PLOTS
+        for figure in figures.values():
             out = io.BytesIO()
             figure.savefig(out, format="png")
             with Image.open(out) as image:
                 assert image.format == "PNG" and image.width >= 600
 
 
-def test_a_split_changed_since_the_check_is_not_reported(good_build, tmp_path):  # noqa: F811
+def test_a_split_changed_since_the_check_is_not_reported(good_build, tmp_path):
     data_dir = fx.copy_build(good_build, tmp_path)
     result = check_split.check_split(str(data_dir), fx.SPLIT, workers=1, leakage=False)
     assert result.report.ok
@@ -134,9 +130,9 @@ def test_a_split_changed_since_the_check_is_not_reported(good_build, tmp_path): 
 def test_a_non_finite_box_is_counted_but_not_placed():
     boxes = np.concatenate([BOXES, [[np.nan, 0.1, 0.2, 0.2]]]).astype(np.float32)
     faces = _faces()
-    faces = dataset_report.Faces(np.array([6, 0]), np.append(faces.sides, np.float32(np.nan)), boxes,
-                                 np.append(faces.role, np.int8(dataset_report.UNKNOWN)), np.append(faces.source_aspect, np.nan))
-    n = dataset_report.numbers(faces, CONFIG)
+    faces = report_faces.Faces(np.array([6, 0]), np.append(faces.sides, np.float32(np.nan)), boxes,
+                                 np.append(faces.role, np.int8(report_faces.UNKNOWN)), np.append(faces.source_aspect, np.nan))
+    n = report_numbers.numbers(faces, CONFIG)
     assert n["faces_per_image"]["faces"] == 6 and np.sum(n["centres"]["per_cell"]) == 5
     assert n["lost_by_size"]["totals"]["not_recomputed"] == 1
     assert sum(b["faces"] for b in n["lost_by_size"]["buckets"].values()) == 5

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from reader.core import manifest, schema, tfds_metadata
+from reader.core.config import BuildConfig
 from tests.build_helpers import build, read_split
 
 
@@ -262,7 +263,7 @@ def test_metadata_refuses_what_it_cannot_describe(jpeg_build):
 
 
 def test_builds_before_build_ids_get_their_own_template(jpeg_build):
-    legacy = manifest.Manifest(str(jpeg_build), "val", {"grid_size": 7, "input_size": 224, "image_format": "jpeg"}, {},
+    legacy = manifest.Manifest(str(jpeg_build), "val", BuildConfig(), {},
                                (manifest.ShardEntry("val-00000-of-00001.tfrecord", 3, 100, "0" * 64),), {})  # fmt: skip
     info = json.loads(tfds_metadata.metadata_files({"val": legacy})[tfds_metadata.DATASET_INFO])
     assert info["splits"] == [

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from pipeline.annotations import format_boxes
+from pipeline import synthetic
 from reader.check import split as check_split
 from reader.core import layout
 
@@ -27,8 +27,7 @@ SECRET = b"secret password of someone else\n"
 
 
 def _photo(seed: int, size=(320, 240)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    return synthetic.colour_field(*size, np.random.default_rng(seed))
 
 
 def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -83,7 +82,7 @@ def _hostile_tree(root: pathlib.Path) -> tuple[pathlib.Path, dict[str, str | Non
 def test_a_hostile_images_directory_builds_with_every_bad_file_in_the_errors_file(tmp_path):
     images, expected = _hostile_tree(tmp_path)
     annotations = tmp_path / "gt.txt"
-    annotations.write_text(format_boxes([(name, [[10, 10, 40, 40, 0, 0, 0, 0, 0, 0]]) for name in expected], "val"))
+    synthetic.write_annotations(annotations, [(name, [[10, 10, 40, 40, 0, 0, 0, 0, 0, 0]]) for name in expected], "val")
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", f"--annotations={annotations}", f"--images_dir={images}", f"--output_dir={out}",

@@ -17,14 +17,13 @@ import tensorflow as tf
 import reader
 from reader.core import protowire, schema
 from tests import check_fixtures as fx
-from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
 from tests.test_check import failed, problems, run_check
 
 BATCH = 2
 
 
 @pytest.fixture
-def broken(tmp_path, good_build):  # noqa: F811
+def broken(tmp_path, good_build):
     return fx.copy_build(good_build, tmp_path)
 
 
@@ -119,7 +118,7 @@ def counting(request, monkeypatch):
     headers when the dataset is made ("counted"), or each read held to its promise as it goes
     ("gated", as for remote shards)."""
     if request.param == "gated":
-        monkeypatch.setattr(reader.data.dataset, "_count_local", lambda manifest, strict: False)
+        monkeypatch.setattr(reader.data.damage, "count_local", lambda manifest, strict: False)
     return request.param
 
 
@@ -239,7 +238,7 @@ def test_a_manifest_whose_input_size_disagrees_with_its_records_says_so(broken, 
     assert (first, 0, problem) in problems(report, "images")
 
 
-def test_the_good_build_reads_whole_with_either_reader(good_build, counting):  # noqa: F811
+def test_the_good_build_reads_whole_with_either_reader(good_build, counting):
     """The checks above cost nothing in correctness: the intact build reads every record."""
     records = fx.read_manifest(good_build)["counts"]["records"]
     assert read_all(reader.make_dataset(str(good_build), fx.SPLIT, BATCH, training=False)) == records

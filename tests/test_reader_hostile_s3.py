@@ -16,10 +16,9 @@ import pytest
 
 import reader
 from reader.check import cli as check
-from reader.check import split as check_split
+from reader.check import runner as check_runner
 from tests import check_fixtures as fx
 from tests import cloud_fixtures
-from tests.check_fixtures import good_build  # noqa: F401  (a pytest fixture)
 from tests.conftest import TESTS
 from tests.test_check import failed, problems, run_check
 
@@ -49,14 +48,14 @@ def upload(s3, build, prefix: str) -> str:
     return f"s3://{BUCKET}/{prefix}"
 
 
-def test_the_checker_reads_s3_and_names_a_missing_shard(s3, keys, good_build, capsys, monkeypatch):  # noqa: F811
+def test_the_checker_reads_s3_and_names_a_missing_shard(s3, keys, good_build, capsys, monkeypatch):
     data_dir = upload(s3, good_build, "checked")
     endpoint = f"--s3_endpoint_url={s3.endpoint}"
     code, report = run_check(data_dir, endpoint, capsys=capsys)
     assert code == 0, report["problems"]
     assert report["records"] == fx.read_manifest(good_build)["counts"]["records"]
     # In worker processes too (spawned here, as TensorFlow is loaded): they get the endpoint.
-    monkeypatch.setattr(check_split, "INLINE_BELOW", 0)
+    monkeypatch.setattr(check_runner, "INLINE_BELOW", 0)
     capsys.readouterr()
     assert check.main([f"--data_dir={data_dir}", "--split=val", "--json", "--workers=2", "--progress=never", endpoint]) == 0
     capsys.readouterr()
@@ -69,7 +68,7 @@ def test_the_checker_reads_s3_and_names_a_missing_shard(s3, keys, good_build, ca
     assert (where, record) == (file, None) and message.startswith("missing")
 
 
-def test_the_checker_names_a_damaged_record_on_s3(s3, keys, good_build, tmp_path, capsys):  # noqa: F811
+def test_the_checker_names_a_damaged_record_on_s3(s3, keys, good_build, tmp_path, capsys):
     broken = fx.copy_build(good_build, tmp_path)
     file = fx.shard_files(broken)[0]
     data = bytearray((broken / file).read_bytes())
@@ -81,7 +80,7 @@ def test_the_checker_names_a_damaged_record_on_s3(s3, keys, good_build, tmp_path
     assert (where, record) == (file, len(fx.read_records(good_build / file)) - 1) and "data checksum mismatch" in message
 
 
-def test_the_command_line_on_s3_imports_no_beam(s3, keys, good_build):  # noqa: F811
+def test_the_command_line_on_s3_imports_no_beam(s3, keys, good_build):
     data_dir = upload(s3, good_build, "cli")
     script = (
         "import sys\n"
@@ -95,7 +94,7 @@ def test_the_command_line_on_s3_imports_no_beam(s3, keys, good_build):  # noqa: 
     assert json.loads(done.stdout)["ok"] is True
 
 
-def test_shard_sequence_reads_s3_with_ranged_gets(s3, keys, good_build, monkeypatch):  # noqa: F811
+def test_shard_sequence_reads_s3_with_ranged_gets(s3, keys, good_build, monkeypatch):
     data_dir = upload(s3, good_build, "sequence")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)  # boto3's own chain, as a training job would set it
     remote = reader.ShardSequence(data_dir, fx.SPLIT, 4, shuffle=True, seed=1)

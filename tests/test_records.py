@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images, records
+from pipeline import records
 from pipeline.annotations import ImageAnnotation
 from reader.core import protowire, schema
+from reader.core.config import BuildConfig
 
 
 def _jpeg(width: int, height: int) -> bytes:
@@ -32,7 +33,7 @@ _FACES = np.array(
 
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
 def test_derived_keys_of_a_record(resize):
-    config = records.BuildConfig(image=images.ImageConfig(resize=resize))
+    config = BuildConfig(resize=resize)
     record, counts = records.make_record(ImageAnnotation("7--Cheering/7_Cheering_1.jpg", 3, _FACES), _jpeg(300, 173), config)
     features = protowire.decode_example(record.serialize())
 
@@ -53,7 +54,7 @@ def test_derived_keys_of_a_record(resize):
 
 def test_a_record_without_faces_has_empty_derived_lists():
     annotation = ImageAnnotation("0--Parade/empty.jpg", 1, np.zeros((0, 10), np.int32))
-    record, _ = records.make_record(annotation, _jpeg(64, 48), records.BuildConfig())
+    record, _ = records.make_record(annotation, _jpeg(64, 48), BuildConfig())
     features = protowire.decode_example(record.serialize())
     assert features[schema.CLASS_TEXT] == ("bytes", [])
     assert len(features[schema.IS_CROWD][1]) == len(features[schema.AREA][1]) == 0

@@ -8,6 +8,7 @@ import pytest
 from reader.check import records as check_records
 from reader.core import protowire, schema, targets
 from reader.core.boxes import Placement
+from reader.core.config import BuildConfig
 
 _BOXES = np.array([[0.1, 0.1, 0.3, 0.4], [0.5, 0.5, 0.6, 0.62]], np.float32)
 
@@ -24,8 +25,11 @@ def _features(invalid=(0, 1)) -> dict:
     return protowire.decode_example(record.serialize())
 
 
+RAW = BuildConfig(image_format="raw")  # the build config of _features's records
+
+
 def _check(features: dict):
-    return check_records.check_record(protowire.encode_example(features), check_records.RecordConfig())
+    return check_records.check_record(protowire.encode_example(features), RAW)
 
 
 def test_a_record_as_built_passes_and_gives_its_source_id():
@@ -72,12 +76,12 @@ def test_derived_keys_held_to_kind_and_length():
 
 def test_a_record_of_a_build_before_the_derived_keys():
     older = protowire.encode_example({k: v for k, v in _features().items() if k not in schema.DERIVED_KEYS})
-    facts, found = check_records.check_record(older, check_records.RecordConfig())
+    facts, found = check_records.check_record(older, RAW)
     assert facts is None and found == [
         ("schema", "missing key 'image/source_id' (builds made before it was added lack it: build the split again)")
     ]
-    # The readers name a record's problem with `unreadable`; training needs none of these keys.
-    assert check_records.unreadable(older, check_records.RecordConfig()) is None
+    # The readers name a record's problem with `schema.record_problem`; training needs none of these keys.
+    assert schema.record_problem(older, RAW) is None
 
 
 def test_source_id_duplicates():

@@ -15,7 +15,6 @@ import reader
 from reader.core import boxes as box_formats
 from reader.core import layout, schema, targets, tfrecord
 from tests import reader_fixtures
-from tests.reader_fixtures import built_val, built_val_raw  # noqa: F401  (fixtures)
 
 INVALID = schema.ATTRIBUTES.index("invalid")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,9 +110,9 @@ def test_flip_keeps_targets_true_to_the_image(built_val):
                 continue
             np.testing.assert_allclose(image, stored[:, ::-1], atol=1e-6)
             flipped_seen += 1
-            placement = box_formats.Placement.fit(record.original_width, record.original_height, 224, config["resize"])
+            placement = box_formats.Placement.fit(record.original_width, record.original_height, 224, config.resize)
             flipped = box_formats.flip_rel_xyxy(record.boxes)
-            is_target = targets.target_mask(record.boxes, record.attributes[:, INVALID], config["min_face_px"], 224)
+            is_target = targets.target_mask(record.boxes, record.attributes[:, INVALID], config.min_face_px, 224)
             want = targets.encode(flipped, is_target, 7, placement.source_areas(record.boxes))
             np.testing.assert_array_equal(grid[..., :5], want.grid)
             np.testing.assert_array_equal(grid[..., 5], want.ignore)

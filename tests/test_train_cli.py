@@ -13,13 +13,13 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from train_fixtures import tiny_build  # noqa: F401 (a pytest fixture)
 
 import reader
 from reader.core import boxes as box_formats
 from reader.core import manifest as manifests
-from train import cli, evaluate, predict
-from train.validation import DetectSettings
+from train import cli, predict
+from train.detect import DetectSettings
+from train.metrics import Evaluator
 
 # Small and quick, not the default model: alpha 0.35, a frozen backbone (the head alone learns),
 # a high learning rate so that a handful of steps shows the loss falling. Progress as in a log,
@@ -35,13 +35,13 @@ def _ap_from_prediction_files(root: str, data_dir: str) -> float:
     records = []
     for _, _, meta in reader.make_dataset(data_dir, "val", 4, training=False, with_boxes=True):
         records += zip(meta["filename"].numpy(), meta["boxes"].numpy(), meta["invalid"].numpy(), meta["original_size"].numpy())
-    evaluator = evaluate.Evaluator()
+    evaluator = Evaluator()
     for filename, boxes, invalid, (height, width) in reversed(records):
         name = filename.decode()
         with open(os.path.join(root, os.path.splitext(name)[0] + ".txt")) as f:
             lines = f.read().splitlines()
         numbers = np.array([[float(v) for v in line.split()] for line in lines[2:]], np.float64).reshape(-1, 5)
-        placement = box_formats.Placement.fit(int(width), int(height), int(config["input_size"]), config["resize"])
+        placement = box_formats.Placement.fit(int(width), int(height), int(config.input_size), config.resize)
         xyxy = np.concatenate([numbers[:, :2], numbers[:, :2] + numbers[:, 2:4]], axis=1)
         evaluator.add(placement.to_rel_xyxy(xyxy), numbers[:, 4], boxes, invalid)
     return evaluator.result()["ap"]
@@ -58,7 +58,7 @@ def _tensorboard_steps(log_dir: str) -> list[int]:
     return sorted(steps)
 
 
-def test_trains_resumes_and_writes_everything(tiny_build, tmp_path, capsys):  # noqa: F811
+def test_trains_resumes_and_writes_everything(tiny_build, tmp_path, capsys):
     """One test, not several sharing a fixture: under pytest-xdist each worker would train."""
     out = str(tmp_path / "run")
     args = [f"--data_dir={tiny_build}", f"--output_dir={out}", *FAST]
@@ -157,7 +157,7 @@ class _ConstantModel:
         return grid
 
 
-def test_pictures_say_why_nothing_is_drawn(tiny_build, tmp_path, caplog):  # noqa: F811
+def test_pictures_say_why_nothing_is_drawn(tiny_build, tmp_path, caplog):
     paths = predict.draw_split(_ConstantModel(), tiny_build, "val", str(tmp_path / "a"), 3, DetectSettings(0.5))
     assert len(paths) == 3
     assert "no detection in the 3 pictures: the highest objectness is 0.2000, under --score_threshold=0.5" in caplog.text

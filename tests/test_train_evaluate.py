@@ -1,15 +1,14 @@
-"""Decoding, NMS, WIDER-protocol matching and AP, COCO's AP (pycocotools), on hand-made boxes
-with known answers."""
+"""Decoding, NMS, WIDER-protocol matching and AP, COCO's AP (pycocotools) of `train.metrics`, and
+`train.validation.evaluate_split`, on hand-made boxes with known answers."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train_fixtures import tiny_build  # noqa: F401 (a pytest fixture)
 
 from reader.core import boxes as box_formats
 from reader.core import targets
-from train import detect, evaluate, wider
+from train import detect, metrics, wider
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
@@ -64,7 +63,7 @@ def test_nms_leaves_no_pair_above_the_threshold(boxes, threshold):
 @settings(max_examples=50, deadline=None)
 @given(_boxes(8))
 def test_finding_every_face_exactly_scores_ap_1(faces):
-    ev = evaluate.Evaluator()
+    ev = metrics.Evaluator()
     ev.add(faces, np.linspace(1, 0.5, len(faces)), faces, np.zeros(len(faces)))
     expected = 1.0 if len(faces) else 0.0
     # Two faces that (nearly) coincide would let a detection take the other one, or both the
@@ -87,23 +86,23 @@ def test_match_follows_the_wider_rules():
         [0.62, 0.6, 0.82, 0.8],  # face 1
     ])
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
-    labels = evaluate.match(dets, scores, GT, INVALID)
+    labels = metrics.match(dets, scores, GT, INVALID)
     assert labels.tolist() == [1, 0, -1, 0, 1]
 
 
 def test_average_precision_of_a_known_ranking():
     # TP, FP, TP over 2 positives: precision 1 at recall 0.5, 2/3 at recall 1 -> AP 0.5 + 1/3.
-    assert evaluate.average_precision([0.9, 0.8, 0.7], [1, 0, 1], 2) == pytest.approx(0.5 + 1 / 3)
+    assert metrics.average_precision([0.9, 0.8, 0.7], [1, 0, 1], 2) == pytest.approx(0.5 + 1 / 3)
     # A discarded detection changes nothing, wherever it ranks.
-    assert evaluate.average_precision([0.9, 0.85, 0.8, 0.7], [1, -1, 0, 1], 2) == pytest.approx(0.5 + 1 / 3)
+    assert metrics.average_precision([0.9, 0.85, 0.8, 0.7], [1, -1, 0, 1], 2) == pytest.approx(0.5 + 1 / 3)
     # Precision is made monotone: FP, TP, TP -> precision 2/3 for both recall steps.
-    assert evaluate.average_precision([0.9, 0.8, 0.7], [0, 1, 1], 2) == pytest.approx(2 / 3)
-    assert evaluate.average_precision([0.9], [1], 4) == pytest.approx(0.25)
-    assert evaluate.average_precision([], [], 3) == 0.0
+    assert metrics.average_precision([0.9, 0.8, 0.7], [0, 1, 1], 2) == pytest.approx(2 / 3)
+    assert metrics.average_precision([0.9], [1], 4) == pytest.approx(0.25)
+    assert metrics.average_precision([], [], 3) == 0.0
 
 
 def test_evaluator_over_images_neither_rewards_nor_punishes_invalid_faces():
-    ev = evaluate.Evaluator()
+    ev = metrics.Evaluator()
     ev.add(GT[[0, 2]], [0.9, 0.95], GT, INVALID)  # face 0 found; the invalid face found first
     ev.add(np.array([[0.5, 0.5, 0.6, 0.6]]), [0.8], GT[:1], [0])  # second image: a miss and an FP
     ev.add(np.zeros((0, 4)), [], np.zeros((0, 4)), [])  # an image with no face
@@ -115,16 +114,19 @@ def test_evaluator_over_images_neither_rewards_nor_punishes_invalid_faces():
 
 
 def test_recall_ceiling_counts_faces_that_own_a_cell():
-    assert evaluate.recall_ceiling({"targets": 9, "dropped": 3}) == 0.75
-    assert evaluate.recall_ceiling({"targets": 0, "dropped": 0}) == 1.0
+    assert metrics.recall_ceiling({"targets": 9, "dropped": 3}) == 0.75
+    assert metrics.recall_ceiling({"targets": 0, "dropped": 0}) == 1.0
 
 
 @pytest.mark.parametrize("mode", ["stretch", "letterbox"])
-def test_canvas_boxes_go_back_to_source_pixels(mode):
+def test_detections_are_written_in_source_pixels(tmp_path, mode):
     placement = box_formats.Placement.fit(1024, 683, 224, mode)
     xyxy = np.array([[100.0, 50.0, 300.0, 350.0], [0.0, 0.0, 1024.0, 683.0]])
-    xywh = wider.canvas_to_source(placement.to_rel_xyxy(xyxy), placement)
-    np.testing.assert_allclose(xywh, [[100, 50, 200, 300], [0, 0, 1024, 683]], atol=1e-3)
+    path = wider.write_detections(str(tmp_path), "e/a.jpg", placement.to_rel_xyxy(xyxy), np.float32([0.5, 0.25]), placement)
+    with open(path) as f:
+        name, count, *rows = f.read().splitlines()
+    assert (name, count) == ("a", "2")
+    np.testing.assert_allclose([[float(v) for v in row.split()] for row in rows], [[100, 50, 200, 300, 0.5], [0, 0, 1024, 683, 0.25]], atol=1e-3)
 
 
 def test_predictions_are_written_in_the_wider_layout(tmp_path):
@@ -145,7 +147,7 @@ def px(*boxes):
 
 def coco(*images):
     """COCO metrics of images given as (det_boxes, det_scores, gt_boxes, gt_invalid)."""
-    ev = evaluate.Evaluator()
+    ev = metrics.Evaluator()
     for image in images:
         ev.add(*image)
     return ev.coco_result()
@@ -186,7 +188,7 @@ def test_coco_crowd_regions_take_the_detections_inside_them():
     face = px([150, 150, 200, 200])
     gt, invalid = np.concatenate([crowd, face]), [1, 0]
     assert coco((np.concatenate([inside, face]), [0.9, 0.8], gt, invalid))["ap50"] == pytest.approx(1.0)
-    wider_protocol = evaluate.Evaluator()
+    wider_protocol = metrics.Evaluator()
     wider_protocol.add(np.concatenate([inside, face]), [0.9, 0.8], gt, invalid)
     assert wider_protocol.result()["ap"] == pytest.approx(0.5)  # there a false positive ranked first
 
@@ -251,7 +253,7 @@ class _GuessingModel:
         return grid
 
 
-def test_evaluate_split_reports_coco_metrics_of_its_detections(tiny_build):  # noqa: F811
+def test_evaluate_split_reports_coco_metrics_of_its_detections(tiny_build):
     import reader
     from train import validation
 
@@ -262,8 +264,8 @@ def test_evaluate_split_reports_coco_metrics_of_its_detections(tiny_build):  # n
     for _, _, meta in reader.make_dataset(tiny_build, "val", 4, training=False, with_boxes=True):
         for boxes, invalid in zip(meta["boxes"].numpy(), meta["invalid"].numpy()):
             grid = _GuessingModel().predict_on_batch(np.zeros(1))[0]
-            images.append(evaluate.ImageResult.of(*detect.detect(grid, 0.01, settings.iou_threshold), boxes, invalid))
-    assert result["coco"] == evaluate.coco_average_precision(images, 224)
+            images.append(metrics.ImageResult.of(*detect.detect(grid, 0.01, settings.iou_threshold), boxes, invalid))
+    assert result["coco"] == metrics.coco_average_precision(images, 224)
     assert result["coco"]["positives"] == result["positives"] and result["coco"]["images"] == result["images"] == 8
     assert 0.0 <= result["coco"]["ap50_95"] <= result["coco"]["ap50"] <= 1.0
     assert "coco" not in validation.evaluate_split(_GuessingModel(), tiny_build, "val", 4, settings, coco=False)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train import evaluate, wider
+from train import metrics, wider
 
 
 def _read(path):
@@ -40,10 +40,10 @@ def test_short_numbers_stay_short(tmp_path):
 def test_tied_scores_enter_the_curve_together():
     # One face, two detections of equal score, one right and one wrong: whichever comes first,
     # a threshold takes both, precision 1/2 at recall 1.
-    assert evaluate.average_precision([0.7, 0.7], [1, 0], 1) == pytest.approx(0.5)
-    assert evaluate.average_precision([0.7, 0.7], [0, 1], 1) == pytest.approx(0.5)
+    assert metrics.average_precision([0.7, 0.7], [1, 0], 1) == pytest.approx(0.5)
+    assert metrics.average_precision([0.7, 0.7], [0, 1], 1) == pytest.approx(0.5)
     # TP, then {FP, TP} together (precision 2/3, raised to the 3/4 after it), then TP.
-    assert evaluate.average_precision([0.9, 0.7, 0.7, 0.5], [1, 0, 1, 1], 3) == pytest.approx(1 / 3 + 2 / 3 * 3 / 4)
+    assert metrics.average_precision([0.9, 0.7, 0.7, 0.5], [1, 0, 1, 1], 3) == pytest.approx(1 / 3 + 2 / 3 * 3 / 4)
 
 
 @settings(max_examples=50, deadline=None)
@@ -51,7 +51,7 @@ def test_tied_scores_enter_the_curve_together():
 def test_ap_does_not_depend_on_the_order_of_detections(seed):
     rng = np.random.default_rng(seed)
     scores = rng.choice([0.9, 0.5, 0.25, 0.125], 20)  # many ties
-    labels = rng.choice([evaluate.TRUE_POSITIVE, evaluate.FALSE_POSITIVE, evaluate.DISCARDED], 20)
-    ap = evaluate.average_precision(scores, labels, 12)
+    labels = rng.choice([metrics.TRUE_POSITIVE, metrics.FALSE_POSITIVE, metrics.DISCARDED], 20)
+    ap = metrics.average_precision(scores, labels, 12)
     order = rng.permutation(20)
-    assert evaluate.average_precision(scores[order], labels[order], 12) == ap
+    assert metrics.average_precision(scores[order], labels[order], 12) == ap

@@ -11,8 +11,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline import commit, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
-from pipeline.transforms import ShardWritten, UnusableEntry
+from pipeline.transforms import ShardWritten
 from reader.core import tfds_metadata
+from reader.core.manifest import ErrorEntry, ShardEntry
+from reader.core.config import BuildConfig
 from tests.build_helpers import IN_MEMORY
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
@@ -46,14 +48,14 @@ def test_write_shards_splits_records_and_errors(tmp_path):
     handle = _begin(tmp_path, 2)
     with TestPipeline(argv=IN_MEMORY) as p:
         build = p | "Handle" >> beam.Create([handle])
-        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, records.BuildConfig(), build)
+        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, BuildConfig(), build)
         assert_that(
-            written.shards | beam.Map(lambda s: (s.index, s.file)),
+            written.shards | beam.Map(lambda s: (s.index, s.entry.file)),
             equal_to([(0, f"val-00000-of-00002.{BUILD}.tfrecord"), (1, f"val-00001-of-00002.{BUILD}.tfrecord")]),
             label="shards",
         )
         assert_that(
-            written.shards | beam.Map(lambda s: s.records) | beam.CombineGlobally(sum), equal_to([10]), label="records"
+            written.shards | beam.Map(lambda s: s.entry.records) | beam.CombineGlobally(sum), equal_to([10]), label="records"
         )
         assert_that(
             written[transforms.ERRORS_TAG] | beam.Map(lambda e: (e.reason, e.faces)),
@@ -77,14 +79,14 @@ def test_a_bug_while_preparing_fails_the_build_instead_of_becoming_an_error_entr
     handle = _begin(tmp_path, 2)
     with pytest.raises(Exception, match="bug while preparing"), TestPipeline(argv=IN_MEMORY) as p:
         build = p | "Handle" >> beam.Create([handle])
-        _ = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, records.BuildConfig(), build, threads=3)
+        _ = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, BuildConfig(), build, threads=3)
     # The shard being written was never renamed into place: only the lease is there.
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".val.{BUILD}.lease"]
 
 
 def test_write_shard_fn_needs_a_thread():
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
-        transforms.WriteShardFn(str(FIXTURE_IMAGES), records.BuildConfig(), 0)
+        transforms.WriteShardFn(str(FIXTURE_IMAGES), BuildConfig(), 0)
 
 
 def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
@@ -94,22 +96,22 @@ def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
             p | "shards" >> beam.Create(shards),
             p | "errors" >> beam.Create(unusable),
             p | "annotated" >> beam.Create([annotated]),
-        ) | transforms.Finalize(records.BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]))
-        assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.records for s in shards)]))
+        ) | transforms.Finalize(BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]))
+        assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.entry.records for s in shards)]))
 
 
 def _shard(tmp_path, index, records_in_it, errors=0, data=b"x"):
     name = f"val-{index:05d}-of-00003.{BUILD}.tfrecord"
     (tmp_path / name).write_bytes(data)
     counts = records.Counts(records=records_in_it, errors=errors, faces_stored=records_in_it, targets=records_in_it).as_dict()
-    return ShardWritten(index, name, records_in_it, len(data), hashlib.sha256(data).hexdigest(), counts)
+    return ShardWritten(index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts)
 
 
 def test_finalize_commits_the_manifest_fills_empty_shards_and_removes_the_earlier_build(tmp_path):
     (tmp_path / "val-00000-of-00001.tfrecord").write_bytes(b"a shard of a build before build ids")
     (tmp_path / "val.errors.jsonl").write_bytes(b"")
     shards = [_shard(tmp_path, 0, 2, errors=1), _shard(tmp_path, 2, 1)]
-    unusable = [UnusableEntry("b.jpg", 7, "missing", "no file", 0)]
+    unusable = [ErrorEntry("b.jpg", 7, "missing", "no file", 0)]
     annotated = {"images_annotated": 4, "faces_annotated": 3}
     _finalize(tmp_path, shards, unusable, {**annotated})
     manifest = json.loads((tmp_path / "val.manifest.json").read_text())

@@ -24,7 +24,7 @@ from train import model as models
 from train import predict, training
 from train.progress import MODES as PROGRESS_MODES
 from train.progress import Reporter
-from train.validation import DetectSettings
+from train.detect import DetectSettings
 
 USAGE_EXIT = 2
 
@@ -33,26 +33,28 @@ def define_flags(fv: flags.FlagValues) -> None:
     """The training flags, on `fv` (never absl's global FLAGS)."""
     flags.DEFINE_string("data_dir", None, "Directory holding the train and val shards and manifests.", flag_values=fv)
     flags.DEFINE_string("output_dir", None, "Directory for checkpoints, logs, predictions and metrics.json.", flag_values=fv)
+    # Defaults are the configs' own (TrainConfig, ModelConfig, DetectSettings), never repeated here.
+    train, model, detect = training.TrainConfig(data_dir="", output_dir=""), models.ModelConfig(), DetectSettings()
     flags.DEFINE_integer(
-        "epochs", 10, "Epochs to train in all (a resumed run continues up to this).", lower_bound=0, flag_values=fv
+        "epochs", train.epochs, "Epochs to train in all (a resumed run continues up to this).", lower_bound=0, flag_values=fv
     )
-    flags.DEFINE_integer("batch_size", 16, "Images per step.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default one pass over train.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_float("learning_rate", 1e-3, "Adam's learning rate.", lower_bound=0, flag_values=fv)
-    flags.DEFINE_float("box_weight", 5.0, "Weight of the box term against objectness in the loss.", lower_bound=0, flag_values=fv)
-    flags.DEFINE_float("alpha", 0.75, "MobileNetV2 width multiplier.", lower_bound=0.05, flag_values=fv)
-    flags.DEFINE_string("weights", "none", "Backbone weights: none, imagenet (downloads), or a local .h5 file.", flag_values=fv)
-    flags.DEFINE_boolean("freeze_backbone", False, "Train the head only.", flag_values=fv)
-    flags.DEFINE_integer("head_filters", 256, "Width of the head's separable convolution.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_boolean("augment", True, "Random horizontal flips of the training images.", flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Seed of weights, data order and flips.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_integer("batch_size", train.batch_size, "Images per step.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("steps_per_epoch", train.steps_per_epoch, "Steps per epoch; default one pass over train.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("learning_rate", train.learning_rate, "Adam's learning rate.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float("box_weight", train.box_weight, "Weight of the box term against objectness in the loss.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float("alpha", model.alpha, "MobileNetV2 width multiplier.", lower_bound=0.05, flag_values=fv)
+    flags.DEFINE_string("weights", model.weights, "Backbone weights: none, imagenet (downloads), or a local .h5 file.", flag_values=fv)
+    flags.DEFINE_boolean("freeze_backbone", model.freeze_backbone, "Train the head only.", flag_values=fv)
+    flags.DEFINE_integer("head_filters", model.head_filters, "Width of the head's separable convolution.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_boolean("augment", train.augment, "Random horizontal flips of the training images.", flag_values=fv)
+    flags.DEFINE_integer("seed", train.seed, "Seed of weights, data order and flips.", lower_bound=0, flag_values=fv)
     unit = dict(lower_bound=0, upper_bound=1, flag_values=fv)
-    flags.DEFINE_float("score_threshold", 0.01, "Lowest objectness kept for evaluation and predictions.", **unit)
-    flags.DEFINE_float("nms_iou", 0.4, "NMS drops a box overlapping a better one by more than this IoU.", **unit)
-    flags.DEFINE_boolean("write_predictions", True, "Write val detections in the WIDER evaluation layout.", flag_values=fv)
-    flags.DEFINE_integer("pictures", 8, "Val images to draw with detections (PNG) after training.", lower_bound=0, flag_values=fv)
-    flags.DEFINE_float("picture_threshold", 0.5, "Lowest objectness drawn on the pictures.", **unit)
-    flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slow to compile on CPU).", flag_values=fv)
+    flags.DEFINE_float("score_threshold", detect.score_threshold, "Lowest objectness kept for evaluation and predictions.", **unit)
+    flags.DEFINE_float("nms_iou", detect.iou_threshold, "NMS drops a box overlapping a better one by more than this IoU.", **unit)
+    flags.DEFINE_boolean("write_predictions", train.write_predictions, "Write val detections in the WIDER evaluation layout.", flag_values=fv)
+    flags.DEFINE_integer("pictures", predict.PICTURES, "Val images to draw with detections (PNG) after training.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float("picture_threshold", predict.PICTURE_THRESHOLD, "Lowest objectness drawn on the pictures.", **unit)
+    flags.DEFINE_boolean("jit_compile", train.jit_compile, "XLA-compile the train step (slow to compile on CPU).", flag_values=fv)
     flags.DEFINE_enum(
         "progress", "auto", PROGRESS_MODES, "Keras' progress bar, or periodic lines; auto: the bar on a terminal.", flag_values=fv
     )

@@ -6,10 +6,27 @@ objectness in [0, 1].
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from reader.core import boxes as box_formats
 from reader.core import targets
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectSettings:
+    """score_threshold: lowest objectness kept. For AP it is low, so the precision-recall curve
+    runs to the grid's full recall; raise it for pictures. iou_threshold: NMS overlap above which
+    the lower-scoring box goes. max_detections: per image, None for all (at most S * S)."""
+
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.4
+    max_detections: int | None = None
+
+    def __post_init__(self):
+        if not (0 <= self.score_threshold <= 1 and 0 <= self.iou_threshold <= 1):
+            raise ValueError(f"thresholds must lie in [0, 1], got {self}")
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:

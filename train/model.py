@@ -15,6 +15,7 @@ import os
 import keras
 
 from reader.core import targets
+from reader.core.config import BuildConfig
 
 WEIGHTS_CHOICES = ("none", "imagenet")  # or a local file path
 BACKBONE_STRIDE = 32
@@ -36,7 +37,7 @@ class ModelConfig:
     scratch for a few hundred steps then predicts garbage in inference mode."""
 
     alpha: float = 0.75
-    input_size: int = 224
+    input_size: int = BuildConfig.input_size  # training takes the build's (model_config_for_build)
     weights: str = "none"
     freeze_backbone: bool = False
     head_filters: int = 256

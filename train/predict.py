@@ -22,10 +22,14 @@ import numpy as np
 from absl import flags
 from PIL import Image, ImageDraw
 
+from train.detect import DetectSettings
+
 DETECTION = (255, 40, 40)
 FACE = (40, 220, 40)
 INVALID_FACE = (150, 150, 150)
 GRID_LINE = (255, 255, 255, 50)
+PICTURE_THRESHOLD = 0.5  # objectness drawn on pictures (evaluation keeps far lower scores: DetectSettings)
+PICTURES = 8  # images drawn by default
 _log = logging.getLogger(__name__)
 
 
@@ -115,9 +119,9 @@ def _define_flags() -> flags.FlagValues:
     flags.DEFINE_string("data_dir", None, "Directory holding the shards and manifests.", flag_values=fv)
     flags.DEFINE_string("output_dir", None, "Directory for the PNG pictures.", flag_values=fv)
     flags.DEFINE_string("split", "val", "Split to draw.", flag_values=fv)
-    flags.DEFINE_integer("num_images", 8, "Images to draw.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_float("score_threshold", 0.5, "Lowest objectness drawn.", lower_bound=0, upper_bound=1, flag_values=fv)
-    flags.DEFINE_float("nms_iou", 0.4, "NMS IoU threshold.", lower_bound=0, upper_bound=1, flag_values=fv)
+    flags.DEFINE_integer("num_images", PICTURES, "Images to draw.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_float("score_threshold", PICTURE_THRESHOLD, "Lowest objectness drawn.", lower_bound=0, upper_bound=1, flag_values=fv)
+    flags.DEFINE_float("nms_iou", DetectSettings().iou_threshold, "NMS IoU threshold.", lower_bound=0, upper_bound=1, flag_values=fv)
     flags.DEFINE_integer("scale", 2, "Pictures are the canvas scaled up this many times.", lower_bound=1, flag_values=fv)
     return fv
 
@@ -141,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     except flags.Error as e:
         print(f"train.predict: {e}\n{__doc__}", file=sys.stderr)
         return 2
-    from train.validation import DetectSettings
 
     settings = DetectSettings(fv.score_threshold, fv.nms_iou)
     paths = draw_split(fv.model, fv.data_dir, fv.split, fv.output_dir, fv.num_images, settings, fv.scale)

@@ -38,8 +38,8 @@ import numpy as np
 import reader
 from reader.core import manifest as manifests
 from train import model as models
-from train.evaluate import recall_ceiling
 from train.loss import GridLoss
+from train.metrics import recall_ceiling
 from train.progress import Reporter
 from train.validation import (
     DetectSettings,
@@ -179,7 +179,7 @@ def model_config_for_build(config: TrainConfig) -> models.ModelConfig:
     mismatch, when the splits differ or the backbone's grid is not the targets' grid, and
     reader.core.manifest.ManifestError when a split has no readable manifest."""
     builds = {split: manifests.load(config.data_dir, split).config for split in ("train", "val")}
-    sizes = {split: (int(b["input_size"]), int(b["grid_size"])) for split, b in builds.items()}
+    sizes = {split: (b.input_size, b.grid_size) for split, b in builds.items()}
     if sizes["train"] != sizes["val"]:
         raise BuildMismatch(f"{config.data_dir}: train and val differ in (input_size, grid_size): {sizes}")
     input_size, grid_size = sizes["train"]

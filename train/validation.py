@@ -1,5 +1,7 @@
-"""Runs the detector over a split: loss, AP50 by the WIDER protocol, COCO's AP50 and AP50:95
-(overall and by face size), and WIDER-layout predictions.
+"""Evaluation of the detector on a split, the one place where it runs: `evaluate_split` gives the
+loss, AP50 by the WIDER protocol, COCO's AP50 and AP50:95 (overall and by face size; the
+metrics themselves are `train.metrics`) and WIDER-layout predictions (`train.wider`). Training
+calls it for each epoch's validation (`ValidationCallback`) and for the final evaluation.
 
 Reads the split with `reader.make_dataset(..., training=False, with_ignore=True, with_boxes=True)`,
 so every record is scored exactly once, against its stored boxes.
@@ -7,7 +9,6 @@ so every record is scored exactly once, against its stored boxes.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import keras
@@ -16,23 +17,9 @@ import numpy as np
 import reader
 from reader.core import boxes as box_formats
 from reader.core import manifest as manifests
-from train import detect, evaluate, wider
+from train import detect, metrics, wider
+from train.detect import DetectSettings
 from train.loss import GridLoss
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectSettings:
-    """score_threshold: lowest objectness kept. For AP it is low, so the precision-recall curve
-    runs to the grid's full recall; raise it for pictures. iou_threshold: NMS overlap above which
-    the lower-scoring box goes. max_detections: per image, None for all (at most S * S)."""
-
-    score_threshold: float = 0.01
-    iou_threshold: float = 0.4
-    max_detections: int | None = None
-
-    def __post_init__(self):
-        if not (0 <= self.score_threshold <= 1 and 0 <= self.iou_threshold <= 1):
-            raise ValueError(f"thresholds must lie in [0, 1], got {self}")
 
 
 def evaluate_split(
@@ -53,7 +40,7 @@ def evaluate_split(
     "positives" (valid stored faces), "detections", "true_positives", "discarded" (detections of
     invalid faces), "images", "recall_ceiling" (faces that own a cell / target faces, from the
     manifest), and with `coco` "coco": {"ap50", "ap50_95", "ap50_by_size" {"small", "medium",
-    "large"}, "faces_by_size", "size_px", ...} (`train.evaluate.coco_average_precision`, invalid
+    "large"}, "faces_by_size", "size_px", ...} (`train.metrics.coco_average_precision`, invalid
     faces as crowd; an AP is None where no valid face counts)}.
     predictions_dir: when given, writes each image's detections there in the WIDER layout,
     in source pixels (see `train.wider`).
@@ -62,8 +49,8 @@ def evaluate_split(
     loss = loss or GridLoss()
     manifest = manifests.load(data_dir, split)
     config = manifest.config
-    resize, input_size = str(config.get("resize", "stretch")), int(config["input_size"])
-    evaluator = evaluate.Evaluator(input_size=input_size)
+    resize, input_size = config.resize, config.input_size
+    evaluator = metrics.Evaluator(input_size=input_size)
     loss_sum = images_seen = 0.0
     dataset = reader.make_dataset(data_dir, split, batch_size, training=False, with_ignore=True, with_boxes=True)
     for images, targets, meta in dataset:
@@ -81,14 +68,13 @@ def evaluate_split(
             evaluator.add(det_boxes, det_scores, boxes, invalid)
             if predictions_dir is not None:
                 placement = box_formats.Placement.fit(int(width), int(height), input_size, resize)
-                xywh = wider.canvas_to_source(det_boxes, placement)
-                wider.write_predictions(predictions_dir, filename.decode("utf-8"), xywh, det_scores)
+                wider.write_detections(predictions_dir, filename.decode("utf-8"), det_boxes, det_scores, placement)
     result = evaluator.result()
     return {
         "loss": loss_sum / images_seen if images_seen else float("nan"),
         "ap50": result.pop("ap"),
         **result,
-        "recall_ceiling": evaluate.recall_ceiling(manifest.counts),
+        "recall_ceiling": metrics.recall_ceiling(manifest.counts),
         **({"coco": evaluator.coco_result()} if coco else {}),
     }
 

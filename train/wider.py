@@ -10,7 +10,8 @@ which is what the official evaluation tool (eval_tools/, and its Python ports) r
 number is written with the fewest digits that read back as exactly the value computed (boxes in
 float64, scores in their own dtype, float32 from the model): scores rounded to a few decimals
 would tie where the model's do not, and AP recomputed from the files would then differ from
-the AP of metrics.json.
+the AP of metrics.json. `write_detections` takes the detections as found, `rel_xyxy` on the
+canvas, back to source pixels by `reader.core.boxes.Placement.to_source_xyxy`.
 """
 
 from __future__ import annotations
@@ -21,21 +22,6 @@ import posixpath
 import numpy as np
 
 from reader.core import boxes as box_formats
-
-
-def canvas_to_source(rel_xyxy: np.ndarray, placement: box_formats.Placement) -> np.ndarray:
-    """Canvas-normalized corners [N, 4] back to source-pixel `xywh` [N, 4], float64.
-
-    The inverse of `Placement.to_rel_xyxy`; boxes are clipped to the source image, since on a
-    letterboxed canvas a detection may reach into the black bars.
-    """
-    rel = np.asarray(rel_xyxy, np.float64).reshape(-1, 4)
-    sx = placement.scaled_width / placement.source_width
-    sy = placement.scaled_height / placement.source_height
-    offset = np.array([placement.left, placement.top] * 2, np.float64)
-    xyxy = (rel * placement.size - offset) / np.array([sx, sy, sx, sy])
-    xyxy = np.clip(xyxy, 0, [placement.source_width, placement.source_height] * 2)
-    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
 
 
 def prediction_path(root: str, filename: str) -> str:
@@ -68,3 +54,12 @@ def write_predictions(root: str, filename: str, xywh: np.ndarray, scores: np.nda
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def write_detections(
+    root: str, filename: str, rel_xyxy: np.ndarray, scores: np.ndarray, placement: box_formats.Placement
+) -> str:
+    """Writes one image's detections given on the canvas (`rel_xyxy` [K, 4], scores [K]) in source
+    pixels, clipped to the image (`Placement.to_source_xyxy`); returns the path."""
+    xywh = box_formats.xyxy_to_xywh(placement.to_source_xyxy(rel_xyxy))
+    return write_predictions(root, filename, xywh, scores)

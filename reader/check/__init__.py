@@ -1,13 +1,17 @@
 """The checker: `python -m reader.check` validates one split's shards before anyone trains on them.
 
-    cli            the command line (`python -m reader.check`, `facegrid-check`)
-    split          one split checked: the task runner over every shard and record
-    manifest       the checks of what the manifest promises (keys, shard set, errors file, counts)
-    shards         the work on shard files: index, hash, check their records in worker processes
-    records        the per-record checks: one serialized record in, its problems and facts out
-    stats          dataset statistics for the report
-    report         what was found, shown for people or as JSON
-    contact_sheet  sample records drawn with their grid, so a person sees targets sit on faces
-    dataset_report `--report=DIR`: the checked split in plots
+    cli             the command line (`python -m reader.check`, `facegrid-check`)
+    split           one split checked: `check_split`, the sequence of steps from manifest to report
+    runner          how the work is run: tasks planned in chunks, run inline or in worker processes
+    manifest        the checks of what the manifest promises (keys, shard set, errors file, counts)
+    shards          the work on shard files: index, hash, check their records in worker processes
+    records         the per-record checks: one serialized record in, its problems and facts out
+    across_records  the checks across a split's records: placement, duplicates, leakage
+    stats           dataset statistics for the report
+    report          what was found, shown for people or as JSON
+    contact_sheet   sample records drawn with their grid, so a person sees targets sit on faces
+    dataset_report  `--report=DIR`: the checked split in plots, and the files that hold them
+    report_faces    the report's faces: every stored box and its role, read again from the check
+    report_numbers  the numbers behind each plot of the report, and its caption
 No TensorFlow: Pillow decodes the stored images.
 """

@@ -26,7 +26,7 @@ from absl import flags
 
 from reader.check import contact_sheet, dataset_report
 from reader.check.split import SplitCheck, check_split
-from reader.core import layout, manifest, progress
+from reader.core import files, layout, progress
 
 PROGRAM = "facegrid-check"
 SCHEMES = ("file", "gs", "s3")  # every scheme a build writes
@@ -65,9 +65,9 @@ def parse_args(argv: list[str]) -> flags.FlagValues:
     missing = [name for name in ("data_dir", "split") if fv[name].value is None]
     if missing:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
-    if manifest.is_local(fv.data_dir) and not os.path.isdir(fv.data_dir.removeprefix("file://")):
+    if files.is_local(fv.data_dir) and not os.path.isdir(fv.data_dir.removeprefix("file://")):
         raise UsageError(f"--data_dir={fv.data_dir}: no such directory")
-    if manifest.scheme(fv.data_dir) not in SCHEMES:
+    if files.scheme(fv.data_dir) not in SCHEMES:
         raise UsageError(f"--data_dir={fv.data_dir}: expected a local, gs:// or s3:// path")
     if fv.sheet is not None:
         parent = os.path.dirname(os.path.abspath(fv.sheet))
@@ -99,14 +99,15 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     """Checks the split the flags name (argv[0] is the program); raises UsageError on bad flags."""
     fv = parse_args(argv)
     want_bar = fv.progress == "always" or (fv.progress == "auto" and sys.stderr.isatty())
-    bar = progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1)  # with the other splits' for leakage if want_bar else None
-    manifest.configure_s3(s3_settings(fv))
+    # Counts the records read, the other splits' for leakage included.
+    bar = progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1) if want_bar else None
+    files.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv
 
 
-def s3_settings(fv: flags.FlagValues) -> manifest.S3Settings:
-    return manifest.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name)
+def s3_settings(fv: flags.FlagValues) -> files.S3Settings:
+    return files.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv):
         print(_help())
         return 0
-    previous = manifest.s3_settings()
+    previous = files.s3_settings()
     try:
         return _main(argv)
     finally:
-        manifest.configure_s3(previous)  # the flags hold for this run only (tests call main in-process)
+        files.configure_s3(previous)  # the flags hold for this run only (tests call main in-process)
 
 
 def _main(argv: list[str]) -> int:

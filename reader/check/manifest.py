@@ -15,14 +15,12 @@ stale shard is a failure as it always was.
 from __future__ import annotations
 
 import collections
-import dataclasses
-import json
 
-from reader.check import records as check_records
 from reader.check.report import Findings
-from reader.core import boxes, layout, manifest, schema
+from reader.core import config, files, layout, manifest
+from reader.core.config import BuildConfig
+from reader.core.manifest import ErrorEntry
 
-ERROR_FIELDS = {"filename": str, "line": int, "reason": str, "detail": str, "faces": int}
 _NOTED_NAMES = 3  # other builds' files named in the shard_set note; the rest are counted
 
 
@@ -30,11 +28,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> check_records.RecordConfig:
+def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> BuildConfig:
     """Checks the manifest's split, build id, config, counts and file names; returns the record
     config (defaults where the manifest's value is unusable, so that the records are still checked)."""
     file = layout.manifest_name(split)
@@ -44,24 +38,8 @@ def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> 
     if build is not None and not (isinstance(build, str) and _valid_build(build)):
         findings.add("manifest", file, None, f"build: expected {layout.BUILD_ID_LENGTH} lowercase hex digits, found {build!r}")
         build = None
-    c = built.config
-    size = c.get("input_size") if _is_int(c.get("input_size")) else None
-    rules = {
-        "input_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "grid_size": (lambda v: _is_int(v) and 1 <= v <= (size or v), "an integer in [1, input_size]"),
-        "min_face_px": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "image_format": (lambda v: v in schema.IMAGE_FORMATS, f"one of {schema.IMAGE_FORMATS}"),
-        "resize": (lambda v: v in boxes.RESIZE_MODES, f"one of {boxes.RESIZE_MODES}"),
-        "jpeg_quality": (lambda v: _is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
-    }
-    good = {}
-    for key, (ok, expected) in rules.items():
-        if key not in c:
-            findings.add("manifest", file, None, f"config.{key}: missing (expected {expected})")
-        elif not ok(c[key]):
-            findings.add("manifest", file, None, f"config.{key}: expected {expected}, found {c[key]!r}")
-        else:
-            good[key] = c[key]
+    for key, problem in config.problems(built.raw["config"]).items():
+        findings.add("manifest", file, None, f"config.{key}: {problem}")
     for key in manifest.COUNT_KEYS:
         value = built.counts.get(key)
         if not _is_int(value) or value < 0:
@@ -79,15 +57,7 @@ def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> 
     if not manifest.is_plain_name(named) or (build is not None and named != layout.errors_name(split, build)):
         want = layout.errors_name(split, build) if build is not None else "a file name in the data directory"
         findings.add("manifest", file, None, f"errors_file: expected {want!r}, found {named!r}")
-    input_size = good.get("input_size", 224)
-    grid_size = good.get("grid_size", 7)
-    return check_records.RecordConfig(
-        input_size=input_size,
-        grid_size=grid_size if grid_size <= input_size else min(7, input_size),
-        min_face_px=float(good.get("min_face_px", 0.0)),
-        image_format=good.get("image_format"),
-        resize=good.get("resize", "stretch"),
-    )
+    return built.config
 
 
 def _valid_build(build: str) -> bool:
@@ -130,25 +100,15 @@ def check_shard_set(built: manifest.Manifest, split: str, present: set[str], fin
     return [entry for entry in built.shards if entry.file in present]
 
 
-@dataclasses.dataclass(frozen=True)
-class UnusableImage:
-    """A line of the errors file."""
-
-    line: int
-    filename: str
-    reason: str
-    faces: int
-
-
-def read_errors(built: manifest.Manifest, findings: Findings) -> list[UnusableImage] | None:
-    """The entries of the errors file the manifest names, or None when it is missing or
-    unreadable (a counts problem)."""
+def read_errors(built: manifest.Manifest, findings: Findings) -> list[tuple[int, ErrorEntry]] | None:
+    """The entries of the errors file the manifest names, each with its line number in that file,
+    or None when it is missing or unreadable (a counts problem)."""
     file = built.errors_file
     if not manifest.is_plain_name(file):
         findings.note("counts", "errors file not read: the manifest names no file in the data directory")
         return None
     try:
-        with manifest.open_binary(manifest.join(built.data_dir, file)) as f:
+        with files.open_binary(files.join(built.data_dir, file)) as f:
             text = f.read().decode("utf-8")
     except FileNotFoundError:
         findings.add("counts", file, None, "missing: the manifest names it, and a build always writes it (empty when every image was usable)")
@@ -159,14 +119,9 @@ def read_errors(built: manifest.Manifest, findings: Findings) -> list[UnusableIm
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         try:
-            entry = json.loads(line)
-            if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in ERROR_FIELDS.items()):
-                raise ValueError
-        except ValueError:
-            findings.add("counts", file, None,
-                         f"line {number}: expected a JSON object with {', '.join(ERROR_FIELDS)}, found {line[:80]!r}")
-            continue
-        entries.append(UnusableImage(number, entry["filename"], entry["reason"], entry["faces"]))
+            entries.append((number, ErrorEntry.from_json_line(line)))
+        except ValueError as e:
+            findings.add("counts", file, None, f"line {number}: {e}")
     return entries
 
 
@@ -200,10 +155,10 @@ def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: boo
 
     if unusable is not None:
         errors_file = built.errors_file
-        reasons = collections.Counter(e.reason for e in unusable)
+        reasons = collections.Counter(e.reason for _, e in unusable)
         if _is_int(counts["errors"]) and counts["errors"] != len(unusable):
             findings.add("counts", file, None, f"counts.errors {counts['errors']}, {errors_file} has {len(unusable)} entries")
-        faces = sum(e.faces for e in unusable)
+        faces = sum(e.faces for _, e in unusable)
         if _is_int(counts["faces_in_errors"]) and counts["faces_in_errors"] != faces:
             findings.add("counts", file, None, f"counts.faces_in_errors {counts['faces_in_errors']}, {errors_file} adds up to {faces}")
         stated = built.raw.get("error_reasons")

@@ -2,7 +2,7 @@
 
 Pure functions of the record bytes and the build's config (no file access), so the checker runs
 them in worker processes and the tests run them on hand-made records. Never imports TensorFlow:
-Pillow decodes the JPEGs.
+Pillow decodes the JPEGs (`reader.core.images`).
 
 A record is checked in order; a failing step stops the steps that depend on it:
     schema    the bytes are a tf.train.Example holding every key of the schema, with its kind
@@ -19,66 +19,34 @@ A record is checked in order; a failing step stops the steps that depend on it:
               from the same float32 boxes by the same rule
 
 Records of builds made before the derived keys (schema.DERIVED_KEYS) fail the schema step here;
-training never reads those keys, so `unreadable` does not require them.
+training never reads those keys, so `schema.record_problem` does not require them.
 
 source_id is unique in a split when filenames are, unless two filenames' hashes collide (none do
 in WIDER FACE); `source_id_duplicates` finds such records across a split.
 
-The readers call `unreadable` (the schema and images steps) on a record they failed to read, to
-say why in the checker's words. Grid and image sizes are held to the manifest's config, and a
-record of another size says so ("expected 320 values for the manifest's grid_size 8, found 245
-(a 7x7 grid)").
+The schema step is `schema.parse_features` and `schema.value_problem`, the images step
+`images.image_problem`: the ones the readers call (`schema.record_problem`) on a record they
+failed to read, to say why in the checker's words. Grid and image sizes are held to the
+manifest's config, and a record of another size says so ("expected 320 values for the
+manifest's grid_size 8, found 245 (a 7x7 grid)").
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import re
 from collections.abc import Iterable
 
 import numpy as np
-from PIL import Image
 
 from reader.core import boxes as box_formats
-from reader.core import protowire, schema, targets
+from reader.core import images, schema, targets
+from reader.core.config import BuildConfig
 
 # Largest value of each WIDER attribute (all start at 0); see the WIDER FACE readme.
 _ATTRIBUTE_MAX = np.array([schema.ATTRIBUTE_MAX[name] for name in schema.ATTRIBUTES])
 _INVALID = schema.ATTRIBUTES.index("invalid")
-_HEX64 = re.compile(rb"[0-9a-f]{64}")
 _SHOWN_CELLS = 3  # cells named per targets problem; the rest are counted
 _AREA_RTOL = 1e-5  # of the recomputed area (at least 1 pixel): float32 rounding is far below it
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordConfig:
-    """What every record of a build must agree with, from the manifest's config.
-
-    image_format: "jpeg" or "raw", or None to accept either (as image/format says).
-    min_face_px: faces with a shorter side below this, in pixels of the stored image, are
-    ignored rather than targets.
-    resize: "stretch" or "letterbox", how the source was placed on the canvas (faces sharing a
-    cell compare their source-pixel areas, which the placement recovers from the stored boxes).
-    """
-
-    input_size: int = 224
-    grid_size: int = 7
-    min_face_px: float = 0.0
-    image_format: str | None = None
-    resize: str = "stretch"
-
-    def __post_init__(self):
-        if self.input_size < 1:
-            raise ValueError(f"input_size must be >= 1, got {self.input_size}")
-        if not 1 <= self.grid_size <= self.input_size:
-            raise ValueError(f"grid_size must be between 1 and input_size, got {self.grid_size}")
-        if self.min_face_px < 0:
-            raise ValueError(f"min_face_px must be >= 0, got {self.min_face_px}")
-        if self.image_format not in (None, *schema.IMAGE_FORMATS):
-            raise ValueError(f"image_format must be one of {schema.IMAGE_FORMATS} or None, got {self.image_format!r}")
-        if self.resize not in box_formats.RESIZE_MODES:
-            raise ValueError(f"resize must be one of {box_formats.RESIZE_MODES}, got {self.resize!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +72,7 @@ class RecordFacts:
 Problems = list[tuple[str, str]]  # (check name, message)
 
 
-def check_record(data: bytes, config: RecordConfig) -> tuple[RecordFacts | None, Problems]:
+def check_record(data: bytes, config: BuildConfig) -> tuple[RecordFacts | None, Problems]:
     """Checks one serialized record. Returns its facts (None when it is not a readable record
     of the schema) and its problems as (check, message) pairs, in check order."""
     problems: Problems = []
@@ -142,20 +110,7 @@ def source_id_duplicates(facts: Iterable[RecordFacts | None]) -> list[tuple[int,
     return found
 
 
-def unreadable(data: bytes, config: RecordConfig) -> str | None:
-    """Why a record cannot be fed to training as the manifest's config describes it (not a
-    tf.train.Example, a key missing or of another kind or length, an image of another size or
-    that does not decode), or None when it can. The readers call it only for a record that
-    failed, to name the problem; value ranges and targets are the checker's business."""
-    try:
-        fields = parse(data, config, require_derived=False)
-    except schema.SchemaError as e:
-        return str(e)
-    problems = _image_problems(fields, config)
-    return problems[0] if problems else None
-
-
-def parse(data: bytes, config: RecordConfig, *, require_derived: bool = True) -> dict:
+def parse(data: bytes, config: BuildConfig, *, require_derived: bool = True) -> dict:
     """A serialized record's values by name, as arrays and strings: image, format, height, width,
     original_height, original_width, filename, sha256, boxes [N, 4] rel_xyxy, labels [N],
     attributes [N, 6], grid [S, S, 5], ignore [S, S], dropped; and the derived keys as stored,
@@ -163,22 +118,18 @@ def parse(data: bytes, config: RecordConfig, *, require_derived: bool = True) ->
     record lacks it (only with require_derived False).
 
     Raises SchemaError for bytes that are not a record of the schema with the config's grid
-    size, or whose bytes values are not what the schema means (unknown format, filename not
-    UTF-8, sha256 not hex). Unlike `schema.Record.parse`, it holds the record to the manifest's
-    grid size and image format.
+    size, or whose bytes values are not what the schema means (`schema.value_problem`: unknown
+    format, filename not UTF-8, sha256 not hex). Unlike `schema.Record.parse`, it holds the
+    record to the manifest's grid size and image format.
     """
-    try:
-        features = protowire.decode_example(data)
-    except protowire.WireError as e:
-        raise schema.SchemaError(f"not a tf.train.Example: {e}") from None
-    schema.validate_features(features, config.grid_size, require_derived=require_derived)
-    fields, message = _read_fields(features, config)
+    features = schema.parse_features(data, grid_size=config.grid_size, derived="required" if require_derived else "optional")
+    message = schema.value_problem(features, config.image_format)
     if message:
         raise schema.SchemaError(message)
-    return fields
+    return _fields(features, config.grid_size)
 
 
-def recompute_targets(fields: dict, config: RecordConfig) -> targets.GridTargets | None:
+def recompute_targets(fields: dict, config: BuildConfig) -> targets.GridTargets | None:
     """The targets the build's rule gives for a record's stored boxes and invalid flags, or None
     when they cannot be recomputed (a non-finite box, an original size below 1 pixel)."""
     if not np.isfinite(fields["boxes"]).all() or min(fields["original_width"], fields["original_height"]) < 1:
@@ -188,99 +139,41 @@ def recompute_targets(fields: dict, config: RecordConfig) -> targets.GridTargets
     return targets.encode_faces(fields["boxes"], invalid, placement, config.grid_size, config.min_face_px)
 
 
-def _read_fields(features: dict, config: RecordConfig) -> tuple[dict, str | None]:
+def _fields(features: dict, s: int) -> dict:
+    """`parse`'s values by name, from `schema.parse_features`' checked ones."""
 
     def one(key):
-        return features[key][1][0]
+        return features[key][0]
 
-    image_format = one(schema.FORMAT)
-    if image_format.decode("ascii", "replace") not in schema.IMAGE_FORMATS:
-        return {}, f"key {schema.FORMAT!r}: expected one of {schema.IMAGE_FORMATS}, found {image_format!r}"
-    image_format = image_format.decode()
-    if config.image_format is not None and image_format != config.image_format:
-        return {}, f"key {schema.FORMAT!r}: expected {config.image_format!r} as the manifest's config says, found {image_format!r}"
-    try:
-        filename = one(schema.FILENAME).decode("utf-8")
-    except UnicodeDecodeError as e:
-        return {}, f"key {schema.FILENAME!r}: expected UTF-8 text, found {one(schema.FILENAME)[:60]!r} ({e.reason})"
-    if not filename:
-        return {}, f"key {schema.FILENAME!r}: expected the annotation path, found an empty string"
-    sha256 = one(schema.SHA256)
-    if not _HEX64.fullmatch(sha256):
-        return {}, f"key {schema.SHA256!r}: expected 64 lowercase hex digits, found {sha256[:80]!r}"
-    s = config.grid_size
-    faces = len(features[schema.XMIN][1])
-
-    def derived(key):
-        return features[key][1] if key in features else None
-
-    source_id = derived(schema.SOURCE_ID)
+    faces = len(features[schema.XMIN])
+    source_id = features.get(schema.SOURCE_ID)
     return {
         "image": one(schema.ENCODED),
-        "format": image_format,
+        "format": one(schema.FORMAT).decode(),
         "height": int(one(schema.HEIGHT)),
         "width": int(one(schema.WIDTH)),
         "original_height": int(one(schema.ORIGINAL_HEIGHT)),
         "original_width": int(one(schema.ORIGINAL_WIDTH)),
-        "filename": filename,
-        "sha256": sha256.decode(),
-        "boxes": np.stack([features[key][1] for key in schema.BOX_KEYS], axis=1).reshape(faces, 4),
-        "labels": features[schema.LABEL][1],
-        "attributes": np.stack([features[key][1] for key in schema.ATTRIBUTE_KEYS], axis=1).reshape(
+        "filename": one(schema.FILENAME).decode("utf-8"),
+        "sha256": one(schema.SHA256).decode(),
+        "boxes": np.stack([features[key] for key in schema.BOX_KEYS], axis=1).reshape(faces, 4),
+        "labels": features[schema.LABEL],
+        "attributes": np.stack([features[key] for key in schema.ATTRIBUTE_KEYS], axis=1).reshape(
             faces, len(schema.ATTRIBUTES)
         ),
-        "grid": features[schema.GRID][1].reshape(s, s, 5),
-        "ignore": features[schema.IGNORE][1].reshape(s, s),
+        "grid": features[schema.GRID].reshape(s, s, targets.NUM_CHANNELS),
+        "ignore": features[schema.IGNORE].reshape(s, s),
         "dropped": int(one(schema.DROPPED)),
         "source_id": None if source_id is None else source_id[0].decode("ascii", "backslashreplace"),
-        "class_text": derived(schema.CLASS_TEXT),
-        "is_crowd": derived(schema.IS_CROWD),
-        "area": derived(schema.AREA),
-    }, None
+        "class_text": features.get(schema.CLASS_TEXT),
+        "is_crowd": features.get(schema.IS_CROWD),
+        "area": features.get(schema.AREA),
+    }
 
 
-def decode_image(image: bytes, image_format: str, height: int, width: int) -> np.ndarray:
-    """The stored image as uint8 [height, width, 3]; raises ValueError saying what is wrong.
-
-    JPEG is decoded in full (a truncated stream fails) and must be 8-bit RGB of that size.
-    """
-    if image_format == "raw":
-        if len(image) != height * width * 3:
-            raise ValueError(f"raw image: expected {height}x{width}x3 = {height * width * 3} bytes, found {len(image)}")
-        return np.frombuffer(image, np.uint8).reshape(height, width, 3)
-    return _decode_jpeg(image, height, width, keep=True)
-
-
-def _decode_jpeg(image: bytes, height: int, width: int, keep: bool) -> np.ndarray | None:
-    try:
-        with Image.open(io.BytesIO(image)) as im:
-            if im.format != "JPEG":
-                raise ValueError(f"image/format says jpeg, the bytes are {im.format or 'unknown'}")
-            if im.mode != "RGB":
-                raise ValueError(f"expected an RGB JPEG, found mode {im.mode}")
-            if im.size != (width, height):
-                raise ValueError(f"expected {width}x{height} pixels, found {im.size[0]}x{im.size[1]}")
-            im.load()
-            return np.asarray(im) if keep else None
-    except ValueError:
-        raise
-    except Exception as e:  # Pillow raises OSError, SyntaxError, DecompressionBombError, ...
-        raise ValueError(f"JPEG does not decode: {type(e).__name__}: {e}") from None
-
-
-def _image_problems(fields: dict, config: RecordConfig) -> list[str]:
-    size = config.input_size
-    if (fields["height"], fields["width"]) != (size, size):
-        return [f"image/height, image/width: expected {size}, {size} (the manifest's input_size), "
-                f"found {fields['height']}, {fields['width']}"]
-    try:
-        if fields["format"] == "raw":
-            decode_image(fields["image"], "raw", size, size)
-        else:
-            _decode_jpeg(fields["image"], size, size, keep=False)  # decoded, not copied out
-    except ValueError as e:
-        return [str(e)]
-    return []
+def _image_problems(fields: dict, config: BuildConfig) -> list[str]:
+    problem = images.image_problem(fields["image"], fields["format"], fields["height"], fields["width"], config.input_size)
+    return [] if problem is None else [problem]
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:

@@ -18,9 +18,11 @@ import hashlib
 from collections.abc import Sequence
 
 from reader.check import records as check_records
-from reader.core import manifest, protowire, schema, tfrecord
+from reader.core import files, schema, tfrecord
+from reader.core.config import BuildConfig
 
 _HASH_BLOCK = 1 << 20
+_KEYS = frozenset({schema.SHA256, schema.FILENAME})  # what the leakage check compares
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,7 @@ class ShardIndex:
 
 def index_shard(path: str, file: str) -> ShardIndex:
     """Walks the record headers of the shard at `path` (named `file` in problems)."""
-    with manifest.open_binary(path) as f:
+    with files.open_binary(path) as f:
         try:
             return ShardIndex(file, tuple(tfrecord.index_records(f, file)))
         except tfrecord.CorruptRecordError as e:
@@ -60,7 +62,7 @@ class ChunkTask:
     path: str
     file: str
     spans: tuple[tfrecord.RecordSpan, ...]
-    config: check_records.RecordConfig
+    config: BuildConfig
 
     @property
     def records(self) -> int:
@@ -135,7 +137,7 @@ def run_task(task: Task) -> Result:
 
 def hash_shard(task: HashTask) -> HashResult:
     digest, size = hashlib.sha256(), 0
-    with manifest.open_binary(task.path) as f:
+    with files.open_binary(task.path) as f:
         while block := f.read(_HASH_BLOCK):
             digest.update(block)
             size += len(block)
@@ -145,7 +147,7 @@ def hash_shard(task: HashTask) -> HashResult:
 def check_chunk(task: ChunkTask) -> ChunkResult:
     """Reads each record of the chunk (checking its data checksum) and checks it."""
     results = []
-    with manifest.open_binary(task.path) as f:
+    with files.open_binary(task.path) as f:
         for span in task.spans:
             try:
                 data = tfrecord.read_record(f, task.file, span)
@@ -163,14 +165,14 @@ def check_chunk(task: ChunkTask) -> ChunkResult:
 def read_keys(task: KeysTask) -> KeysResult:
     """The source sha256 and filename of every readable record of a shard."""
     keys, error = [], None
-    with manifest.open_binary(task.path) as f:
+    with files.open_binary(task.path) as f:
         try:
             for span, data in tfrecord.iter_records(f, task.file):
                 try:
-                    features = protowire.decode_example(data)
-                    sha256 = features[schema.SHA256][1][0].decode("ascii")
-                    filename = features[schema.FILENAME][1][0].decode("utf-8", "replace")
-                except (protowire.WireError, KeyError, IndexError, UnicodeDecodeError):
+                    features = schema.parse_features(data, _KEYS)
+                    sha256 = features[schema.SHA256][0].decode("ascii")
+                    filename = features[schema.FILENAME][0].decode("utf-8", "replace")
+                except (schema.SchemaError, UnicodeDecodeError):
                     continue  # that split's own check reports it
                 keys.append((span.index, sha256, filename))
         except tfrecord.CorruptRecordError as e:
@@ -179,7 +181,7 @@ def read_keys(task: KeysTask) -> KeysResult:
 
 
 def chunk_tasks(
-    path: str, index: ShardIndex, config: check_records.RecordConfig, chunk_records: int
+    path: str, index: ShardIndex, config: BuildConfig, chunk_records: int
 ) -> list[ChunkTask]:
     """The shard's records in runs of at most `chunk_records`."""
     spans: Sequence[tfrecord.RecordSpan] = index.spans

@@ -58,6 +58,16 @@ class Placement:
         offset = np.array([self.left, self.top, self.left, self.top])
         return ((xyxy * scale + offset) / self.size).astype(np.float32)
 
+    def to_source_xyxy(self, rel_xyxy: np.ndarray) -> np.ndarray:
+        """Canvas-normalized corners [N, 4] back to source-pixel corners, float64: the inverse of
+        `to_rel_xyxy`. Clipped to the source image, since on a letterboxed canvas a box (a
+        detection) may reach into the bars."""
+        rel = np.asarray(rel_xyxy, np.float64).reshape(-1, 4)
+        sx, sy = self.scaled_width / self.source_width, self.scaled_height / self.source_height
+        offset = np.array([self.left, self.top] * 2, np.float64)
+        xyxy = (rel * self.size - offset) / np.array([sx, sy, sx, sy])
+        return np.clip(xyxy, 0, [self.source_width, self.source_height] * 2)
+
     def source_areas(self, rel_xyxy: np.ndarray) -> np.ndarray:
         """Areas in source pixels of canvas-normalized boxes, int64 [N].
 
@@ -78,25 +88,22 @@ def xywh_to_clipped_xyxy(xywh: np.ndarray, width: int, height: int) -> np.ndarra
     return np.clip(corners, 0, np.array([width, height, width, height], dtype=np.float64))
 
 
+def xyxy_to_xywh(xyxy: np.ndarray) -> np.ndarray:
+    """Corners [N, 4] to (left, top, width, height), as WIDER writes boxes; float64."""
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+
 def is_degenerate(xyxy: np.ndarray) -> np.ndarray:
     """True where a box has zero (or negative) width or height."""
     xyxy = np.asarray(xyxy).reshape(-1, 4)
     return (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
 
 
-def check_rel_xyxy(boxes: np.ndarray) -> None:
-    """Raises ValueError naming the first box outside [0, 1] or with min > max."""
-    boxes = np.asarray(boxes).reshape(-1, 4)
-    outside = np.flatnonzero(((boxes < 0) | (boxes > 1)).any(axis=1))
-    if outside.size:
-        raise ValueError(f"rel_xyxy coordinates should be between 0 and 1. Got box {outside[0]}: {boxes[outside[0]]}")
-    inverted = np.flatnonzero((boxes[:, 0] > boxes[:, 2]) | (boxes[:, 1] > boxes[:, 3]))
-    if inverted.size:
-        raise ValueError(f"rel_xyxy box {inverted[0]} has min > max: {boxes[inverted[0]]}")
-
-
 def flip_rel_xyxy(boxes: np.ndarray) -> np.ndarray:
-    """Mirrors boxes left-right: x -> 1 - x, corners swapped so that xmin <= xmax stays true."""
+    """Mirrors boxes left-right: x -> 1 - x, corners swapped so that xmin <= xmax stays true.
+
+    The one flip of boxes; tf.data uses its TF port, `reader.data.augment.flip_rel_xyxy_tf`."""
     boxes = np.asarray(boxes).reshape(-1, 4)
     return np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=1).astype(boxes.dtype)
 

@@ -1,211 +1,21 @@
-"""A split's manifest: what the build promised (shards, counts, config), read without Beam.
+"""A split's manifest, `{split}.manifest.json`: what a build promised, written and read here.
 
-Also the reader's file access, for every scheme a build writes:
-    local    the standard library
-    gs://    `tf.io.gfile`, imported only then
-    s3://    boto3 (TensorFlow 2.21's tf.io.gfile has no s3 filesystem), configured by boto3's
-             own chain (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-             AWS_DEFAULT_REGION, ~/.aws) unless `configure_s3` names an endpoint or region
-`open_binary` gives a seekable file; on s3:// it reads with ranged GETs, `readahead` bytes at a
-time, so a sequential scan costs one request per MiB and a random read one request.
-A file that does not exist raises FileNotFoundError on every scheme.
+    config         the build config (reader.core.config)
+    counts         COUNT_KEYS, bound by COUNT_LAWS (DESIGN.md, "Nothing vanishes")
+    shards         one ShardEntry each: file, records, bytes, sha256
+    errors_file    the build's errors file: one ErrorEntry per line
+The build writes it with `manifest_json` as the commit point of a build (reader.core.layout);
+the readers, the checker and training read it with `load`. No Beam, no TensorFlow.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import io
 import json
-import os
-import threading
-from typing import BinaryIO
 
-from reader.core import layout, schema
-
-READAHEAD = 1 << 20  # bytes fetched per request when reading s3:// sequentially
-
-
-def is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
-def scheme(path: str) -> str:
-    return "file" if is_local(path) else path.split("://", 1)[0]
-
-
-def join(directory: str, name: str) -> str:
-    return os.path.join(directory, name) if is_local(directory) else f"{directory.rstrip('/')}/{name}"
-
-
-def open_binary(path: str, readahead: int = READAHEAD) -> BinaryIO:
-    """Opens a local, gs:// or s3:// file for reading bytes; raises FileNotFoundError when it
-    does not exist. readahead: bytes fetched per s3:// request (0: exactly what each read asks,
-    for random access)."""
-    if is_local(path):
-        return open(path.removeprefix("file://"), "rb")
-    if scheme(path) == "s3":
-        return S3File(path, readahead)
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    return tf.io.gfile.GFile(path, "rb")
-
-
-def exists(path: str) -> bool:
-    if is_local(path):
-        return os.path.exists(path.removeprefix("file://"))
-    if scheme(path) == "s3":
-        try:
-            _s3_head(path)
-        except FileNotFoundError:
-            return False
-        return True
-    import tensorflow as tf
-
-    return tf.io.gfile.exists(path)
-
-
-def list_dir(directory: str) -> list[str]:
-    """The names of the files directly in `directory`, sorted; raises FileNotFoundError when the
-    directory (local) or bucket (s3://) does not exist."""
-    if is_local(directory):
-        return sorted(os.listdir(directory.removeprefix("file://")))
-    if scheme(directory) == "s3":
-        bucket, prefix = _s3_bucket_key(directory.rstrip("/") + "/")
-        names = []
-        try:
-            pages = _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
-            for page in pages:
-                names += [o["Key"][len(prefix) :] for o in page.get("Contents", ()) if o["Key"] != prefix]
-        except Exception as e:
-            raise _s3_error(directory, e) from None
-        return sorted(names)
-    import tensorflow as tf
-
-    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory))
-
-
-# ---- s3:// -------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class S3Settings:
-    """Where s3:// requests go: None leaves the value to boto3's own chain (environment, config
-    files). Mirrors the build's Beam flags --s3_endpoint_url and --s3_region_name."""
-
-    endpoint_url: str | None = None
-    region_name: str | None = None
-
-
-_s3 = {"settings": S3Settings()}
-_s3_clients: dict[tuple[int, S3Settings], object] = {}
-_s3_lock = threading.Lock()
-
-
-def configure_s3(settings: S3Settings) -> S3Settings:
-    """Makes `settings` this process's s3:// settings; returns the previous ones (to restore).
-    The checker passes them on to its worker processes."""
-    previous, _s3["settings"] = _s3["settings"], settings
-    return previous
-
-
-def s3_settings() -> S3Settings:
-    return _s3["settings"]
-
-
-def _s3_client():
-    """One boto3 client per process and settings (clients are thread-safe; a forked child makes
-    its own, since a client's connections must not be shared across processes)."""
-    key = (os.getpid(), _s3["settings"])
-    client = _s3_clients.get(key)
-    if client is None:
-        with _s3_lock:
-            client = _s3_clients.get(key)
-            if client is None:
-                import boto3
-
-                settings = key[1]
-                client = _s3_clients[key] = boto3.session.Session().client(
-                    "s3", endpoint_url=settings.endpoint_url, region_name=settings.region_name
-                )
-    return client
-
-
-def _s3_bucket_key(path: str) -> tuple[str, str]:
-    bucket, _, key = path.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
-def _s3_error(path: str, error: Exception) -> OSError:
-    """A boto3 failure as an OSError naming the path (FileNotFoundError for a missing object or
-    bucket), one line: no botocore traceback reaches a user."""
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-            return FileNotFoundError(f"{path}: no such file on S3 ({code})")
-        return OSError(f"{path}: S3 refused: {code}: {response.get('Error', {}).get('Message', '')}".rstrip(": "))
-    return OSError(f"{path}: S3 unreachable: {type(error).__name__}: {error}")
-
-
-def _s3_head(path: str) -> int:
-    """The object's size in bytes; FileNotFoundError when there is none."""
-    bucket, key = _s3_bucket_key(path)
-    try:
-        return int(_s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
-    except Exception as e:
-        raise _s3_error(path, e) from None
-
-
-class S3File(io.RawIOBase):
-    """A seekable, read-only view of one S3 object, read with ranged GETs (see `open_binary`)."""
-
-    def __init__(self, path: str, readahead: int = READAHEAD):
-        super().__init__()
-        self.path, self._readahead = path, readahead
-        self._bucket, self._key = _s3_bucket_key(path)
-        self.size = _s3_head(path)
-        self._pos = 0
-        self._buffer, self._buffer_start = b"", 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = max(0, {0: pos, 1: self._pos + pos, 2: self.size + pos}[whence])
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
-        if end <= self._pos:
-            return b""
-        offset = self._pos - self._buffer_start
-        if offset < 0 or end > self._buffer_start + len(self._buffer):
-            fetch_end = min(self.size, max(end, self._pos + self._readahead))
-            self._buffer, self._buffer_start, offset = self._get(self._pos, fetch_end), self._pos, 0
-        data = self._buffer[offset : offset + end - self._pos]
-        self._pos += len(data)
-        return data
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def _get(self, start: int, end: int) -> bytes:
-        try:
-            body = _s3_client().get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end - 1}")["Body"]
-            return body.read()
-        except Exception as e:
-            raise _s3_error(self.path, e) from None
-
+from reader.core import files, layout, schema
+from reader.core.config import BuildConfig
 
 # The manifest's counts and the laws they obey (DESIGN.md, "Nothing vanishes").
 COUNT_KEYS = (
@@ -235,10 +45,75 @@ class ManifestError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ShardEntry:
+    """One shard as the manifest lists it: its file name, records, size in bytes and sha256."""
+
     file: str
     records: int
     bytes: int
     sha256: str
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "records": self.records, "bytes": self.bytes, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> ShardEntry:
+        """Raises KeyError, TypeError or ValueError for an entry that is not one."""
+        return cls(raw["file"], int(raw["records"]), int(raw["bytes"]), raw["sha256"])
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorEntry:
+    """One image that did not become a record: a line of the build's errors file.
+
+    filename: as the annotation file names it; line: the annotation file's line (1-based) where
+    its block starts; reason: one of DESIGN.md's closed set; detail: for people; faces: how many
+    faces the annotation gave it (counted as faces_in_errors).
+    """
+
+    filename: str
+    line: int
+    reason: str
+    detail: str
+    faces: int
+
+    def to_json_line(self) -> str:
+        """The line, without its newline: sorted keys, UTF-8 kept as written."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_json_line(cls, line: str) -> ErrorEntry:
+        """Raises ValueError naming the fields when `line` is not one entry."""
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            raw = None
+        fields = dataclasses.fields(cls)
+        if not isinstance(raw, dict) or any(not isinstance(raw.get(f.name), _ERROR_TYPES[f.name]) for f in fields):
+            raise ValueError(f"expected a JSON object with {', '.join(f.name for f in fields)}, found {line[:80]!r}")
+        return cls(**{f.name: raw[f.name] for f in fields})
+
+
+_ERROR_TYPES = {"filename": str, "line": int, "reason": str, "detail": str, "faces": int}
+
+
+def errors_file_bytes(entries) -> bytes:
+    """The errors file holding `entries`, in the order given, one line each."""
+    return "".join(entry.to_json_line() + "\n" for entry in entries).encode("utf-8")
+
+
+def manifest_json(split: str, build: str, config: BuildConfig, counts: dict, errors: list[ErrorEntry], shards: list[ShardEntry]) -> dict:
+    """The manifest of a build, as the build commits it (keys in this order)."""
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "split": split,
+        "build": build,
+        "config": config.to_json(),
+        "counts": {key: int(counts[key]) for key in COUNT_KEYS},
+        "error_reasons": dict(sorted(collections.Counter(e.reason for e in errors).items())),
+        "errors_file": layout.errors_name(split, build),
+        "record_keys": sorted(schema.FEATURES_BY_KEY),  # what every record holds (TFDS reads builds that say so)
+        "shards": [entry.to_json() for entry in shards],
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +122,7 @@ class Manifest:
 
     data_dir: str
     split: str
-    config: dict
+    config: BuildConfig
     counts: dict
     shards: tuple[ShardEntry, ...]
     raw: dict
@@ -270,14 +145,14 @@ class Manifest:
 
     @property
     def grid_size(self) -> int:
-        return int(self.config["grid_size"])
+        return self.config.grid_size
 
     @property
     def input_size(self) -> int:
-        return int(self.config["input_size"])
+        return self.config.input_size
 
     def shard_paths(self) -> list[str]:
-        return [join(self.data_dir, s.file) for s in self.shards]
+        return [files.join(self.data_dir, s.file) for s in self.shards]
 
 
 def is_plain_name(name) -> bool:
@@ -291,11 +166,13 @@ def missing_shard(path: str, split: str) -> str:
             f"(removed by a build that committed since? python -m reader.check names what is wrong)")
 
 
-def load(data_dir: str, split: str) -> Manifest:
-    """Reads `data_dir/{split}.manifest.json`; raises ManifestError saying what is wrong."""
-    path = join(data_dir, layout.manifest_name(split))
+def load(data_dir: str, split: str, *, salvage_config: bool = False) -> Manifest:
+    """Reads `data_dir/{split}.manifest.json`; raises ManifestError saying what is wrong.
+    salvage_config: take a damaged config block's usable settings (the defaults for the rest)
+    instead of refusing it: the checker does, to check the records anyway and say what is wrong."""
+    path = files.join(data_dir, layout.manifest_name(split))
     try:
-        with open_binary(path) as f:
+        with files.open_binary(path) as f:
             raw = json.loads(f.read())
     except FileNotFoundError:
         raise ManifestError(f"{path}: no manifest; build the split first (python -m pipeline ... --split={split})") from None
@@ -303,10 +180,10 @@ def load(data_dir: str, split: str) -> Manifest:
         if type(e).__name__ == "NotFoundError":
             raise ManifestError(f"{path}: no manifest; build the split first") from None
         raise ManifestError(f"{path}: unreadable manifest: {str(e).removeprefix(path + ': ')}") from None
-    return from_raw(raw, data_dir, path)
+    return from_raw(raw, data_dir, path, salvage_config=salvage_config)
 
 
-def from_raw(raw, data_dir: str, path: str) -> Manifest:
+def from_raw(raw, data_dir: str, path: str, *, salvage_config: bool = False) -> Manifest:
     """The Manifest a decoded manifest.json holds (read by whatever means: the build reads it
     through Beam's filesystems); `path` names it in errors. Raises ManifestError."""
     if not isinstance(raw, dict):
@@ -314,10 +191,16 @@ def from_raw(raw, data_dir: str, path: str) -> Manifest:
     if raw.get("schema_version") != schema.SCHEMA_VERSION:
         raise ManifestError(f"{path}: expected schema_version {schema.SCHEMA_VERSION}, found {raw.get('schema_version')!r}")
     try:
-        shards = tuple(ShardEntry(s["file"], int(s["records"]), int(s["bytes"]), s["sha256"]) for s in raw["shards"])
-        built = Manifest(data_dir, raw["split"], dict(raw["config"]), dict(raw["counts"]), shards, raw)
+        shards = tuple(ShardEntry.from_json(s) for s in raw["shards"])
+        raw_config, counts = dict(raw["config"]), dict(raw["counts"])
+        split = raw["split"]
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"{path}: expected keys split, config, counts and shards with file/records/bytes/sha256: {e!r}") from None
+    try:
+        config = BuildConfig.salvage(raw_config) if salvage_config else BuildConfig.from_json(raw_config)
+    except ValueError as e:
+        raise ManifestError(f"{path}: {e}") from None
+    built = Manifest(data_dir, split, config, counts, shards, raw)
     for position, entry in enumerate(shards):
         # A name with a directory part would have the readers open a file outside data_dir.
         if not is_plain_name(entry.file):

@@ -1,8 +1,11 @@
 """The record schema (version 1), declared once.
 
-One `tf.train.Example` per image. The Beam job writes records with `Record.serialize`, the
-readers parse them with `Record.parse` or with `tf_feature_spec` inside tf.data, and the checker
-validates them against `FEATURES`. No feature key is spelled anywhere else.
+One `tf.train.Example` per image, written by the Beam job with `Record.serialize`. Python reads
+it through one parser, `parse_features` (every key held to its kind and length): `Record.parse`,
+`ShardSequence` (only the keys it needs), the checker, which then holds the bytes values to
+`value_problem`. `make_dataset` parses inside tf.data (`tf.io.parse_example`, `tf_feature_spec`);
+both readers name a record they failed to read with `record_problem`. No feature key is spelled
+anywhere else.
 
 Bbox keys and names follow the TensorFlow Object Detection API, so its tools read the shards.
 Normalized coordinates are relative to the stored square image.
@@ -19,11 +22,18 @@ Records of builds made before them lack these keys; `Record.parse` still reads s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+import re
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from reader.core import layout, protowire
+from reader.core.targets import NUM_CHANNELS
+
+if TYPE_CHECKING:
+    from reader.core.config import BuildConfig
 
 SCHEMA_VERSION = 1
 IMAGE_FORMATS = ("jpeg", "raw")
@@ -49,6 +59,7 @@ ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pos
 # The largest value of each WIDER attribute (all start at 0).
 ATTRIBUTE_MAX = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
 ATTRIBUTE_KEYS = tuple(f"image/object/{name}" for name in ATTRIBUTES)
+INVALID = ATTRIBUTE_KEYS[ATTRIBUTES.index("invalid")]  # WIDER's invalid flag per face: what the targets leave out
 GRID = "target/grid"
 IGNORE = "target/ignore"
 DROPPED = "target/dropped"
@@ -102,7 +113,8 @@ FEATURES: tuple[Feature, ...] = (
 )
 FEATURES_BY_KEY: Mapping[str, Feature] = {f.key: f for f in FEATURES}
 DERIVED_KEYS = tuple(f.key for f in FEATURES if f.derived)
-_INVALID = ATTRIBUTES.index("invalid")
+_INVALID_COLUMN = ATTRIBUTES.index("invalid")
+_HEX64 = re.compile(rb"[0-9a-f]{64}")
 
 
 def source_id(filename: str) -> str:
@@ -129,9 +141,22 @@ def box_areas(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def expected_length(feature: Feature, grid_size: int, faces: int) -> int:
     """How many values `feature` holds in a record with `faces` stored faces."""
-    return {"1": 1, "faces": faces, "grid": grid_size * grid_size * 5, "cells": grid_size * grid_size}[
-        feature.length
-    ]
+    if feature.length == "1":
+        return 1
+    if feature.length == "faces":
+        return faces
+    return grid_size * grid_size * (NUM_CHANNELS if feature.length == "grid" else 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _checks(keys: frozenset[str] | None, grid_size: int | None, require_derived: bool) -> tuple:
+    """(feature, length: -1 per face, -2 unchecked, optional) of the features `validate_features`
+    checks, in FEATURES order."""
+    return tuple(
+        (f, -1 if f.length == "faces" else -2 if grid_size is None and f.length in ("grid", "cells")
+         else expected_length(f, grid_size, 0), f.derived and not require_derived)
+        for f in FEATURES if keys is None or f.key in keys
+    )
 
 
 class SchemaError(ValueError):
@@ -145,7 +170,7 @@ class Record:
     image: JPEG bytes, or raw uint8 H x W x 3 bytes when image_format is "raw".
     boxes: float32 rel_xyxy [N, 4] of the stored (non-degenerate) faces.
     attributes: int64 [N, 6] in ATTRIBUTES order.
-    grid: float32 [S, S, 5]; ignore: float32 [S, S]; dropped: int.
+    grid: float32 [S, S, NUM_CHANNELS]; ignore: float32 [S, S]; dropped: int.
     """
 
     image: bytes
@@ -173,7 +198,7 @@ class Record:
     @property
     def is_crowd(self) -> np.ndarray:
         """int64 [N]: WIDER's invalid flag of each face."""
-        return np.asarray(self.attributes, np.int64).reshape(-1, len(ATTRIBUTES))[:, _INVALID]
+        return np.asarray(self.attributes, np.int64).reshape(-1, len(ATTRIBUTES))[:, _INVALID_COLUMN]
 
     @property
     def areas(self) -> np.ndarray:
@@ -181,15 +206,11 @@ class Record:
         return box_areas(self.boxes, self.height, self.width)
 
     def pixels(self) -> np.ndarray:
-        """The stored image as uint8 [height, width, 3] (decodes JPEG with Pillow)."""
-        if self.image_format == "raw":
-            return np.frombuffer(self.image, np.uint8).reshape(self.height, self.width, 3)
-        import io
+        """The stored image as uint8 [height, width, 3] (`images.decode_stored_image`: Pillow
+        for JPEG, in any mode it opens, converted to RGB); raises ValueError saying what is wrong."""
+        from reader.core import images
 
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.image)) as im:
-            return np.asarray(im.convert("RGB"))
+        return images.decode_stored_image(self.image, self.image_format, self.height, self.width, any_mode=True)
 
     def serialize(self) -> bytes:
         boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
@@ -207,7 +228,7 @@ class Record:
             **{key: boxes[:, i] for i, key in enumerate(BOX_KEYS)},
             LABEL: np.full(len(boxes), FACE_LABEL, np.int64),
             CLASS_TEXT: [FACE_NAME.encode()] * len(boxes),
-            IS_CROWD: attributes[:, _INVALID],
+            IS_CROWD: attributes[:, _INVALID_COLUMN],
             AREA: box_areas(boxes, self.height, self.width),
             **{key: attributes[:, i] for i, key in enumerate(ATTRIBUTE_KEYS)},
             GRID: np.asarray(self.grid, np.float32).ravel(),
@@ -222,17 +243,13 @@ class Record:
 
         The derived keys are not read back (the fields give them), only validated; a record
         of a build made before them, which lacks them all, parses too."""
-        try:
-            features = protowire.decode_example(data)
-        except protowire.WireError as e:
-            raise SchemaError(f"not a tf.train.Example: {e}") from e
-        validate_features(features, require_derived=not _lacks_all_derived(features))
-        faces = len(features[XMIN][1])
-        grid_values = features[GRID][1]
-        grid_size = int(round((len(grid_values) / 5) ** 0.5))
+        features = parse_features(data, derived="as_held")
+        faces = len(features[XMIN])
+        grid_values = features[GRID]
+        grid_size = _grid_size(len(grid_values))
 
         def one(key):
-            return features[key][1][0]
+            return features[key][0]
 
         return cls(
             image=one(ENCODED),
@@ -243,48 +260,116 @@ class Record:
             original_width=int(one(ORIGINAL_WIDTH)),
             filename=one(FILENAME).decode("utf-8"),
             sha256=one(SHA256).decode(),
-            boxes=np.stack([features[key][1] for key in BOX_KEYS], axis=1).reshape(faces, 4),
-            attributes=np.stack([features[key][1] for key in ATTRIBUTE_KEYS], axis=1).reshape(faces, len(ATTRIBUTES)),
-            grid=grid_values.reshape(grid_size, grid_size, 5),
-            ignore=features[IGNORE][1].reshape(grid_size, grid_size),
+            boxes=np.stack([features[key] for key in BOX_KEYS], axis=1).reshape(faces, 4),
+            attributes=np.stack([features[key] for key in ATTRIBUTE_KEYS], axis=1).reshape(faces, len(ATTRIBUTES)),
+            grid=grid_values.reshape(grid_size, grid_size, NUM_CHANNELS),
+            ignore=features[IGNORE].reshape(grid_size, grid_size),
             dropped=int(one(DROPPED)),
         )
 
 
-def _lacks_all_derived(features: Mapping[str, object]) -> bool:
-    return not any(key in features for key in DERIVED_KEYS)
+def _grid_size(grid_values: int) -> int:
+    return int(round((grid_values / NUM_CHANNELS) ** 0.5))  # of a record holding that many
 
 
-def validate_features(
-    features: Mapping[str, tuple[str, object]], grid_size: int | None = None, *, require_derived: bool = True
-) -> None:
-    """Checks every schema key is present with its kind and length; raises SchemaError.
+def parse_features(data: bytes, keys: Collection[str] | None = None, *, grid_size: int | None = None,
+                   derived: Literal["required", "optional", "as_held"] = "required") -> dict[str, list[bytes] | np.ndarray]:
+    """The one parser of serialized records: `{key: values}` (list of bytes, float32 or int64
+    array), every key present with its kind and length, or a SchemaError naming the key.
 
-    grid_size: the grid size the manifest's config gives (a record holding another grid is then
-    named as disagreeing with it), or None to take it from the record's own grid.
-    require_derived: False accepts a record without the derived keys (as builds made before
-    them wrote); the ones it holds are validated all the same.
+    keys: the keys to decode and check (None: all); the others are skipped undecoded.
+    grid_size: the manifest's (a record of another grid is named as disagreeing with it), or
+      None to take it from the record's own grid.
+    derived: DERIVED_KEYS are "required" (the checker), "optional" (training needs none), or
+      "as_held": required unless the record lacks them all, as older builds' do (`Record.parse`).
     """
-    present = [f for f in FEATURES if require_derived or not f.derived or f.key in features]
-    for feature in present:
-        if feature.key not in features:
-            if feature.derived:
-                raise SchemaError(f"missing key {feature.key!r} (builds made before it was added lack it: "
-                                  f"build the split again)")
-            raise SchemaError(f"missing key {feature.key!r}")
-        kind, _ = features[feature.key]
-        if kind != feature.kind:
-            raise SchemaError(f"key {feature.key!r}: expected {feature.kind} values, found {kind}")
-    faces = len(features[XMIN][1])
-    from_manifest = grid_size is not None
-    if grid_size is None:
-        grid_size = int(round((len(features[GRID][1]) / 5) ** 0.5))
-    for feature in present:
-        want, found = expected_length(feature, grid_size, faces), len(features[feature.key][1])
+    try:
+        features = protowire.decode_example(data, keys)
+    except protowire.WireError as e:
+        raise SchemaError(f"not a tf.train.Example: {e}") from None
+    if derived == "as_held":
+        require_derived = any(key in features for key in DERIVED_KEYS)
+    else:
+        require_derived = derived == "required"
+    validate_features(features, grid_size, require_derived=require_derived, keys=keys)
+    return {key: values for key, (_, values) in features.items()}
+
+
+def validate_features(features: Mapping[str, tuple[str, object]], grid_size: int | None = None, *,
+                      require_derived: bool = True, keys: Collection[str] | None = None) -> None:
+    """Checks every schema key (or only `keys`) of `protowire.decode_example`'s {key: (kind,
+    values)} is present with its kind and length; raises SchemaError. grid_size as in
+    `parse_features`; require_derived False accepts a record without the derived keys (the ones
+    it holds are validated all the same)."""
+    size = grid_size
+    if size is None and GRID in features:
+        size = _grid_size(len(features[GRID][1]))
+    faces, wrong_length = -1, None  # faces: the first per-face key's count (bbox/xmin's, when checked)
+    # One pass (ShardSequence runs it per record); presence and kinds are named before lengths.
+    for feature, want, optional in _checks(None if keys is None else frozenset(keys), size, require_derived):
+        entry = features.get(feature.key)
+        if entry is None:
+            if optional:
+                continue
+            older = " (builds made before it was added lack it: build the split again)" if feature.derived else ""
+            raise SchemaError(f"missing key {feature.key!r}{older}")
+        if entry[0] != feature.kind:
+            raise SchemaError(f"key {feature.key!r}: expected {feature.kind} values, found {entry[0]}")
+        if wrong_length is not None or want == -2:
+            continue
+        found = len(entry[1])
+        if want == -1:
+            if faces < 0:
+                faces = found
+            want = faces
         if want != found:
-            if from_manifest and feature.length in ("grid", "cells"):
-                raise SchemaError(_grid_disagreement(feature, want, found, grid_size))
-            raise SchemaError(f"key {feature.key!r}: expected {want} values, found {found}")
+            wrong_length = feature, want, found
+    if wrong_length is not None:
+        feature, want, found = wrong_length
+        if grid_size is not None and feature.length in ("grid", "cells"):
+            raise SchemaError(_grid_disagreement(feature, want, found, grid_size))
+        raise SchemaError(f"key {feature.key!r}: expected {want} values, found {found}")
+
+
+def value_problem(features: Mapping[str, list[bytes] | np.ndarray], image_format: str | None = None) -> str | None:
+    """What is wrong with the bytes values of a parsed record (`parse_features`' output), or None:
+    image/format none of IMAGE_FORMATS (or not `image_format`, the manifest's), image/filename
+    not UTF-8 or empty, image/key/sha256 not 64 lowercase hex digits."""
+    found = features[FORMAT][0]
+    if found.decode("ascii", "replace") not in IMAGE_FORMATS:
+        return f"key {FORMAT!r}: expected one of {IMAGE_FORMATS}, found {found!r}"
+    if image_format is not None and found.decode() != image_format:
+        return f"key {FORMAT!r}: expected {image_format!r} as the manifest's config says, found {found.decode()!r}"
+    filename = features[FILENAME][0]
+    try:
+        text = filename.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"key {FILENAME!r}: expected UTF-8 text, found {filename[:60]!r} ({e.reason})"
+    if not text:
+        return f"key {FILENAME!r}: expected the annotation path, found an empty string"
+    sha256 = features[SHA256][0]
+    if not _HEX64.fullmatch(sha256):
+        return f"key {SHA256!r}: expected 64 lowercase hex digits, found {sha256[:80]!r}"
+    return None
+
+
+def record_problem(data: bytes, config: BuildConfig) -> str | None:
+    """Why a record cannot be fed to training as the manifest's config describes it, in the words
+    of the checker's schema and images steps (not a tf.train.Example, a key missing or of another
+    kind or length, a bytes value that makes no sense, an image of another size or that does not
+    decode), or None. The readers call it for a record they failed to read; training needs none
+    of the derived keys, and value ranges and targets are the checker's business."""
+    try:
+        features = parse_features(data, grid_size=config.grid_size, derived="optional")
+    except SchemaError as e:
+        return str(e)
+    problem = value_problem(features, config.image_format)
+    if problem is not None:
+        return problem
+    from reader.core import images
+
+    return images.image_problem(features[ENCODED][0], features[FORMAT][0].decode(), int(features[HEIGHT][0]),
+                                int(features[WIDTH][0]), config.input_size)
 
 
 def _grid_disagreement(feature: Feature, want: int, found: int, grid_size: int) -> str:

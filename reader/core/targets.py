@@ -23,7 +23,8 @@ import numpy as np
 from reader.core.boxes import Placement
 
 CHANNELS = ("h", "w", "y", "x", "obj")
-H, W, Y, X, OBJ = range(5)
+NUM_CHANNELS = len(CHANNELS)  # the grid's depth: target/grid holds S * S * NUM_CHANNELS values
+H, W, Y, X, OBJ = range(NUM_CHANNELS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +86,7 @@ def encode(boxes: np.ndarray, is_target: np.ndarray, grid_size: int, areas: np.n
     width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     areas = width * height if areas is None else np.asarray(areas).reshape(-1)
 
-    grid = np.zeros((s, s, 5), np.float32)
+    grid = np.zeros((s, s, NUM_CHANNELS), np.float32)
     owners = np.full((s, s), -1, np.int64)
     candidates = np.flatnonzero(is_target)
     # Largest area first; the stable sort keeps the listed order among equal areas.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from reader.core import layout, schema
+from reader.core import layout, schema, targets
 from reader.core.manifest import Manifest
 
 DATASET_INFO = "dataset_info.json"
@@ -71,7 +71,7 @@ def dataset_info(manifests: list[Manifest]) -> dict:
             "numBytes": str(sum(entry.bytes for entry in built.shards)),
             "filepathTemplate": filepath_template(built),
         })  # fmt: skip
-    formats = sorted({built.config.get("image_format") for built in manifests}, key=str)
+    formats = sorted({built.config.image_format for built in manifests})
     return {
         "name": NAME,
         "version": f"{schema.SCHEMA_VERSION}.0.0",
@@ -126,7 +126,7 @@ def _feature(feature: schema.Feature, manifests: list[Manifest]) -> dict:
         return _image(manifests)
     if feature.length in ("grid", "cells"):
         sizes = {built.grid_size for built in manifests}
-        channels = (5,) if feature.length == "grid" else ()
+        channels = (targets.NUM_CHANNELS,) if feature.length == "grid" else ()
         shape = (sizes.pop(),) * 2 + channels if len(sizes) == 1 else (None,)
         return _tensor(shape, _DTYPES[feature.kind])
     one = _text() if feature.kind == "bytes" else _tensor((), _DTYPES[feature.kind])
@@ -134,7 +134,7 @@ def _feature(feature: schema.Feature, manifests: list[Manifest]) -> dict:
 
 
 def _image(manifests: list[Manifest]) -> dict:
-    formats = {built.config.get("image_format") for built in manifests}
+    formats = {built.config.image_format for built in manifests}
     sizes = {built.input_size for built in manifests}
     size = sizes.pop() if len(sizes) == 1 else None
     if formats == {"jpeg"}:

@@ -1,10 +1,12 @@
 """TFRecord framing, without TensorFlow.
 
 Each record is: uint64 length (little endian), masked crc32c of those 8 bytes, the data, masked
-crc32c of the data. The Beam job writes shards with `encode_record`; the Keras reader and the
-checker walk them with `iter_records`, which names the shard, record index and byte offset of
-any damage instead of TensorFlow's bare DataLossError.
-"""
+crc32c of the data. The Beam job writes shards with `encode_record`. `ShardSequence` and the
+checker find the records from their headers alone with `index_records` and read each at its span
+with `read_record` (the checker's leakage check walks a shard with `iter_records`);
+`make_dataset` reads with TensorFlow's TFRecordDataset, and counts a shard's records with
+`index_records` and names its damage with `walk_records`. All name the shard, record index and
+byte offset of any damage instead of TensorFlow's bare DataLossError."""
 
 from __future__ import annotations
 
@@ -73,7 +75,7 @@ def _header(f: BinaryIO) -> tuple[int | None, str | None]:
     return struct.unpack("<Q", length_bytes)[0], None
 
 
-def walk_records(f: BinaryIO, verify: bool = True) -> Iterator[tuple[RecordSpan, bytes | None, str | None]]:
+def walk_records(f: BinaryIO) -> Iterator[tuple[RecordSpan, bytes | None, str | None]]:
     """Yields (span, data, None) for every intact record of an open shard and (span, None,
     problem) for a damaged one. Goes on past a record whose data checksum fails (its header
     still gives the next record's place); stops after a damaged header or a truncated shard."""
@@ -90,19 +92,19 @@ def walk_records(f: BinaryIO, verify: bool = True) -> Iterator[tuple[RecordSpan,
             yield span, None, f"truncated data ({len(body)} of {span.length + FOOTER_BYTES} bytes)"
             return
         data = body[: span.length]
-        if verify and masked_crc32c(data) != struct.unpack("<I", body[span.length :])[0]:
+        if masked_crc32c(data) != struct.unpack("<I", body[span.length :])[0]:
             yield span, None, "data checksum mismatch"
         else:
             yield span, data, None
         index, offset = index + 1, span.end
 
 
-def iter_records(f: BinaryIO, shard: str, verify: bool = True) -> Iterator[tuple[RecordSpan, bytes]]:
+def iter_records(f: BinaryIO, shard: str) -> Iterator[tuple[RecordSpan, bytes]]:
     """Yields (span, data) for every record of an open shard, checking framing and checksums.
 
     `shard` names the file in errors. Raises CorruptRecordError at the first damaged record.
     """
-    for span, data, problem in walk_records(f, verify):
+    for span, data, problem in walk_records(f):
         if problem is not None:
             raise CorruptRecordError(shard, span.index, span.offset, problem)
         yield span, data

@@ -1,3 +1,10 @@
-"""The readers that stream a build into training: `make_dataset` (tf.data) and `ShardSequence`
-(a Keras `PyDataset`), with the flip augmentation they share. They import TensorFlow and Keras.
+"""The readers that stream a build into training, with TensorFlow and Keras:
+
+    dataset      `make_dataset`: a split as a tf.data.Dataset of batches
+    parse        its batch step: serialized records -> images, targets (, meta)
+    damage       how make_dataset names, or skips, shards and records that disagree with the manifest
+    sequence     `ShardSequence`: a split as a Keras PyDataset with random access to any record
+    shard_index  where every record lies: ShardSequence's record index and its cache
+    augment      the horizontal flip that keeps targets true to the image (NumPy and TensorFlow)
+    targets_tf   the TensorFlow port of reader.core.targets.encode_faces, for the flip in tf.data
 """

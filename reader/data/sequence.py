@@ -6,15 +6,16 @@
 Batches are numpy arrays of the layout `reader.make_dataset` yields: images float32
 [B, size, size, 3] in [-1, 1], targets float32 [B, S, S, 5] (or [B, S, S, 6] with the ignore
 mask as channel 5, `with_ignore=True`). Without shuffling, the order is the manifest's (shards in
-turn, each in file order), the same as `make_dataset(..., training=False)`, and so are the
-pixels: both decode JPEG with libjpeg's accurate integer DCT.
+turn, each in file order), the same as `make_dataset(..., training=False)`. JPEG is decoded with
+libjpeg's accurate integer DCT (Pillow's), so the pixels equal make_dataset's only with its
+`dct_method="INTEGER_ACCURATE"` (its default, TensorFlow's INTEGER_FAST, may differ slightly).
 
 Random access: every record's byte span comes from an index of the shards' record headers
-(`reader.core.tfrecord.index_records`, seeking past the data, so a shard is not read to index it).
-The index is cached next to the shards as `{split}.index.json` (when the directory is local and
-writable), keyed by the manifest's size and sha256 of each shard, so a rebuilt split is indexed
-again. Records are read with `os.pread` (no shared file position: safe across threads and
-forked workers), or one ranged read each on gs:// and s3://, and checked against their checksums.
+(`reader.data.shard_index`, cached next to the shards as `{split}.index.json`, keyed by the
+manifest's size and sha256 of each shard). Records are read with `os.pread` (no shared file
+position: safe across threads and forked workers), or one ranged read each on gs:// and s3://, and checked against their checksums,
+then parsed by `reader.core.schema.parse_features` (only the keys a batch needs) and decoded by
+`reader.core.images.decode_stored_image`.
 
 Errors name the shard (and record): a shard the manifest lists but the directory lacks fails
 the constructor (FileNotFoundError), as does a shard holding more or fewer records than its
@@ -22,7 +23,8 @@ manifest entry (ValueError); a damaged record raises `reader.core.tfrecord.Corru
 the shard, record and byte offset; a record that does not parse or decode as the manifest's
 config says (another schema, a malformed Example, another grid or image size) raises
 `reader.core.schema.SchemaError`: "val-00001-of-00004.<build>.tfrecord: record 17: missing key
-'target/grid'". The reason is worked out by the checker's record checks, only for that record.
+'target/grid'". The reason is `reader.core.schema.record_problem`'s (the checker's words),
+worked out only for that record.
 
 Shuffling: `shuffle=True` draws a permutation of all records for every epoch from
 (seed, epoch), a true global shuffle; `on_epoch_end` moves to the next epoch. Keras also shuffles
@@ -37,24 +39,19 @@ imports TensorFlow (except `tf.io.gfile` for gs:// paths; s3:// goes through bot
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import threading
 
 import keras
 import numpy as np
-from PIL import Image
 
-from reader.check import records as check_records
 from reader.core import boxes as box_formats
-from reader.core import layout, protowire, schema, tfrecord
+from reader.core import files, images, schema, targets, tfrecord
 from reader.core import manifest as manifests
 from reader.data import augment as augmentation
+from reader.data.shard_index import load_index
 
-INDEX_VERSION = 1
-_INVALID = "image/object/invalid"
 _SCALE = np.float32(1 / 127.5)
 
 
@@ -100,20 +97,15 @@ class ShardSequence(keras.utils.PyDataset):
         self.augment = augment
         self.with_ignore = with_ignore
         self.drop_remainder = drop_remainder
-        config = self.manifest.config
-        self.input_size = int(config["input_size"])
-        self.grid_size = int(config["grid_size"])
-        self._resize = str(config.get("resize", "stretch"))
-        self._min_face_px = float(config.get("min_face_px", 0.0))
+        self.config = self.manifest.config
+        self.input_size = self.config.input_size
+        self.grid_size = self.config.grid_size
         self._paths = self.manifest.shard_paths()
         for path in self._paths:
             # The index cache would let a missing shard go unnoticed until its first batch.
-            if not manifests.exists(path):
+            if not files.exists(path):
                 raise FileNotFoundError(manifests.missing_shard(path, split))
         self.index = load_index(self.manifest, write_cache=cache_index, read_cache=cache_index)
-        self._config = check_records.RecordConfig(
-            input_size=self.input_size, grid_size=self.grid_size, resize=self._resize, min_face_px=self._min_face_px
-        )
         if drop_remainder and self.num_records < batch_size:
             raise ValueError(f"{split} has {self.num_records} records, fewer than one batch of {batch_size}")
         self.epoch = 0
@@ -158,7 +150,7 @@ class ShardSequence(keras.utils.PyDataset):
         """The serialized record number `record` (in manifest order), checksums checked."""
         shard, span = self.index.locate(record)
         path, name = self._paths[shard], self.manifest.shards[shard].file
-        if manifests.is_local(path):
+        if files.is_local(path):
             fd = self._files.fd(path.removeprefix("file://"))
             chunk = os.pread(fd, span.end - span.offset, span.offset)
         else:
@@ -177,35 +169,36 @@ class ShardSequence(keras.utils.PyDataset):
 
     def _unreadable(self, record: int, data: bytes, error: Exception) -> schema.SchemaError:
         """The error for a record that failed to parse or decode, naming its shard and index and
-        what is wrong (worked out by the checker's record checks, only now)."""
+        what is wrong (`schema.record_problem`, worked out only now)."""
         shard, span = self.index.locate(record)
-        problem = check_records.unreadable(data, self._config) or f"{type(error).__name__}: {error}"
+        problem = schema.record_problem(data, self.config) or f"{type(error).__name__}: {error}"
         return schema.SchemaError(f"{self.manifest.shards[shard].file}: record {span.index}: {problem}")
 
     def __getitem__(self, batch: int):
         records = self.batch_records(batch)
         n, size, s = len(records), self.input_size, self.grid_size
-        images = np.empty((n, size, size, 3), np.float32)
-        targets = np.zeros((n, s, s, 6 if self.with_ignore else 5), np.float32)
+        batch_images = np.empty((n, size, size, 3), np.float32)
+        depth = targets.NUM_CHANNELS
+        batch_targets = np.zeros((n, s, s, depth + 1 if self.with_ignore else depth), np.float32)
         flips = self._flips(batch, n)
         for i, record in enumerate(records):
             data = self.read(int(record))
             try:
-                features = _select(data, self._keys)
+                features = schema.parse_features(data, self._keys, grid_size=s)
                 pixels = _decode(features, size)
-                grid = features[schema.GRID].reshape(s, s, 5)
+                grid = features[schema.GRID].reshape(s, s, depth)
                 ignore = features[schema.IGNORE].reshape(s, s) if self.with_ignore else None
                 if flips[i]:
                     pixels, grid, ignore = self._flip(pixels, features)
             except Exception as e:  # a record of another schema, size or grid, an image that does not decode
                 raise self._unreadable(int(record), data, e) from None
             # Scaled one image at a time, while its pixels are still in cache.
-            np.multiply(pixels, _SCALE, out=images[i], dtype=np.float32)
-            images[i] -= 1.0
-            targets[i, ..., :5] = grid
+            np.multiply(pixels, _SCALE, out=batch_images[i], dtype=np.float32)
+            batch_images[i] -= 1.0
+            batch_targets[i, ..., :depth] = grid
             if self.with_ignore:
-                targets[i, ..., 5] = ignore
-        return images, targets
+                batch_targets[i, ..., depth] = ignore
+        return batch_images, batch_targets
 
     def _flips(self, batch: int, n: int) -> np.ndarray:
         if not self.augment:
@@ -218,16 +211,16 @@ class ShardSequence(keras.utils.PyDataset):
         if self.with_ignore:
             keys.add(schema.IGNORE)
         if self.augment:
-            keys |= {*schema.BOX_KEYS, _INVALID, schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH}
+            keys |= {*schema.BOX_KEYS, schema.INVALID, schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH}
         return frozenset(keys)
 
     def _flip(self, image: np.ndarray, features: dict):
         boxes = np.stack([features[key] for key in schema.BOX_KEYS], axis=1).reshape(-1, 4)
         placement = box_formats.Placement.fit(
-            int(features[schema.ORIGINAL_WIDTH][0]), int(features[schema.ORIGINAL_HEIGHT][0]), self.input_size, self._resize
+            int(features[schema.ORIGINAL_WIDTH][0]), int(features[schema.ORIGINAL_HEIGHT][0]), self.input_size, self.config.resize
         )
         flipped, _, grid = augmentation.flip_numpy(
-            image, boxes, features[_INVALID], placement, self.grid_size, self._min_face_px
+            image, boxes, features[schema.INVALID], placement, self.grid_size, self.config.min_face_px
         )
         return flipped, grid.grid, grid.ignore
 
@@ -261,12 +254,12 @@ class _Files:
 
     def remote(self, path: str):
         self._check_pid()
-        files = getattr(self._local, "files", None)
-        if files is None:
-            files = self._local.files = {}
-        if path not in files:
-            files[path] = manifests.open_binary(path, readahead=0)  # one ranged read per record on s3://
-        return files[path]
+        opened = getattr(self._local, "files", None)
+        if opened is None:
+            opened = self._local.files = {}
+        if path not in opened:
+            opened[path] = files.open_binary(path, readahead=0)  # one ranged read per record on s3://
+        return opened[path]
 
     def __del__(self):
         if getattr(self, "_pid", None) == os.getpid():
@@ -294,138 +287,13 @@ class _Window:
         return self._data[begin : begin + n]
 
 
-# ---- the index ----------------------------------------------------------------------------
-
-
-class RecordIndex:
-    """Where every record of a split lies: shard number, header offset and data length per
-    record, in manifest order (shards in turn, each in file order)."""
-
-    def __init__(self, shard: np.ndarray, offset: np.ndarray, length: np.ndarray):
-        self.shard, self.offset, self.length = shard, offset, length
-
-    def __len__(self) -> int:
-        return len(self.shard)
-
-    def locate(self, record: int) -> tuple[int, tfrecord.RecordSpan]:
-        """(shard number, span) of record number `record`."""
-        if not 0 <= record < len(self):
-            raise IndexError(f"record {record} out of range for {len(self)} records")
-        shard = int(self.shard[record])
-        first = int(np.searchsorted(self.shard, shard, side="left"))
-        return shard, tfrecord.RecordSpan(record - first, int(self.offset[record]), int(self.length[record]))
-
-
-def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_cache: bool = True) -> RecordIndex:
-    """The split's record index: from `{split}.index.json` when it matches the manifest, else
-    built from the shard headers (and cached when the directory is local and writable).
-
-    Raises CorruptRecordError for a damaged header, ValueError when a shard's record count
-    differs from the manifest.
-    """
-    cache_path = manifests.join(manifest.data_dir, layout.index_name(manifest.split))
-    local = manifests.is_local(cache_path)
-    per_shard = _read_cache(cache_path, manifest) if read_cache else None
-    if per_shard is None:
-        per_shard = []
-        for entry, path in zip(manifest.shards, manifest.shard_paths()):
-            try:
-                spans = _index_shard(path, entry.file)
-            except FileNotFoundError:
-                raise FileNotFoundError(manifests.missing_shard(path, manifest.split)) from None
-            if len(spans) != entry.records:
-                raise ValueError(f"{path}: holds {len(spans)} records, the manifest promises {entry.records}")
-            per_shard.append(([s.offset for s in spans], [s.length for s in spans]))
-        if write_cache and local:
-            _write_cache(cache_path.removeprefix("file://"), manifest, per_shard)
-    shard = np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(per_shard)] or [np.zeros(0, np.int32)])
-    offset = np.concatenate([np.asarray(o, np.int64) for o, _ in per_shard] or [np.zeros(0, np.int64)])
-    length = np.concatenate([np.asarray(n, np.int64) for _, n in per_shard] or [np.zeros(0, np.int64)])
-    return RecordIndex(shard, offset, length)
-
-
-def _index_shard(path: str, name: str) -> list[tfrecord.RecordSpan]:
-    with manifests.open_binary(path) as f:
-        if manifests.is_local(path):
-            return tfrecord.index_records(f, name)
-        # Remote files: one sequential read beats a ranged request per header.
-        return tfrecord.index_records(io.BytesIO(f.read()), name)
-
-
-def _cache_key(manifest: manifests.Manifest) -> list[dict]:
-    return [{"file": s.file, "bytes": s.bytes, "sha256": s.sha256, "records": s.records} for s in manifest.shards]
-
-
-def _read_cache(path: str, manifest: manifests.Manifest):
-    try:
-        with manifests.open_binary(path) as f:
-            cached = json.loads(f.read())
-    except Exception:  # missing or unreadable: build the index instead
-        return None
-    if cached.get("version") != INDEX_VERSION or cached.get("shards_key") != _cache_key(manifest):
-        return None
-    try:
-        per_shard = [(list(s["offsets"]), list(s["lengths"])) for s in cached["shards"]]
-    except (KeyError, TypeError):
-        return None
-    if [len(o) for o, _ in per_shard] != [s.records for s in manifest.shards]:
-        return None
-    return per_shard
-
-
-def _write_cache(path: str, manifest: manifests.Manifest, per_shard) -> None:
-    cached = {
-        "version": INDEX_VERSION,
-        "split": manifest.split,
-        "shards_key": _cache_key(manifest),
-        "shards": [{"offsets": o, "lengths": n} for o, n in per_shard],
-    }
-    temp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    try:
-        with open(temp, "w") as f:
-            json.dump(cached, f, separators=(",", ":"))
-        os.replace(temp, path)
-    except OSError:  # a read-only data directory: keep the index in memory only
-        try:
-            os.remove(temp)
-        except OSError:
-            pass
-
-
-# ---- parsing and decoding -----------------------------------------------------------------
-
-
-def _select(data: bytes, keys: frozenset[str]) -> dict[str, object]:
-    """The features `keys` of a serialized record, checked against the schema; the others are
-    skipped undecoded (this runs under the GIL for every record)."""
-    try:
-        features = protowire.decode_example(data, keys)
-    except protowire.WireError as e:
-        raise schema.SchemaError(f"not a well-formed tf.train.Example: {e}") from None
-    for key in sorted(keys):
-        if key not in features:
-            raise schema.SchemaError(f"missing key {key!r}")
-        kind, _ = features[key]
-        if kind != schema.FEATURES_BY_KEY[key].kind:
-            raise schema.SchemaError(f"key {key!r}: expected {schema.FEATURES_BY_KEY[key].kind} values, found {kind}")
-    return {key: values for key, (_, values) in features.items()}
+# ---- decoding ----------------------------------------------------------------------------
 
 
 def _decode(features: dict, size: int) -> np.ndarray:
     """A record's image as uint8 [size, size, 3], decoded as image/format says."""
-    encoded = features[schema.ENCODED][0]
-    image_format = features[schema.FORMAT][0]
     height, width = int(features[schema.HEIGHT][0]), int(features[schema.WIDTH][0])
     if (height, width) != (size, size):
         raise schema.SchemaError(f"expected a {size}x{size} image, found {height}x{width}")
-    if image_format == b"raw":
-        return np.frombuffer(encoded, np.uint8).reshape(size, size, 3)
-    if image_format != b"jpeg":
-        raise schema.SchemaError(f"image/format: expected one of {schema.IMAGE_FORMATS}, found {image_format!r}")
-    with Image.open(io.BytesIO(encoded)) as image:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        pixels = np.asarray(image)
-    if pixels.shape != (size, size, 3):
-        raise schema.SchemaError(f"expected a {size}x{size} RGB image, found shape {pixels.shape}")
-    return pixels
+    image_format = features[schema.FORMAT][0].decode("ascii", "replace")
+    return images.decode_stored_image(features[schema.ENCODED][0], image_format, size, size, any_mode=True)

@@ -1,5 +1,7 @@
-"""Average precision of face detections: the WIDER FACE protocol's AP50, COCO's AP50 and AP50:95
-(overall and by face size, through pycocotools), and the grid's recall ceiling.
+"""The evaluation metrics: average precision of face detections by the WIDER FACE protocol
+(AP50), COCO's AP50 and AP50:95 (overall and by face size, through pycocotools), and the grid's
+recall ceiling. Plain functions of boxes and scores, no model and no Keras: running the detector
+over a split and scoring it with these is `train.validation.evaluate_split`.
 
 Boxes are `rel_xyxy` on the stored canvas (IoU is scale-free only under one common scale per
 image, which the canvas is for both detections and stored boxes).

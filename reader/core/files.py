@@ -1,0 +1,203 @@
+"""The readers' file access, for every scheme a build writes, without Beam:
+    local    the standard library
+    gs://    `tf.io.gfile`, imported only then
+    s3://    boto3 (TensorFlow 2.21's tf.io.gfile has no s3 filesystem), configured by boto3's
+             own chain (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+             AWS_DEFAULT_REGION, ~/.aws) unless `configure_s3` names an endpoint or region
+`open_binary` gives a seekable file; on s3:// it reads with ranged GETs, `readahead` bytes at a
+time, so a sequential scan costs one request per MiB and a random read one request.
+A file that does not exist raises FileNotFoundError on every scheme. (The build writes through
+Beam's filesystems instead: pipeline.storage.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import threading
+from typing import BinaryIO
+
+READAHEAD = 1 << 20  # bytes fetched per request when reading s3:// sequentially
+
+
+def is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def scheme(path: str) -> str:
+    return "file" if is_local(path) else path.split("://", 1)[0]
+
+
+def join(directory: str, name: str) -> str:
+    return os.path.join(directory, name) if is_local(directory) else f"{directory.rstrip('/')}/{name}"
+
+
+def open_binary(path: str, readahead: int = READAHEAD) -> BinaryIO:
+    """Opens a local, gs:// or s3:// file for reading bytes; raises FileNotFoundError when it
+    does not exist. readahead: bytes fetched per s3:// request (0: exactly what each read asks,
+    for random access)."""
+    if is_local(path):
+        return open(path.removeprefix("file://"), "rb")
+    if scheme(path) == "s3":
+        return S3File(path, readahead)
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    return tf.io.gfile.GFile(path, "rb")
+
+
+def exists(path: str) -> bool:
+    if is_local(path):
+        return os.path.exists(path.removeprefix("file://"))
+    if scheme(path) == "s3":
+        try:
+            _s3_head(path)
+        except FileNotFoundError:
+            return False
+        return True
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def list_dir(directory: str) -> list[str]:
+    """The names of the files directly in `directory`, sorted; raises FileNotFoundError when the
+    directory (local) or bucket (s3://) does not exist."""
+    if is_local(directory):
+        return sorted(os.listdir(directory.removeprefix("file://")))
+    if scheme(directory) == "s3":
+        bucket, prefix = _s3_bucket_key(directory.rstrip("/") + "/")
+        names = []
+        try:
+            pages = _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/")
+            for page in pages:
+                names += [o["Key"][len(prefix) :] for o in page.get("Contents", ()) if o["Key"] != prefix]
+        except Exception as e:
+            raise _s3_error(directory, e) from None
+        return sorted(names)
+    import tensorflow as tf
+
+    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory))
+
+
+# ---- s3:// -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Settings:
+    """Where s3:// requests go: None leaves the value to boto3's own chain (environment, config
+    files). Mirrors the build's Beam flags --s3_endpoint_url and --s3_region_name."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+
+
+_s3 = {"settings": S3Settings()}
+_s3_clients: dict[tuple[int, S3Settings], object] = {}
+_s3_lock = threading.Lock()
+
+
+def configure_s3(settings: S3Settings) -> S3Settings:
+    """Makes `settings` this process's s3:// settings; returns the previous ones (to restore).
+    The checker passes them on to its worker processes."""
+    previous, _s3["settings"] = _s3["settings"], settings
+    return previous
+
+
+def s3_settings() -> S3Settings:
+    return _s3["settings"]
+
+
+def _s3_client():
+    """One boto3 client per process and settings (clients are thread-safe; a forked child makes
+    its own, since a client's connections must not be shared across processes)."""
+    key = (os.getpid(), _s3["settings"])
+    client = _s3_clients.get(key)
+    if client is None:
+        with _s3_lock:
+            client = _s3_clients.get(key)
+            if client is None:
+                import boto3
+
+                settings = key[1]
+                client = _s3_clients[key] = boto3.session.Session().client(
+                    "s3", endpoint_url=settings.endpoint_url, region_name=settings.region_name
+                )
+    return client
+
+
+def _s3_bucket_key(path: str) -> tuple[str, str]:
+    bucket, _, key = path.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def _s3_error(path: str, error: Exception) -> OSError:
+    """A boto3 failure as an OSError naming the path (FileNotFoundError for a missing object or
+    bucket), one line: no botocore traceback reaches a user."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            return FileNotFoundError(f"{path}: no such file on S3 ({code})")
+        return OSError(f"{path}: S3 refused: {code}: {response.get('Error', {}).get('Message', '')}".rstrip(": "))
+    return OSError(f"{path}: S3 unreachable: {type(error).__name__}: {error}")
+
+
+def _s3_head(path: str) -> int:
+    """The object's size in bytes; FileNotFoundError when there is none."""
+    bucket, key = _s3_bucket_key(path)
+    try:
+        return int(_s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except Exception as e:
+        raise _s3_error(path, e) from None
+
+
+class S3File(io.RawIOBase):
+    """A seekable, read-only view of one S3 object, read with ranged GETs (see `open_binary`)."""
+
+    def __init__(self, path: str, readahead: int = READAHEAD):
+        super().__init__()
+        self.path, self._readahead = path, readahead
+        self._bucket, self._key = _s3_bucket_key(path)
+        self.size = _s3_head(path)
+        self._pos = 0
+        self._buffer, self._buffer_start = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = max(0, {0: pos, 1: self._pos + pos, 2: self.size + pos}[whence])
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
+        if end <= self._pos:
+            return b""
+        offset = self._pos - self._buffer_start
+        if offset < 0 or end > self._buffer_start + len(self._buffer):
+            fetch_end = min(self.size, max(end, self._pos + self._readahead))
+            self._buffer, self._buffer_start, offset = self._get(self._pos, fetch_end), self._pos, 0
+        data = self._buffer[offset : offset + end - self._pos]
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _get(self, start: int, end: int) -> bytes:
+        try:
+            body = _s3_client().get_object(Bucket=self._bucket, Key=self._key, Range=f"bytes={start}-{end - 1}")["Body"]
+            return body.read()
+        except Exception as e:
+            raise _s3_error(self.path, e) from None

@@ -1,0 +1,150 @@
+"""`make_dataset`'s batch step: a batch of serialized records -> (images, targets (, meta)).
+
+Input: (index [B], (shard [B], record [B]) (, flip [B])), int64 record index in its shard,
+int64 shard number in manifest order, the serialized Example, and (augmenting) a bool per record.
+Output: images float32 [B, size, size, 3] in [-1, 1]; targets float32 [B, S, S, 5], or
+[B, S, S, 6] with the ignore mask as channel 5; with boxes, a dict of the faces (rel_xyxy),
+their invalid flags, file names and (height, width) source sizes. The checks of
+`reader.data.damage.BatchGuard` run first, so a bad record fails naming itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from reader.core import manifest as manifests
+from reader.core import schema
+from reader.core.targets import NUM_CHANNELS
+from reader.core.config import BuildConfig
+from reader.data import augment as augmentation
+from reader.data import damage
+
+
+@dataclasses.dataclass(frozen=True)
+class Element:
+    """What the parse step needs: the build's config, and what the element holds."""
+
+    config: BuildConfig
+    with_ignore: bool
+    with_boxes: bool
+    flip: bool
+    dct_method: str
+
+    @property
+    def needs_faces(self) -> bool:
+        return self.with_boxes or self.flip
+
+
+def batch_fn(manifest: manifests.Manifest, element: Element, gated: bool):
+    """(index [B], (shard [B], record [B]) (, flip [B])) -> (images, targets (, meta)) of a batch.
+
+    Before anything that would fail with a bare TensorFlow error, cheap vectorized checks look
+    for what a bad record would break; only a batch they flag goes to Python, which names the
+    shard, the record and what is wrong, or finds it fine (`reader.data.damage.BatchGuard`)."""
+    full_spec = schema.tf_feature_spec(element.config.grid_size)
+    keys = [schema.ENCODED, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.GRID]
+    if element.with_ignore or element.flip:
+        keys.append(schema.IGNORE)
+    if element.needs_faces:
+        keys += [*schema.BOX_KEYS, schema.INVALID, schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH]
+    if element.with_boxes:
+        keys.append(schema.FILENAME)
+    spec = {key: _lenient(full_spec[key]) for key in keys}
+    s, size = element.config.grid_size, element.config.input_size
+    names = tf.constant([f"{path}: record " for path in manifest.shard_paths()])
+    guard = damage.BatchGuard(manifest, gated)
+
+    def decode(features):
+        encoded, image_format, height, width, flip = features
+        image = _decode_image(encoded, image_format, height, width, size, element.dct_method)
+        if element.flip:
+            image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+        return image
+
+    def batch_fn(index, located, flip=None):
+        shard, records = located
+        records = guard.framed(index, shard, records)
+        # Named for the errors parsing still raises itself (a value of another kind).
+        example_names = tf.strings.join([tf.gather(names, shard), tf.strings.as_string(index)])
+        f = tf.io.parse_example(records, spec, example_names=example_names)
+        one = {key: f[key][:, 0] for key in keys if isinstance(spec[key], tf.io.FixedLenFeature)}
+        # As few ops as will do: each costs about as much per batch as reading one record.
+        encoded = tf.strings.length(one[schema.ENCODED])
+        fits = [
+            tf.stack([one[schema.HEIGHT], one[schema.WIDTH]], 1) == size,
+            ((one[schema.FORMAT] == b"jpeg") & (encoded > 0)) | (encoded == size * size * 3),
+            f[schema.GRID].row_lengths() == s * s * NUM_CHANNELS,
+        ]
+        if schema.IGNORE in f:
+            fits.append(f[schema.IGNORE].row_lengths() == s * s)
+        if element.needs_faces:  # one face count in every per-face list
+            splits = [f[key].row_splits for key in (*schema.BOX_KEYS, schema.INVALID)]
+            fits.append(tf.stack(splits[1:]) == splits[0])
+        records = guard.require(tf.stack([tf.reduce_all(fit) for fit in fits]), index, shard, records)
+        with tf.control_dependencies([records]):  # nothing below runs on a batch that failed the checks
+            grid = tf.reshape(f[schema.GRID].flat_values, [-1, s, s, NUM_CHANNELS])
+            ignore = tf.reshape(f[schema.IGNORE].flat_values, [-1, s, s]) if schema.IGNORE in f else None
+            images = tf.map_fn(
+                decode,
+                (
+                    one[schema.ENCODED],
+                    one[schema.FORMAT],
+                    one[schema.HEIGHT],
+                    one[schema.WIDTH],
+                    tf.zeros_like(shard, tf.bool) if flip is None else flip,
+                ),
+                fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
+            )
+            boxes = invalid = None
+            if element.needs_faces:
+                boxes = tf.stack([f[key] for key in schema.BOX_KEYS], axis=-1)  # ragged [B, None, 4]
+                invalid = f[schema.INVALID]
+        if flip is not None:
+            boxes, flipped_grid, flipped_ignore = augmentation.flip_targets_batch_tf(
+                boxes, invalid, one[schema.ORIGINAL_HEIGHT], one[schema.ORIGINAL_WIDTH], flip,
+                grid_size=s, input_size=size, resize=element.config.resize, min_face_px=element.config.min_face_px,
+            )
+            grid = tf.where(flip[:, None, None, None], flipped_grid, grid)
+            ignore = tf.where(flip[:, None, None], flipped_ignore, ignore)
+        targets = tf.concat([grid, ignore[..., None]], axis=-1) if element.with_ignore else grid
+        # Dequantize (MIN_COMBINED over [-1, 1]: -1 + x * 2 / 255) gives the same floats as a
+        # cast, multiply and subtract, in one pass over memory instead of three: float images are
+        # four times the size of the decoded ones, and three passes cost a third of the decode.
+        images = tf.quantization.dequantize(tf.bitcast(images, tf.quint8), -1.0, 1.0, mode="MIN_COMBINED")
+        if not element.with_boxes:
+            return images, targets
+        meta = {
+            "boxes": boxes,
+            "invalid": invalid,
+            "filename": one[schema.FILENAME],
+            "original_size": tf.stack([one[schema.ORIGINAL_HEIGHT], one[schema.ORIGINAL_WIDTH]], 1),
+        }
+        return images, targets, meta
+
+    return batch_fn
+
+
+def _lenient(feature):
+    """The parse spec of one key, made not to fail on a record that lacks the key or holds another
+    count of values (the checks of `batch_fn` catch those, naming the record): one-value keys
+    get a default no record of a build holds, the grid and ignore lists become ragged."""
+    if isinstance(feature, tf.io.FixedLenFeature) and feature.shape == [1] and feature.dtype in (tf.string, tf.int64):
+        return tf.io.FixedLenFeature([1], feature.dtype, default_value=b"" if feature.dtype == tf.string else -1)
+    if isinstance(feature, tf.io.FixedLenFeature):
+        return tf.io.RaggedFeature(feature.dtype)
+    return feature
+
+
+def _decode_image(encoded, image_format, height, width, size: int, dct_method: str):
+    """uint8 [size, size, 3] from image/encoded, as image/format says (jpeg or raw)."""
+
+    def raw():
+        return tf.reshape(tf.io.decode_raw(encoded, tf.uint8), tf.stack([height, width, 3]))
+
+    def jpeg():
+        return tf.io.decode_jpeg(encoded, channels=3, dct_method=dct_method)
+
+    image = tf.cond(tf.equal(image_format, "raw"), raw, jpeg)
+    return tf.ensure_shape(image, [size, size, 3])
