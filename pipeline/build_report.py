@@ -111,4 +111,19 @@ def summary(output: commit.OutputSpec, build_id: str) -> str:
     )
     if c["errors"]:
         text += f"\nunusable images: {output.path(manifest['errors_file'])}"
-    return text
+    return text + _reuse_line(manifest.get("reuse"))
+
+
+def _reuse_line(reuse) -> str:
+    """How many images came from the earlier build, and why any of it was not taken."""
+    if not isinstance(reuse, dict) or not reuse.get("from") and not reuse.get("notes"):
+        return ""  # nothing to reuse from: every image prepared, as the counts say
+    notes = reuse.get("notes") or []
+    shown = "".join(f"\n  {note}" for note in notes[:_SHOWN_NOTES])
+    more = f"\n  ... and {len(notes) - _SHOWN_NOTES} more (the manifest's reuse.notes)" if len(notes) > _SHOWN_NOTES else ""
+    source = f" from build {reuse['from']}" if reuse.get("from") else ""
+    return (f"\nimages: {reuse.get('reused')} reused{source}, {reuse.get('prepared')} prepared"
+            + (f"; not reused:{shown}{more}" if notes else ""))
+
+
+_SHOWN_NOTES = 5

@@ -65,10 +65,20 @@ def define_flags(fv: flags.FlagValues) -> None:
         "image_threads", transforms.IMAGE_THREADS, "Images each shard writer reads and prepares at once, on threads (speed only: never changes a byte).",
         lower_bound=1, flag_values=fv,
     )
+    flags.DEFINE_boolean(
+        "reuse", True, "Reuse the images an earlier build prepared from the same source bytes (--noreuse: prepare every image).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "reuse_from", None, "The earlier build's directory (local, gs://, s3://) to reuse images from; default --output_dir.", flag_values=fv
+    )
     flags.DEFINE_boolean("verbose", False, "On failure, also print the Python traceback.", flag_values=fv)
     for name in ("min_face_px", "max_error_fraction"):
         # absl's bounds let NaN through (every comparison with NaN is false), and infinity past a lower bound.
         flags.register_validator(name, lambda value: value is None or math.isfinite(value), f"--{name} must be a finite number", flag_values=fv)
+
+
+REQUIRED = ("annotations", "images_dir", "output_dir", "split")  # the flags without a default that must be given
 
 
 def usage() -> str:
@@ -91,12 +101,15 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     except flags.Error as e:
         raise UsageError(str(e)) from None
     beam_flags.check_flags(beam_args, list(fv))
-    missing = [name for name in ("annotations", "images_dir", "output_dir", "split") if fv[name].value is None]
+    missing = [name for name in REQUIRED if fv[name].value is None]
     if missing:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
     options = beam_flags.pipeline_options(beam_args)
     in_process = beam_flags.in_process(options)
     paths = {name: fv[name].value.removeprefix("file://") for name in ("annotations", "images_dir", "output_dir")}
+    if fv.reuse_from is not None and not fv.reuse:
+        raise UsageError("--reuse_from names a build to reuse images from; --noreuse reuses none: give one of them")
+    reuse_from = (fv.reuse_from or paths["output_dir"]).removeprefix("file://") if fv.reuse else None
     try:
         config = BuildConfig(**{field.name: fv[field.name].value for field in dataclasses.fields(BuildConfig)})
         output = commit.OutputSpec(
@@ -108,7 +121,7 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
             host=leases.host_id() if in_process else None,
             pid=os.getpid() if in_process else None,
         )
-        build = job.Job(paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads)
+        build = job.Job(paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads, reuse_from)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return build, options

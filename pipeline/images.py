@@ -61,6 +61,10 @@ class UnusableImage(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
 
+# Bump whenever `prepare` gives other bytes for the same source and settings (a resize filter,
+# the canvas, the encoder's options): builds of another version are then never reused from.
+PREPARATION_VERSION = 1
+
 
 @dataclasses.dataclass(frozen=True)
 class PreparedImage:

@@ -6,7 +6,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from pipeline import annotations, commit, transforms
+from pipeline import annotations, commit, finalize, reuse, transforms
 from reader.core.config import BuildConfig
 
 
@@ -21,6 +21,7 @@ class Job:
     config: BuildConfig = BuildConfig()
     max_error_fraction: float = 0.01
     image_threads: int = transforms.IMAGE_THREADS
+    reuse_from: str | None = None  # an earlier build's directory whose prepared images to reuse (pipeline.reuse)
 
     def __post_init__(self):
         if not 0 <= self.max_error_fraction <= 1:
@@ -35,9 +36,23 @@ def build(pipeline: beam.Pipeline, job: Job):
     handle = pipeline | "Begin" >> beam.Create([None]) | "BeginBuild" >> beam.ParDo(transforms.BeginBuildFn(job.output))
     parsed = pipeline | "ParseAnnotations" >> transforms.ParseAnnotations(job.annotations, list_format)
     totals = parsed | "CountAnnotated" >> beam.CombineGlobally(transforms.AnnotatedTotals())
+    earlier = None if job.reuse_from is None else pipeline | "IndexEarlierBuild" >> _index_earlier(job)
     written = parsed | "WriteShards" >> transforms.WriteShards(
-        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads, totals=totals
+        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads, totals=totals, earlier=earlier
     )
-    return (written.shards, written[transforms.ERRORS_TAG], totals) | "Finalize" >> transforms.Finalize(
-        job.config, job.max_error_fraction, handle
+    return (written.shards, written[transforms.ERRORS_TAG], totals) | "Finalize" >> finalize.Finalize(
+        job.config, job.max_error_fraction, handle, earlier
+    )
+
+
+@beam.ptransform_fn
+def _index_earlier(root, job: Job):
+    """-> the ReuseIndex of the build in job.reuse_from: its shards indexed side by side."""
+    return (
+        root
+        | "EarlierDir" >> beam.Create([job.reuse_from])
+        | "EarlierShards" >> beam.ParDo(reuse.EarlierShardsFn(job.output.split, job.config, explicit=job.reuse_from != job.output.output_dir))
+        | "SpreadShards" >> beam.Reshuffle()
+        | "IndexShards" >> beam.ParDo(reuse.IndexShardFn(job.config))
+        | "Combine" >> beam.CombineGlobally(reuse.CombineIndexes())
     )

@@ -30,15 +30,26 @@ class Counts(collections.Counter):
         return count_imbalances(self)
 
 
-def make_record(annotation: ImageAnnotation, data: bytes, config: BuildConfig) -> tuple[schema.Record, Counts]:
-    """The record for one image and its face counts. Raises images.UnusableImage."""
-    prepared = images.prepare(data, config)
-    placement = prepared.placement
+def stored_faces(annotation: ImageAnnotation, placement) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The faces a record stores: boxes as rel_xyxy float32 [N, 4] and attributes int64 [N, 6]
+    of the faces that are not degenerate once clipped, and the degenerate mask over all faces."""
     xyxy = box_formats.xywh_to_clipped_xyxy(annotation.xywh, placement.source_width, placement.source_height)
     degenerate = box_formats.is_degenerate(xyxy)
     stored = ~degenerate
-    rel = placement.to_rel_xyxy(xyxy[stored])
-    attributes = annotation.attributes[stored].astype(np.int64)
+    return placement.to_rel_xyxy(xyxy[stored]), annotation.attributes[stored].astype(np.int64), degenerate
+
+
+def make_record(
+    annotation: ImageAnnotation, data: bytes, config: BuildConfig, prepared: images.PreparedImage | None = None,
+    sha256: str | None = None,
+) -> tuple[schema.Record, Counts]:
+    """The record for one image and its face counts. Raises images.UnusableImage.
+    prepared: the image as an earlier build stored it from these very bytes (pipeline.reuse),
+    or None to prepare it here; sha256: of `data`, when the caller has it."""
+    prepared = prepared or images.prepare(data, config)
+    placement = prepared.placement
+    rel, attributes, degenerate = stored_faces(annotation, placement)
+    stored = ~degenerate
     invalid = attributes[:, schema.ATTRIBUTES.index("invalid")]
     grid = targets.encode_faces(rel, invalid, placement, config.grid_size, config.min_face_px)
 
@@ -51,7 +62,7 @@ def make_record(annotation: ImageAnnotation, data: bytes, config: BuildConfig) -
         original_height=placement.source_height,
         original_width=placement.source_width,
         filename=annotation.filename,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         boxes=rel,
         attributes=attributes,
         grid=grid.grid,

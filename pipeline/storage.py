@@ -113,7 +113,7 @@ def _list_s3(prefix: str) -> list[Entry]:
     bucket, key_prefix = _s3_bucket_key(prefix)
     entries = []
     try:
-        for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix, Delimiter="/"):
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix, Delimiter="/"):
             for o in page.get("Contents", []):
                 name = o["Key"][len(key_prefix) :]
                 entries.append(Entry(name, f"s3://{bucket}/{o['Key']}", o["Size"], o["LastModified"].timestamp()))
@@ -161,7 +161,7 @@ def stat(path: str) -> Entry | None:
     if scheme(path) == "s3":
         bucket, key = _s3_bucket_key(path)
         try:
-            head = _s3_client().head_object(Bucket=bucket, Key=key)
+            head = s3_client().head_object(Bucket=bucket, Key=key)
         except Exception as e:
             if _is_missing(e):
                 return None
@@ -192,7 +192,7 @@ def read_bytes(path: str) -> bytes | None:
                 return f.read()
         if scheme(path) == "s3":
             bucket, key = _s3_bucket_key(path)
-            return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
         with FileSystems.open(path, compression_type=_UNCOMPRESSED) as f:
             return f.read()
     except FileNotFoundError:
@@ -208,7 +208,7 @@ def read_s3_prefix(path: str, limit: int) -> bytes | None:
     GET through the client this module keeps (Beam's S3 filesystem makes a new one per open)."""
     bucket, key = _s3_bucket_key(path)
     try:
-        return _s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")["Body"].read()
+        return s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")["Body"].read()
     except Exception as e:
         if _is_missing(e):
             return None
@@ -305,7 +305,7 @@ def _create_s3(path: str):
         spool.seek(0)
         # upload_fileobj: one PUT below its multipart threshold (empty objects included), a
         # multipart upload above, aborted if a part fails.
-        _s3_client().upload_fileobj(spool, bucket, key)
+        s3_client().upload_fileobj(spool, bucket, key)
 
 
 def _s3_bucket_key(path: str) -> tuple[str, str]:
@@ -316,7 +316,7 @@ def _s3_bucket_key(path: str) -> tuple[str, str]:
 _S3_CLIENTS: dict[tuple, object] = {}  # (pid, the S3 options) -> client
 
 
-def _s3_client():
+def s3_client():
     """boto3's S3 client, configured from the pipeline options as Beam's S3 filesystem is (the
     endpoint, keys and region of --s3_* flags reach workers the same way)."""
     from apache_beam.io.aws.clients.s3 import boto3_client
@@ -360,7 +360,7 @@ def delete(paths: list[str]) -> None:
 
 
 def _delete_s3(paths: list[str]) -> None:
-    client = _s3_client()
+    client = s3_client()
     by_bucket: dict[str, list[str]] = {}
     for path in paths:
         bucket, key = _s3_bucket_key(path)

@@ -2,11 +2,9 @@
 
     ParseAnnotations   begin -> ImageAnnotation per image of the annotation file
     WriteShards        ImageAnnotation -> ShardWritten per shard (written under the build's id)
-                                        + UnusableEntry per image that could not be used
-    Finalize           those two, plus the parse totals -> the build committed (pipeline.commit):
-                                        errors file and empty shards written, the manifest
-                                        written in one atomic step, files of builds that are
-                                        over removed
+                                        + ErrorEntry per image that could not be used; the
+                                        images an earlier build prepared are reused (pipeline.reuse)
+Those two, plus the parse totals, go to pipeline.finalize, which commits the build.
 BeginBuildFn, run first, draws the build id and writes its lease; every other step gets the
 BuildHandle as a side input.
 
@@ -20,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import dataclasses
 import hashlib
 import logging
@@ -35,10 +34,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
-from pipeline import commit, images, records, sources
+from pipeline import commit, images, records, reuse, sources
 from pipeline.annotations import ImageAnnotation
 from reader.core import layout, progress, tfrecord
-from reader.core import manifest as manifests
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
 
@@ -57,6 +55,8 @@ class ShardWritten:
     index: int
     entry: ShardEntry
     counts: dict[str, int]
+    reused: int = 0  # records whose image came from the earlier build (pipeline.reuse)
+    reuse_failures: tuple[str, ...] = ()  # earlier records found but not taken, and why
 
 
 class ImageAnnotationCoder(beam.coders.Coder):
@@ -164,35 +164,49 @@ class WriteShardFn(beam.DoFn):
         self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, thread_name_prefix="facegrid-image")
         self._counters = {key: _counter(key) for key in records.COUNT_KEYS if key not in ("images_annotated", "faces_annotated")}
         self._reasons = {reason: _counter(f"errors_{reason}") for reason in images.REASONS}
+        self._reuse_counters = {key: _counter(key) for key in ("images_reused", "images_prepared")}
 
     def teardown(self):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _framed_record(self, annotation: ImageAnnotation) -> tuple[bytes, records.Counts]:
-        """Runs on the pool: the image's record, framed for the shard, and its counts."""
+    def _framed_record(self, annotation: ImageAnnotation, earlier: reuse.ReuseIndex | None) -> tuple[bytes, records.Counts, bool, str | None]:
+        """Runs on the pool: the image's record, framed for the shard, its counts, whether its
+        image was the earlier build's, and why an earlier image found was not taken."""
         data = sources.read_source(self._images_dir, annotation.filename)
-        record, image_counts = records.make_record(annotation, data, self._config)
-        return tfrecord.encode_record(record.serialize()), image_counts
+        sha256 = hashlib.sha256(data).hexdigest()
+        prepared, failure = None, None
+        where = earlier.locations.get(sha256) if earlier is not None else None
+        if where is not None:
+            try:
+                framed, prepared, faces = reuse.take(where, sha256, annotation, self._config, earlier.same_targets)
+                if framed is not None:  # the very record this build writes: taken whole
+                    return framed, reuse.counts_of_taken(where, faces), True, None
+            except reuse.NotReusable as e:
+                failure = f"{annotation.filename}: prepared again: {e}"
+        record, image_counts = records.make_record(annotation, data, self._config, prepared, sha256)
+        return tfrecord.encode_record(record.serialize()), image_counts, prepared is not None, failure
 
-    def process(self, element, build: commit.BuildHandle, totals=None):
+    def process(self, element, build: commit.BuildHandle, totals=None, earlier: reuse.ReuseIndex | None = None):
         index, group = element
         ordered = sorted(group, key=lambda a: layout.record_key(a.filename))
         name = build.shard_name(index)
         counts = records.Counts()
         digest, size = hashlib.sha256(), 0
+        reused, failures = 0, []
         shown = None if totals is None else _progress_of(build, totals["images_annotated"])
         build.heartbeat()
         with build.create(name) as f:
-            for annotation, result in _prefetch(self._framed_record, ordered, self._pool, self._threads):
+            for annotation, result in _prefetch(functools.partial(self._framed_record, earlier=earlier), ordered, self._pool, self._threads):
                 build.heartbeat()
                 if shown is not None:
                     shown.advance()
                 try:
                     if isinstance(result, Exception):
                         raise result
-                    framed, image_counts = result
+                    framed, image_counts, was_reused, failure = result
                 except images.UnusableImage as e:
+                    self._reuse_counters["images_prepared"].inc()
                     self._count(records.Counts(errors=1, faces_in_errors=len(annotation.faces)))
                     self._reasons[e.reason].inc()
                     counts.update(errors=1, faces_in_errors=len(annotation.faces))
@@ -201,14 +215,17 @@ class WriteShardFn(beam.DoFn):
                         ErrorEntry(annotation.filename, annotation.line, e.reason, e.detail, len(annotation.faces)),
                     )
                     continue
+                reused += was_reused
+                failures += [failure] if failure else []
+                self._reuse_counters["images_reused" if was_reused else "images_prepared"].inc()
                 f.write(framed)
                 digest.update(framed)
                 size += len(framed)
                 counts.update(image_counts)
                 self._count(image_counts)
         level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
-        _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, _plural(counts["records"], "record"), counts["errors"], size / 1e6)
-        yield ShardWritten(index, ShardEntry(name, counts["records"], size, digest.hexdigest()), counts.as_dict())
+        _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], size / 1e6)
+        yield ShardWritten(index, ShardEntry(name, counts["records"], size, digest.hexdigest()), counts.as_dict(), reused, tuple(failures))
 
     def _count(self, counts: records.Counts) -> None:
         for key, value in counts.items():
@@ -224,10 +241,10 @@ class WriteShards(beam.PTransform):
     Shards with no image produce nothing here; Finalize writes them empty.
     """
 
-    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, threads: int = IMAGE_THREADS, totals=None):
+    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, threads: int = IMAGE_THREADS, totals=None, earlier=None):
         super().__init__()
         self._write = WriteShardFn(images_dir, config, threads)
-        self._num_shards, self._build, self._totals = num_shards, build, totals
+        self._num_shards, self._build, self._totals, self._earlier = num_shards, build, totals, earlier
 
     def expand(self, annotations):
         return (
@@ -242,6 +259,8 @@ class WriteShards(beam.PTransform):
         side = {"build": beam.pvalue.AsSingleton(self._build)}
         if self._totals is not None:  # for the progress line: images done of all
             side["totals"] = beam.pvalue.AsSingleton(self._totals)
+        if self._earlier is not None:  # the images an earlier build prepared (pipeline.reuse)
+            side["earlier"] = beam.pvalue.AsSingleton(self._earlier)
         return side
 
 
@@ -264,7 +283,7 @@ def _progress_of(build: commit.BuildHandle, total: int) -> progress.Progress:
         return _PROGRESS[build.build]
 
 
-def _plural(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
@@ -287,96 +306,3 @@ class AnnotatedTotals(beam.CombineFn):
 
     def extract_output(self, acc):
         return {"images_annotated": acc[0], "faces_annotated": acc[1]}
-
-
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-class FinalizeFn(beam.DoFn):
-    """Runs once, after every shard: checks the counts and the error fraction, then commits the
-    build (pipeline.commit): empty shards and the errors file written, the manifest written as
-    the one atomic step, files of builds that are over removed. Safe to retry."""
-
-    def __init__(self, config: BuildConfig, max_error_fraction: float):
-        super().__init__()
-        self._config, self._max_error_fraction = config, max_error_fraction
-
-    def process(self, _, build: commit.BuildHandle, shards, unusable, annotated):
-        counts = _added_up(build, annotated, shards)
-        errors = sorted(unusable, key=lambda e: (e.filename, e.line))
-        errors_file = manifests.errors_file_bytes(errors)
-        self._refuse_too_many_errors(build, counts, errors_file)
-        entries, empty = _with_empty_shards(build, shards)
-        manifest = manifests.manifest_json(build.split, build.build, self._config, counts, errors, entries)
-        new_files = {build.errors_name: errors_file, **empty}
-        removed = build.commit(manifest, new_files, {e.file: e.bytes for e in entries if e.file not in new_files})
-        if removed:
-            _LOG.info("%s: removed %d files of earlier or crashed builds", build.split, len(removed))
-        yield manifest
-
-    def _refuse_too_many_errors(self, build: commit.BuildHandle, counts: records.Counts, errors_file: bytes) -> None:
-        """Raises BuildError, committing nothing, when more images are unusable than allowed."""
-        fraction = counts["errors"] / max(1, counts["images_annotated"])
-        if fraction <= self._max_error_fraction:
-            return
-        # Kept for the user to read; it names no file of the earlier build, and the next build
-        # that commits removes it.
-        build.write(build.errors_name, errors_file)
-        build.abandon(keep=(build.errors_name,))
-        raise commit.BuildError(
-            f"{build.split}: {counts['errors']} of {counts['images_annotated']} images are unusable "
-            f"({fraction:.2%}), over --max_error_fraction={self._max_error_fraction}; "
-            f"see {build.path(build.errors_name)}. Nothing was committed: the earlier build, if any, is untouched."
-        )
-
-
-def _added_up(build: commit.BuildHandle, annotated: dict, shards) -> records.Counts:
-    """The split's counts from the annotation totals and every shard's; abandons the build with
-    BuildError when they break a law (an image lost or counted twice)."""
-    counts = records.Counts(annotated)
-    for shard in shards:
-        counts.update(shard.counts)
-    if broken := counts.imbalances():
-        build.abandon()
-        raise commit.BuildError(f"{build.split}: counts do not add up: {'; '.join(broken)}")
-    return counts
-
-
-def _with_empty_shards(build: commit.BuildHandle, shards) -> tuple[list[ShardEntry], dict[str, bytes]]:
-    """Every shard's entry in index order, and the files of the shards no image landed in
-    (written empty by the commit)."""
-    written = {s.index: s.entry for s in shards}
-    empty = {}
-    for index in range(build.output.num_shards):
-        if index not in written:
-            name = build.shard_name(index)
-            empty[name] = b""
-            written[index] = ShardEntry(name, 0, 0, _EMPTY_SHA256)
-    if empty:
-        _LOG.info("%s: %s of %d got no image: written empty", build.split, _plural(len(empty), "shard"), build.output.num_shards)
-    return [written[i] for i in range(build.output.num_shards)], empty
-
-
-class Finalize(beam.PTransform):
-    """(ShardWritten, ErrorEntry, annotated totals), BuildHandle -> the manifest dict, once
-    committed."""
-
-    def __init__(self, config: BuildConfig, max_error_fraction: float, build):
-        super().__init__()
-        self._fn = FinalizeFn(config, max_error_fraction)
-        self._build = build
-
-    def expand(self, inputs):
-        shards, unusable, annotated = inputs
-        return (
-            shards.pipeline
-            | "Once" >> beam.Create([None])
-            | "Commit"
-            >> beam.ParDo(
-                self._fn,
-                build=beam.pvalue.AsSingleton(self._build),
-                shards=beam.pvalue.AsList(shards),
-                unusable=beam.pvalue.AsList(unusable),
-                annotated=beam.pvalue.AsSingleton(annotated),
-            )
-        )

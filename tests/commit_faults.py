@@ -46,9 +46,9 @@ class Pending:
 
 def finalize(pending: Pending) -> dict:
     """Runs the build's finalize step in this process; returns the manifest it committed."""
-    from pipeline import transforms
+    from pipeline import finalize as finalize_step
 
-    fn = transforms.FinalizeFn(pending.config, pending.max_error_fraction)
+    fn = finalize_step.FinalizeFn(pending.config, pending.max_error_fraction)
     (manifest,) = fn.process(None, pending.handle, pending.shards, pending.unusable, pending.annotated)
     return manifest
 
@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
         def vanish(kind, name):
             nonlocal count
             if count == k:
-                client = storage._s3_client()
+                client = storage.s3_client()
                 for o in client.list_objects_v2(Bucket=bucket).get("Contents", []):
                     client.delete_object(Bucket=bucket, Key=o["Key"])
                 client.delete_bucket(Bucket=bucket)
@@ -148,7 +148,7 @@ def serve(state: str, beam_flags: list[str]) -> int:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import transforms  # noqa: F401  (imported before forking, once)
+    from pipeline import finalize  # noqa: F401  (imported before forking, once)
 
     FileSystems.set_options(PipelineOptions(beam_flags))
     for line in sys.stdin:

@@ -657,3 +657,14 @@ def test_progress_never_writes_no_progress(good_build, capsys):
         assert "checking" not in captured.err, (flag, captured.err)
     code = check.main([f"--data_dir={good_build}", f"--split={fx.SPLIT}", "--json", "--workers=1", "--progress=always"])
     assert code == 0 and "checking val" in capsys.readouterr().err
+
+
+def test_manifest_config_not_an_object(broken, capsys):
+    """A config block that is not a JSON object is six missing settings, not a crash."""
+    manifest = fx.read_manifest(broken)
+    manifest["config"] = []
+    fx.write_manifest(broken, manifest)
+    code, report = run_check(broken, capsys=capsys)
+    assert code == 1 and failed(report) == {"manifest"}
+    messages = [m for _, _, m in problems(report, "manifest")]
+    assert len(messages) == 6 and all(m.startswith("config.") and ": missing (expected" in m for m in messages), messages

@@ -21,7 +21,7 @@ from apache_beam.internal import pickler
 from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipeline import cli, transforms
+from pipeline import cli, finalize, transforms
 from tests import cloud_fixtures
 from tests.conftest import FIXTURE_ANNOTATIONS
 
@@ -97,7 +97,7 @@ def _check_graph(proto: beam_runner_api_pb2.Pipeline, template: bool = False) ->
     # A template's graph runs many times: each run draws its own build id, none is baked in.
     # Nor is the launcher's process: on Dataflow a lease lives by its heartbeats.
     assert (begin._output.build_id is None) == template and begin._output.pid is None
-    assert isinstance(dofns["Finalize/Commit"], transforms.FinalizeFn)
+    assert isinstance(dofns["Finalize/Commit"], finalize.FinalizeFn)
     assert "read_annotations" in repr(vars(dofns["ParseAnnotations/Parse"]))
 
     used = {t.environment_id for t in proto.components.transforms.values() if t.environment_id}
@@ -175,9 +175,10 @@ def test_flex_metadata_parameters_are_the_pipeline_flags():
     cli.define_flags(fv)
     parameters = {p["name"]: p for p in _metadata()["parameters"]}
     assert list(parameters) == list(dict.fromkeys(fv))  # every flag, in order, nothing else
+    assert all(fv[name].default is None for name in cli.REQUIRED)
     for name, parameter in parameters.items():
         flag = fv[name]
-        assert parameter["isOptional"] == (flag.default is not None)
+        assert parameter["isOptional"] == (name not in cli.REQUIRED)
         assert parameter.get("defaultValue") == (None if flag.default is None else str(flag.default))
         assert flag.help.split(": ", 1)[-1] in parameter["helpText"]
         if isinstance(flag, flags.EnumFlag):

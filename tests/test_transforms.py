@@ -8,7 +8,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import commit, records, transforms
+from pipeline import commit, finalize, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from pipeline.transforms import ShardWritten
@@ -72,7 +72,7 @@ def test_write_shards_splits_records_and_errors(tmp_path):
 def test_a_bug_while_preparing_fails_the_build_instead_of_becoming_an_error_entry(tmp_path, monkeypatch):
     # Only UnusableImage means "this image": anything else raised on the writer's threads is a
     # defect, and must stop the bundle rather than be filed in errors.jsonl.
-    def broken(annotation, data, config):
+    def broken(annotation, *_):
         raise ZeroDivisionError(f"bug while preparing {annotation.filename}")
 
     monkeypatch.setattr(records, "make_record", broken)
@@ -96,7 +96,7 @@ def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
             p | "shards" >> beam.Create(shards),
             p | "errors" >> beam.Create(unusable),
             p | "annotated" >> beam.Create([annotated]),
-        ) | transforms.Finalize(BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]))
+        ) | finalize.Finalize(BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]))
         assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.entry.records for s in shards)]))
 
 

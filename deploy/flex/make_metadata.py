@@ -6,7 +6,7 @@
 
 Every flag of `pipeline.cli.define_flags` becomes one template parameter, with its help text,
 its default, and a regex for Dataflow to check a value with (enum choices, numbers).
-Flags without a default are the required ones. tests/test_dataflow.py runs the check, so a flag
+Flags are optional but for cli.REQUIRED. tests/test_dataflow.py runs the check, so a flag
 added to the pipeline without regenerating this file fails the tests.
 """
 
@@ -58,7 +58,7 @@ def parameter(flag: flags.Flag) -> dict:
         "name": flag.name,
         "label": flag.name.replace("_", " ").capitalize(),
         "helpText": _help(flag),
-        "isOptional": flag.default is not None,
+        "isOptional": flag.name not in cli.REQUIRED,
     }
     if flag.default is not None:
         entry["defaultValue"] = str(flag.default)

@@ -21,7 +21,6 @@ backend), imported only when a report is drawn.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import os
@@ -97,7 +96,8 @@ def _document(result: SplitCheck, n: dict) -> dict:
         "data_dir": report.data_dir,
         "ok": report.ok,
         "records": report.records,
-        "config": dataclasses.asdict(result.config),
+        # The settings the numbers depend on, as report.json has always listed them.
+        "config": {key: getattr(result.config, key) for key in ("input_size", "grid_size", "min_face_px", "image_format", "resize")},
         "checker_stats": report.stats.as_json(),
         "plots": {name: {"file": f"{name}.png", "caption": sentences[name], **n[name]} for name in PLOTS},
     }

@@ -77,16 +77,19 @@ class BuildConfig:
         return cls(**{key: raw[key] for key in _RULES})
 
     @classmethod
-    def salvage(cls, raw: dict) -> BuildConfig:
+    def salvage(cls, raw) -> BuildConfig:
         """The config from the usable keys of `raw`, the defaults for the rest: what the checker
         checks records against when the manifest's config is damaged (and says so)."""
+        raw = raw if isinstance(raw, dict) else {}
         broken = problems(raw)
         return cls(**{key: raw[key] for key in _RULES if key not in broken})
 
 
-def problems(raw: dict) -> dict[str, str]:
+def problems(raw) -> dict[str, str]:
     """{key: "expected ..., found ..." or "missing (expected ...)"} for each unusable setting of a
-    decoded `config` block; empty when BuildConfig.from_json would take it."""
+    decoded `config` block (anything but a JSON object has none of them); empty when
+    BuildConfig.from_json would take it."""
+    raw = raw if isinstance(raw, dict) else {}
     found = {}
     for key, (ok, expected) in _RULES.items():
         if key not in raw:

@@ -192,7 +192,7 @@ def from_raw(raw, data_dir: str, path: str, *, salvage_config: bool = False) -> 
         raise ManifestError(f"{path}: expected schema_version {schema.SCHEMA_VERSION}, found {raw.get('schema_version')!r}")
     try:
         shards = tuple(ShardEntry.from_json(s) for s in raw["shards"])
-        raw_config, counts = dict(raw["config"]), dict(raw["counts"])
+        raw_config, counts = raw["config"], dict(raw["counts"])
         split = raw["split"]
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"{path}: expected keys split, config, counts and shards with file/records/bytes/sha256: {e!r}") from None

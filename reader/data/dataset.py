@@ -220,8 +220,8 @@ def _seeds(seed: int | None) -> tuple[int | None, int | None, int | None]:
     """Independent seeds for the file order, the record order and the flips."""
     if seed is None:
         return None, None, None
-    files, records, flips = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint32)
-    return int(files), int(records), int(flips)
+    file_seed, record_seed, flip_seed = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint32)
+    return int(file_seed), int(record_seed), int(flip_seed)
 
 
 def _records(manifest: manifests.Manifest, plan: _Plan, gated: bool) -> tf.data.Dataset:

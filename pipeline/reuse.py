@@ -1,0 +1,317 @@
+"""Incremental builds: the images an earlier build prepared, reused by their source's content.
+
+Every record holds its stored image (image/encoded) beside the sha256 of the source file it was
+made from (image/key/sha256). A build reading a source whose sha256 an earlier build stored, with
+the settings that decide the stored image unchanged (`IMAGE_SETTINGS` of the config, and the same
+Pillow and libjpeg: `preparation()`), takes that image instead of decoding and resizing the source
+again. Boxes, targets and attributes always come from the current annotations. So a folder moved
+or copied elsewhere still reuses, a file replaced under its name does not, and every record is
+the bytes a clean build writes.
+
+Nothing of the earlier build is trusted unchecked:
+    its manifest      readable, of this schema, of the same image settings and preparation
+    each shard        its size and sha256 those of the manifest's entry, every record's checksum
+                      right (else none of its records is reused)
+    each record       read back at its place: checksum, the source sha256, format and size
+Whatever fails is prepared again, and the build says so (`ReuseIndex.notes`, the manifest's
+`reuse` block; its `preparation` says which libraries prepared its images). The earlier build is streamed shard by shard; the index the shard writers get
+holds ~150 bytes a record (where each lies), never the images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import struct
+from collections.abc import Iterable
+
+import apache_beam as beam
+import numpy as np
+import PIL
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from PIL import features as pil_features
+
+from pipeline import images, records, storage
+from pipeline.annotations import ImageAnnotation
+from reader.core import layout, schema, targets, tfrecord
+from reader.core import manifest as manifests
+from reader.core.boxes import Placement
+from reader.core.config import BuildConfig
+
+IMAGE_SETTINGS = ("input_size", "resize", "image_format", "jpeg_quality")  # the rest only change targets
+TARGET_SETTINGS = ("grid_size", "min_face_px")
+_INDEXED_KEYS = (schema.SHA256, schema.FILENAME, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT,
+                 schema.ORIGINAL_WIDTH, schema.ENCODED, *schema.BOX_KEYS, *schema.ATTRIBUTE_KEYS, schema.GRID,
+                 schema.DROPPED)  # fmt: skip
+
+
+def preparation() -> dict[str, str]:
+    """What besides the settings decides a prepared image's bytes: facegrid's own preparation code
+    and the image libraries. The manifest records it; reuse needs it equal (another resize
+    filter, or another libjpeg, makes other bytes)."""
+    return {
+        "facegrid": images.PREPARATION_VERSION,
+        "pillow": PIL.__version__,
+        **{lib: str(pil_features.version(feature)) for lib, feature in _LIBRARIES},
+    }
+
+
+_LIBRARIES = (("libjpeg", "jpg"), ("libjpeg_turbo", "libjpeg_turbo"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """An earlier record: where it lies (its shard's path, its header's offset, its data's
+    length), where its image lies inside its data, the source's size, a digest of the faces it
+    stores (`faces_digest`) and its target counts."""
+
+    shard: str
+    offset: int
+    length: int
+    image_start: int
+    image_length: int
+    source_width: int
+    source_height: int
+    faces: bytes
+    targets: int
+    dropped: int
+
+
+def faces_digest(filename: str, rel_xyxy: np.ndarray, attributes: np.ndarray) -> bytes:
+    """What of a record its annotation decides, in 16 bytes: the filename, the stored boxes
+    (rel_xyxy float32) and their attributes (int64). Equal digests, the same image and the same
+    target settings make the same record, byte for byte."""
+    digest = hashlib.blake2b(filename.encode("utf-8"), digest_size=16)
+    digest.update(np.ascontiguousarray(rel_xyxy, "<f4").tobytes())
+    digest.update(np.ascontiguousarray(attributes, "<i8").tobytes())
+    return digest.digest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ReuseIndex:
+    """What the shard writers may reuse: source sha256 -> Location, from build `build`; `notes`
+    say what of it was not trusted, for the summary and the manifest."""
+
+    build: str | None = None
+    locations: dict[str, Location] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    same_targets: bool = False  # the earlier records are this build's whenever their faces are the same
+
+    def record(self, reused: int, prepared: int, failed: Iterable[str] = ()) -> dict:
+        """The manifest's `reuse` block."""
+        return {"from": self.build, "reused": reused, "prepared": prepared, "notes": [*self.notes, *failed]}
+
+
+class NotReusable(Exception):
+    """An earlier record that cannot be taken; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShardTask:
+    build: str
+    path: str
+    entry: manifests.ShardEntry
+    same_targets: bool
+
+
+class EarlierShardsFn(beam.DoFn):
+    """The earlier build's directory -> a _ShardTask per shard to index, or a note (str) saying
+    why nothing of it is reused. No earlier build: nothing."""
+
+    def __init__(self, split: str, config: BuildConfig, explicit: bool = False):
+        super().__init__()
+        self._split, self._config, self._explicit = split, config, explicit
+
+    def process(self, directory: str):
+        path = storage.join(directory, layout.manifest_name(self._split))
+        try:
+            data = storage.read_bytes(path)
+            if data is None:
+                if self._explicit:  # asked for by --reuse_from: a typo must not go unsaid
+                    yield f"no earlier build to reuse: {path} does not exist"
+                return
+            earlier = manifests.from_raw(json.loads(data), directory, path)
+        except manifests.ManifestError as e:  # names the manifest itself
+            yield f"earlier build not reused: {e}"
+            return
+        except (storage.StorageError, ValueError) as e:  # JSON errors are ValueErrors
+            yield f"earlier build not reused: {path}: {e}"
+            return
+        if problem := _incompatible(earlier, self._config):
+            yield f"earlier build {earlier.build} not reused: {problem}"
+            return
+        same_targets = all(getattr(earlier.config, key) == getattr(self._config, key) for key in TARGET_SETTINGS) and (
+            earlier.raw.get("record_keys") == sorted(schema.FEATURES_BY_KEY)
+        )
+        for entry in earlier.shards:
+            if entry.records:
+                yield _ShardTask(earlier.build, storage.join(directory, entry.file), entry, same_targets)
+
+
+def _incompatible(earlier: manifests.Manifest, config: BuildConfig) -> str | None:
+    if earlier.build is None:
+        return "it was built before build ids"
+    differ = [key for key in IMAGE_SETTINGS if getattr(earlier.config, key) != getattr(config, key)]
+    if differ:
+        return "its images were stored with other settings: " + ", ".join(
+            f"{key} {getattr(earlier.config, key)!r} (now {getattr(config, key)!r})" for key in differ
+        )
+    stored_with = earlier.raw.get("preparation")
+    if stored_with != preparation():
+        return f"its images were prepared by {stored_with or 'an unrecorded library version'}, this build's by {preparation()}"
+    return None
+
+
+class _HashingReader:
+    """A file read front to back, hashing what passes (the shard's sha256 without a second read)."""
+
+    def __init__(self, f):
+        self._f, self.digest, self.size = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+def _open_stream(path: str):
+    if storage.is_local(path):
+        return open(path.removeprefix("file://"), "rb")
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+class IndexShardFn(beam.DoFn):
+    """_ShardTask or note -> ReuseIndex of that shard: every record's Location by its source
+    sha256, or a note saying why the shard is not trusted."""
+
+    def __init__(self, config: BuildConfig):
+        super().__init__()
+        self._config = config
+
+    def process(self, task):
+        if isinstance(task, str):
+            yield ReuseIndex(notes=(task,))
+            return
+        name = task.path.rsplit("/", 1)[-1]
+        found: dict[str, Location] = {}
+        count = 0
+        try:
+            with _open_stream(task.path) as f:
+                reader = _HashingReader(f)
+                for span, data, problem in tfrecord.walk_records(reader):
+                    if problem is not None:
+                        raise NotReusable(f"record {span.index}: {problem}")
+                    sha, where = _locate(data, task.path, span, self._config)
+                    found.setdefault(sha, where)
+                    count = span.index + 1
+        except NotReusable as e:
+            yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: {e}",))
+            return
+        except Exception as e:  # gone, unreadable, not records of this schema: prepare its images again
+            yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: {storage.describe(e)}",))
+            return
+        entry = task.entry
+        if (reader.size, reader.digest.hexdigest(), count) != (entry.bytes, entry.sha256, entry.records):
+            yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: it is not the shard its manifest lists "
+                                                f"({reader.size} bytes, {count} records; the manifest: {entry.bytes}, {entry.records})",))
+            return
+        yield ReuseIndex(task.build, found, same_targets=task.same_targets)
+
+
+def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildConfig) -> tuple[str, Location]:
+    """One earlier record's source sha256 and Location. Raises NotReusable (the whole shard is
+    then not trusted) for a record that is not of this schema and these image settings."""
+    try:
+        f = schema.parse_features(data, _INDEXED_KEYS)
+    except schema.SchemaError as e:
+        raise NotReusable(f"record {span.index}: {e}") from None
+    size = config.input_size
+    if (f[schema.FORMAT][0].decode("ascii", "replace"), int(f[schema.HEIGHT][0]), int(f[schema.WIDTH][0])) != (config.image_format, size, size):
+        raise NotReusable(f"record {span.index} is not a {size}x{size} {config.image_format} image")
+    image = f[schema.ENCODED][0]
+    start = data.find(image)
+    if config.image_format == "raw" and len(image) != size * size * 3:
+        raise NotReusable(f"record {span.index}: {len(image)} raw bytes, not {size * size * 3}")
+    rel = np.stack([f[key] for key in schema.BOX_KEYS], 1) if len(f[schema.BOX_KEYS[0]]) else np.zeros((0, 4), np.float32)
+    attributes = np.stack([f[key] for key in schema.ATTRIBUTE_KEYS], 1) if len(rel) else np.zeros((0, len(schema.ATTRIBUTES)), np.int64)
+    grid = np.asarray(f[schema.GRID], np.float32).reshape(-1, targets.NUM_CHANNELS)
+    where = Location(
+        shard, span.offset, span.length, start, len(image), int(f[schema.ORIGINAL_WIDTH][0]), int(f[schema.ORIGINAL_HEIGHT][0]),
+        faces_digest(f[schema.FILENAME][0].decode("utf-8", "replace"), rel, attributes),
+        int((grid[:, targets.OBJ] == 1).sum()), int(f[schema.DROPPED][0]),
+    )
+    return f[schema.SHA256][0].decode("ascii", "replace"), where
+
+
+class CombineIndexes(beam.CombineFn):
+    """ReuseIndex parts -> one ReuseIndex (notes sorted, so the manifest says them in one order
+    whatever order the shards were indexed in)."""
+
+    def create_accumulator(self):
+        return ReuseIndex()
+
+    def add_input(self, acc: ReuseIndex, part: ReuseIndex) -> ReuseIndex:
+        return self.merge_accumulators([acc, part])
+
+    def merge_accumulators(self, accs) -> ReuseIndex:
+        build, locations, notes, same_targets = None, {}, [], False
+        for acc in accs:
+            build = build or acc.build
+            same_targets = same_targets or acc.same_targets  # one earlier build: all parts agree
+            for sha, where in acc.locations.items():
+                locations.setdefault(sha, where)  # identical sources made identical images
+            notes.extend(acc.notes)
+        return ReuseIndex(build, locations, tuple(sorted(notes)), same_targets)
+
+    def extract_output(self, acc: ReuseIndex) -> ReuseIndex:
+        return acc
+
+
+def take(where: Location, sha256: str, annotation: ImageAnnotation, config: BuildConfig, same_targets: bool) -> tuple[bytes | None, images.PreparedImage, tuple | None]:
+    """The earlier record of source `sha256`, read back at `where` and checked: (its framed bytes when they are this
+    build's record for `annotation` byte for byte, else None; its prepared image; the faces
+    stored, as `records.stored_faces` gives them, when the framed bytes are taken). Raises
+    NotReusable saying why it cannot be taken."""
+    framing = tfrecord.HEADER_BYTES + tfrecord.FOOTER_BYTES
+    try:
+        framed = _read_range(where.shard, where.offset, where.length + framing)
+    except Exception as e:
+        raise NotReusable(f"{where.shard}: cannot read the record at byte {where.offset}: {storage.describe(e)}") from None
+    if len(framed) != where.length + framing or struct.unpack("<Q", framed[:8])[0] != where.length:
+        raise NotReusable(f"{where.shard}: the record at byte {where.offset} is not where the index found it")
+    data = framed[tfrecord.HEADER_BYTES : tfrecord.HEADER_BYTES + where.length]
+    if tfrecord.masked_crc32c(data) != struct.unpack("<I", framed[-4:])[0]:
+        raise NotReusable(f"{where.shard}: record at byte {where.offset}: data checksum mismatch")
+    if sha256.encode("ascii") not in data:  # a shard rewritten since it was indexed: never another image
+        raise NotReusable(f"{where.shard}: the record at byte {where.offset} does not hold source {sha256}")
+    image = data[where.image_start : where.image_start + where.image_length]
+    placement = Placement.fit(where.source_width, where.source_height, config.input_size, config.resize)
+    prepared = images.PreparedImage(image, placement)
+    if not same_targets:
+        return None, prepared, None
+    faces = records.stored_faces(annotation, placement)
+    rel, attributes, _ = faces
+    return (framed if faces_digest(annotation.filename, rel, attributes) == where.faces else None), prepared, faces
+
+
+def counts_of_taken(where: Location, faces: tuple) -> records.Counts:
+    """The counts of an earlier record taken whole: its targets as the index read them, its
+    faces as the current annotation gives them (equal, or the record would not be taken)."""
+    rel, _, degenerate = faces
+    return records.Counts(records=1, faces_stored=len(rel), degenerate=int(degenerate.sum()), targets=where.targets,
+                          dropped=where.dropped, ignored=len(rel) - where.targets - where.dropped)
+
+
+def _read_range(path: str, offset: int, length: int) -> bytes:
+    if storage.is_local(path):
+        with open(path.removeprefix("file://"), "rb") as f:
+            return f.read(length) if f.seek(offset) == offset else b""
+    if storage.scheme(path) == "s3":
+        bucket, _, key = path.removeprefix("s3://").partition("/")
+        return storage.s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.seek(offset)
+        return f.read(length)

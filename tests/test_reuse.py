@@ -1,0 +1,484 @@
+"""Incremental builds (pipeline/reuse.py): a build takes the images an earlier build prepared
+from the same source bytes, and writes exactly what a clean (--noreuse) build of the same inputs
+writes. Reuse goes by the source's content, never its path; nothing of a damaged or incompatible
+earlier build is trusted, and the build says what it did not take.
+
+Every build here is of the checked-in fixture set (16 images, 10 usable) in 3 shards, in memory
+unless a test says otherwise. Builds other tests start from are built once per module and copied
+before a test rebuilds over them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+from PIL import Image
+
+from pipeline import cli, reuse, storage
+from pipeline.annotations import parse_boxes
+from reader.core import layout, schema, tfrecord
+from reader.core import manifest as manifests
+from reader.core.config import BuildConfig
+from tests import build_helpers, cloud_fixtures
+from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+
+SPLIT = "val"
+FLAGS = ["--max_error_fraction=0.5", "--num_shards=3"]
+ANNOTATED, USABLE = 16, 10
+MANIFEST = layout.manifest_name(SPLIT)
+IN_MEMORY = build_helpers.IN_MEMORY
+MULTI_PROCESSING = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+MULTI_THREADING = ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+REPLACED = "0--Parade/0_Parade_rgb_1.jpg"  # a usable image, the one the tests replace or move a box of
+BUCKET = "facegrid-reuse"
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _build(out, *flags: str, annotations=FIXTURE_ANNOTATIONS, images=FIXTURE_IMAGES, runner=IN_MEMORY):
+    """The real build through pipeline.cli.run; returns its PipelineResult."""
+    return build_helpers.run_build(annotations, images, out, SPLIT, *FLAGS, *flags, runner=runner)
+
+
+def _counters(result) -> dict[str, int]:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    found = result.metrics().query(MetricsFilter().with_namespace("facegrid"))["counters"]
+    return {c.key.metric.name: c.committed for c in found if c.key.metric.name in ("images_reused", "images_prepared")}
+
+
+def _files(out) -> dict[str, bytes]:
+    return build_helpers.files(out)
+
+
+def _manifest(files: dict[str, bytes]) -> dict:
+    return json.loads(files[MANIFEST])
+
+
+def _reuse(files: dict[str, bytes]) -> dict:
+    block = _manifest(files)["reuse"]
+    assert block["reused"] + block["prepared"] == _manifest(files)["counts"]["images_annotated"], block
+    return block
+
+
+def _shards(files: dict[str, bytes]) -> list[bytes]:
+    """The split's shards' bytes, by shard index."""
+    return [files[s["file"]] for s in _manifest(files)["shards"]]
+
+
+def _comparable(manifest: dict) -> dict:
+    """The manifest without what may differ between an incremental and a clean build."""
+    kept = {k: v for k, v in manifest.items() if k not in ("build", "errors_file", "reuse")}
+    kept["shards"] = [{k: v for k, v in s.items() if k != "file"} for s in manifest["shards"]]
+    return kept
+
+
+def assert_same_as_clean(incremental: dict[str, bytes], clean: dict[str, bytes]) -> None:
+    """Shards (by index) and errors file byte for byte; manifests equal but for build,
+    errors_file, shard file names and reuse."""
+    a, b = _manifest(incremental), _manifest(clean)
+    assert len(_shards(incremental)) == len(_shards(clean))
+    for index, (mine, theirs) in enumerate(zip(_shards(incremental), _shards(clean))):
+        assert mine == theirs, f"shard {index} differs from the clean build's"
+    assert incremental[a["errors_file"]] == clean[b["errors_file"]]
+    assert _comparable(a) == _comparable(b)
+    assert b["reuse"]["reused"] == 0  # the clean build really was clean
+
+
+def _records(files: dict[str, bytes]) -> dict[str, schema.Record]:
+    """filename -> record, over every shard of the split."""
+    found = {}
+    for s in _manifest(files)["shards"]:
+        for _, data in tfrecord.iter_records(io.BytesIO(files[s["file"]]), s["file"]):
+            record = schema.Record.parse(data)
+            found[record.filename] = record
+    return found
+
+
+def _copy_build(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def _spans(path: pathlib.Path) -> list[tfrecord.RecordSpan]:
+    with open(path, "rb") as f:
+        return [span for span, _, _ in tfrecord.walk_records(f)]
+
+
+def _edit_manifest(out: pathlib.Path, edit) -> None:
+    path = out / MANIFEST
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """clean(*flags, annotations=, images=) -> the files of a --noreuse build of those inputs
+    (built once per module for each set of inputs)."""
+    cache: dict[tuple, dict[str, bytes]] = {}
+
+    def get(*flags: str, annotations=FIXTURE_ANNOTATIONS, images=FIXTURE_IMAGES) -> dict[str, bytes]:
+        key = (flags, str(annotations), str(images))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("clean")
+            _build(out, "--noreuse", *flags, annotations=annotations, images=images)
+            cache[key] = _files(out)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory) -> pathlib.Path:
+    """A finished build of the fixture set (default flags): the earlier build most tests reuse
+    from. Do not build over it: copy it with _copy_build."""
+    out = tmp_path_factory.mktemp("first")
+    _build(out)
+    return out
+
+
+def _first_id(first: pathlib.Path) -> str:
+    return json.loads((first / MANIFEST).read_text())["build"]
+
+
+# ---- reuse by content -------------------------------------------------------------------------
+
+
+def test_a_rebuild_in_place_reuses_every_usable_image_and_writes_the_clean_builds_bytes(first, clean, tmp_path):
+    """The default: the build in --output_dir is the earlier one. Every usable image is taken
+    from it (the unusable ones have nothing to reuse), and what is written is exactly what
+    preparing everything again writes."""
+    out = _copy_build(first, tmp_path / "out")
+    result = _build(out)
+    found = _files(out)
+    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    assert _counters(result) == {"images_reused": USABLE, "images_prepared": ANNOTATED - USABLE}
+    assert_same_as_clean(found, clean())
+    assert _manifest(found)["build"] != _first_id(first)
+
+
+def test_a_moved_images_folder_still_reuses(first, clean, tmp_path):
+    """Reuse is by content, never by path: the same images under another directory are the same
+    sources. --reuse_from names the earlier build, which is read and left as it was."""
+    moved = shutil.copytree(FIXTURE_IMAGES, tmp_path / "elsewhere" / "pictures")
+    before = _files(first)
+    result = _build(tmp_path / "out", f"--reuse_from={first}", images=moved)
+    found = _files(tmp_path / "out")
+    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    assert _counters(result)["images_reused"] == USABLE
+    assert_same_as_clean(found, clean(images=moved))  # its errors file names the moved directory
+    assert _files(first) == before
+
+
+def test_a_file_replaced_under_the_same_name_is_prepared_again(first, clean, tmp_path):
+    """Reuse is never by path: another image under an earlier image's name is another source
+    (its sha256 differs), so it is prepared from its own bytes; the others are still reused."""
+    images = shutil.copytree(FIXTURE_IMAGES, tmp_path / "images")
+    with Image.open(images / REPLACED) as im:
+        im.load()
+        buffer = io.BytesIO()
+        im.save(buffer, "JPEG", quality=40)
+    assert buffer.getvalue() != (FIXTURE_IMAGES / REPLACED).read_bytes()
+    (images / REPLACED).write_bytes(buffer.getvalue())
+
+    result = _build(tmp_path / "out", f"--reuse_from={first}", images=images)
+    found = _files(tmp_path / "out")
+    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE - 1, "prepared": ANNOTATED - USABLE + 1, "notes": []}
+    assert _counters(result) == {"images_reused": USABLE - 1, "images_prepared": ANNOTATED - USABLE + 1}
+    assert_same_as_clean(found, clean(images=images))
+    assert _records(found)[REPLACED].image != _records(_files(first))[REPLACED].image
+
+
+def test_a_moved_box_reuses_the_image_and_recomputes_its_targets(first, clean, tmp_path):
+    """Boxes and targets always come from the current annotations: an edited box needs no image
+    prepared again, and gives the targets a clean build gives."""
+    text = FIXTURE_ANNOTATIONS.read_text()
+    old = f"{REPLACED}\n1\n106 28 94 75 "
+    assert old in text
+    annotations = tmp_path / FIXTURE_ANNOTATIONS.name
+    annotations.write_text(text.replace(old, f"{REPLACED}\n1\n20 120 60 50 ", 1))
+
+    _build(tmp_path / "out", f"--reuse_from={first}", annotations=annotations)
+    found = _files(tmp_path / "out")
+    assert _reuse(found)["reused"] == USABLE
+    assert_same_as_clean(found, clean(annotations=annotations))
+    now, then = _records(found)[REPLACED], _records(_files(first))[REPLACED]
+    assert now.image == then.image
+    assert not (now.boxes.tolist() == then.boxes.tolist() and now.grid.tolist() == then.grid.tolist())
+
+
+def test_other_jpeg_quality_reuses_nothing_and_says_why(first, clean, tmp_path):
+    """jpeg_quality decides the stored bytes: an earlier build stored with another quality has
+    no image this build may take, and its note names the setting."""
+    result = _build(tmp_path / "out", f"--reuse_from={first}", "--jpeg_quality=80")
+    found = _files(tmp_path / "out")
+    block = _reuse(found)
+    assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
+    assert _counters(result).get("images_reused", 0) == 0
+    assert len(block["notes"]) == 1 and "jpeg_quality" in block["notes"][0], block["notes"]
+    assert_same_as_clean(found, clean("--jpeg_quality=80"))
+
+
+def test_target_only_settings_still_reuse(first, clean, tmp_path):
+    """grid_size and min_face_px only change targets, which are recomputed from the annotations:
+    every image is reused and the bytes are a clean build's with those flags."""
+    flags = ("--grid_size=5", "--min_face_px=12")
+    _build(tmp_path / "out", f"--reuse_from={first}", *flags)
+    found = _files(tmp_path / "out")
+    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    assert_same_as_clean(found, clean(*flags))
+    assert _manifest(found)["counts"] != _manifest(clean())["counts"]  # the flags did change the targets
+
+
+# ---- nothing damaged is trusted ---------------------------------------------------------------
+
+
+def _rebuild_damaged(first, tmp_path, damage) -> tuple[dict[str, bytes], dict, dict[str, int]]:
+    """Copies the first build, damages it, rebuilds in place: (files, reuse block, counters)."""
+    out = _copy_build(first, tmp_path / "out")
+    manifest = json.loads((out / MANIFEST).read_text())
+    damage(out, manifest)
+    result = _build(out)
+    found = _files(out)
+    return found, _reuse(found), _counters(result)
+
+
+def test_a_flipped_byte_in_an_earlier_shard_has_its_images_prepared_again(first, clean, tmp_path):
+    """A record whose checksum fails: none of its shard's records are trusted."""
+    entry = json.loads((first / MANIFEST).read_text())["shards"][0]
+
+    def flip(out, manifest):
+        path = out / entry["file"]
+        span = _spans(path)[1]
+        data = bytearray(path.read_bytes())
+        data[span.offset + tfrecord.HEADER_BYTES + span.length // 2] ^= 0x40
+        path.write_bytes(bytes(data))
+
+    found, block, counters = _rebuild_damaged(first, tmp_path, flip)
+    assert block["reused"] == USABLE - entry["records"]
+    assert counters["images_reused"] == USABLE - entry["records"]
+    assert len(block["notes"]) == 1 and entry["file"] in block["notes"][0] and "checksum" in block["notes"][0], block["notes"]
+    assert_same_as_clean(found, clean())
+
+
+def test_an_earlier_shard_cut_at_a_record_boundary_is_not_trusted(first, clean, tmp_path):
+    """Every record's checksum is right, but the shard is not the one its manifest lists (size,
+    sha256, record count): none of it is reused."""
+    entry = json.loads((first / MANIFEST).read_text())["shards"][0]
+
+    def cut(out, manifest):
+        path = out / entry["file"]
+        path.write_bytes(path.read_bytes()[: _spans(path)[2].offset])
+
+    found, block, _ = _rebuild_damaged(first, tmp_path, cut)
+    assert block["reused"] == USABLE - entry["records"]
+    assert len(block["notes"]) == 1 and entry["file"] in block["notes"][0] and "manifest" in block["notes"][0], block["notes"]
+    assert_same_as_clean(found, clean())
+
+
+def test_a_missing_earlier_shard_has_its_images_prepared_again(first, clean, tmp_path):
+    entry = json.loads((first / MANIFEST).read_text())["shards"][1]
+    found, block, _ = _rebuild_damaged(first, tmp_path, lambda out, m: (out / entry["file"]).unlink())
+    assert block["reused"] == USABLE - entry["records"]
+    assert len(block["notes"]) == 1 and entry["file"] in block["notes"][0], block["notes"]
+    assert_same_as_clean(found, clean())
+
+
+def test_a_garbage_manifest_reuses_nothing_and_the_build_replaces_it(first, clean, tmp_path, capsys):
+    """An unreadable manifest names no build to trust. The build still works (the commit takes
+    an unreadable manifest as no build) and its summary says why nothing was reused."""
+    out = _copy_build(first, tmp_path / "out")
+    (out / MANIFEST).write_bytes(b'{"schema_version": 1, "shards": [garbage')
+    capsys.readouterr()
+    assert cli.main([f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}",
+                     f"--split={SPLIT}", *FLAGS, *IN_MEMORY]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    found = _files(out)
+    block = _reuse(found)
+    assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
+    assert len(block["notes"]) == 1 and "earlier build not reused" in block["notes"][0], block["notes"]
+    assert "images: 0 reused" in printed and "not reused:" in printed and block["notes"][0] in printed, printed
+    assert_same_as_clean(found, clean())
+
+
+def test_a_manifest_of_another_schema_version_reuses_nothing(first, clean, tmp_path):
+    def edit(out, manifest):
+        _edit_manifest(out, lambda raw: raw.update(schema_version=schema.SCHEMA_VERSION + 1))
+
+    found, block, counters = _rebuild_damaged(first, tmp_path, edit)
+    assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
+    assert counters.get("images_reused", 0) == 0
+    assert len(block["notes"]) == 1 and "schema_version" in block["notes"][0], block["notes"]
+    assert_same_as_clean(found, clean())
+
+
+@pytest.mark.parametrize("preparation", [{"pillow": "0.0.1", "libjpeg": "6.2", "libjpeg_turbo": "0.0"}, None])
+def test_images_prepared_by_other_libraries_are_not_reused(first, clean, tmp_path, preparation):
+    """Another Pillow or libjpeg encodes other bytes; a manifest that does not say which
+    prepared its images (None: the key removed) is not trusted either."""
+
+    def edit(out, manifest):
+        _edit_manifest(out, lambda raw: raw.update(preparation=preparation) if preparation else raw.pop("preparation"))
+
+    found, block, _ = _rebuild_damaged(first, tmp_path, edit)
+    assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
+    assert len(block["notes"]) == 1 and "prepared by" in block["notes"][0], block["notes"]
+    assert_same_as_clean(found, clean())
+
+
+def test_take_checks_the_record_it_reads_and_takes_it_whole_only_when_it_is_this_builds(first, tmp_path):
+    """The index may be stale by the time a shard writer reads: `take` checks the record itself
+    (its place, its checksum, that it holds that source's sha256) and refuses with NotReusable.
+    It hands the framed record back whole only when the annotation gives the same faces."""
+    entry = json.loads((first / MANIFEST).read_text())["shards"][0]
+    shard = tmp_path / entry["file"]
+    shutil.copyfile(first / entry["file"], shard)
+    data = shard.read_bytes()
+    config = BuildConfig()
+    task = reuse._ShardTask("b" * 12, str(shard), manifests.ShardEntry.from_json(entry), True)
+    (index,) = list(reuse.IndexShardFn(config).process(task))
+    assert not index.notes and len(index.locations) == entry["records"]
+    with open(FIXTURE_ANNOTATIONS) as f:
+        by_name = {a.filename: a for a in parse_boxes(f, str(FIXTURE_ANNOTATIONS))}
+    for sha, where in index.locations.items():  # a record with a face, to move its box below
+        framed_stored = data[where.offset : where.offset + where.length + tfrecord.HEADER_BYTES + tfrecord.FOOTER_BYTES]
+        record = schema.Record.parse(framed_stored[tfrecord.HEADER_BYTES : -tfrecord.FOOTER_BYTES])
+        annotation = by_name[record.filename]
+        if len(record.boxes):
+            break
+    assert len(record.boxes)
+
+    framed, prepared, _ = reuse.take(where, sha, annotation, config, same_targets=True)
+    assert framed == framed_stored and prepared.encoded == record.image
+    assert (prepared.placement.source_width, prepared.placement.source_height) == (record.original_width, record.original_height)
+    shifted = annotation.faces.copy()
+    shifted[0, 0] += 1  # one box moved a pixel: the image is still the earlier one, the record is not
+    framed, prepared, _ = reuse.take(where, sha, dataclasses.replace(annotation, faces=shifted), config, same_targets=True)
+    assert framed is None and prepared.encoded == record.image
+    assert reuse.take(where, sha, annotation, config, same_targets=False)[0] is None  # other grid settings
+
+    with pytest.raises(reuse.NotReusable, match="does not hold source"):
+        reuse.take(where, "0" * 64, annotation, config, same_targets=True)
+    with pytest.raises(reuse.NotReusable, match="not where the index found it"):
+        reuse.take(dataclasses.replace(where, offset=where.offset + 1), sha, annotation, config, same_targets=True)
+    flipped = bytearray(data)
+    flipped[where.offset + tfrecord.HEADER_BYTES + where.length // 2] ^= 0x01
+    shard.write_bytes(bytes(flipped))
+    with pytest.raises(reuse.NotReusable, match="checksum"):
+        reuse.take(where, sha, annotation, config, same_targets=True)
+    shard.unlink()
+    with pytest.raises(reuse.NotReusable, match="cannot read"):
+        reuse.take(where, sha, annotation, config, same_targets=True)
+
+
+# ---- runners, command line --------------------------------------------------------------------
+
+
+def test_incremental_builds_on_other_runners_write_the_in_memory_clean_builds_bytes(first, clean, tmp_path):
+    """Worker processes and threads get the index as a side input and read the earlier shards
+    themselves: same bytes whatever runs them."""
+    for name, runner in (("processes", MULTI_PROCESSING), ("threads", MULTI_THREADING)):
+        out = _copy_build(first, tmp_path / name)
+        _build(out, runner=runner)
+        found = _files(out)
+        assert _reuse(found)["reused"] == USABLE, name
+        assert_same_as_clean(found, clean())
+
+
+def test_reuse_from_with_noreuse_is_a_usage_error(tmp_path, capsys):
+    argv = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={tmp_path / 'out'}",
+            f"--split={SPLIT}", "--noreuse", f"--reuse_from={tmp_path}"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--reuse_from" in err and "--noreuse" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_summary_says_what_was_reused_and_prepared(first, tmp_path, capsys):
+    """The line a user reads: how many images came from which build, and none when the build
+    reused nothing (first build, --noreuse)."""
+    def argv(out):
+        return [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}",
+                f"--split={SPLIT}", *FLAGS, *IN_MEMORY]  # fmt: skip
+
+    capsys.readouterr()
+    assert cli.main(argv(tmp_path / "new")) == 0  # nothing earlier
+    assert "reused" not in capsys.readouterr().out
+    assert cli.main(argv(_copy_build(first, tmp_path / "again"))) == 0
+    printed = capsys.readouterr().out
+    assert f"images: {USABLE} reused from build {_first_id(first)}, {ANNOTATED - USABLE} prepared" in printed.splitlines(), printed
+    assert cli.main([*argv(_copy_build(first, tmp_path / "clean")), "--noreuse"]) == 0
+    assert "reused" not in capsys.readouterr().out
+
+
+# ---- cloud storage ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with cloud_fixtures.s3_server() as server:
+        server.client.create_bucket(Bucket=BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(cloud_fixtures.write_fake_google_credentials(tmp_path_factory.mktemp("adc") / "adc.json"))}
+    with cloud_fixtures.gcs_emulator(BUCKET) as emulator:
+        env["STORAGE_EMULATOR_HOST"] = emulator.endpoint
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)  # this process builds there, through Beam's GCS client
+        # A client made for another test's emulator (cached per process) would call a closed port.
+        storage._GCS_CLIENTS.clear()
+        try:
+            yield emulator
+        finally:
+            storage._GCS_CLIENTS.clear()
+            for name, value in saved.items():
+                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
+@contextlib.contextmanager
+def _remote(kind: str, request):
+    """(root URL, Beam flags, files(prefix) -> {name: bytes}) of the store."""
+    if kind == "s3":
+        server = request.getfixturevalue("s3")
+        yield f"s3://{BUCKET}", server.beam_flags(), lambda prefix: server.files(BUCKET, prefix)
+    else:
+        emulator = request.getfixturevalue("gcs")
+        yield f"gs://{BUCKET}", ["--project=facegrid-test"], lambda prefix: emulator.files(BUCKET, prefix)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+def test_a_rebuild_in_place_on_cloud_storage_reuses(kind, request, clean):
+    """The earlier build's shards are indexed and read back (ranged reads) from the store."""
+    with _remote(kind, request) as (root, flags, files):
+        runner = [*IN_MEMORY, *flags]
+        _build(f"{root}/inplace", runner=runner)
+        earlier = _manifest(files("inplace"))["build"]
+        result = _build(f"{root}/inplace", runner=runner)
+        found = files("inplace")
+    assert _reuse(found) == {"from": earlier, "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    assert _counters(result)["images_reused"] == USABLE
+    assert_same_as_clean(found, clean())
+
+
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+def test_reuse_from_cloud_storage_into_a_local_build(kind, request, clean, tmp_path):
+    with _remote(kind, request) as (root, flags, files):
+        runner = [*IN_MEMORY, *flags]
+        _build(f"{root}/earlier", runner=runner)
+        earlier = _manifest(files("earlier"))["build"]
+        _build(tmp_path / "out", f"--reuse_from={root}/earlier", runner=runner)
+    found = _files(tmp_path / "out")
+    assert _reuse(found) == {"from": earlier, "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    assert_same_as_clean(found, clean())
