@@ -1,10 +1,12 @@
 """`make bench`: every benchmark figure of BENCHMARKS.md, measured in one run on this machine.
 
-    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check]
+    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check,incremental]
+        [--incremental_splits=val,train]
 
 Generates photo-like images for the real WIDER val annotation file (3,226 images; and for the
 train file, 12,880, with --train_memory), builds them, then times the build, the readers and
-the checker. Prints a Markdown report and writes WORK_DIR/results.json.
+the checker, and an incremental rebuild of an edited val file against a clean one (train's too,
+with --incremental_splits=val,train). Prints a Markdown report and writes WORK_DIR/results.json.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
     flags.DEFINE_string("split_dir", str(WIDER_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
     flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
-    flags.DEFINE_list("parts", ["build", "read", "check"], "Benchmarks to run.", flag_values=fv)
+    flags.DEFINE_list("parts", ["build", "read", "check", "incremental"], "Benchmarks to run.", flag_values=fv)
+    flags.DEFINE_list(
+        "incremental_splits", ["val"], "Splits the incremental part edits and rebuilds: val, train (renders its 12,880 images).", flag_values=fv
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -50,11 +55,12 @@ def main(argv: list[str]) -> int:
     print(f"rendering images for {val} into {data.images_dir} (skips existing files)", flush=True)
     render_images(val, data.images_dir)
     train = None
-    if fv.train_memory and "build" in fv.parts:
+    train_memory = fv.train_memory and "build" in fv.parts
+    if train_memory or ("incremental" in fv.parts and "train" in fv.incremental_splits):
         train_file = str(pathlib.Path(fv.split_dir) / "wider_face_train_bbx_gt.txt")
         print(f"rendering images for {train_file} (skips existing files)", flush=True)
         render_images(train_file, f"{work}/train_images")
-        train = (train_file, f"{work}/train_images")
+        train = (train_file, f"{work}/train_images") if train_memory else None
 
     results = {"machine": machine()}
     if "build" in fv.parts:
@@ -70,6 +76,10 @@ def main(argv: list[str]) -> int:
         from benchmarks import check
 
         results["check"] = check.run(data)
+    if "incremental" in fv.parts:
+        from benchmarks import incremental
+
+        results["incremental"] = incremental.run_splits(fv.incremental_splits, fv.split_dir, work)
     pathlib.Path(work, "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nmachine: {results['machine']}\nresults: {work}/results.json")
     return 0

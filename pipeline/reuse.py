@@ -14,8 +14,13 @@ Nothing of the earlier build is trusted unchecked:
                       right (else none of its records is reused)
     each record       read back at its place: checksum, the source sha256, format and size
 Whatever fails is prepared again, and the build says so (`ReuseIndex.notes`, the manifest's
-`reuse` block; its `preparation` says which libraries prepared its images). The earlier build is streamed shard by shard; the index the shard writers get
-holds ~150 bytes a record (where each lies), never the images.
+`reuse` block; its `preparation` says which libraries prepared its images). The earlier build
+is streamed shard by shard; the index the shard writers get holds about 500 bytes a record in
+memory (where it lies, a digest of its faces, its target counts), never the images.
+
+An earlier record whose faces (filename, stored boxes, attributes) are the current annotation's,
+under the same grid settings and record layout, is this build's record byte for byte: it is
+copied whole. Any other reused image gets its record, boxes and targets made anew.
 """
 
 from __future__ import annotations

@@ -179,6 +179,15 @@ def test_a_moved_images_folder_still_reuses(first, clean, tmp_path):
     assert _files(first) == before
 
 
+def test_another_shard_count_still_reuses_and_writes_the_clean_builds_bytes(first, clean, tmp_path):
+    """The earlier build's shard count is its own: records are found by their source, wherever
+    they lie, and every record is rewritten into this build's shards."""
+    _build(tmp_path / "out", f"--reuse_from={first}", "--num_shards=5")
+    found = _files(tmp_path / "out")
+    assert _reuse(found)["reused"] == USABLE and len(_manifest(found)["shards"]) == 5
+    assert_same_as_clean(found, clean("--num_shards=5"))
+
+
 def test_a_file_replaced_under_the_same_name_is_prepared_again(first, clean, tmp_path):
     """Reuse is never by path: another image under an earlier image's name is another source
     (its sha256 differs), so it is prepared from its own bytes; the others are still reused."""

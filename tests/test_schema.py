@@ -252,3 +252,55 @@ def test_records_of_builds_before_the_derived_keys_still_parse():
     features[schema.IS_CROWD] = ("int64", np.zeros(3, np.int64))
     with pytest.raises(schema.SchemaError, match="key 'image/object/is_crowd': expected 2 values, found 3"):
         schema.Record.parse(protowire.encode_example(features))
+
+
+def _general_decode(data: bytes, keys=None) -> dict:
+    """decode_example through its general parser alone (the canonical fast path switched off)."""
+    saved = protowire._decode_canonical
+    protowire._decode_canonical = lambda view, keys: None
+    try:
+        return protowire.decode_example(data, keys)
+    finally:
+        protowire._decode_canonical = saved
+
+
+def _same_features(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k][0] == b[k][0]
+        and (a[k][1] == b[k][1] if isinstance(a[k][1], list) else (a[k][1].dtype == b[k][1].dtype and a[k][1].tobytes() == b[k][1].tobytes()))
+        for k in a
+    )
+
+
+@pytest.mark.parametrize("faces", [0, 1, 7])
+def test_the_canonical_fast_path_decodes_as_the_general_parser(faces):
+    """decode_example walks facegrid's own layout directly; it must give what the general parser
+    gives, for all keys, some keys, and for TensorFlow's own serialization (another layout)."""
+    data = _record(faces).serialize()
+    assert protowire._decode_canonical(memoryview(data), None) is not None  # the fast path is taken
+    for keys in (None, (schema.SHA256, schema.XMIN, schema.GRID, schema.CLASS_TEXT, schema.ATTRIBUTE_KEYS[0])):
+        assert _same_features(protowire.decode_example(data, keys), _general_decode(data, keys))
+    tf_bytes = tf.train.Example.FromString(data).SerializeToString()
+    assert _same_features(protowire.decode_example(tf_bytes), _general_decode(tf_bytes))
+
+
+def test_the_canonical_fast_path_never_reads_damaged_bytes_otherwise():
+    """Seeded byte mutations and cuts: the fast path either defers to the general parser (None)
+    or gives exactly its answer; it never raises."""
+    import random
+
+    rng = random.Random(0)
+    records = [_record(faces).serialize() for faces in (0, 1, 3, 9)]
+    taken = 0
+    for _ in range(5000):
+        data = bytearray(rng.choice(records))
+        data = data[: rng.randint(0, len(data))] if rng.random() < 0.3 else data
+        for _ in range(rng.randint(1, 3)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        fast = protowire._decode_canonical(memoryview(bytes(data)), None)
+        if fast is None:
+            continue
+        taken += 1
+        assert _same_features(fast, _general_decode(bytes(data)))
+    assert taken > 100  # mutations of values (not of the layout) still go the fast way
