@@ -167,20 +167,21 @@ def _drop_line(rng, data):
     return b"".join(lines)
 
 
-def _replace_number(rng, data):
-    numbers = list(_NUMBER.finditer(data))
-    if not numbers:
+def _replace_one(rng, data, pattern, choices):
+    """One match of `pattern`, drawn at random, replaced by one of `choices`."""
+    found = list(pattern.finditer(data))
+    if not found:
         return data
-    m = rng.choice(numbers)
-    return data[: m.start()] + rng.choice(_NUMBERS).encode() + data[m.end() :]
+    m = rng.choice(found)
+    return data[: m.start()] + rng.choice(choices).encode() + data[m.end() :]
+
+
+def _replace_number(rng, data):
+    return _replace_one(rng, data, _NUMBER, _NUMBERS)
 
 
 def _replace_space(rng, data):
-    spaces = list(_SPACE.finditer(data))
-    if not spaces:
-        return data
-    m = rng.choice(spaces)
-    return data[: m.start()] + rng.choice(_SPACES).encode() + data[m.end() :]
+    return _replace_one(rng, data, _SPACE, _SPACES)
 
 
 def _respell_path(rng, data):

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import collections  # noqa: F401
 import hashlib
 import logging
 

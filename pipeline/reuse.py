@@ -34,8 +34,6 @@ from collections.abc import Iterable
 import apache_beam as beam
 import numpy as np
 import PIL
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from PIL import features as pil_features
 
 from pipeline import images, records, storage
@@ -182,12 +180,6 @@ class _HashingReader:
         return data
 
 
-def _open_stream(path: str):
-    if storage.is_local(path):
-        return open(path.removeprefix("file://"), "rb")
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
 class IndexShardFn(beam.DoFn):
     """_ShardTask or note -> ReuseIndex of that shard: every record's Location by its source
     sha256, or a note saying why the shard is not trusted."""
@@ -204,7 +196,7 @@ class IndexShardFn(beam.DoFn):
         found: dict[str, Location] = {}
         count = 0
         try:
-            with _open_stream(task.path) as f:
+            with storage.open_read(task.path) as f:
                 reader = _HashingReader(f)
                 for span, data, problem in tfrecord.walk_records(reader):
                     if problem is not None:
@@ -253,26 +245,29 @@ def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildCon
 
 class CombineIndexes(beam.CombineFn):
     """ReuseIndex parts -> one ReuseIndex (notes sorted, so the manifest says them in one order
-    whatever order the shards were indexed in)."""
+    whatever order the shards were indexed in). The accumulator, [build, locations, notes,
+    same_targets], grows in place: one copy of the index, however many shards."""
 
     def create_accumulator(self):
-        return ReuseIndex()
+        return [None, {}, [], False]
 
-    def add_input(self, acc: ReuseIndex, part: ReuseIndex) -> ReuseIndex:
-        return self.merge_accumulators([acc, part])
-
-    def merge_accumulators(self, accs) -> ReuseIndex:
-        build, locations, notes, same_targets = None, {}, [], False
-        for acc in accs:
-            build = build or acc.build
-            same_targets = same_targets or acc.same_targets  # one earlier build: all parts agree
-            for sha, where in acc.locations.items():
-                locations.setdefault(sha, where)  # identical sources made identical images
-            notes.extend(acc.notes)
-        return ReuseIndex(build, locations, tuple(sorted(notes)), same_targets)
-
-    def extract_output(self, acc: ReuseIndex) -> ReuseIndex:
+    def add_input(self, acc, part: ReuseIndex):
+        acc[0] = acc[0] or part.build
+        for sha, where in part.locations.items():
+            acc[1].setdefault(sha, where)  # identical sources made identical images
+        acc[2].extend(part.notes)
+        acc[3] = acc[3] or part.same_targets  # one earlier build: all parts agree
         return acc
+
+    def merge_accumulators(self, accs):
+        accs = iter(accs)
+        merged = next(accs)
+        for acc in accs:
+            self.add_input(merged, ReuseIndex(acc[0], acc[1], tuple(acc[2]), acc[3]))
+        return merged
+
+    def extract_output(self, acc) -> ReuseIndex:
+        return ReuseIndex(acc[0], acc[1], tuple(sorted(acc[2])), acc[3])
 
 
 def take(where: Location, sha256: str, annotation: ImageAnnotation, config: BuildConfig, same_targets: bool) -> tuple[bytes | None, images.PreparedImage, tuple | None]:
@@ -282,9 +277,11 @@ def take(where: Location, sha256: str, annotation: ImageAnnotation, config: Buil
     NotReusable saying why it cannot be taken."""
     framing = tfrecord.HEADER_BYTES + tfrecord.FOOTER_BYTES
     try:
-        framed = _read_range(where.shard, where.offset, where.length + framing)
+        framed = storage.read_range(where.shard, where.offset, where.length + framing)
     except Exception as e:
         raise NotReusable(f"{where.shard}: cannot read the record at byte {where.offset}: {storage.describe(e)}") from None
+    if framed is None:
+        raise NotReusable(f"{where.shard}: cannot read the record at byte {where.offset}: the shard is gone")
     if len(framed) != where.length + framing or struct.unpack("<Q", framed[:8])[0] != where.length:
         raise NotReusable(f"{where.shard}: the record at byte {where.offset} is not where the index found it")
     data = framed[tfrecord.HEADER_BYTES : tfrecord.HEADER_BYTES + where.length]
@@ -308,15 +305,3 @@ def counts_of_taken(where: Location, faces: tuple) -> records.Counts:
     rel, _, degenerate = faces
     return records.Counts(records=1, faces_stored=len(rel), degenerate=int(degenerate.sum()), targets=where.targets,
                           dropped=where.dropped, ignored=len(rel) - where.targets - where.dropped)
-
-
-def _read_range(path: str, offset: int, length: int) -> bytes:
-    if storage.is_local(path):
-        with open(path.removeprefix("file://"), "rb") as f:
-            return f.read(length) if f.seek(offset) == offset else b""
-    if storage.scheme(path) == "s3":
-        bucket, _, key = path.removeprefix("s3://").partition("/")
-        return storage.s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.seek(offset)
-        return f.read(length)

@@ -138,7 +138,7 @@ def _unusable(path: str, error: OSError) -> UnusableImage:
 def _read_remote(path: str, max_bytes: int) -> bytes:
     try:
         if path.startswith("s3://"):
-            data = storage.read_s3_prefix(path, max_bytes + 1)
+            data = storage.read_range(path, 0, max_bytes + 1)
             if data is None:
                 raise FileNotFoundError(path)
         else:

@@ -1,7 +1,7 @@
 """Files of a build on local disk, gs:// and s3://, each made visible whole or not at all.
 
-Everything the build writes goes through here, so that one module knows how each store makes a
-file appear atomically:
+Everything the build writes (and reads back of a build) goes through here, so that one module
+knows how each store makes a file appear atomically:
     local   written to a temporary name in the same directory, fsynced, then renamed (rename
             is atomic on POSIX); the directory is fsynced too, so a commit survives power loss
     gs://   one upload through Beam's GCS filesystem: an object appears when its upload
@@ -83,13 +83,10 @@ def list_dir(directory: str) -> list[Entry]:
     """The files directly in `directory` (hidden ones included), sorted by name. A directory
     that does not exist holds nothing."""
     if is_local(directory):
-        entries = []
         try:
             with os.scandir(_local(directory)) as it:
-                for d in it:
-                    if d.is_file(follow_symlinks=False):
-                        st = d.stat(follow_symlinks=False)
-                        entries.append(Entry(d.name, d.path, st.st_size, st.st_mtime))
+                files = [d for d in it if d.is_file(follow_symlinks=False)]
+                entries = [Entry(d.name, d.path, st.st_size, st.st_mtime) for d in files for st in [d.stat(follow_symlinks=False)]]
         except FileNotFoundError:
             return []
         except OSError as e:
@@ -187,34 +184,37 @@ def stat(path: str) -> Entry | None:
 def read_bytes(path: str) -> bytes | None:
     """The bytes of the file at `path`, or None when there is none."""
     try:
-        if is_local(path):
-            with open(_local(path), "rb") as f:
-                return f.read()
         if scheme(path) == "s3":
             bucket, key = _s3_bucket_key(path)
             return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        with FileSystems.open(path, compression_type=_UNCOMPRESSED) as f:
+        with open_read(path) as f:
             return f.read()
-    except FileNotFoundError:
-        return None
     except Exception as e:
         if _is_missing(e) or type(e).__name__ in ("NotFound", "NoSuchKey"):
             return None
         raise StorageError(path, f"cannot read: {describe(e)}") from None
 
 
-def read_s3_prefix(path: str, limit: int) -> bytes | None:
-    """Up to `limit` bytes from the start of an S3 object (None when there is none), with one
-    GET through the client this module keeps (Beam's S3 filesystem makes a new one per open)."""
-    bucket, key = _s3_bucket_key(path)
+def open_read(path: str):
+    """A file opened for reading: local, or through Beam's filesystems (gs://, s3://)."""
+    return open(_local(path), "rb") if is_local(path) else FileSystems.open(path, compression_type=_UNCOMPRESSED)
+
+
+def read_range(path: str, offset: int, length: int) -> bytes | None:
+    """Up to `length` bytes of the file at `path` from byte `offset` (None when there is none):
+    one ranged GET on S3, through the client this module keeps (Beam's makes one per open)."""
     try:
-        return s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{limit - 1}")["Body"].read()
+        if scheme(path) != "s3":
+            with open_read(path) as f:
+                f.seek(offset)
+                return f.read(length)
+        bucket, key = _s3_bucket_key(path)
+        return s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
     except Exception as e:
         if _is_missing(e):
             return None
-        code = (getattr(e, "response", None) or {}).get("Error", {}).get("Code")
-        if code == "InvalidRange":  # an empty object has no byte 0
-            return b""
+        if (getattr(e, "response", None) or {}).get("Error", {}).get("Code") == "InvalidRange":
+            return b""  # past the end: an empty object has no byte 0
         raise
 
 

@@ -24,10 +24,6 @@ from reader.core.manifest import ErrorEntry
 _NOTED_NAMES = 3  # other builds' files named in the shard_set note; the rest are counted
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> BuildConfig:
     """Checks the manifest's split, build id, config, counts and file names; returns the record
     config (defaults where the manifest's value is unusable, so that the records are still checked)."""
@@ -42,7 +38,7 @@ def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> 
         findings.add("manifest", file, None, f"config.{key}: {problem}")
     for key in manifest.COUNT_KEYS:
         value = built.counts.get(key)
-        if not _is_int(value) or value < 0:
+        if not config.is_int(value) or value < 0:
             findings.add("manifest", file, None, f"counts.{key}: expected an integer >= 0, found {value!r}")
 
     count = len(built.shards)
@@ -133,20 +129,20 @@ def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: boo
     """
     file = layout.manifest_name(built.split)
     counts = {key: built.counts.get(key) for key in manifest.COUNT_KEYS}
-    if not all(_is_int(v) for v in counts.values()):
+    if not all(config.is_int(v) for v in counts.values()):
         findings.note("counts", "laws not checked: counts missing from the manifest")
     else:
         for broken in manifest.count_imbalances(counts):
             findings.add("counts", file, None, broken)
     in_entries = sum(entry.records for entry in built.shards)
-    if _is_int(counts["records"]) and counts["records"] != in_entries:
+    if config.is_int(counts["records"]) and counts["records"] != in_entries:
         findings.add("counts", file, None, f"counts.records {counts['records']}, the shard entries add up to {in_entries}")
 
     if complete and not unreadable:
         found = {"records": len(facts), "faces_stored": sum(f.faces for f in facts)}
         found.update({key: sum(getattr(f, key) for f in facts) for key in ("targets", "dropped", "ignored")})
         for key, value in found.items():
-            if _is_int(counts[key]) and counts[key] != value:
+            if config.is_int(counts[key]) and counts[key] != value:
                 how = "the shards hold" if key == "records" else "recomputed from the records"
                 findings.add("counts", file, None, f"counts.{key} {counts[key]}, {how} {value}")
     else:
@@ -156,10 +152,10 @@ def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: boo
     if unusable is not None:
         errors_file = built.errors_file
         reasons = collections.Counter(e.reason for _, e in unusable)
-        if _is_int(counts["errors"]) and counts["errors"] != len(unusable):
+        if config.is_int(counts["errors"]) and counts["errors"] != len(unusable):
             findings.add("counts", file, None, f"counts.errors {counts['errors']}, {errors_file} has {len(unusable)} entries")
         faces = sum(e.faces for _, e in unusable)
-        if _is_int(counts["faces_in_errors"]) and counts["faces_in_errors"] != faces:
+        if config.is_int(counts["faces_in_errors"]) and counts["faces_in_errors"] != faces:
             findings.add("counts", file, None, f"counts.faces_in_errors {counts['faces_in_errors']}, {errors_file} adds up to {faces}")
         stated = built.raw.get("error_reasons")
         if stated is not None and stated != dict(reasons):

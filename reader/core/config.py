@@ -18,7 +18,8 @@ from reader.core.boxes import RESIZE_MODES
 from reader.core.schema import IMAGE_FORMATS
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """A JSON integer (not a bool, which Python counts as one)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -29,10 +30,10 @@ def _is_number(value) -> bool:
 # Each setting's rule and what the rule says in words. grid_size's upper bound is the config's own
 # input_size (checked apart, with both values known).
 _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "input_size": (lambda v: _is_int(v) and 16 <= v <= 4096, "an integer in [16, 4096]"),
-    "grid_size": (lambda v: _is_int(v) and v >= 1, "an integer in [1, input_size]"),
+    "input_size": (lambda v: is_int(v) and 16 <= v <= 4096, "an integer in [16, 4096]"),
+    "grid_size": (lambda v: is_int(v) and v >= 1, "an integer in [1, input_size]"),
     "image_format": (lambda v: v in IMAGE_FORMATS, f"one of {IMAGE_FORMATS}"),
-    "jpeg_quality": (lambda v: _is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
+    "jpeg_quality": (lambda v: is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
     "resize": (lambda v: v in RESIZE_MODES, f"one of {RESIZE_MODES}"),
     "min_face_px": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
 }
