@@ -121,6 +121,11 @@ class Finalize(beam.PTransform):
                 shards=beam.pvalue.AsList(shards),
                 unusable=beam.pvalue.AsList(unusable),
                 annotated=beam.pvalue.AsSingleton(annotated),
-                **({} if self._earlier is None else {"earlier": beam.pvalue.AsSingleton(self._earlier)}),
+                **({} if self._earlier is None else {"earlier": beam.pvalue.AsSingleton(self._earlier_notes())}),
             )
         )
+
+    def _earlier_notes(self):
+        """The earlier build's ReuseIndex without its locations: the commit holds no second
+        copy of the index (a few hundred bytes an earlier record) beside the shard writers'."""
+        return self._earlier | "EarlierNotes" >> beam.Map(reuse.ReuseIndex.without_locations)

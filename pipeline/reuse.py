@@ -28,12 +28,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import struct
+import threading
 from collections.abc import Iterable
+from typing import ClassVar
 
 import apache_beam as beam
 import numpy as np
 import PIL
+from apache_beam.runners.worker.statecache import CacheAware
 from PIL import features as pil_features
 
 from pipeline import images, records, storage
@@ -45,9 +49,9 @@ from reader.core.config import BuildConfig
 
 IMAGE_SETTINGS = ("input_size", "resize", "image_format", "jpeg_quality")  # the rest only change targets
 TARGET_SETTINGS = ("grid_size", "min_face_px")
-_INDEXED_KEYS = (schema.SHA256, schema.FILENAME, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT,
+_INDEXED_KEYS = frozenset((schema.SHA256, schema.FILENAME, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT,
                  schema.ORIGINAL_WIDTH, schema.ENCODED, *schema.BOX_KEYS, *schema.ATTRIBUTE_KEYS, schema.GRID,
-                 schema.DROPPED)  # fmt: skip
+                 schema.DROPPED))  # fmt: skip
 
 
 def preparation() -> dict[str, str]:
@@ -93,14 +97,30 @@ def faces_digest(filename: str, rel_xyxy: np.ndarray, attributes: np.ndarray) ->
 
 
 @dataclasses.dataclass(frozen=True)
-class ReuseIndex:
+class ReuseIndex(CacheAware):
     """What the shard writers may reuse: source sha256 -> Location, from build `build`; `notes`
-    say what of it was not trusted, for the summary and the manifest."""
+    say what of it was not trusted, for the summary and the manifest.
+
+    Beam's side-input cache weighs what it holds by walking every object it references (half a
+    second for train's 12,880 earlier records, before the first image); an index is weighed by
+    its `__sizeof__`, LOCATION_BYTES a location, instead (CacheAware)."""
 
     build: str | None = None
     locations: dict[str, Location] = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
     same_targets: bool = False  # the earlier records are this build's whenever their faces are the same
+
+    LOCATION_BYTES: ClassVar[int] = 400  # a Location, its sha256 key and its dict entry (tests/test_reuse.py measures it)
+
+    def get_referents_for_cache(self) -> list:
+        return []
+
+    def __sizeof__(self) -> int:
+        return object.__sizeof__(self) + len(self.locations) * self.LOCATION_BYTES
+
+    def without_locations(self) -> ReuseIndex:
+        """What the commit needs of it (the build and the notes), without the index itself."""
+        return dataclasses.replace(self, locations={})
 
     def record(self, reused: int, prepared: int, failed: Iterable[str] = ()) -> dict:
         """The manifest's `reuse` block."""
@@ -229,7 +249,9 @@ def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildCon
     if (f[schema.FORMAT][0].decode("ascii", "replace"), int(f[schema.HEIGHT][0]), int(f[schema.WIDTH][0])) != (config.image_format, size, size):
         raise NotReusable(f"record {span.index} is not a {size}x{size} {config.image_format} image")
     image = f[schema.ENCODED][0]
-    start = data.find(image)
+    start = data.find(image[:64])  # a short needle is found fast; the whole image checked there
+    if not data.startswith(image, start):
+        start = data.find(image)
     if config.image_format == "raw" and len(image) != size * size * 3:
         raise NotReusable(f"record {span.index}: {len(image)} raw bytes, not {size * size * 3}")
     rel = np.stack([f[key] for key in schema.BOX_KEYS], 1) if len(f[schema.BOX_KEYS[0]]) else np.zeros((0, 4), np.float32)
@@ -270,14 +292,79 @@ class CombineIndexes(beam.CombineFn):
         return ReuseIndex(acc[0], acc[1], tuple(sorted(acc[2])), acc[3])
 
 
-def take(where: Location, sha256: str, annotation: ImageAnnotation, config: BuildConfig, same_targets: bool) -> tuple[bytes | None, images.PreparedImage, tuple | None]:
-    """The earlier record of source `sha256`, read back at `where` and checked: (its framed bytes when they are this
-    build's record for `annotation` byte for byte, else None; its prepared image; the faces
-    stored, as `records.stored_faces` gives them, when the framed bytes are taken). Raises
-    NotReusable saying why it cannot be taken."""
+class EarlierRecords:
+    """Reads earlier records back where the index found them, from any thread. A local shard is
+    opened once and stays open until `close` (one pread a record instead of an open, a seek, a
+    read and a close: each of those lets another image thread take the GIL), up to MAX_OPEN
+    shards; any other read, and every read after `close`, is one storage.read_range."""
+
+    MAX_OPEN = 64  # descriptors a shard writer keeps, whatever the earlier build's shard count
+
+    def __init__(self):
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._reading, self._closed = 0, False
+
+    def read(self, path: str, offset: int, length: int) -> bytes | None:
+        fd = self._acquire(path) if storage.is_local(path) else None
+        if fd is None:
+            return storage.read_range(path, offset, length)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            self._release()
+
+    def _acquire(self, path: str) -> int | None:
+        """The open descriptor of `path`, counted as in use; None to read it through storage
+        (closed, too many open, or not openable: storage.read_range then says why)."""
+        with self._lock:
+            if self._closed:
+                return None
+            fd = self._fds.get(path)
+            if fd is None:
+                if len(self._fds) >= self.MAX_OPEN:
+                    return None
+                try:
+                    fd = self._fds[path] = os.open(storage.local_path(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except OSError:
+                    return None
+            self._reading += 1
+            return fd
+
+    def _release(self) -> None:
+        with self._lock:
+            self._reading -= 1
+            if self._closed and not self._reading:
+                self._close_all()
+
+    def close(self) -> None:
+        """No descriptor is kept past this: closed now, or by the last read still under way."""
+        with self._lock:
+            self._closed = True
+            if not self._reading:
+                self._close_all()
+
+    def _close_all(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> EarlierRecords:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def take(where: Location, sha256: str, annotation: ImageAnnotation, config: BuildConfig, same_targets: bool,
+         earlier: EarlierRecords) -> tuple[bytes | None, images.PreparedImage, tuple | None]:
+    """The earlier record of source `sha256`, read back at `where` (through `earlier`) and
+    checked: (its framed bytes when they are this build's record for `annotation` byte for byte,
+    else None; its prepared image; the faces stored, as `records.stored_faces` gives them, when
+    the framed bytes are taken). Raises NotReusable saying why it cannot be taken."""
     framing = tfrecord.HEADER_BYTES + tfrecord.FOOTER_BYTES
     try:
-        framed = storage.read_range(where.shard, where.offset, where.length + framing)
+        framed = earlier.read(where.shard, where.offset, where.length + framing)
     except Exception as e:
         raise NotReusable(f"{where.shard}: cannot read the record at byte {where.offset}: {storage.describe(e)}") from None
     if framed is None:

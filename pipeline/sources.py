@@ -19,13 +19,16 @@ gate and the size cap apply there.
 Confinement is checked twice on local disk: on the resolved path before anything is opened
 (so a file outside is never opened, nor a device), then on the open descriptor itself, through
 /proc/self/fd on Linux, so that a directory swapped for a link between the check and the open
-cannot lead the read outside. A hard link is a file inside the directory like any other.
+cannot lead the read outside. A hard link is a file inside the directory like any other. (The
+images directory's own path is resolved again only when it names another directory; the path
+below it, for every image.)
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -61,14 +64,53 @@ def _inside(root: str, path: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+_ROOTS: dict[str, tuple[str, tuple[int, int]]] = {}  # images_dir -> (its realpath, the directory's device and inode)
+
+
+def _resolved_root(images_dir: str) -> str:
+    """os.path.realpath(images_dir), resolved again whenever `images_dir` names another directory
+    than it did (a link repointed, a directory replaced, another working directory): one stat
+    an image instead of one lstat per component of the directory's path."""
+    try:
+        status = os.stat(images_dir)
+    except OSError:
+        return os.path.realpath(images_dir)
+    identity = (status.st_dev, status.st_ino)
+    cached = _ROOTS.get(images_dir)
+    if cached is None or cached[1] != identity:
+        if len(_ROOTS) > 64:
+            _ROOTS.clear()
+        cached = _ROOTS[images_dir] = (os.path.realpath(images_dir), identity)
+    return cached[0]
+
+
+def _resolve(root: str, relative: str) -> tuple[str, os.stat_result | None]:
+    """(os.path.realpath(root/relative), its status when already known) for a resolved `root`:
+    the components of `relative` looked at with lstat, and realpath's own walk only where one is
+    a link or is missing. (The common case, no link below the root, in two or three system
+    calls instead of one per component of the whole path, and the file's lstat is its stat.)"""
+    path, status = root, None
+    if posixpath.normpath(relative) != relative or relative.startswith(".."):  # not confined_path's: realpath judges
+        return os.path.realpath(os.path.join(root, relative)), None
+    for part in relative.split("/"):
+        path = os.path.join(path, part)
+        try:
+            status = os.lstat(path)
+        except OSError:
+            status = None
+        if status is None or stat.S_ISLNK(status.st_mode):
+            return os.path.realpath(os.path.join(root, relative)), None
+    return path, status
+
+
 def _read_local(images_dir: str, relative: str, filename: str, max_bytes: int) -> bytes:
-    root = os.path.realpath(images_dir)
-    resolved = os.path.realpath(os.path.join(root, relative))
+    root = _resolved_root(images_dir)
+    resolved, before = _resolve(root, relative)
     path = os.path.join(images_dir, relative)  # as the user named it, for the details
     if not _inside(root, resolved):
         raise UnusableImage("path_escapes_images_dir", f"{filename!r}: a symbolic link on its path leads out of the images directory")
     try:
-        before = os.stat(resolved)
+        before = before or os.stat(resolved)
     except OSError as e:
         raise _unusable(path, e) from None
     _check_regular(before, path, max_bytes)

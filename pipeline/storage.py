@@ -61,7 +61,8 @@ def is_local(path: str) -> bool:
     return scheme(path) == "file"
 
 
-def _local(path: str) -> str:
+def local_path(path: str) -> str:
+    """A local path (`is_local`) as the os module takes it."""
     return path.removeprefix("file://")
 
 
@@ -84,7 +85,7 @@ def list_dir(directory: str) -> list[Entry]:
     that does not exist holds nothing."""
     if is_local(directory):
         try:
-            with os.scandir(_local(directory)) as it:
+            with os.scandir(local_path(directory)) as it:
                 files = [d for d in it if d.is_file(follow_symlinks=False)]
                 entries = [Entry(d.name, d.path, st.st_size, st.st_mtime) for d in files for st in [d.stat(follow_symlinks=False)]]
         except FileNotFoundError:
@@ -149,7 +150,7 @@ def stat(path: str) -> Entry | None:
     """The file at `path`, or None when there is none."""
     if is_local(path):
         try:
-            st = os.stat(_local(path))
+            st = os.stat(local_path(path))
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -197,7 +198,7 @@ def read_bytes(path: str) -> bytes | None:
 
 def open_read(path: str):
     """A file opened for reading: local, or through Beam's filesystems (gs://, s3://)."""
-    return open(_local(path), "rb") if is_local(path) else FileSystems.open(path, compression_type=_UNCOMPRESSED)
+    return open(local_path(path), "rb") if is_local(path) else FileSystems.open(path, compression_type=_UNCOMPRESSED)
 
 
 def read_range(path: str, offset: int, length: int) -> bytes | None:
@@ -231,7 +232,7 @@ def create(path: str, temp: str | None = None) -> Iterator:
     exception, and not at all otherwise. `temp`: its name while written (local disk only)."""
     try:
         if is_local(path):
-            with _create_local(_local(path), temp and _local(temp)) as f:
+            with _create_local(local_path(path), temp and local_path(temp)) as f:
                 yield f
         elif scheme(path) == "s3":
             with _create_s3(path) as f:
@@ -339,7 +340,7 @@ def delete(paths: list[str]) -> None:
         if is_local(paths[0]):
             for path in paths:
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(_local(path))
+                    os.remove(local_path(path))
         elif scheme(paths[0]) == "s3":
             _delete_s3(paths)
         elif scheme(paths[0]) == "gs":
@@ -393,7 +394,7 @@ def ensure_dir(directory: str) -> None:
     """Creates a local directory (and its parents); object stores need none."""
     if is_local(directory):
         try:
-            os.makedirs(_local(directory), exist_ok=True)
+            os.makedirs(local_path(directory), exist_ok=True)
         except OSError as e:
             raise StorageError(directory, f"cannot create the directory: {describe(e)}") from None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import functools
+import itertools
 import dataclasses
 import hashlib
 import logging
@@ -37,6 +38,7 @@ from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, reuse, sources
 from pipeline.annotations import ImageAnnotation
 from reader.core import layout, progress, tfrecord
+from reader.core.targets import NUM_CHANNELS
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
 
@@ -45,6 +47,8 @@ NAMESPACE = "facegrid"
 ERRORS_TAG = "errors"
 _UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads in flight on gs://
+IMAGES_PER_TASK = 8  # images a thread takes at once (_prefetch), fewer where records are large:
+HELD_RECORD_BYTES = 32 * 2**20  # records done and waiting their turn, at most (threads + 1) chunks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,22 +114,44 @@ class ParseAnnotations(beam.PTransform):
         )
 
 
-def _prefetch(fn: Callable, items: Iterable, pool: concurrent.futures.Executor, depth: int) -> Iterator:
-    """Yields (item, fn(item) or the exception it raised) in order, at most `depth` ahead."""
+def _prefetch(fn: Callable, items: Iterable, pool: concurrent.futures.Executor, depth: int, chunk: int = 1) -> Iterator:
+    """Yields (item, fn(item) or the exception it raised) in order. The pool gets the items
+    `chunk` at a time, at most `depth` chunks ahead: each hand-over between threads costs about
+    as much as reusing an image (a tenth of a millisecond here), so it is paid once a chunk.
+    Left early (the bundle failed), the chunks not yet started are cancelled."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     pending: collections.deque = collections.deque()
-    for item in items:
-        pending.append((item, pool.submit(fn, item)))
-        if len(pending) > depth:
-            yield _settle(*pending.popleft())
-    while pending:
-        yield _settle(*pending.popleft())
-
-
-def _settle(item, future):
     try:
-        return item, future.result()
-    except Exception as e:  # handed on in order: UnusableImage becomes an errors.jsonl entry, the rest is raised
-        return item, e
+        for batch in _batched(items, chunk):
+            pending.append((batch, pool.submit(_call_each, fn, batch)))
+            if len(pending) > depth:
+                yield from _settle(*pending.popleft())
+        while pending:
+            yield from _settle(*pending.popleft())
+    finally:
+        for _, future in pending:
+            future.cancel()
+
+
+def _batched(items: Iterable, n: int) -> Iterator[tuple]:
+    iterator = iter(items)
+    while batch := tuple(itertools.islice(iterator, n)):
+        yield batch
+
+
+def _call_each(fn: Callable, batch: tuple) -> list:
+    results = []
+    for item in batch:
+        try:
+            results.append(fn(item))
+        except Exception as e:  # handed on in order: UnusableImage becomes an errors.jsonl entry, the rest is raised
+            results.append(e)
+    return results
+
+
+def _settle(batch: tuple, future) -> Iterator:
+    return zip(batch, future.result())
 
 
 class BeginBuildFn(beam.DoFn):
@@ -148,8 +174,9 @@ class WriteShardFn(beam.DoFn):
     written in hash order as they come back. Threads pay twice: Pillow releases the GIL while it
     decodes, resizes and encodes, so one worker process keeps several cores busy, and reads from
     gs:// or s3:// wait side by side. Counters are incremented on the bundle's own thread, where
-    Beam attributes them. The shard goes straight to its final name, which carries the build id:
-    no reader follows it until the build commits, and a retried bundle writes the same bytes.
+    Beam attributes them, once the shard is written (the errors' reasons as they come). The
+    shard goes straight to its final name, which carries the build id: no reader follows it
+    until the build commits, and a retried bundle writes the same bytes.
     A shard no image landed in is written empty by Finalize.
     """
 
@@ -170,7 +197,8 @@ class WriteShardFn(beam.DoFn):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _framed_record(self, annotation: ImageAnnotation, earlier: reuse.ReuseIndex | None) -> tuple[bytes, records.Counts, bool, str | None]:
+    def _framed_record(self, annotation: ImageAnnotation, earlier: reuse.ReuseIndex | None,
+                       earlier_records: reuse.EarlierRecords) -> tuple[bytes, records.Counts, bool, str | None]:
         """Runs on the pool: the image's record, framed for the shard, its counts, whether its
         image was the earlier build's, and why an earlier image found was not taken."""
         data = sources.read_source(self._images_dir, annotation.filename)
@@ -179,7 +207,7 @@ class WriteShardFn(beam.DoFn):
         where = earlier.locations.get(sha256) if earlier is not None else None
         if where is not None:
             try:
-                framed, prepared, faces = reuse.take(where, sha256, annotation, self._config, earlier.same_targets)
+                framed, prepared, faces = reuse.take(where, sha256, annotation, self._config, earlier.same_targets, earlier_records)
                 if framed is not None:  # the very record this build writes: taken whole
                     return framed, reuse.counts_of_taken(where, faces), True, None
             except reuse.NotReusable as e:
@@ -192,12 +220,13 @@ class WriteShardFn(beam.DoFn):
         ordered = sorted(group, key=lambda a: layout.record_key(a.filename))
         name = build.shard_name(index)
         counts = records.Counts()
-        digest, size = hashlib.sha256(), 0
         reused, failures = 0, []
         shown = None if totals is None else _progress_of(build, totals["images_annotated"])
         build.heartbeat()
-        with build.create(name) as f:
-            for annotation, result in _prefetch(functools.partial(self._framed_record, earlier=earlier), ordered, self._pool, self._threads):
+        with build.create(name) as file, reuse.EarlierRecords() as earlier_records:
+            f = _HashingWriter(file, _WRITE_BYTES)
+            framed_record = functools.partial(self._framed_record, earlier=earlier, earlier_records=earlier_records)
+            for annotation, result in _prefetch(framed_record, ordered, self._pool, self._threads, self._images_per_task(len(ordered))):
                 build.heartbeat()
                 if shown is not None:
                     shown.advance()
@@ -206,8 +235,6 @@ class WriteShardFn(beam.DoFn):
                         raise result
                     framed, image_counts, was_reused, failure = result
                 except images.UnusableImage as e:
-                    self._reuse_counters["images_prepared"].inc()
-                    self._count(records.Counts(errors=1, faces_in_errors=len(annotation.faces)))
                     self._reasons[e.reason].inc()
                     counts.update(errors=1, faces_in_errors=len(annotation.faces))
                     yield beam.pvalue.TaggedOutput(
@@ -217,20 +244,56 @@ class WriteShardFn(beam.DoFn):
                     continue
                 reused += was_reused
                 failures += [failure] if failure else []
-                self._reuse_counters["images_reused" if was_reused else "images_prepared"].inc()
                 f.write(framed)
-                digest.update(framed)
-                size += len(framed)
                 counts.update(image_counts)
-                self._count(image_counts)
+            f.flush()
+        self._count(counts)  # once a shard: per image, the counters cost as much as reusing it
+        self._reuse_counters["images_reused"].inc(reused)
+        self._reuse_counters["images_prepared"].inc(counts["records"] + counts["errors"] - reused)
         level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
-        _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], size / 1e6)
-        yield ShardWritten(index, ShardEntry(name, counts["records"], size, digest.hexdigest()), counts.as_dict(), reused, tuple(failures))
+        _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], f.size / 1e6)
+        yield ShardWritten(index, ShardEntry(name, counts["records"], f.size, f.digest.hexdigest()), counts.as_dict(), reused, tuple(failures))
+
+    def _images_per_task(self, images: int) -> int:
+        """Images a thread takes at once from a shard of `images`: IMAGES_PER_TASK, or fewer
+        where the shard has too few to keep every thread busy, or where that many records (each
+        at most a raw image and its targets) in every thread's chunk and one more would hold
+        over HELD_RECORD_BYTES."""
+        config = self._config
+        # The image, the grid and ignore, and 4 KB for the rest (a few hundred bytes without faces).
+        record_bytes = config.input_size**2 * 3 + config.grid_size**2 * (NUM_CHANNELS + 1) * 4 + 4096
+        fair_share = -(-images // self._threads)  # a shard's few images spread over every thread
+        return max(1, min(IMAGES_PER_TASK, fair_share, HELD_RECORD_BYTES // (record_bytes * (self._threads + 1))))
 
     def _count(self, counts: records.Counts) -> None:
         for key, value in counts.items():
             if value:
                 self._counters[key].inc(value)
+
+
+_WRITE_BYTES = 1 << 20
+
+
+class _HashingWriter:
+    """A file written and hashed (sha256) in pieces of about `chunk` bytes: every write and
+    every hash of a piece lets go of the GIL and waits to take it back from the image threads,
+    so a record at a time (25 KB) costs the shard's thread more than the writing itself."""
+
+    def __init__(self, file, chunk: int):
+        self._file, self._chunk, self._pending = file, chunk, bytearray()
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> None:
+        self._pending += data
+        self.size += len(data)
+        if len(self._pending) >= self._chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.digest.update(self._pending)
+            self._file.write(self._pending)
+            self._pending.clear()
 
 
 class WriteShards(beam.PTransform):

@@ -1,5 +1,6 @@
 import io
 import os
+import shutil
 import stat
 import struct
 import threading
@@ -561,12 +562,13 @@ def test_a_fifo_swapped_in_after_the_check_is_refused_on_the_descriptor(tree, mo
     # The path is looked at first, then opened (O_NONBLOCK) and checked again on the descriptor.
     root, _, _ = tree
     os.mkfifo(root / "event" / "fifo.jpg")
-    regular, real_stat = os.stat(root / "event" / "a.jpg"), os.stat
+    regular = os.stat(root / "event" / "a.jpg")
 
-    def stat_before_the_swap(path, *args, **kwargs):
-        return regular if str(path).endswith("fifo.jpg") else real_stat(path, *args, **kwargs)
+    def before_the_swap(real):
+        return lambda path, *args, **kwargs: regular if str(path).endswith("fifo.jpg") else real(path, *args, **kwargs)
 
-    monkeypatch.setattr(os, "stat", stat_before_the_swap)
+    monkeypatch.setattr(os, "stat", before_the_swap(os.stat))
+    monkeypatch.setattr(os, "lstat", before_the_swap(os.lstat))
     error = _read_in_thread(root, "event/fifo.jpg")
     assert isinstance(error, UnusableImage) and error.reason == "not_a_regular_file"
 
@@ -630,6 +632,46 @@ def test_a_directory_swapped_for_an_outward_link_is_caught_on_the_descriptor(tre
 
     monkeypatch.setattr(os.path, "realpath", realpath_before_the_swap)
     assert _reason(root, "swapped/photo.jpg").reason == "path_escapes_images_dir"
+
+
+def test_paths_below_the_images_dir_resolve_as_realpath_resolves_them(tree):
+    # sources resolves the images directory once and walks only the components below it,
+    # handing to realpath wherever one is a link or missing: the answer must be realpath's.
+    root, outside, _ = tree
+    os.symlink("a.jpg", root / "event" / "link.jpg")
+    os.symlink("event", root / "alias")
+    os.symlink("../../outside", root / "event" / "outdir")
+    os.symlink("none.jpg", root / "event" / "dangling.jpg")
+    os.symlink("loop_b", root / "event" / "loop_a")
+    os.symlink("loop_a", root / "event" / "loop_b")
+    resolved_root = os.path.realpath(root)
+    for relative in ("event/a.jpg", "event/link.jpg", "alias/a.jpg", "alias/link.jpg", "event/outdir/photo.jpg",
+                     "event/dangling.jpg", "event/none.jpg", "none/a.jpg", "event/a.jpg/x.jpg", "alias/outdir/photo.jpg", "event/loop_a"):
+        resolved, status = sources._resolve(resolved_root, relative)
+        assert resolved == os.path.realpath(os.path.join(resolved_root, relative)), relative
+        assert status is None or status == os.stat(resolved), relative  # when given, the file's own status
+
+
+def test_an_images_dir_that_names_another_directory_later_is_resolved_again(tmp_path, monkeypatch):
+    # A long-lived process (a notebook, in-process builds) may build from `images` -> v1, then
+    # from `images` -> v2, or from a relative path in another working directory.
+    for version in ("v1", "v2"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "a.jpg").write_bytes(version.encode())
+    os.symlink("v1", tmp_path / "images")
+    assert sources.read_source(str(tmp_path / "images"), "a.jpg") == b"v1"
+    os.unlink(tmp_path / "images")
+    os.symlink("v2", tmp_path / "images")
+    assert sources.read_source(str(tmp_path / "images"), "a.jpg") == b"v2"
+    shutil.rmtree(tmp_path / "v1")
+    assert sources.read_source(str(tmp_path / "images"), "a.jpg") == b"v2"
+    monkeypatch.chdir(tmp_path)
+    assert sources.read_source("v2", "a.jpg") == b"v2"
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "v2").mkdir()
+    (tmp_path / "w" / "v2" / "a.jpg").write_bytes(b"w")
+    monkeypatch.chdir(tmp_path / "w")
+    assert sources.read_source("v2", "a.jpg") == b"w"
 
 
 def test_the_path_gate_comes_before_the_disk(tree, monkeypatch):

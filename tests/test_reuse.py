@@ -10,6 +10,7 @@ before a test rebuilds over them.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import io
@@ -366,27 +367,93 @@ def test_take_checks_the_record_it_reads_and_takes_it_whole_only_when_it_is_this
             break
     assert len(record.boxes)
 
-    framed, prepared, _ = reuse.take(where, sha, annotation, config, same_targets=True)
+    def take(where, sha, annotation, same_targets=True):  # each time from a fresh reader: none keeps the shard open
+        with reuse.EarlierRecords() as earlier:
+            return reuse.take(where, sha, annotation, config, same_targets, earlier)
+
+    framed, prepared, _ = take(where, sha, annotation)
     assert framed == framed_stored and prepared.encoded == record.image
     assert (prepared.placement.source_width, prepared.placement.source_height) == (record.original_width, record.original_height)
     shifted = annotation.faces.copy()
     shifted[0, 0] += 1  # one box moved a pixel: the image is still the earlier one, the record is not
-    framed, prepared, _ = reuse.take(where, sha, dataclasses.replace(annotation, faces=shifted), config, same_targets=True)
+    framed, prepared, _ = take(where, sha, dataclasses.replace(annotation, faces=shifted))
     assert framed is None and prepared.encoded == record.image
-    assert reuse.take(where, sha, annotation, config, same_targets=False)[0] is None  # other grid settings
+    assert take(where, sha, annotation, same_targets=False)[0] is None  # other grid settings
 
     with pytest.raises(reuse.NotReusable, match="does not hold source"):
-        reuse.take(where, "0" * 64, annotation, config, same_targets=True)
+        take(where, "0" * 64, annotation)
     with pytest.raises(reuse.NotReusable, match="not where the index found it"):
-        reuse.take(dataclasses.replace(where, offset=where.offset + 1), sha, annotation, config, same_targets=True)
+        take(dataclasses.replace(where, offset=where.offset + 1), sha, annotation)
     flipped = bytearray(data)
     flipped[where.offset + tfrecord.HEADER_BYTES + where.length // 2] ^= 0x01
     shard.write_bytes(bytes(flipped))
     with pytest.raises(reuse.NotReusable, match="checksum"):
-        reuse.take(where, sha, annotation, config, same_targets=True)
+        take(where, sha, annotation)
     shard.unlink()
     with pytest.raises(reuse.NotReusable, match="cannot read"):
-        reuse.take(where, sha, annotation, config, same_targets=True)
+        take(where, sha, annotation)
+
+
+def test_the_index_weighs_what_beams_cache_would_measure_without_walking_it(first):
+    """Beam's side-input cache weighs an index by its __sizeof__ (CacheAware), not by visiting
+    each of its objects: the weight must still be what the walk finds, give or take a fifth."""
+    import objsize
+    from apache_beam.runners.worker import statecache
+
+    config = BuildConfig()
+    parts = [part for task in reuse.EarlierShardsFn("val", config).process(str(first)) for part in reuse.IndexShardFn(config).process(task)]
+    combine = reuse.CombineIndexes()
+    acc = combine.create_accumulator()
+    for part in parts:
+        combine.add_input(acc, part)
+    index = combine.extract_output(acc)
+    assert len(index.locations) > 5
+    walked = objsize.get_deep_size(index.locations) - objsize.get_deep_size({})
+    weighed = statecache.get_deep_size(index) - statecache.get_deep_size(reuse.ReuseIndex(index.build, {}, index.notes))
+    assert 0.8 * walked <= weighed <= 1.2 * walked
+
+
+def test_earlier_records_are_read_as_storage_reads_them_from_any_thread(first, tmp_path):
+    """EarlierRecords keeps a local shard open for the shard writer's threads (one pread a
+    record): the bytes are storage.read_range's, a missing shard is None, and once closed it
+    reads through storage again (a late image thread never reads a closed descriptor)."""
+    entry = json.loads((first / MANIFEST).read_text())["shards"][0]
+    shard = str(first / entry["file"])
+    spans = [(offset, length) for offset in range(0, entry["bytes"], 997) for length in (1, 12, 4096)]
+    earlier = reuse.EarlierRecords()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda span: earlier.read(shard, *span), spans))
+    assert got == [storage.read_range(shard, *span) for span in spans]
+    assert earlier.read(f"file://{shard}", 5, 7) == storage.read_range(shard, 5, 7)
+    assert earlier.read(str(tmp_path / "gone.tfrecord"), 0, 12) is None
+    earlier.close()
+    assert earlier.read(shard, 0, 12) == storage.read_range(shard, 0, 12)
+    assert earlier.read(str(tmp_path / "gone.tfrecord"), 0, 12) is None
+
+
+def test_earlier_records_keep_a_bounded_number_of_shards_open(tmp_path, monkeypatch):
+    """However many shards the earlier build has, a shard writer holds at most MAX_OPEN of them
+    open; the others are read through storage, and closing closes every one it opened."""
+    monkeypatch.setattr(reuse.EarlierRecords, "MAX_OPEN", 3)
+    shards = []
+    for i in range(7):
+        shards.append(tmp_path / f"s{i}")
+        shards[-1].write_bytes(bytes([i]) * 100)
+    opened, real_open, real_close = [], os.open, os.close
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(real_open(path, *a, **k)) or opened[-1])
+    closed = []
+    monkeypatch.setattr(os, "close", lambda fd: closed.append(fd) or real_close(fd))
+    with reuse.EarlierRecords() as earlier:
+        for _ in range(2):
+            assert [earlier.read(str(shard), 10, 5) for shard in shards] == [bytes([i]) * 5 for i in range(7)]
+        assert len(opened) == 3  # the rest went through storage.read_range, whose opens are Python's own
+    assert sorted(closed) == sorted(opened)
+    earlier = reuse.EarlierRecords()  # closed while a thread is still reading: closed after that read
+    fd = earlier._acquire(str(shards[0]))
+    earlier.close()
+    assert fd not in closed[len(opened):]
+    earlier._release()
+    assert closed[-1] == fd
 
 
 # ---- runners, command line --------------------------------------------------------------------

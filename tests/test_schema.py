@@ -304,3 +304,42 @@ def test_the_canonical_fast_path_never_reads_damaged_bytes_otherwise():
         taken += 1
         assert _same_features(fast, _general_decode(bytes(data)))
     assert taken > 100  # mutations of values (not of the layout) still go the fast way
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
+
+
+def test_int64_lists_decode_as_tensorflow_decodes_them():
+    """Packed varints of every length (one byte, several, the 10 of a negative int64, and 10
+    whose top bits fall past the 64th, which protobuf drops) give TensorFlow's values on both
+    paths: lists long enough to be decoded at once and short ones read one by one. A varint
+    over 64 bits once raised OverflowError out of the parser instead of a value."""
+    import random
+
+    rng = random.Random(0)
+    field = protowire._field
+    for _ in range(300):
+        values = [rng.choice((rng.randrange(128), rng.randrange(1 << rng.randrange(7, 64)), -rng.randrange(1, 1 << 40)))
+                  for _ in range(rng.choice((1, 3, 9, 40)))]
+        packed = [_varint_bytes(v + (1 << 64) if v < 0 else v) for v in values]
+        if rng.random() < 0.3:  # a 10-byte varint carrying bits 64-69: dropped, as TensorFlow drops them
+            packed[rng.randrange(len(packed))] = bytes([0xFF] * 9 + [rng.randrange(2, 0x80)])
+        data = field(1, field(1, field(1, b"n") + field(2, field(3, field(1, b"".join(packed))))))
+        expected = list(tf.train.Example.FromString(data).features.feature["n"].int64_list.value)
+        for decoded in (protowire.decode_example(data), _general_decode(data)):
+            kind, got = decoded["n"]
+            assert kind == "int64" and got.dtype == np.int64 and got.tolist() == expected
+    # Only values drop their high bits: a tag carrying bits past the 64th names no field of
+    # ours (protobuf refuses the message), so the feature is not there.
+    long_tag = bytes([0x8A] + [0x80] * 8 + [0x02])  # field 1, length-delimited, plus bit 66
+    inner = field(1, field(1, b"n") + field(2, field(3, field(1, b"\x01"))))
+    data = long_tag + protowire._varint(len(inner)) + inner
+    with pytest.raises(Exception):
+        tf.train.Example.FromString(data)
+    for decode in (protowire.decode_example, _general_decode):
+        assert "n" not in decode(data)

@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -12,7 +13,7 @@ from pipeline import commit, finalize, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from pipeline.transforms import ShardWritten
-from reader.core import tfds_metadata
+from reader.core import schema, tfds_metadata
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
 from tests.build_helpers import IN_MEMORY
@@ -87,6 +88,72 @@ def test_a_bug_while_preparing_fails_the_build_instead_of_becoming_an_error_entr
 def test_write_shard_fn_needs_a_thread():
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
         transforms.WriteShardFn(str(FIXTURE_IMAGES), BuildConfig(), 0)
+
+
+@pytest.mark.parametrize("threads, chunk", [(1, 1), (3, 1), (3, 4), (8, 8), (2, 50)])
+def test_prefetch_hands_back_every_result_in_order_and_holds_a_bounded_number(threads, chunk):
+    """The shard writer's pool takes the images `chunk` at a time: results (or the exception
+    of each image, not of its chunk) come back in order, and no more than `threads` chunks
+    beyond the one being handed back are ever submitted, so the records held stay bounded."""
+    import concurrent.futures
+    import threading
+
+    lock, started, most_ahead = threading.Lock(), [], [0]
+    yielded = []
+
+    def work(n):
+        with lock:
+            started.append(n)
+            most_ahead[0] = max(most_ahead[0], len(started) - len(yielded))
+        if n % 7 == 3:
+            raise ValueError(f"image {n}")
+        return n * n
+
+    items = list(range(101))
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for item, result in transforms._prefetch(work, items, pool, threads, chunk):
+            yielded.append(item)
+            assert isinstance(result, ValueError) and str(result) == f"image {item}" if item % 7 == 3 else result == item * item
+    assert yielded == items
+    assert most_ahead[0] <= (threads + 1) * chunk
+
+
+def test_prefetch_left_early_cancels_the_chunks_not_yet_started():
+    import concurrent.futures
+    import threading
+
+    gate, started = threading.Event(), []
+
+    def work(n):
+        started.append(n)
+        if n >= 2:
+            gate.wait(10)
+        return n
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        results = transforms._prefetch(work, range(100), pool, 4, 2)
+        assert next(results) == (0, 0)
+        results.close()  # the bundle failed: chunk (2, 3) may be running; the three after it never start
+        gate.set()
+    assert started in ([0, 1], [0, 1, 2, 3])
+
+
+def test_images_per_task_keeps_every_thread_busy_and_the_records_held_under_the_bound():
+    for size, grid in ((64, 7), (224, 7), (224, 224), (448, 14), (1024, 32), (4096, 7)):
+        for threads in (1, 3, 8, 32):
+            fn = transforms.WriteShardFn(str(FIXTURE_IMAGES), BuildConfig(input_size=size, grid_size=grid), threads)
+            record = schema.Record(  # the largest record of that config: a raw image, no face
+                image=bytes(size * size * 3), image_format="raw", height=size, width=size, original_height=size,
+                original_width=size, filename="a.jpg", sha256="0" * 64, boxes=np.zeros((0, 4), np.float32),
+                attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64), grid=np.zeros((grid, grid, 5), np.float32),
+                ignore=np.zeros((grid, grid), np.float32), dropped=0)
+            for images in (1, 5, 8 * threads, 10_000):
+                chunk = fn._images_per_task(images)
+                assert 1 <= chunk <= transforms.IMAGES_PER_TASK
+                assert chunk == 1 or (threads + 1) * chunk * len(record.serialize()) <= transforms.HELD_RECORD_BYTES
+                assert -(-images // chunk) >= min(threads, images)  # chunks enough for every thread
+    default = transforms.WriteShardFn(str(FIXTURE_IMAGES), BuildConfig(), transforms.IMAGE_THREADS)
+    assert default._images_per_task(400) == transforms.IMAGES_PER_TASK
 
 
 def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):

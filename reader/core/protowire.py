@@ -30,6 +30,7 @@ class WireError(ValueError):
     """The bytes are not a well-formed serialized `tf.train.Example`."""
 
 
+_UINT64_MASK = (1 << 64) - 1  # an int64 value's bits past the 64th are dropped, as protobuf drops them
 _ONE_BYTE = [bytes([value]) for value in range(0x80)]  # tags, short lengths, most attribute values
 
 
@@ -106,7 +107,7 @@ def _fields(view: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, in
             start, pos = pos, pos + size
         elif wire_type == _VARINT:
             value, pos = _read_varint(view, pos)
-            yield tag >> 3, wire_type, value, -1
+            yield tag >> 3, wire_type, value & _UINT64_MASK, -1
             continue
         elif wire_type in (_I32, _I64):
             start, pos = pos, pos + (4 if wire_type == _I32 else 8)
@@ -144,7 +145,7 @@ def _decode_list(kind: Kind, view: memoryview) -> list[bytes] | np.ndarray:
             pos, ints = start, []
             while pos < stop:
                 item, pos = _read_varint(view, pos)
-                ints.append(item)
+                ints.append(item & _UINT64_MASK)
             chunks.append(np.array(ints, dtype=np.uint64))
     if kind == "float":
         return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
@@ -256,10 +257,35 @@ def _canonical_list(kind: Kind, view: memoryview, start: int, end: int) -> list[
         if size % 4:
             return _decode_list(kind, view[start:end])
         return np.frombuffer(view[pos:end], dtype="<f4").astype(np.float32)
+    if end - pos > _SHORT_LIST:
+        values = _packed_varints(view[pos:end])
+        if values is not None:
+            return values
     ints = []
     while pos < end:
         item, pos = _read_varint(view, pos)
-        ints.append(item)
+        ints.append(item & _UINT64_MASK)
     if pos != end:
         return _decode_list(kind, view[start:end])
     return np.array(ints, dtype=np.uint64).view(np.int64)
+
+
+_SHORT_LIST = 8  # bytes of packed varints below which a Python loop beats numpy's set-up
+
+
+def _packed_varints(view: memoryview) -> np.ndarray | None:
+    """Packed varints decoded at once (an image's per-face attribute lists): int64, or None
+    where one is cut short or longer than 9 bytes (63 bits), for the loop to read or refuse."""
+    raw = np.frombuffer(view, np.uint8)
+    last = raw < 0x80  # the last byte of each varint
+    if not last[-1]:
+        return None
+    if last.all():  # one byte each: the value itself
+        return raw.astype(np.int64)
+    ends = np.flatnonzero(last)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 9:
+        return None
+    shifts = ((np.arange(len(raw)) - np.repeat(starts, lengths)) * 7).astype(np.uint64)
+    return np.bitwise_or.reduceat((raw & 0x7F).astype(np.uint64) << shifts, starts).view(np.int64)
