@@ -15,7 +15,7 @@ Nothing of the earlier build is trusted unchecked:
     each record       read back at its place: checksum, the source sha256, format and size
 Whatever fails is prepared again, and the build says so (`ReuseIndex.notes`, the manifest's
 `reuse` block; its `preparation` says which libraries prepared its images). The earlier build
-is streamed shard by shard; the index the shard writers get holds about 500 bytes a record in
+is streamed shard by shard; the index the shard writers get holds about 150 bytes a record in
 memory (where it lies, a digest of its faces, its target counts), never the images.
 
 An earlier record whose faces (filename, stored boxes, attributes) are the current annotation's,
@@ -29,24 +29,25 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import struct
 import threading
 from collections.abc import Iterable
-from typing import ClassVar
 
 import apache_beam as beam
 import numpy as np
 import PIL
-from apache_beam.runners.worker.statecache import CacheAware
 from PIL import features as pil_features
 
 from pipeline import images, records, storage
+from pipeline.reuse_index import Location, Locations
 from pipeline.annotations import ImageAnnotation
 from reader.core import layout, schema, targets, tfrecord
 from reader.core import manifest as manifests
 from reader.core.boxes import Placement
 from reader.core.config import BuildConfig
 
+_SHA256_HEX = re.compile(rb"[0-9a-f]{64}")
 IMAGE_SETTINGS = ("input_size", "resize", "image_format", "jpeg_quality")  # the rest only change targets
 TARGET_SETTINGS = ("grid_size", "min_face_px")
 _INDEXED_KEYS = frozenset((schema.SHA256, schema.FILENAME, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT,
@@ -68,24 +69,6 @@ def preparation() -> dict[str, str]:
 _LIBRARIES = (("libjpeg", "jpg"), ("libjpeg_turbo", "libjpeg_turbo"))
 
 
-@dataclasses.dataclass(frozen=True)
-class Location:
-    """An earlier record: where it lies (its shard's path, its header's offset, its data's
-    length), where its image lies inside its data, the source's size, a digest of the faces it
-    stores (`faces_digest`) and its target counts."""
-
-    shard: str
-    offset: int
-    length: int
-    image_start: int
-    image_length: int
-    source_width: int
-    source_height: int
-    faces: bytes
-    targets: int
-    dropped: int
-
-
 def faces_digest(filename: str, rel_xyxy: np.ndarray, attributes: np.ndarray) -> bytes:
     """What of a record its annotation decides, in 16 bytes: the filename, the stored boxes
     (rel_xyxy float32) and their attributes (int64). Equal digests, the same image and the same
@@ -97,30 +80,18 @@ def faces_digest(filename: str, rel_xyxy: np.ndarray, attributes: np.ndarray) ->
 
 
 @dataclasses.dataclass(frozen=True)
-class ReuseIndex(CacheAware):
+class ReuseIndex:
     """What the shard writers may reuse: source sha256 -> Location, from build `build`; `notes`
-    say what of it was not trusted, for the summary and the manifest.
-
-    Beam's side-input cache weighs what it holds by walking every object it references (half a
-    second for train's 12,880 earlier records, before the first image); an index is weighed by
-    its `__sizeof__`, LOCATION_BYTES a location, instead (CacheAware)."""
+    say what of it was not trusted, for the summary and the manifest."""
 
     build: str | None = None
-    locations: dict[str, Location] = dataclasses.field(default_factory=dict)
+    locations: Locations = dataclasses.field(default_factory=Locations)
     notes: tuple[str, ...] = ()
     same_targets: bool = False  # the earlier records are this build's whenever their faces are the same
 
-    LOCATION_BYTES: ClassVar[int] = 400  # a Location, its sha256 key and its dict entry (tests/test_reuse.py measures it)
-
-    def get_referents_for_cache(self) -> list:
-        return []
-
-    def __sizeof__(self) -> int:
-        return object.__sizeof__(self) + len(self.locations) * self.LOCATION_BYTES
-
     def without_locations(self) -> ReuseIndex:
         """What the commit needs of it (the build and the notes), without the index itself."""
-        return dataclasses.replace(self, locations={})
+        return dataclasses.replace(self, locations=Locations())
 
     def record(self, reused: int, prepared: int, failed: Iterable[str] = ()) -> dict:
         """The manifest's `reuse` block."""
@@ -235,7 +206,7 @@ class IndexShardFn(beam.DoFn):
             yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: it is not the shard its manifest lists "
                                                 f"({reader.size} bytes, {count} records; the manifest: {entry.bytes}, {entry.records})",))
             return
-        yield ReuseIndex(task.build, found, same_targets=task.same_targets)
+        yield ReuseIndex(task.build, Locations.of(found.items()), same_targets=task.same_targets)
 
 
 def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildConfig) -> tuple[str, Location]:
@@ -262,21 +233,24 @@ def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildCon
         faces_digest(f[schema.FILENAME][0].decode("utf-8", "replace"), rel, attributes),
         int((grid[:, targets.OBJ] == 1).sum()), int(f[schema.DROPPED][0]),
     )
-    return f[schema.SHA256][0].decode("ascii", "replace"), where
+    sha256 = f[schema.SHA256][0]
+    if not _SHA256_HEX.fullmatch(sha256):  # the key the index looks up, and holds in 64 bytes
+        raise NotReusable(f"record {span.index}: its source sha256 is not 64 hex digits")
+    return sha256.decode("ascii"), where
 
 
 class CombineIndexes(beam.CombineFn):
     """ReuseIndex parts -> one ReuseIndex (notes sorted, so the manifest says them in one order
-    whatever order the shards were indexed in). The accumulator, [build, locations, notes,
-    same_targets], grows in place: one copy of the index, however many shards."""
+    whatever order the shards were indexed in). The accumulator, [build, location parts, notes,
+    same_targets], holds the parts as they come; they are merged once, at the end."""
 
     def create_accumulator(self):
-        return [None, {}, [], False]
+        return [None, [], [], False]
 
     def add_input(self, acc, part: ReuseIndex):
         acc[0] = acc[0] or part.build
-        for sha, where in part.locations.items():
-            acc[1].setdefault(sha, where)  # identical sources made identical images
+        if len(part.locations):
+            acc[1].append(part.locations)
         acc[2].extend(part.notes)
         acc[3] = acc[3] or part.same_targets  # one earlier build: all parts agree
         return acc
@@ -285,11 +259,14 @@ class CombineIndexes(beam.CombineFn):
         accs = iter(accs)
         merged = next(accs)
         for acc in accs:
-            self.add_input(merged, ReuseIndex(acc[0], acc[1], tuple(acc[2]), acc[3]))
+            merged[0] = merged[0] or acc[0]
+            merged[1].extend(acc[1])
+            merged[2].extend(acc[2])
+            merged[3] = merged[3] or acc[3]
         return merged
 
     def extract_output(self, acc) -> ReuseIndex:
-        return ReuseIndex(acc[0], acc[1], tuple(sorted(acc[2])), acc[3])
+        return ReuseIndex(acc[0], Locations.merged(acc[1]), tuple(sorted(acc[2])), acc[3])
 
 
 class EarlierRecords:

@@ -394,23 +394,55 @@ def test_take_checks_the_record_it_reads_and_takes_it_whole_only_when_it_is_this
         take(where, sha, annotation)
 
 
-def test_the_index_weighs_what_beams_cache_would_measure_without_walking_it(first):
-    """Beam's side-input cache weighs an index by its __sizeof__ (CacheAware), not by visiting
-    each of its objects: the weight must still be what the walk finds, give or take a fifth."""
-    import objsize
-    from apache_beam.runners.worker import statecache
+def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
+    """Locations (sorted sha256 keys, NumPy columns) answers as the dict of Locations it stands
+    for: the first of a sha256 kept, within a shard's pairs and across merged parts; any sha256
+    not in it is None; pickled, it comes back equal; it holds about 120 bytes a record."""
+    import pickle
+    import random
 
-    config = BuildConfig()
-    parts = [part for task in reuse.EarlierShardsFn("val", config).process(str(first)) for part in reuse.IndexShardFn(config).process(task)]
-    combine = reuse.CombineIndexes()
-    acc = combine.create_accumulator()
-    for part in parts:
-        combine.add_input(acc, part)
-    index = combine.extract_output(acc)
-    assert len(index.locations) > 5
-    walked = objsize.get_deep_size(index.locations) - objsize.get_deep_size({})
-    weighed = statecache.get_deep_size(index) - statecache.get_deep_size(reuse.ReuseIndex(index.build, {}, index.notes))
-    assert 0.8 * walked <= weighed <= 1.2 * walked
+    import objsize
+
+    from pipeline.reuse_index import Location, Locations
+
+    rng = random.Random(0)
+    digests = [bytes(rng.randrange(256) for _ in range(32)).hex() for _ in range(400)]
+    digests[5] = digests[9]  # one source twice in a shard
+
+    def where(i):
+        return Location(f"shard-{i % 3}", rng.randrange(2**40), rng.randrange(2**20), i, 2 * i, 1 + i, 2 + i,
+                        bytes(rng.randrange(256) for _ in range(15)) + b"\x00", i % 7, i % 5)  # a NUL NumPy must not strip
+
+    parts = [[(digests[i], where(i)) for i in range(start, start + 100)] for start in range(0, 400, 100)]
+    parts[3][:3] = [(digests[i], where(1000 + i)) for i in (1, 2, 3)]  # also in part 0: part 0's kept
+    expected: dict = {}
+    for pairs in parts:
+        for sha, location in pairs:
+            expected.setdefault(sha, location)
+    index = Locations.merged(Locations.of(pairs) for pairs in parts)
+    assert len(index) == len(expected) and dict(index.items()) == expected
+    assert all(index.get(sha) == location for sha, location in expected.items())
+    assert index.get("f" * 64) is None and index.get("") is None and Locations().get(digests[1]) is None
+    assert pickle.loads(pickle.dumps(index)) == index
+    assert objsize.get_deep_size(index) / len(index) < 200
+
+
+@pytest.mark.parametrize("sha256", ["a" * 63, "a" * 64 + "b", "A" * 64, "g" * 64])
+def test_a_record_whose_source_sha256_is_not_64_hex_digits_is_never_indexed(sha256):
+    """The index keeps sha256 keys in 64 bytes: a longer one cut to a real source's would find
+    that source's image in a record that is not of it. Such a record makes its shard not trusted."""
+    import numpy as np
+
+    record = schema.Record(
+        image=bytes(224 * 224 * 3), image_format="raw", height=224, width=224, original_height=224, original_width=224,
+        filename="a.jpg", sha256=sha256, boxes=np.zeros((0, 4), np.float32), attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64),
+        grid=np.zeros((7, 7, 5), np.float32), ignore=np.zeros((7, 7), np.float32), dropped=0,
+    )
+    span = tfrecord.RecordSpan(3, 0, 0)
+    with pytest.raises(reuse.NotReusable, match="record 3: its source sha256 is not 64 hex digits"):
+        reuse._locate(record.serialize(), "shard", span, BuildConfig(image_format="raw"))
+    valid = dataclasses.replace(record, sha256="a" * 64)
+    assert reuse._locate(valid.serialize(), "shard", span, BuildConfig(image_format="raw"))[0] == "a" * 64
 
 
 def test_earlier_records_are_read_as_storage_reads_them_from_any_thread(first, tmp_path):
