@@ -127,5 +127,5 @@ class Finalize(beam.PTransform):
 
     def _earlier_notes(self):
         """The earlier build's ReuseIndex without its locations: the commit holds no second
-        copy of the index (a few hundred bytes an earlier record) beside the shard writers'."""
+        copy of the index beside the shard writers'."""
         return self._earlier | "EarlierNotes" >> beam.Map(reuse.ReuseIndex.without_locations)

@@ -184,7 +184,7 @@ class IndexShardFn(beam.DoFn):
             yield ReuseIndex(notes=(task,))
             return
         name = task.path.rsplit("/", 1)[-1]
-        found: dict[str, Location] = {}
+        found: list[tuple[str, Location]] = []
         count = 0
         try:
             with storage.open_read(task.path) as f:
@@ -192,8 +192,7 @@ class IndexShardFn(beam.DoFn):
                 for span, data, problem in tfrecord.walk_records(reader):
                     if problem is not None:
                         raise NotReusable(f"record {span.index}: {problem}")
-                    sha, where = _locate(data, task.path, span, self._config)
-                    found.setdefault(sha, where)
+                    found.append(_locate(data, task.path, span, self._config))
                     count = span.index + 1
         except NotReusable as e:
             yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: {e}",))
@@ -206,7 +205,7 @@ class IndexShardFn(beam.DoFn):
             yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: it is not the shard its manifest lists "
                                                 f"({reader.size} bytes, {count} records; the manifest: {entry.bytes}, {entry.records})",))
             return
-        yield ReuseIndex(task.build, Locations.of(found.items()), same_targets=task.same_targets)
+        yield ReuseIndex(task.build, Locations.of(found), same_targets=task.same_targets)
 
 
 def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildConfig) -> tuple[str, Location]:

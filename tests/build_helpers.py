@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 
+import numpy as np
+
 from pipeline import cli
 from reader.core import schema, tfrecord
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
@@ -53,3 +55,13 @@ def without_build_ids(found: dict[str, bytes]) -> dict[str, bytes]:
                 data = data.replace(build.encode(), b"BUILD")
         result[name] = data
     return result
+
+
+def blank_record(size: int = 224, grid_size: int = 7, sha256: str = "0" * 64) -> schema.Record:
+    """A record of a black raw size x size image without faces: the largest record of that
+    config that no face adds to."""
+    return schema.Record(
+        image=bytes(size * size * 3), image_format="raw", height=size, width=size, original_height=size, original_width=size,
+        filename="a.jpg", sha256=sha256, boxes=np.zeros((0, 4), np.float32), attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64),
+        grid=np.zeros((grid_size, grid_size, 5), np.float32), ignore=np.zeros((grid_size, grid_size), np.float32), dropped=0,
+    )

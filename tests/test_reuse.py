@@ -431,13 +431,7 @@ def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
 def test_a_record_whose_source_sha256_is_not_64_hex_digits_is_never_indexed(sha256):
     """The index keeps sha256 keys in 64 bytes: a longer one cut to a real source's would find
     that source's image in a record that is not of it. Such a record makes its shard not trusted."""
-    import numpy as np
-
-    record = schema.Record(
-        image=bytes(224 * 224 * 3), image_format="raw", height=224, width=224, original_height=224, original_width=224,
-        filename="a.jpg", sha256=sha256, boxes=np.zeros((0, 4), np.float32), attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64),
-        grid=np.zeros((7, 7, 5), np.float32), ignore=np.zeros((7, 7), np.float32), dropped=0,
-    )
+    record = build_helpers.blank_record(sha256=sha256)
     span = tfrecord.RecordSpan(3, 0, 0)
     with pytest.raises(reuse.NotReusable, match="record 3: its source sha256 is not 64 hex digits"):
         reuse._locate(record.serialize(), "shard", span, BuildConfig(image_format="raw"))

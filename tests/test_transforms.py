@@ -4,7 +4,6 @@ import hashlib
 import json
 
 import apache_beam as beam
-import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -13,9 +12,10 @@ from pipeline import commit, finalize, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from pipeline.transforms import ShardWritten
-from reader.core import schema, tfds_metadata
+from reader.core import tfds_metadata
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
+from tests import build_helpers
 from tests.build_helpers import IN_MEMORY
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
@@ -142,11 +142,7 @@ def test_images_per_task_keeps_every_thread_busy_and_the_records_held_under_the_
     for size, grid in ((64, 7), (224, 7), (224, 224), (448, 14), (1024, 32), (4096, 7)):
         for threads in (1, 3, 8, 32):
             fn = transforms.WriteShardFn(str(FIXTURE_IMAGES), BuildConfig(input_size=size, grid_size=grid), threads)
-            record = schema.Record(  # the largest record of that config: a raw image, no face
-                image=bytes(size * size * 3), image_format="raw", height=size, width=size, original_height=size,
-                original_width=size, filename="a.jpg", sha256="0" * 64, boxes=np.zeros((0, 4), np.float32),
-                attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64), grid=np.zeros((grid, grid, 5), np.float32),
-                ignore=np.zeros((grid, grid), np.float32), dropped=0)
+            record = build_helpers.blank_record(size, grid)  # the largest record of that config
             for images in (1, 5, 8 * threads, 10_000):
                 chunk = fn._images_per_task(images)
                 assert 1 <= chunk <= transforms.IMAGES_PER_TASK
