@@ -97,7 +97,7 @@ def _stored_jpegs(data_dir: str) -> list[bytes]:
     m = manifest.load(data_dir, SPLIT)
     images = []
     for entry, path in zip(m.shards, m.shard_paths()):
-        with files.open_binary(path) as f:
+        with files.open_binary(path, files.shard_bound(entry.bytes)) as f:
             images += [schema.Record.parse(data).image for _, data in tfrecord.iter_records(f, entry.file)]
     return images
 

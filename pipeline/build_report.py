@@ -14,6 +14,7 @@ import logging
 import re
 
 from pipeline import annotations, commit, storage
+from reader.core import files
 
 # Where Beam's local runner relays its workers' log lines.
 _RELAY = "apache_beam.runners.portability.local_job_service"
@@ -89,10 +90,10 @@ def summary(output: commit.OutputSpec, build_id: str) -> str:
     from the split's manifest. Two builds of a split may run at once and the later commit wins:
     when the manifest names another build by now (or is gone), says so rather than show that
     build's counts as this one's."""
-    data = storage.read_bytes(output.manifest_path)
     try:
+        data = storage.read_bytes(output.manifest_path, files.MANIFEST)
         manifest = json.loads(data) if data is not None else None
-    except ValueError:
+    except (ValueError, storage.RefusedFile):
         manifest = None
     if not isinstance(manifest, dict):
         return f"{output.split}: build {build_id} committed; {output.manifest_path} is gone or unreadable since"

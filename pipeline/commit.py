@@ -38,7 +38,7 @@ import time
 import uuid
 
 from pipeline import leases, storage
-from reader.core import layout, schema, tfds_metadata
+from reader.core import files, layout, schema, tfds_metadata
 from reader.core import manifest as manifests
 
 _LOG = logging.getLogger(__name__)
@@ -155,10 +155,7 @@ class BuildHandle:
             self._describe_directory()
         except Exception as e:  # whatever another split's files hold, this build has committed
             _LOG.warning("%s: build %s committed; could not rewrite the TensorFlow Datasets files: %s", self.split, self.build, e)
-            try:  # files that lie are worse than none
-                storage.delete([self.path(tfds_metadata.DATASET_INFO), self.path(tfds_metadata.FEATURES)])
-            except storage.StorageError:
-                pass
+            self._remove_quietly(tfds_metadata.DATASET_INFO, tfds_metadata.FEATURES)  # files that lie are worse than none
         try:
             removed = remove_leftovers(self.output, own=self.build)
             storage.delete([self.lease_path])
@@ -180,13 +177,29 @@ class BuildHandle:
         for _ in range(tries):
             built = _describable(self.output.output_dir)
             if not built:
-                storage.delete([self.path(tfds_metadata.DATASET_INFO), self.path(tfds_metadata.FEATURES)])
+                self._remove_quietly(tfds_metadata.DATASET_INFO, tfds_metadata.FEATURES)
                 return
+            unwritten = {}
             for name, data in tfds_metadata.metadata_files(built).items():
-                self.write(name, data)
+                try:  # each file on its own: one that cannot be written (a directory of its name) costs only itself
+                    self.write(name, data)
+                except storage.StorageError as e:
+                    unwritten[name] = e
             if {split: m.build for split, m in _describable(self.output.output_dir).items()} == {split: m.build for split, m in built.items()}:
-                return
-        _LOG.warning("%s: other splits kept committing; the TensorFlow Datasets files may lag behind them", self.split)
+                break
+        else:
+            _LOG.warning("%s: other splits kept committing; the TensorFlow Datasets files may lag behind them", self.split)
+        for name, error in unwritten.items():
+            _LOG.warning("%s: build %s committed; could not write %s: %s", self.split, self.build, name, error.problem)
+            self._remove_quietly(name)  # an earlier one would describe builds that are gone
+
+    def _remove_quietly(self, *names: str) -> None:
+        """Removes TFDS files that would lie; what cannot be removed (a directory) stays."""
+        for name in names:
+            try:
+                storage.delete([self.path(name)])
+            except storage.StorageError:
+                pass
 
     def _check_in_place(self, expected: dict[str, int]) -> None:
         found = {e.name: e.size for e in storage.list_dir(self.output.output_dir)}
@@ -243,7 +256,7 @@ def _describable(output_dir: str) -> dict[str, manifests.Manifest]:
     for split in layout.SPLITS:
         path = storage.join(output_dir, layout.manifest_name(split))
         try:
-            data = storage.read_bytes(path)
+            data = storage.read_bytes(path, files.MANIFEST)
             if data is None:
                 continue
             built = manifests.from_raw(json.loads(data), output_dir, path)
@@ -269,7 +282,10 @@ def current_build(output: OutputSpec) -> str | None:
 
 def _read_current(output: OutputSpec) -> tuple[str | None, set[str]]:
     """(the build the manifest names, the files it names)."""
-    data = storage.read_bytes(output.manifest_path)
+    try:
+        data = storage.read_bytes(output.manifest_path, files.MANIFEST)
+    except storage.RefusedFile:  # a FIFO, a link out of the directory, too large: names no build
+        return None, set()
     try:
         raw = json.loads(data) if data is not None else None
         if not isinstance(raw, dict):
@@ -295,32 +311,37 @@ def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | No
     """
     split = output.split
     listing = storage.list_dir(output.output_dir)
-    files: dict[str, list[storage.Entry]] = collections.defaultdict(list)
+    by_build: dict[str, list[storage.Entry]] = collections.defaultdict(list)
     for entry in listing:
         build = layout.build_of(entry.name, split)
         if build is not None:
-            files[build].append(entry)
+            by_build[build].append(entry)
     listed = {e.name: e for e in listing}
     now = time.time() if now is None else now
     alive = set()
-    for build in files:
+    for build in by_build:
         if build in (own, layout.LEGACY_BUILD):
             continue
-        lease_entry = listed.get(layout.lease_name(split, build)) or storage.stat(output.path(layout.lease_name(split, build)))
+        # The listing holds regular files only; a lease of another kind is looked at itself (a
+        # link's own time, not its target's).
+        lease_entry = listed.get(layout.lease_name(split, build)) or storage.stat(output.path(layout.lease_name(split, build)), follow_links=False)
         if lease_entry is None:
             continue
         try:
-            lease = leases.Lease.from_bytes(storage.read_bytes(lease_entry.path))
-        except storage.StorageError:  # not a file (a directory of that name), unreadable
+            lease = leases.Lease.from_bytes(storage.read_bytes(lease_entry.path, files.LEASE))
+        except storage.RefusedFile as e:  # a FIFO or directory of that name, a link out, too large: never read
+            _LOG.warning("%s; that lease is judged by its age alone", e)
+            lease = None
+        except storage.StorageError:  # unreadable
             lease = None
         if leases.lease_alive(lease, lease_entry.updated, now):
             alive.add(build)
     current, named = _read_current(output)
     keep = alive | {current}
-    doomed = [e for build, entries in files.items() if build not in keep for e in entries]
+    doomed = [e for build, entries in by_build.items() if build not in keep for e in entries]
     # The committed build's own files that its manifest does not name: what a crashed attempt
     # of it left (a temporary file), never a file a reader follows.
-    doomed += [e for e in files.get(current, ()) if e.name not in named and not layout.is_lease(e.name)]
+    doomed += [e for e in by_build.get(current, ()) if e.name not in named and not layout.is_lease(e.name)]
     if doomed:
         _LOG.debug("removing %d files of builds that are over: %s", len(doomed), ", ".join(e.name for e in doomed))
         # Leases last: until the files are gone, a crash here leaves them attributable.

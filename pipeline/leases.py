@@ -8,7 +8,12 @@ commit protocol's (pipeline.commit).
 
 A lease is alive until LEASE_TIMEOUT_S pass without a heartbeat (a Dataflow job whose launcher
 has exited, a crashed worker); one held by a process of this host is over as soon as that
-process is gone (so rerunning a crashed local build clears its leftovers at once).
+process is gone (so rerunning a crashed local build clears its leftovers at once). A heartbeat
+dated more than LEASE_TIMEOUT_S ahead of now is not believed (no store's clock is an hour off;
+a file touched with a future date would otherwise hold its build alive until then): that lease
+is over. A lease that cannot be read as one (not a regular file, a link out of the directory,
+too large, not a lease's JSON) is judged by its age alone; it is never read past
+reader.core.files.LEASE.
 """
 
 from __future__ import annotations
@@ -70,7 +75,13 @@ class Lease:
             if not _process_exists(self.pid):
                 return False  # a local build whose process is gone: over at once
         # Elsewhere (or a process id used again since): alive while it beats.
-        return now - updated < LEASE_TIMEOUT_S
+        return _beating(updated, now)
+
+
+def _beating(updated: float, now: float) -> bool:
+    """Whether a heartbeat at `updated` still holds at `now`: less than LEASE_TIMEOUT_S ago, and
+    not more than that ahead (a date that far in the future is no heartbeat)."""
+    return -LEASE_TIMEOUT_S <= now - updated < LEASE_TIMEOUT_S
 
 
 def _process_exists(pid: int) -> bool:
@@ -86,7 +97,7 @@ def _process_exists(pid: int) -> bool:
 def lease_alive(lease: Lease | None, updated: float, now: float) -> bool:
     """Whether a lease file last written at `updated` (store clock) still holds at `now`;
     `lease`: its parsed bytes, None when they were not a lease (then its age alone decides)."""
-    return lease.alive(updated, now) if lease is not None else now - updated < LEASE_TIMEOUT_S
+    return lease.alive(updated, now) if lease is not None else _beating(updated, now)
 
 
 # Per process and build: when its lease was last written from here. Every shard writer of a

@@ -42,7 +42,7 @@ from PIL import features as pil_features
 from pipeline import images, records, storage
 from pipeline.reuse_index import Location, Locations
 from pipeline.annotations import ImageAnnotation
-from reader.core import layout, schema, targets, tfrecord
+from reader.core import files, layout, schema, targets, tfrecord
 from reader.core import manifest as manifests
 from reader.core.boxes import Placement
 from reader.core.config import BuildConfig
@@ -121,7 +121,7 @@ class EarlierShardsFn(beam.DoFn):
     def process(self, directory: str):
         path = storage.join(directory, layout.manifest_name(self._split))
         try:
-            data = storage.read_bytes(path)
+            data = storage.read_bytes(path, files.MANIFEST)
             if data is None:
                 if self._explicit:  # asked for by --reuse_from: a typo must not go unsaid
                     yield f"no earlier build to reuse: {path} does not exist"
@@ -130,7 +130,10 @@ class EarlierShardsFn(beam.DoFn):
         except manifests.ManifestError as e:  # names the manifest itself
             yield f"earlier build not reused: {e}"
             return
-        except (storage.StorageError, ValueError) as e:  # JSON errors are ValueErrors
+        except storage.StorageError as e:  # names the path: a FIFO, a link out, too large, unreadable
+            yield f"earlier build not reused: {e}"
+            return
+        except ValueError as e:  # JSON errors
             yield f"earlier build not reused: {path}: {e}"
             return
         if problem := _incompatible(earlier, self._config):
@@ -187,7 +190,7 @@ class IndexShardFn(beam.DoFn):
         found: list[tuple[str, Location]] = []
         count = 0
         try:
-            with storage.open_read(task.path) as f:
+            with storage.open_read(task.path, files.shard_bound(task.entry.bytes)) as f:
                 reader = _HashingReader(f)
                 for span, data, problem in tfrecord.walk_records(reader):
                     if problem is not None:
@@ -300,8 +303,8 @@ class EarlierRecords:
             if fd is None:
                 if len(self._fds) >= self.MAX_OPEN:
                     return None
-                try:
-                    fd = self._fds[path] = os.open(storage.local_path(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                try:  # indexed (and held to its entry's size) before: located spans only are read
+                    fd = self._fds[path] = files.open_fd(storage.local_path(path), None)
                 except OSError:
                     return None
             self._reading += 1

@@ -13,6 +13,8 @@ knows how each store makes a file appear atomically:
 No build renames or copies a file on gs:// or s3://: there a rename is a copy and a delete.
 
 Failures of the store raise StorageError, whose message is one line naming the path.
+Files are opened for reading by reader.core.files' rule (regular files of the directory, within a
+size bound per kind of file, never a blocking open); what it refuses raises RefusedFile.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from collections.abc import Iterator
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from reader.core import files
+from reader.core.files import Bound
+
 _UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 _SPOOL_BYTES = 16 << 20  # an S3 upload is held in memory up to this size, then on local disk
 
@@ -40,8 +45,20 @@ class StorageError(RuntimeError):
         self.path, self.problem = path, problem
 
 
+class RefusedFile(StorageError):
+    """A file that reader.core.files' rule refuses to read (not a regular file, a link leading out
+    of its directory, larger than its kind may be): there, and not one to read. Never a fault of
+    the store."""
+
+    @classmethod
+    def of(cls, refused: files.RefusedFile) -> RefusedFile:
+        return cls(refused.path, refused.problem)
+
+
 def describe(error: BaseException) -> str:
     """A one-line account of a storage exception (OSError's strerror, S3's error code, ...)."""
+    if isinstance(error, (StorageError, files.RefusedFile)):
+        return error.problem
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     if isinstance(error, BeamIOError) and error.exception_details:
@@ -146,11 +163,12 @@ def _gcs_client():
     return client
 
 
-def stat(path: str) -> Entry | None:
-    """The file at `path`, or None when there is none."""
+def stat(path: str, follow_links: bool = True) -> Entry | None:
+    """The file at `path`, or None when there is none. follow_links=False: a local link's own
+    entry (its time is when the link was made), not its target's."""
     if is_local(path):
         try:
-            st = os.stat(local_path(path))
+            st = os.stat(local_path(path)) if follow_links else os.lstat(local_path(path))
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -182,23 +200,52 @@ def stat(path: str) -> Entry | None:
     return None
 
 
-def read_bytes(path: str) -> bytes | None:
-    """The bytes of the file at `path`, or None when there is none."""
+def read_bytes(path: str, bound: Bound) -> bytes | None:
+    """The bytes of the file at `path`, or None when there is none. Raises RefusedFile for a file
+    of more than `bound` bytes, or (local) not a regular file of its directory."""
     try:
+        if is_local(path):
+            return files.read_bytes(local_path(path), bound)
         if scheme(path) == "s3":
             bucket, key = _s3_bucket_key(path)
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        with open_read(path) as f:
-            return f.read()
+            response = s3_client().get_object(Bucket=bucket, Key=key)
+            try:  # the size is in the response's headers: checked before the body is read
+                bound.check(path, int(response["ContentLength"]))
+                data = response["Body"].read(bound.limit + 1)
+            finally:
+                response["Body"].close()
+        else:
+            with FileSystems.open(path, compression_type=_UNCOMPRESSED) as f:
+                data = f.read(bound.limit + 1)
+        if len(data) > bound.limit:
+            raise files.RefusedFile(path, f"more than {bound.kind} ({bound.limit} bytes)")
+        return data
+    except files.RefusedFile as e:
+        raise RefusedFile.of(e) from None
     except Exception as e:
         if _is_missing(e) or type(e).__name__ in ("NotFound", "NoSuchKey"):
             return None
         raise StorageError(path, f"cannot read: {describe(e)}") from None
 
 
-def open_read(path: str):
-    """A file opened for reading: local, or through Beam's filesystems (gs://, s3://)."""
-    return open(local_path(path), "rb") if is_local(path) else FileSystems.open(path, compression_type=_UNCOMPRESSED)
+def open_read(path: str, bound: Bound | None):
+    """A file opened for reading: local (by reader.core.files' rule), or through Beam's
+    filesystems (gs://, s3://: an object larger than `bound` refused before it is read).
+    Raises RefusedFile, FileNotFoundError, OSError or the store's own errors."""
+    if is_local(path):
+        try:
+            return os.fdopen(files.open_fd(local_path(path), bound), "rb")
+        except files.RefusedFile as e:
+            raise RefusedFile.of(e) from None
+    if bound is not None:
+        found = stat(path)
+        if found is None:
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            bound.check(path, found.size)
+        except files.RefusedFile as e:
+            raise RefusedFile.of(e) from None
+    return FileSystems.open(path, compression_type=_UNCOMPRESSED)
 
 
 def read_range(path: str, offset: int, length: int) -> bytes | None:
@@ -206,11 +253,13 @@ def read_range(path: str, offset: int, length: int) -> bytes | None:
     one ranged GET on S3, through the client this module keeps (Beam's makes one per open)."""
     try:
         if scheme(path) != "s3":
-            with open_read(path) as f:
+            with open_read(path, None) as f:  # a span an index found: never more than `length`
                 f.seek(offset)
                 return f.read(length)
         bucket, key = _s3_bucket_key(path)
         return s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
+    except RefusedFile:
+        raise
     except Exception as e:
         if _is_missing(e):
             return None

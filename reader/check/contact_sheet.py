@@ -86,7 +86,7 @@ def load_tiles(result: SplitCheck, chosen: Sequence[CheckedRecord]) -> list[Tile
     config = result.config
     spans = {file: {span.index: span for span in index.spans} for file, index in result.indexes.items()}
     for record in chosen:
-        with files.open_binary(result.paths[record.file]) as f:
+        with files.open_binary(result.paths[record.file], None) as f:
             data = tfrecord.read_record(f, record.file, spans[record.file][record.index])
         fields = check_records.parse(data, config)
         try:

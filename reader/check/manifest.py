@@ -104,8 +104,10 @@ def read_errors(built: manifest.Manifest, findings: Findings) -> list[tuple[int,
         findings.note("counts", "errors file not read: the manifest names no file in the data directory")
         return None
     try:
-        with files.open_binary(files.join(built.data_dir, file)) as f:
-            text = f.read().decode("utf-8")
+        text = files.read_bytes(files.join(built.data_dir, file), files.ERRORS_FILE).decode("utf-8")
+    except files.RefusedFile as e:  # never read, never quoted: it may lead out of the data directory
+        findings.add("counts", file, None, e.problem)
+        return None
     except FileNotFoundError:
         findings.add("counts", file, None, "missing: the manifest names it, and a build always writes it (empty when every image was usable)")
         return None

@@ -93,7 +93,7 @@ def collect(result: SplitCheck) -> Faces:
     boxes, role, aspect = [], [], []
     for file, group in itertools.groupby(readable, key=lambda r: r.file):
         try:
-            with files.open_binary(result.paths[file]) as f:
+            with files.open_binary(result.paths[file], None) as f:
                 for record in group:
                     fields = _read_again(f, file, spans[file][record.index], record, config)
                     boxes.append(fields["boxes"])

@@ -135,7 +135,9 @@ def _index_shards(listed: Sequence[ShardEntry], paths: dict[str, str], findings:
     indexes = {}
     for entry in listed:
         try:
-            indexes[entry.file] = check_shards.index_shard(paths[entry.file], entry.file)
+            indexes[entry.file] = check_shards.index_shard(paths[entry.file], entry.file, entry.bytes)
+        except files.RefusedFile as e:  # a FIFO, a device, a link out of the directory, too large: never read
+            findings.add("shard_files", entry.file, None, e.problem)
         except FileNotFoundError:  # listed, then gone: removed by a build that committed since
             findings.add("shard_set", entry.file, None, "missing: removed while the check ran")
         except OSError as e:  # a directory of that name, no permission, ...

@@ -7,18 +7,154 @@
 `open_binary` gives a seekable file; on s3:// it reads with ranged GETs, `readahead` bytes at a
 time, so a sequential scan costs one request per MiB and a random read one request.
 A file that does not exist raises FileNotFoundError on every scheme. (The build writes through
-Beam's filesystems instead: pipeline.storage.)
+Beam's filesystems instead: pipeline.storage, which opens files for reading with `open_fd` and
+the bounds here.)
+
+Every file of a build that any tool reads is opened here, by one rule (DESIGN.md, "Files the
+tools open"): a regular file of its data directory, whose size is within its kind's `Bound`,
+looked at before it is opened and again once open, never with a blocking open. What breaks the
+rule raises RefusedFile, one line naming the file and never quoting it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
+import stat
 import threading
 from typing import BinaryIO
 
 READAHEAD = 1 << 20  # bytes fetched per request when reading s3:// sequentially
+
+
+# ---- which files may be read, and how much of them -----------------------------------------
+
+
+class RefusedFile(OSError):
+    """A file refused before any byte of it was read: `PATH: why`, one line. Not a
+    FileNotFoundError: the file is there, and is not one to read."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """The most bytes one kind of file may hold; `kind` names the kind in a refusal
+    ("N bytes, more than a manifest may hold (M)")."""
+
+    limit: int
+    kind: str
+
+    def check(self, path: str, size: int) -> None:
+        if size > self.limit:
+            raise RefusedFile(path, f"{size} bytes, more than {self.kind} ({self.limit})")
+
+
+# A manifest is ~150 bytes a shard plus ~2 KB: 16 MiB is ~100,000 shards, 1,000 times WIDER's.
+MANIFEST = Bound(16 << 20, "a manifest may hold")
+# A lease is one JSON object of ~150 bytes (build, split, host, pid, started).
+LEASE = Bound(64 << 10, "a lease may hold")
+# One line (~200 bytes, a path and a detail) per unusable image: 256 MiB, the most a source image
+# may hold, is over a million entries, 30 times every image of WIDER FACE.
+ERRORS_FILE = Bound(256 << 20, "an errors file may hold")
+# What the build writes beside the shards for TFDS: dataset_info.json grows ~10 bytes a shard.
+TFDS_FILE = Bound(16 << 20, "a TensorFlow Datasets file may hold")
+
+
+def shard_bound(size: int) -> Bound:
+    """A shard holds exactly the bytes its manifest entry says (`size`): never read past them."""
+    return Bound(max(int(size), 0), "its manifest entry says")
+
+
+def index_bound(shards: int, records: int) -> Bound:
+    """A split's record index cache: two decimal numbers (< 20 digits each) a record, and the
+    manifest's shard entries again (< 1 KB each)."""
+    return Bound(4096 + 1024 * max(shards, 0) + 48 * max(records, 0), "the index of its manifest's records may hold")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _inside(root: str, path: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+# O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer (then refused by
+# its fstat); O_NOFOLLOW: the file opened is the one looked at, not a link put there since.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_fd(path: str, bound: Bound | None) -> int:
+    """A blocking descriptor of the local file `path` (plain or file://), for reading.
+
+    The rule: `path` must be a regular file (a directory, FIFO, socket or device is refused
+    before it is opened, and again on the open descriptor, so one put there meanwhile cannot
+    block or feed the read); a symbolic link is followed only when it resolves inside the
+    file's own directory, the data directory (a link to a shard beside it is a shard); and its
+    size must be within `bound` (None: a file streamed in fixed pieces and located by an index
+    already bounded, never held whole). Raises RefusedFile for what breaks the rule,
+    FileNotFoundError when there is nothing (a dangling link included), OSError otherwise.
+    """
+    local = path.removeprefix("file://")
+    status = os.lstat(local)
+    target = local
+    if stat.S_ISLNK(status.st_mode):
+        directory = os.path.dirname(os.path.abspath(local))
+        target = os.path.realpath(local)
+        if not _inside(os.path.realpath(directory), target):
+            raise RefusedFile(path, f"a link leading out of {directory}")
+        status = os.stat(target)
+    _check_status(path, status, bound)
+    try:
+        fd = os.open(target, _OPEN_FLAGS)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO):  # made a link, or a socket, since it was looked at
+            raise RefusedFile(path, "changed into something other than a regular file while it was opened") from None
+        raise
+    try:
+        _check_status(path, os.fstat(fd), bound)  # what was opened, not what was looked at
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_status(path: str, status: os.stat_result, bound: Bound | None) -> None:
+    if not stat.S_ISREG(status.st_mode):
+        raise RefusedFile(path, f"not a regular file ({_kind(status.st_mode)})")
+    if bound is not None:
+        bound.check(path, status.st_size)
+
+
+def check_file(path: str, bound: Bound | None) -> None:
+    """Raises what `open_binary` would for `path` (FileNotFoundError, RefusedFile), reading nothing."""
+    if is_local(path):
+        os.close(open_fd(path, bound))
+    else:
+        open_binary(path, bound).close()
+
+
+def read_bytes(path: str, bound: Bound) -> bytes:
+    """The whole file at `path` (any scheme), opened by `open_binary`'s rule; at most
+    `bound.limit` bytes are read, a file that grew past them since it was looked at is refused."""
+    with open_binary(path, bound) as f:
+        data = f.read(bound.limit + 1)
+    if len(data) > bound.limit:
+        raise RefusedFile(path, f"more than {bound.kind} ({bound.limit} bytes)")
+    return data
 
 
 def is_local(path: str) -> bool:
@@ -33,18 +169,27 @@ def join(directory: str, name: str) -> str:
     return os.path.join(directory, name) if is_local(directory) else f"{directory.rstrip('/')}/{name}"
 
 
-def open_binary(path: str, readahead: int = READAHEAD) -> BinaryIO:
-    """Opens a local, gs:// or s3:// file for reading bytes; raises FileNotFoundError when it
-    does not exist. readahead: bytes fetched per s3:// request (0: exactly what each read asks,
-    for random access)."""
+def open_binary(path: str, bound: Bound | None, readahead: int = READAHEAD) -> BinaryIO:
+    """Opens a local, gs:// or s3:// file of a build for reading bytes, by the rule of `open_fd`
+    (object stores hold no links, FIFOs or devices: there, the object's size within `bound`).
+    Raises FileNotFoundError when it does not exist, RefusedFile when the rule refuses it.
+    readahead: bytes fetched per s3:// request (0: exactly what each read asks, for random access)."""
     if is_local(path):
-        return open(path.removeprefix("file://"), "rb")
+        return os.fdopen(open_fd(path, bound), "rb")
     if scheme(path) == "s3":
-        return S3File(path, readahead)
+        opened = S3File(path, readahead)
+        if bound is not None:
+            bound.check(path, opened.size)
+        return opened
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    status = tf.io.gfile.stat(path)
+    if status.is_directory:
+        raise RefusedFile(path, "not a regular file (a directory)")
+    if bound is not None:
+        bound.check(path, status.length)
     return tf.io.gfile.GFile(path, "rb")
 
 

@@ -172,8 +172,9 @@ def load(data_dir: str, split: str, *, salvage_config: bool = False) -> Manifest
     instead of refusing it: the checker does, to check the records anyway and say what is wrong."""
     path = files.join(data_dir, layout.manifest_name(split))
     try:
-        with files.open_binary(path) as f:
-            raw = json.loads(f.read())
+        raw = json.loads(files.read_bytes(path, files.MANIFEST))
+    except files.RefusedFile as e:  # a FIFO, a device, a link out of data_dir, too large: never read
+        raise ManifestError(str(e)) from None
     except FileNotFoundError:
         raise ManifestError(f"{path}: no manifest; build the split first (python -m pipeline ... --split={split})") from None
     except Exception as e:  # tf.errors.NotFoundError and friends have no common stdlib base

@@ -69,11 +69,14 @@ def check_shards(manifest: manifests.Manifest, strict: bool) -> bool:
 
 
 def _check_present(manifest: manifests.Manifest) -> None:
-    # TensorFlow would retry a missing file forever under ignore_errors; see `shard_reader` for one
-    # that vanishes later.
-    for path in manifest.shard_paths():
-        if not files.exists(path):
-            raise FileNotFoundError(manifests.missing_shard(path, manifest.split))
+    # TensorFlow would retry a missing file forever under ignore_errors (see `shard_reader` for one
+    # that vanishes later), and block opening a FIFO: each shard is looked at by reader.core.files'
+    # rule first (a regular file of the data directory, no larger than its entry).
+    for entry, path in zip(manifest.shards, manifest.shard_paths()):
+        try:
+            files.check_file(path, files.shard_bound(entry.bytes))
+        except FileNotFoundError:
+            raise FileNotFoundError(manifests.missing_shard(path, manifest.split)) from None
 
 
 def _check_sizes(manifest: manifests.Manifest) -> None:
@@ -104,7 +107,7 @@ def count_local(manifest: manifests.Manifest, strict: bool) -> bool:
     for entry, path in zip(manifest.shards, manifest.shard_paths()):
         if not files.is_local(path):
             return False
-        with open(path.removeprefix("file://"), "rb", buffering=0) as f:  # unbuffered: seeks, not reads
+        with os.fdopen(files.open_fd(path, None), "rb", buffering=0) as f:  # unbuffered: seeks, not reads
             try:
                 held = len(tfrecord.index_records(f, path))
             except tfrecord.CorruptRecordError:
@@ -215,7 +218,7 @@ def _rescan(path: str, already_read: int, expected: int, on_damage: SkippedRecor
     `already_read`, problem). The problem is "" when `on_damage` takes the damage (it is then
     counted there); otherwise it names shard, record and byte offset."""
     try:
-        f = files.open_binary(path)
+        f = files.open_binary(path, None)
     except Exception as e:  # FileNotFoundError, tf.errors.NotFoundError, permissions
         return [], f"{path}: cannot open shard: {e}"
     intact, damage, end = [], [], 0

@@ -101,10 +101,13 @@ class ShardSequence(keras.utils.PyDataset):
         self.input_size = self.config.input_size
         self.grid_size = self.config.grid_size
         self._paths = self.manifest.shard_paths()
-        for path in self._paths:
-            # The index cache would let a missing shard go unnoticed until its first batch.
-            if not files.exists(path):
-                raise FileNotFoundError(manifests.missing_shard(path, split))
+        for entry, path in zip(self.manifest.shards, self._paths):
+            # The index cache would let a missing shard (or a FIFO, a link out of the directory, a
+            # shard larger than its entry) go unnoticed until its first batch.
+            try:
+                files.check_file(path, files.shard_bound(entry.bytes))
+            except FileNotFoundError:
+                raise FileNotFoundError(manifests.missing_shard(path, split)) from None
         self.index = load_index(self.manifest, write_cache=cache_index, read_cache=cache_index)
         if drop_remainder and self.num_records < batch_size:
             raise ValueError(f"{split} has {self.num_records} records, fewer than one batch of {batch_size}")
@@ -249,7 +252,7 @@ class _Files:
             with self._lock:
                 fd = self._fds.get(path)
                 if fd is None:
-                    fd = self._fds[path] = os.open(path, os.O_RDONLY)
+                    fd = self._fds[path] = files.open_fd(path, None)  # held to its entry when the sequence was made
         return fd
 
     def remote(self, path: str):
@@ -258,7 +261,7 @@ class _Files:
         if opened is None:
             opened = self._local.files = {}
         if path not in opened:
-            opened[path] = files.open_binary(path, readahead=0)  # one ranged read per record on s3://
+            opened[path] = files.open_binary(path, None, readahead=0)  # one ranged read per record on s3://
         return opened[path]
 
     def __del__(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import threading
 
@@ -19,6 +20,7 @@ from reader.core import files, layout, tfrecord
 from reader.core import manifest as manifests
 
 INDEX_VERSION = 1
+_LOG = logging.getLogger(__name__)
 
 
 class RecordIndex:
@@ -54,7 +56,7 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
         per_shard = []
         for entry, path in zip(manifest.shards, manifest.shard_paths()):
             try:
-                spans = _index_shard(path, entry.file)
+                spans = _index_shard(path, entry)
             except FileNotFoundError:
                 raise FileNotFoundError(manifests.missing_shard(path, manifest.split)) from None
             if len(spans) != entry.records:
@@ -68,8 +70,9 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
     return RecordIndex(shard, offset, length)
 
 
-def _index_shard(path: str, name: str) -> list[tfrecord.RecordSpan]:
-    with files.open_binary(path) as f:
+def _index_shard(path: str, entry: manifests.ShardEntry) -> list[tfrecord.RecordSpan]:
+    name = entry.file
+    with files.open_binary(path, files.shard_bound(entry.bytes)) as f:
         if files.is_local(path):
             return tfrecord.index_records(f, name)
         # Remote files: one sequential read beats a ranged request per header.
@@ -83,8 +86,10 @@ def _cache_key(manifest: manifests.Manifest) -> list[dict]:
 
 def _read_cache(path: str, manifest: manifests.Manifest):
     try:
-        with files.open_binary(path) as f:
-            cached = json.loads(f.read())
+        cached = json.loads(files.read_bytes(path, files.index_bound(len(manifest.shards), manifest.num_records)))
+    except files.RefusedFile as e:  # a FIFO, a link out of the directory, too large: never read
+        _LOG.warning("%s; the index is built from the shards instead", e)
+        return None
     except Exception:  # missing or unreadable: build the index instead
         return None
     if cached.get("version") != INDEX_VERSION or cached.get("shards_key") != _cache_key(manifest):
