@@ -44,6 +44,9 @@ class StorageError(RuntimeError):
         super().__init__(f"{path}: {problem}")
         self.path, self.problem = path, problem
 
+    def __reduce__(self):  # Beam pickles a worker's exception back to the launcher
+        return type(self), (self.path, self.problem)
+
 
 class RefusedFile(StorageError):
     """A file that reader.core.files' rule refuses to read (not a regular file, a link leading out

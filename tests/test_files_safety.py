@@ -334,3 +334,29 @@ def test_s3_objects_larger_than_their_kind_are_refused_before_they_are_read(good
             storage.read_bytes(f"{data_dir}/{lease}", files.LEASE)
         with pytest.raises(storage.RefusedFile, match=r"more than a manifest may hold"):
             storage.read_bytes(f"{data_dir}/{name}", files.MANIFEST)
+
+
+def test_a_link_inside_the_data_directory_is_followed(tmp_path, good_build):
+    """The rule refuses links leading out of the directory, not links: a shard linked to a file
+    beside it is that shard, for the checker and the readers."""
+    import reader
+
+    data_dir = fx.copy_build(good_build, tmp_path / "data")
+    manifest = fx.read_manifest(data_dir)
+    shard = data_dir / manifest["shards"][0]["file"]
+    kept = data_dir / "kept-aside.bin"
+    shard.rename(kept)
+    shard.symlink_to(kept.name)
+    checked = _check(data_dir)
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    sequence = reader.ShardSequence(str(data_dir), fx.SPLIT, 4, shuffle=False, cache_index=False)
+    assert sequence.num_records == manifest["counts"]["records"]
+
+
+def test_a_refusal_pickles_whole():
+    """Refusals cross process boundaries (the checker's workers, Beam's) with their path and problem."""
+    import pickle
+
+    for refused in (files.RefusedFile("/d/f", "not a regular file (a FIFO)"), storage.RefusedFile("/d/f", "not a regular file (a FIFO)")):
+        again = pickle.loads(pickle.dumps(refused))
+        assert (type(again), str(again), again.path, again.problem) == (type(refused), "/d/f: not a regular file (a FIFO)", "/d/f", refused.problem)

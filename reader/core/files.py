@@ -43,6 +43,9 @@ class RefusedFile(OSError):
     def __str__(self) -> str:
         return self.args[0]
 
+    def __reduce__(self):  # crosses process boundaries (the checker's workers, Beam's) whole
+        return type(self), (self.path, self.problem)
+
 
 @dataclasses.dataclass(frozen=True)
 class Bound:
