@@ -206,10 +206,8 @@ class WriteShardFn(beam.DoFn):
         prepared, failure = None, None
         where = earlier.locations.get(sha256) if earlier is not None else None
         if where is not None:
-            try:
-                framed, prepared, faces = reuse.take(where, sha256, annotation, self._config, earlier.same_targets, earlier_records)
-                if framed is not None:  # the very record this build writes: taken whole
-                    return framed, reuse.counts_of_taken(where, faces), True, None
+            try:  # its pixels only: the rest of the record is made here, from this build's inputs
+                prepared = reuse.take(where, sha256, data, self._config, earlier_records)
             except reuse.NotReusable as e:
                 failure = f"{annotation.filename}: prepared again: {e}"
         record, image_counts = records.make_record(annotation, data, self._config, prepared, sha256)
