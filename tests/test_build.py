@@ -316,7 +316,7 @@ def test_one_image_under_two_names_stops_the_build_naming_both(tmp_path, capsys,
     first, second = sorted((original, copy), key=line_of.get)
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"{annotations}:{line_of[second]}: {second!r} has the same bytes as {first!r} (line {line_of[first]}," in err, err
-    assert "list each image once" in err and "Nothing was committed" in err, err
+    assert "one image under two names" in err and "list each image once" in err and "Nothing was committed" in err, err
     assert files(out) == before
 
     (images / copy).unlink()  # the copy gone (listed, so an errors-file line): the build commits
