@@ -19,7 +19,7 @@ Nothing of the earlier build is trusted unchecked:
                       without decoding: `images.source_size`), within Pillow's pixel limit
 Whatever fails is prepared again, and the build says so (`ReuseIndex.notes`, the manifest's
 `reuse` block; its `preparation` says which libraries prepared its images). The earlier build
-is streamed shard by shard; the index the shard writers get holds about 100 bytes a record in
+is streamed shard by shard; the index the shard writers get holds about 120 bytes a record in
 memory (where it lies, the source's size it says), never the images.
 
 What is still trusted: that the stored pixels are what preparing that source gives, under the

@@ -2,7 +2,7 @@
 look images up in (pipeline.reuse).
 
 Held in columns (sorted sha256 digests, NumPy arrays of the numbers, the shard paths once), an
-index costs about 100 bytes a record, pickles and unpickles at once, and is a handful of objects
+index costs about 120 bytes a record, pickles and unpickles at once, and is a handful of objects
 to Beam's side-input cache and to the allocator, however many records it holds; as a dict of
 small objects it cost 2.2 KB a record of resident memory (BENCHMARKS.md).
 """

@@ -5,12 +5,14 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from pipeline import annotations as annotations_format
 from pipeline import build_report, cli, leases
 from reader.core import layout, targets, tfds_metadata
 from tests import build_helpers
@@ -277,7 +279,7 @@ def test_worker_log_relay_keeps_progress_and_warnings_only():
     assert relay.filter(record(logging.WARNING, "Unable to locate credentials", "/x/apache_beam/io/aws/s3io.py"))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_one_image_under_two_names_stops_the_build_naming_both(tmp_path, capsys, seed):
     """Seeded: a usable image copied under a new name (another folder, so that the two may land
     in one shard or in two), its entry added at a random place of the annotation file. The
@@ -285,11 +287,11 @@ def test_one_image_under_two_names_stops_the_build_naming_both(tmp_path, capsys,
     both names, and leaves the earlier build as it was. Two copies of an unusable file are two
     errors-file lines: no record holds them, nothing is refused."""
     rng = np.random.default_rng(seed)
-    images = tmp_path / "images"
-    import shutil
-
-    shutil.copytree(FIXTURE_IMAGES, images)
-    blocks = re.split(r"\n(?=\D)", FIXTURE_ANNOTATIONS.read_text().rstrip("\n"))  # one block an image
+    images = shutil.copytree(FIXTURE_IMAGES, tmp_path / "images")
+    lines = FIXTURE_ANNOTATIONS.read_text().splitlines()
+    with open(FIXTURE_ANNOTATIONS) as f:
+        starts = [a.line - 1 for a in annotations_format.parse_boxes(f, str(FIXTURE_ANNOTATIONS))]  # each image's first line
+    blocks = ["\n".join(lines[a:b]) for a, b in zip(starts, [*starts[1:], len(lines)])]
     usable = [b for b in blocks if b.split("\n")[0] not in EXPECTED_ERRORS]
     original = usable[rng.integers(len(usable))].split("\n")[0]
     copy = f"{rng.integers(100, 999)}--Copies/{pathlib.PurePosixPath(original).name}"
@@ -302,10 +304,10 @@ def test_one_image_under_two_names_stops_the_build_naming_both(tmp_path, capsys,
         blocks.insert(int(rng.integers(len(blocks) + 1)), block)
     annotations = tmp_path / "gt.txt"
     annotations.write_text("\n".join(blocks) + "\n")
-    line_of = {block.split("\n")[0]: 1 + "\n".join(blocks[:i]).count("\n") + (i > 0) for i, block in enumerate(blocks)}
+    line_of = {name: number for number, name in enumerate(annotations.read_text().splitlines(), 1)}  # a path's line
 
     out = tmp_path / "out"
-    flags = [f"--images_dir={images}", f"--output_dir={out}", "--split=val", "--max_error_fraction=0.5", f"--num_shards={1 + seed}",
+    flags = [f"--images_dir={images}", f"--output_dir={out}", "--split=val", "--max_error_fraction=0.5", f"--num_shards={1 + 2 * seed}",
              *build_helpers.IN_MEMORY]  # fmt: skip
     argv = [f"--annotations={annotations}", *flags]
     assert cli.main([f"--annotations={FIXTURE_ANNOTATIONS}", *flags]) == 0  # an earlier build, without the copies

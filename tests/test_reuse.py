@@ -411,7 +411,7 @@ def test_a_source_over_the_pixel_limit_is_never_taken(first, tmp_path, monkeypat
 def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
     """Locations (sorted sha256 keys, NumPy columns) answers as the dict of Locations it stands
     for: the first of a sha256 kept, within a shard's pairs and across merged parts; any sha256
-    not in it is None; pickled, it comes back equal; it holds about 100 bytes a record."""
+    not in it is None; pickled, it comes back equal; it holds about 120 bytes a record."""
     import pickle
     import random
 
