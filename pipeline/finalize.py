@@ -29,12 +29,13 @@ class FinalizeFn(beam.DoFn):
     build (pipeline.commit): empty shards and the errors file written, the manifest written as
     the one atomic step, files of builds that are over removed. Safe to retry."""
 
-    def __init__(self, config: BuildConfig, max_error_fraction: float):
+    def __init__(self, config: BuildConfig, max_error_fraction: float, annotations: str = "annotations"):
         super().__init__()
-        self._config, self._max_error_fraction = config, max_error_fraction
+        self._config, self._max_error_fraction, self._annotations = config, max_error_fraction, annotations
 
     def process(self, _, build: commit.BuildHandle, shards, unusable, annotated, earlier: reuse.ReuseIndex | None = None):
         counts = _added_up(build, annotated, shards)
+        _refuse_one_source_twice(build, shards, self._annotations)
         errors = sorted(unusable, key=lambda e: (e.filename, e.line))
         errors_file = manifests.errors_file_bytes(errors)
         self._refuse_too_many_errors(build, counts, errors_file)
@@ -85,6 +86,29 @@ def _added_up(build: commit.BuildHandle, annotated: dict, shards) -> records.Cou
     return counts
 
 
+def _refuse_one_source_twice(build: commit.BuildHandle, shards, annotations: str) -> None:
+    """Abandons the build with BuildError, naming the annotation file, both lines and both names,
+    when two records would hold the same source bytes: one image listed under two names (the
+    checker fails such a split: `duplicates`). The first listed is named as the original."""
+    first_of: dict[str, tuple[str, str, int]] = {}
+    again = []
+    for sha256, filename, line in sorted((s for shard in shards for s in shard.sources), key=lambda s: s[2]):  # the file's order
+        if sha256 in first_of:
+            again.append(((sha256, filename, line), first_of[sha256]))
+        else:
+            first_of[sha256] = (sha256, filename, line)
+    if not again:
+        return
+    (sha256, filename, line), (_, first_name, first_line) = again[0]
+    more = f" (and {plural(len(again) - 1, 'more image')} like it)" if len(again) > 1 else ""
+    build.abandon()
+    raise commit.BuildError(
+        f"{build.split}: {annotations}:{line}: {filename!r} has the same bytes as {first_name!r} (line {first_line}, "
+        f"sha256 {sha256[:16]}...): one image under two names{more}; list each image once. "
+        "Nothing was committed: the earlier build, if any, is untouched."
+    )
+
+
 def _with_empty_shards(build: commit.BuildHandle, shards) -> tuple[list[ShardEntry], dict[str, bytes]]:
     """Every shard's entry in index order, and the files of the shards no image landed in
     (written empty by the commit)."""
@@ -104,9 +128,9 @@ class Finalize(beam.PTransform):
     """(ShardWritten, ErrorEntry, annotated totals), BuildHandle -> the manifest dict, once
     committed."""
 
-    def __init__(self, config: BuildConfig, max_error_fraction: float, build, earlier=None):
+    def __init__(self, config: BuildConfig, max_error_fraction: float, build, earlier=None, annotations: str = "annotations"):
         super().__init__()
-        self._fn = FinalizeFn(config, max_error_fraction)
+        self._fn = FinalizeFn(config, max_error_fraction, annotations)
         self._build, self._earlier = build, earlier
 
     def expand(self, inputs):

@@ -41,7 +41,7 @@ def build(pipeline: beam.Pipeline, job: Job):
         job.images_dir, job.output.num_shards, job.config, handle, job.image_threads, totals=totals, earlier=earlier
     )
     return (written.shards, written[transforms.ERRORS_TAG], totals) | "Finalize" >> finalize.Finalize(
-        job.config, job.max_error_fraction, handle, earlier
+        job.config, job.max_error_fraction, handle, earlier, annotations=job.annotations
     )
 
 

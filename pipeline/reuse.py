@@ -4,23 +4,27 @@ Every record holds its stored image (image/encoded) beside the sha256 of the sou
 made from (image/key/sha256). A build reading a source whose sha256 an earlier build stored, with
 the settings that decide the stored image unchanged (`IMAGE_SETTINGS` of the config, and the same
 Pillow and libjpeg: `preparation()`), takes that image instead of decoding and resizing the source
-again. Boxes, targets and attributes always come from the current annotations. So a folder moved
-or copied elsewhere still reuses, a file replaced under its name does not, and every record is
-the bytes a clean build writes.
+again. Only the stored pixels are taken: every other field of the record (the source's size
+included, boxes, targets, attributes, the keys derived from them) is made anew from the current
+annotation and the source's header, as a clean build makes it. So a folder moved or copied
+elsewhere still reuses, a file replaced under its name does not, and every record is the bytes
+a clean build writes, whatever else of the earlier record was changed.
 
 Nothing of the earlier build is trusted unchecked:
     its manifest      readable, of this schema, of the same image settings and preparation
     each shard        its size and sha256 those of the manifest's entry, every record's checksum
                       right (else none of its records is reused)
-    each record       read back at its place: checksum, the source sha256, format and size
+    each record       read back at its place: checksum, the source sha256, format and size; its
+                      image/original/{width,height} those the source's header gives (read
+                      without decoding: `images.source_size`), within Pillow's pixel limit
 Whatever fails is prepared again, and the build says so (`ReuseIndex.notes`, the manifest's
 `reuse` block; its `preparation` says which libraries prepared its images). The earlier build
-is streamed shard by shard; the index the shard writers get holds about 150 bytes a record in
-memory (where it lies, a digest of its faces, its target counts), never the images.
+is streamed shard by shard; the index the shard writers get holds about 120 bytes a record in
+memory (where it lies, the source's size it says), never the images.
 
-An earlier record whose faces (filename, stored boxes, attributes) are the current annotation's,
-under the same grid settings and record layout, is this build's record byte for byte: it is
-copied whole. Any other reused image gets its record, boxes and targets made anew.
+What is still trusted: that the stored pixels are what preparing that source gives, under the
+shard's sha256 in the earlier manifest. Checking them would mean decoding and resizing the
+source again: the very work reuse saves.
 """
 
 from __future__ import annotations
@@ -35,24 +39,20 @@ import threading
 from collections.abc import Iterable
 
 import apache_beam as beam
-import numpy as np
 import PIL
 from PIL import features as pil_features
 
-from pipeline import images, records, storage
+from pipeline import images, storage
 from pipeline.reuse_index import Location, Locations
-from pipeline.annotations import ImageAnnotation
-from reader.core import files, layout, schema, targets, tfrecord
+from reader.core import files, layout, schema, tfrecord
 from reader.core import manifest as manifests
 from reader.core.boxes import Placement
 from reader.core.config import BuildConfig
 
 _SHA256_HEX = re.compile(rb"[0-9a-f]{64}")
 IMAGE_SETTINGS = ("input_size", "resize", "image_format", "jpeg_quality")  # the rest only change targets
-TARGET_SETTINGS = ("grid_size", "min_face_px")
-_INDEXED_KEYS = frozenset((schema.SHA256, schema.FILENAME, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT,
-                 schema.ORIGINAL_WIDTH, schema.ENCODED, *schema.BOX_KEYS, *schema.ATTRIBUTE_KEYS, schema.GRID,
-                 schema.DROPPED))  # fmt: skip
+_INDEXED_KEYS = frozenset((schema.SHA256, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT,
+                           schema.ORIGINAL_WIDTH, schema.ENCODED))
 
 
 def preparation() -> dict[str, str]:
@@ -69,16 +69,6 @@ def preparation() -> dict[str, str]:
 _LIBRARIES = (("libjpeg", "jpg"), ("libjpeg_turbo", "libjpeg_turbo"))
 
 
-def faces_digest(filename: str, rel_xyxy: np.ndarray, attributes: np.ndarray) -> bytes:
-    """What of a record its annotation decides, in 16 bytes: the filename, the stored boxes
-    (rel_xyxy float32) and their attributes (int64). Equal digests, the same image and the same
-    target settings make the same record, byte for byte."""
-    digest = hashlib.blake2b(filename.encode("utf-8"), digest_size=16)
-    digest.update(np.ascontiguousarray(rel_xyxy, "<f4").tobytes())
-    digest.update(np.ascontiguousarray(attributes, "<i8").tobytes())
-    return digest.digest()
-
-
 @dataclasses.dataclass(frozen=True)
 class ReuseIndex:
     """What the shard writers may reuse: source sha256 -> Location, from build `build`; `notes`
@@ -87,7 +77,6 @@ class ReuseIndex:
     build: str | None = None
     locations: Locations = dataclasses.field(default_factory=Locations)
     notes: tuple[str, ...] = ()
-    same_targets: bool = False  # the earlier records are this build's whenever their faces are the same
 
     def without_locations(self) -> ReuseIndex:
         """What the commit needs of it (the build and the notes), without the index itself."""
@@ -107,7 +96,6 @@ class _ShardTask:
     build: str
     path: str
     entry: manifests.ShardEntry
-    same_targets: bool
 
 
 class EarlierShardsFn(beam.DoFn):
@@ -139,12 +127,9 @@ class EarlierShardsFn(beam.DoFn):
         if problem := _incompatible(earlier, self._config):
             yield f"earlier build {earlier.build} not reused: {problem}"
             return
-        same_targets = all(getattr(earlier.config, key) == getattr(self._config, key) for key in TARGET_SETTINGS) and (
-            earlier.raw.get("record_keys") == sorted(schema.FEATURES_BY_KEY)
-        )
         for entry in earlier.shards:
             if entry.records:
-                yield _ShardTask(earlier.build, storage.join(directory, entry.file), entry, same_targets)
+                yield _ShardTask(earlier.build, storage.join(directory, entry.file), entry)
 
 
 def _incompatible(earlier: manifests.Manifest, config: BuildConfig) -> str | None:
@@ -208,7 +193,7 @@ class IndexShardFn(beam.DoFn):
             yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: it is not the shard its manifest lists "
                                                 f"({reader.size} bytes, {count} records; the manifest: {entry.bytes}, {entry.records})",))
             return
-        yield ReuseIndex(task.build, Locations.of(found), same_targets=task.same_targets)
+        yield ReuseIndex(task.build, Locations.of(found))
 
 
 def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildConfig) -> tuple[str, Location]:
@@ -227,14 +212,7 @@ def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildCon
         start = data.find(image)
     if config.image_format == "raw" and len(image) != size * size * 3:
         raise NotReusable(f"record {span.index}: {len(image)} raw bytes, not {size * size * 3}")
-    rel = np.stack([f[key] for key in schema.BOX_KEYS], 1) if len(f[schema.BOX_KEYS[0]]) else np.zeros((0, 4), np.float32)
-    attributes = np.stack([f[key] for key in schema.ATTRIBUTE_KEYS], 1) if len(rel) else np.zeros((0, len(schema.ATTRIBUTES)), np.int64)
-    grid = np.asarray(f[schema.GRID], np.float32).reshape(-1, targets.NUM_CHANNELS)
-    where = Location(
-        shard, span.offset, span.length, start, len(image), int(f[schema.ORIGINAL_WIDTH][0]), int(f[schema.ORIGINAL_HEIGHT][0]),
-        faces_digest(f[schema.FILENAME][0].decode("utf-8", "replace"), rel, attributes),
-        int((grid[:, targets.OBJ] == 1).sum()), int(f[schema.DROPPED][0]),
-    )
+    where = Location(shard, span.offset, span.length, start, len(image), int(f[schema.ORIGINAL_WIDTH][0]), int(f[schema.ORIGINAL_HEIGHT][0]))
     sha256 = f[schema.SHA256][0]
     if not _SHA256_HEX.fullmatch(sha256):  # the key the index looks up, and holds in 64 bytes
         raise NotReusable(f"record {span.index}: its source sha256 is not 64 hex digits")
@@ -243,18 +221,17 @@ def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildCon
 
 class CombineIndexes(beam.CombineFn):
     """ReuseIndex parts -> one ReuseIndex (notes sorted, so the manifest says them in one order
-    whatever order the shards were indexed in). The accumulator, [build, location parts, notes,
-    same_targets], holds the parts as they come; they are merged once, at the end."""
+    whatever order the shards were indexed in). The accumulator, [build, location parts, notes],
+    holds the parts as they come; they are merged once, at the end."""
 
     def create_accumulator(self):
-        return [None, [], [], False]
+        return [None, [], []]
 
     def add_input(self, acc, part: ReuseIndex):
         acc[0] = acc[0] or part.build
         if len(part.locations):
             acc[1].append(part.locations)
         acc[2].extend(part.notes)
-        acc[3] = acc[3] or part.same_targets  # one earlier build: all parts agree
         return acc
 
     def merge_accumulators(self, accs):
@@ -264,11 +241,10 @@ class CombineIndexes(beam.CombineFn):
             merged[0] = merged[0] or acc[0]
             merged[1].extend(acc[1])
             merged[2].extend(acc[2])
-            merged[3] = merged[3] or acc[3]
         return merged
 
     def extract_output(self, acc) -> ReuseIndex:
-        return ReuseIndex(acc[0], Locations.merged(acc[1]), tuple(sorted(acc[2])), acc[3])
+        return ReuseIndex(acc[0], Locations.merged(acc[1]), tuple(sorted(acc[2])))
 
 
 class EarlierRecords:
@@ -335,12 +311,11 @@ class EarlierRecords:
         self.close()
 
 
-def take(where: Location, sha256: str, annotation: ImageAnnotation, config: BuildConfig, same_targets: bool,
-         earlier: EarlierRecords) -> tuple[bytes | None, images.PreparedImage, tuple | None]:
-    """The earlier record of source `sha256`, read back at `where` (through `earlier`) and
-    checked: (its framed bytes when they are this build's record for `annotation` byte for byte,
-    else None; its prepared image; the faces stored, as `records.stored_faces` gives them, when
-    the framed bytes are taken). Raises NotReusable saying why it cannot be taken."""
+def take(where: Location, sha256: str, source: bytes, config: BuildConfig, earlier: EarlierRecords) -> images.PreparedImage:
+    """The image the earlier record of source `sha256` stores, read back at `where` (through
+    `earlier`) and checked, and where the source lies on the canvas (from the source's header,
+    `source`: the source's bytes). The caller makes the record's other fields anew from the
+    current annotation. Raises NotReusable saying why the image cannot be taken."""
     framing = tfrecord.HEADER_BYTES + tfrecord.FOOTER_BYTES
     try:
         framed = earlier.read(where.shard, where.offset, where.length + framing)
@@ -355,19 +330,14 @@ def take(where: Location, sha256: str, annotation: ImageAnnotation, config: Buil
         raise NotReusable(f"{where.shard}: record at byte {where.offset}: data checksum mismatch")
     if sha256.encode("ascii") not in data:  # a shard rewritten since it was indexed: never another image
         raise NotReusable(f"{where.shard}: the record at byte {where.offset} does not hold source {sha256}")
+    try:
+        width, height = images.source_size(source)
+    except images.UnusableImage as e:  # preparing it again says so in the errors file
+        raise NotReusable(f"the source's header cannot be read ({e})") from None
+    if (width, height) != (where.source_width, where.source_height):
+        raise NotReusable(f"{where.shard}: the record at byte {where.offset} says its source is "
+                          f"{where.source_width}x{where.source_height} px, the source's header {width}x{height}")
+    if not images.within_pixel_limit(width, height):  # a clean build refuses it: so does this one
+        raise NotReusable(f"the source's {width}x{height} px are over Pillow's limit")
     image = data[where.image_start : where.image_start + where.image_length]
-    placement = Placement.fit(where.source_width, where.source_height, config.input_size, config.resize)
-    prepared = images.PreparedImage(image, placement)
-    if not same_targets:
-        return None, prepared, None
-    faces = records.stored_faces(annotation, placement)
-    rel, attributes, _ = faces
-    return (framed if faces_digest(annotation.filename, rel, attributes) == where.faces else None), prepared, faces
-
-
-def counts_of_taken(where: Location, faces: tuple) -> records.Counts:
-    """The counts of an earlier record taken whole: its targets as the index read them, its
-    faces as the current annotation gives them (equal, or the record would not be taken)."""
-    rel, _, degenerate = faces
-    return records.Counts(records=1, faces_stored=len(rel), degenerate=int(degenerate.sum()), targets=where.targets,
-                          dropped=where.dropped, ignored=len(rel) - where.targets - where.dropped)
+    return images.PreparedImage(image, Placement.fit(width, height, config.input_size, config.resize))

@@ -2,7 +2,7 @@
 look images up in (pipeline.reuse).
 
 Held in columns (sorted sha256 digests, NumPy arrays of the numbers, the shard paths once), an
-index costs about 150 bytes a record, pickles and unpickles at once, and is a handful of objects
+index costs about 120 bytes a record, pickles and unpickles at once, and is a handful of objects
 to Beam's side-input cache and to the allocator, however many records it holds; as a dict of
 small objects it cost 2.2 KB a record of resident memory (BENCHMARKS.md).
 """
@@ -14,14 +14,13 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-_NUMBERS = ("offset", "length", "image_start", "image_length", "source_width", "source_height", "targets", "dropped")
+_NUMBERS = ("offset", "length", "image_start", "image_length", "source_width", "source_height")
 
 
 @dataclasses.dataclass(frozen=True)
 class Location:
     """An earlier record: where it lies (its shard's path, its header's offset, its data's
-    length), where its image lies inside its data, the source's size, a digest of the faces it
-    stores (`reuse.faces_digest`, 16 bytes) and its target counts."""
+    length), where its image lies inside its data, and the source's size it says."""
 
     shard: str
     offset: int
@@ -30,21 +29,17 @@ class Location:
     image_length: int
     source_width: int
     source_height: int
-    faces: bytes
-    targets: int
-    dropped: int
 
 
 class Locations:
     """sha256 (hex) -> Location, read-only. Built `of` (sha256, Location) pairs, the first of a
     sha256 kept; `merged` from several, the first holding one kept."""
 
-    def __init__(self, shards: tuple[str, ...] = (), keys=None, shard_of=None, numbers=None, faces=None):
+    def __init__(self, shards: tuple[str, ...] = (), keys=None, shard_of=None, numbers=None):
         self._shards = shards
         self._keys = np.zeros(0, "S64") if keys is None else keys  # ASCII hex: no NUL for NumPy to strip
         self._shard_of = np.zeros(0, np.int32) if shard_of is None else shard_of
         self._numbers = np.zeros((0, len(_NUMBERS)), np.int64) if numbers is None else numbers
-        self._faces = np.zeros((0, 16), np.uint8) if faces is None else faces
 
     @classmethod
     def of(cls, pairs: Iterable[tuple[str, Location]]) -> Locations:
@@ -56,7 +51,6 @@ class Locations:
             np.array([sha.encode("ascii") for sha, _ in pairs], "S64"),
             np.array([number[where.shard] for _, where in pairs], np.int32),
             np.array([[getattr(where, name) for name in _NUMBERS] for _, where in pairs], np.int64).reshape(-1, len(_NUMBERS)),
-            np.frombuffer(b"".join(where.faces for _, where in pairs), np.uint8).reshape(-1, 16),
         )._unique()
 
     @classmethod
@@ -71,13 +65,12 @@ class Locations:
             np.concatenate([part._keys for part in parts] or [np.zeros(0, "S64")]),
             np.concatenate(renumbered or [np.zeros(0, np.int32)]),
             np.concatenate([part._numbers for part in parts] or [np.zeros((0, len(_NUMBERS)), np.int64)]),
-            np.concatenate([part._faces for part in parts] or [np.zeros((0, 16), np.uint8)]),
         )._unique()
 
     def _unique(self) -> Locations:
         """Sorted by key, the first row of each key kept (identical sources made identical images)."""
         keys, first = np.unique(self._keys, return_index=True)
-        return Locations(self._shards, keys, self._shard_of[first], self._numbers[first], self._faces[first])
+        return Locations(self._shards, keys, self._shard_of[first], self._numbers[first])
 
     def get(self, sha256: str) -> Location | None:
         key = np.array(sha256.encode("ascii", "replace"), "S64")
@@ -88,7 +81,7 @@ class Locations:
 
     def _row(self, i: int) -> Location:
         numbers = dict(zip(_NUMBERS, self._numbers[i].tolist()))
-        return Location(self._shards[self._shard_of[i]], faces=self._faces[i].tobytes(), **numbers)
+        return Location(self._shards[self._shard_of[i]], **numbers)
 
     def items(self) -> Iterator[tuple[str, Location]]:
         for i, key in enumerate(self._keys):

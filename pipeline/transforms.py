@@ -61,6 +61,7 @@ class ShardWritten:
     counts: dict[str, int]
     reused: int = 0  # records whose image came from the earlier build (pipeline.reuse)
     reuse_failures: tuple[str, ...] = ()  # earlier records found but not taken, and why
+    sources: tuple[tuple[str, str, int], ...] = ()  # (source sha256, filename, annotation line) of each record
 
 
 class ImageAnnotationCoder(beam.coders.Coder):
@@ -198,29 +199,28 @@ class WriteShardFn(beam.DoFn):
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _framed_record(self, annotation: ImageAnnotation, earlier: reuse.ReuseIndex | None,
-                       earlier_records: reuse.EarlierRecords) -> tuple[bytes, records.Counts, bool, str | None]:
+                       earlier_records: reuse.EarlierRecords) -> tuple[bytes, records.Counts, bool, str | None, str]:
         """Runs on the pool: the image's record, framed for the shard, its counts, whether its
-        image was the earlier build's, and why an earlier image found was not taken."""
+        image was the earlier build's, why an earlier image found was not taken, and the
+        source's sha256."""
         data = sources.read_source(self._images_dir, annotation.filename)
         sha256 = hashlib.sha256(data).hexdigest()
         prepared, failure = None, None
         where = earlier.locations.get(sha256) if earlier is not None else None
         if where is not None:
-            try:
-                framed, prepared, faces = reuse.take(where, sha256, annotation, self._config, earlier.same_targets, earlier_records)
-                if framed is not None:  # the very record this build writes: taken whole
-                    return framed, reuse.counts_of_taken(where, faces), True, None
+            try:  # its pixels only: the rest of the record is made here, from this build's inputs
+                prepared = reuse.take(where, sha256, data, self._config, earlier_records)
             except reuse.NotReusable as e:
                 failure = f"{annotation.filename}: prepared again: {e}"
         record, image_counts = records.make_record(annotation, data, self._config, prepared, sha256)
-        return tfrecord.encode_record(record.serialize()), image_counts, prepared is not None, failure
+        return tfrecord.encode_record(record.serialize()), image_counts, prepared is not None, failure, sha256
 
     def process(self, element, build: commit.BuildHandle, totals=None, earlier: reuse.ReuseIndex | None = None):
         index, group = element
         ordered = sorted(group, key=lambda a: layout.record_key(a.filename))
         name = build.shard_name(index)
         counts = records.Counts()
-        reused, failures = 0, []
+        reused, failures, written = 0, [], []
         shown = None if totals is None else _progress_of(build, totals["images_annotated"])
         build.heartbeat()
         with build.create(name) as file, reuse.EarlierRecords() as earlier_records:
@@ -233,7 +233,7 @@ class WriteShardFn(beam.DoFn):
                 try:
                     if isinstance(result, Exception):
                         raise result
-                    framed, image_counts, was_reused, failure = result
+                    framed, image_counts, was_reused, failure, sha256 = result
                 except images.UnusableImage as e:
                     self._reasons[e.reason].inc()
                     counts.update(errors=1, faces_in_errors=len(annotation.faces))
@@ -246,13 +246,15 @@ class WriteShardFn(beam.DoFn):
                 failures += [failure] if failure else []
                 f.write(framed)
                 counts.update(image_counts)
+                written.append((sha256, annotation.filename, annotation.line))
             f.flush()
         self._count(counts)  # once a shard: per image, the counters cost as much as reusing it
         self._reuse_counters["images_reused"].inc(reused)
         self._reuse_counters["images_prepared"].inc(counts["records"] + counts["errors"] - reused)
         level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
         _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], f.size / 1e6)
-        yield ShardWritten(index, ShardEntry(name, counts["records"], f.size, f.digest.hexdigest()), counts.as_dict(), reused, tuple(failures))
+        yield ShardWritten(index, ShardEntry(name, counts["records"], f.size, f.digest.hexdigest()), counts.as_dict(), reused, tuple(failures),
+                           tuple(written))
 
     def _images_per_task(self, images: int) -> int:
         """Images a thread takes at once from a shard of `images`: IMAGES_PER_TASK, or fewer

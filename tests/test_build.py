@@ -5,12 +5,14 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from pipeline import annotations as annotations_format
 from pipeline import build_report, cli, leases
 from reader.core import layout, targets, tfds_metadata
 from tests import build_helpers
@@ -275,3 +277,56 @@ def test_worker_log_relay_keeps_progress_and_warnings_only():
     assert not relay.filter(record(logging.INFO, "Control channel established.", "/x/apache_beam/runners/worker/sdk_worker.py"))
     assert not relay.filter(record(logging.WARNING, "No semi_persistent_directory found: ...", "/x/sdk_worker_main.py"))
     assert relay.filter(record(logging.WARNING, "Unable to locate credentials", "/x/apache_beam/io/aws/s3io.py"))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_image_under_two_names_stops_the_build_naming_both(tmp_path, capsys, seed):
+    """Seeded: a usable image copied under a new name (another folder, so that the two may land
+    in one shard or in two), its entry added at a random place of the annotation file. The
+    build stops before it commits, with one line naming the annotation file, both lines and
+    both names, and leaves the earlier build as it was. Two copies of an unusable file are two
+    errors-file lines: no record holds them, nothing is refused."""
+    rng = np.random.default_rng(seed)
+    images = shutil.copytree(FIXTURE_IMAGES, tmp_path / "images")
+    lines = FIXTURE_ANNOTATIONS.read_text().splitlines()
+    with open(FIXTURE_ANNOTATIONS) as f:
+        starts = [a.line - 1 for a in annotations_format.parse_boxes(f, str(FIXTURE_ANNOTATIONS))]  # each image's first line
+    blocks = ["\n".join(lines[a:b]) for a, b in zip(starts, [*starts[1:], len(lines)])]
+    usable = [b for b in blocks if b.split("\n")[0] not in EXPECTED_ERRORS]
+    original = usable[rng.integers(len(usable))].split("\n")[0]
+    copy = f"{rng.integers(100, 999)}--Copies/{pathlib.PurePosixPath(original).name}"
+    (images / copy).parent.mkdir()
+    (images / copy).write_bytes((images / original).read_bytes())
+    truncated = "99--Broken/99_truncated.jpg"
+    (images / "99--Broken/99_truncated_again.jpg").write_bytes((images / truncated).read_bytes())
+    added = [f"{copy}\n1\n10 10 20 20 0 0 0 0 0 0 ", "99--Broken/99_truncated_again.jpg\n1\n1 1 5 5 0 0 0 0 0 0 "]
+    for block in added:
+        blocks.insert(int(rng.integers(len(blocks) + 1)), block)
+    annotations = tmp_path / "gt.txt"
+    annotations.write_text("\n".join(blocks) + "\n")
+    line_of = {name: number for number, name in enumerate(annotations.read_text().splitlines(), 1)}  # a path's line
+
+    out = tmp_path / "out"
+    flags = [f"--images_dir={images}", f"--output_dir={out}", "--split=val", "--max_error_fraction=0.5", f"--num_shards={1 + 2 * seed}",
+             *build_helpers.IN_MEMORY]  # fmt: skip
+    argv = [f"--annotations={annotations}", *flags]
+    assert cli.main([f"--annotations={FIXTURE_ANNOTATIONS}", *flags]) == 0  # an earlier build, without the copies
+    before = files(out)
+    capsys.readouterr()
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    first, second = sorted((original, copy), key=line_of.get)
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{annotations}:{line_of[second]}: {second!r} has the same bytes as {first!r} (line {line_of[first]}," in err, err
+    assert "one image under two names" in err and "list each image once" in err and "Nothing was committed" in err, err
+    assert files(out) == before
+
+    (images / copy).unlink()  # the copy gone (listed, so an errors-file line): the build commits
+    assert cli.main(argv) == 0
+    manifest = json.loads((out / "val.manifest.json").read_text())
+    errors = [json.loads(line) for line in (out / manifest["errors_file"]).read_text().splitlines()]
+    assert {(e["filename"], e["reason"]) for e in errors} >= {(copy, "missing"), (truncated, "truncated"),
+                                                              ("99--Broken/99_truncated_again.jpg", "truncated")}  # fmt: skip
+    from reader.check.split import check_split
+
+    assert check_split(str(out), "val", workers=1).report.ok

@@ -19,6 +19,7 @@ import os
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -27,7 +28,7 @@ from pipeline.annotations import parse_boxes
 from reader.core import layout, schema, tfrecord
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
-from tests import build_helpers, cloud_fixtures
+from tests import build_helpers, check_fixtures, cloud_fixtures
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 SPLIT = "val"
@@ -345,53 +346,66 @@ def test_images_prepared_by_other_libraries_are_not_reused(first, clean, tmp_pat
     assert_same_as_clean(found, clean())
 
 
-def test_take_checks_the_record_it_reads_and_takes_it_whole_only_when_it_is_this_builds(first, tmp_path):
+def test_take_checks_the_record_it_reads_and_the_sources_header(first, tmp_path):
     """The index may be stale by the time a shard writer reads: `take` checks the record itself
-    (its place, its checksum, that it holds that source's sha256) and refuses with NotReusable.
-    It hands the framed record back whole only when the annotation gives the same faces."""
+    (its place, its checksum, that it holds that source's sha256) and the source's size the
+    source's own header gives, and refuses with NotReusable. It hands back the stored pixels
+    only, placed by the source's header: the record's other fields are the build's to make."""
     entry = json.loads((first / MANIFEST).read_text())["shards"][0]
     shard = tmp_path / entry["file"]
     shutil.copyfile(first / entry["file"], shard)
     data = shard.read_bytes()
     config = BuildConfig()
-    task = reuse._ShardTask("b" * 12, str(shard), manifests.ShardEntry.from_json(entry), True)
+    task = reuse._ShardTask("b" * 12, str(shard), manifests.ShardEntry.from_json(entry))
     (index,) = list(reuse.IndexShardFn(config).process(task))
     assert not index.notes and len(index.locations) == entry["records"]
-    with open(FIXTURE_ANNOTATIONS) as f:
-        by_name = {a.filename: a for a in parse_boxes(f, str(FIXTURE_ANNOTATIONS))}
-    for sha, where in index.locations.items():  # a record with a face, to move its box below
-        framed_stored = data[where.offset : where.offset + where.length + tfrecord.HEADER_BYTES + tfrecord.FOOTER_BYTES]
-        record = schema.Record.parse(framed_stored[tfrecord.HEADER_BYTES : -tfrecord.FOOTER_BYTES])
-        annotation = by_name[record.filename]
-        if len(record.boxes):
-            break
-    assert len(record.boxes)
+    sha, where = next(iter(index.locations.items()))
+    framed_stored = data[where.offset : where.offset + where.length + tfrecord.HEADER_BYTES + tfrecord.FOOTER_BYTES]
+    record = schema.Record.parse(framed_stored[tfrecord.HEADER_BYTES : -tfrecord.FOOTER_BYTES])
+    source = (FIXTURE_IMAGES / record.filename).read_bytes()
 
-    def take(where, sha, annotation, same_targets=True):  # each time from a fresh reader: none keeps the shard open
+    def take(where, sha, source=source):  # each time from a fresh reader: none keeps the shard open
         with reuse.EarlierRecords() as earlier:
-            return reuse.take(where, sha, annotation, config, same_targets, earlier)
+            return reuse.take(where, sha, source, config, earlier)
 
-    framed, prepared, _ = take(where, sha, annotation)
-    assert framed == framed_stored and prepared.encoded == record.image
+    prepared = take(where, sha)
+    assert prepared.encoded == record.image
     assert (prepared.placement.source_width, prepared.placement.source_height) == (record.original_width, record.original_height)
-    shifted = annotation.faces.copy()
-    shifted[0, 0] += 1  # one box moved a pixel: the image is still the earlier one, the record is not
-    framed, prepared, _ = take(where, sha, dataclasses.replace(annotation, faces=shifted))
-    assert framed is None and prepared.encoded == record.image
-    assert take(where, sha, annotation, same_targets=False)[0] is None  # other grid settings
-
+    wider = dataclasses.replace(where, source_width=2 * where.source_width)  # what a resealed record may say
+    with pytest.raises(reuse.NotReusable, match=f"{2 * where.source_width}x{where.source_height} px, the source's header "
+                                                f"{where.source_width}x{where.source_height}"):  # fmt: skip
+        take(wider, sha)
+    with pytest.raises(reuse.NotReusable, match="header cannot be read"):
+        take(where, sha, source=b"not an image")
     with pytest.raises(reuse.NotReusable, match="does not hold source"):
-        take(where, "0" * 64, annotation)
+        take(where, "0" * 64)
     with pytest.raises(reuse.NotReusable, match="not where the index found it"):
-        take(dataclasses.replace(where, offset=where.offset + 1), sha, annotation)
+        take(dataclasses.replace(where, offset=where.offset + 1), sha)
     flipped = bytearray(data)
     flipped[where.offset + tfrecord.HEADER_BYTES + where.length // 2] ^= 0x01
     shard.write_bytes(bytes(flipped))
     with pytest.raises(reuse.NotReusable, match="checksum"):
-        take(where, sha, annotation)
+        take(where, sha)
     shard.unlink()
     with pytest.raises(reuse.NotReusable, match="cannot read"):
-        take(where, sha, annotation)
+        take(where, sha)
+
+
+def test_a_source_over_the_pixel_limit_is_never_taken(first, tmp_path, monkeypatch):
+    """A clean build refuses a source over Pillow's pixel limit (decompression_bomb): so does a
+    build that finds an earlier record of it, whatever that record says."""
+    from PIL import Image as PILImage
+
+    out = _copy_build(first, tmp_path / "out")
+    record = _records(_files(first))[REPLACED]
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", record.original_width * record.original_height - 1)
+    result = _build(out, "--max_error_fraction=1")  # the larger images are bombs too
+    _build(tmp_path / "clean", "--noreuse", "--max_error_fraction=1")
+    found = _files(out)
+    errors = [json.loads(line) for line in found[_manifest(found)["errors_file"]].splitlines()]
+    assert next(e for e in errors if e["filename"] == REPLACED)["reason"] == "decompression_bomb"
+    assert _counters(result)["images_reused"] < USABLE
+    assert_same_as_clean(found, _files(tmp_path / "clean"))
 
 
 def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
@@ -410,8 +424,7 @@ def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
     digests[5] = digests[9]  # one source twice in a shard
 
     def where(i):
-        return Location(f"shard-{i % 3}", rng.randrange(2**40), rng.randrange(2**20), i, 2 * i, 1 + i, 2 + i,
-                        bytes(rng.randrange(256) for _ in range(15)) + b"\x00", i % 7, i % 5)  # a NUL NumPy must not strip
+        return Location(f"shard-{i % 3}", rng.randrange(2**40), rng.randrange(2**20), i, 2 * i, 1 + i, 2 + i)
 
     parts = [[(digests[i], where(i)) for i in range(start, start + 100)] for start in range(0, 400, 100)]
     parts[3][:3] = [(digests[i], where(1000 + i)) for i in (1, 2, 3)]  # also in part 0: part 0's kept
@@ -424,7 +437,7 @@ def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
     assert all(index.get(sha) == location for sha, location in expected.items())
     assert index.get("f" * 64) is None and index.get("") is None and Locations().get(digests[1]) is None
     assert pickle.loads(pickle.dumps(index)) == index
-    assert objsize.get_deep_size(index) / len(index) < 200
+    assert objsize.get_deep_size(index) / len(index) < 150
 
 
 @pytest.mark.parametrize("sha256", ["a" * 63, "a" * 64 + "b", "A" * 64, "g" * 64])
@@ -585,3 +598,92 @@ def test_reuse_from_cloud_storage_into_a_local_build(kind, request, clean, tmp_p
     found = _files(tmp_path / "out")
     assert _reuse(found) == {"from": earlier, "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
     assert_same_as_clean(found, clean())
+
+
+# ---- a resealed earlier build: valid checksums, values changed ---------------------------------
+
+
+def _reseal(out: pathlib.Path, edits: dict[str, object]) -> None:
+    """Rewrites the earlier build's records as someone who knows the format would: each record
+    whose filename `edits` names gets that edit (a function of its features, in place), with
+    fresh TFRecord checksums, and the manifest's shard entries (bytes, sha256, records) made to
+    match, so nothing the index checks can tell."""
+    for located in check_fixtures.records_of(out):
+        filename = located.features[schema.FILENAME][1][0].decode()
+        if filename in edits:
+            check_fixtures.edit_record(out, located.file, located.index, edits[filename])
+
+
+def _check_passes(out) -> None:
+    from reader.check.split import check_split
+
+    report = check_split(str(out), SPLIT, workers=1).report
+    assert report.ok, report.summary()
+
+
+def _set(key: str, values):
+    def edit(features):
+        kind, _ = features[key]
+        features[key] = (kind, values)
+
+    return edit
+
+
+def test_an_earlier_record_whose_source_size_is_not_its_sources_is_prepared_again(first, clean, tmp_path):
+    """image/original/width doubled and resealed: the source's header (read, not decoded) says
+    otherwise, so the record is not trusted. Its image is prepared again, the note says why, and
+    the build is the clean build's byte for byte (boxes where they are, not at half their x)."""
+    out = _copy_build(first, tmp_path / "out")
+    width = _records(_files(first))[REPLACED].original_width
+    _reseal(out, {REPLACED: _set(schema.ORIGINAL_WIDTH, [2 * width])})
+    _build(out)
+    found = _files(out)
+    block = _reuse(found)
+    assert (block["reused"], block["prepared"]) == (USABLE - 1, ANNOTATED - USABLE + 1)
+    assert len(block["notes"]) == 1 and REPLACED in block["notes"][0] and f"{2 * width}x" in block["notes"][0], block["notes"]
+    assert_same_as_clean(found, clean())
+    _check_passes(out)
+
+
+def test_an_earlier_record_with_its_targets_zeroed_is_not_copied(first, clean, tmp_path):
+    """A target grid zeroed and resealed: the build's records hold targets computed from the
+    current annotations, never the earlier record's, and the committed manifest's counts are
+    those of the shards it wrote (the clean build's)."""
+    out = _copy_build(first, tmp_path / "out")
+    grid = _records(_files(first))[REPLACED].grid
+    assert grid.any()
+    _reseal(out, {REPLACED: _set(schema.GRID, np.zeros(grid.size, np.float32))})
+    _build(out)
+    found = _files(out)
+    assert _reuse(found)["reused"] == USABLE  # only its pixels are kept: they are the same
+    assert_same_as_clean(found, clean())
+    _check_passes(out)
+
+
+def test_every_field_but_the_pixels_of_resealed_earlier_records_is_made_anew(first, clean, tmp_path):
+    """Seeded: every usable record of the earlier build gets one of its other fields rewritten
+    (numbers out of range, NaN, other lengths, other bytes) and the build resealed. Whatever was
+    changed, the rebuild writes the clean build's bytes and the checker passes. (Not the stored
+    image's format and size: the index refuses the whole shard of such a record.)"""
+    rng = np.random.default_rng(19)
+    keys = sorted(set(schema.FEATURES_BY_KEY) - {schema.ENCODED, schema.SHA256, schema.FORMAT, schema.HEIGHT, schema.WIDTH})
+    out = _copy_build(first, tmp_path / "out")
+    edits, edited = {}, []
+    for filename in sorted(_records(_files(first))):
+        key = keys[rng.integers(len(keys))]
+        kind = schema.FEATURES_BY_KEY[key].kind
+        size = int(rng.integers(0, 4))
+        if kind == "float":
+            values = rng.choice(np.array([0, -1, 0.5, 2, np.nan, np.inf], np.float32), size + 1)
+        elif kind == "int64":
+            values = rng.choice(np.array([0, 1, -7, 2**40, 224, 448], np.int64), size + 1)
+        else:
+            values = [bytes(rng.integers(97, 123, int(rng.integers(1, 9)), np.uint8)) for _ in range(size + 1)]
+        edits[filename] = _set(key, values)
+        edited.append(key)
+    _reseal(out, edits)
+    _build(out)
+    found = _files(out)
+    assert _reuse(found)["reused"] >= USABLE // 2, (edited, _reuse(found))  # most images still came from it
+    assert_same_as_clean(found, clean())
+    _check_passes(out)

@@ -12,6 +12,7 @@ field 1 holds the values (floats and int64s packed).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Literal, Union
 
@@ -52,31 +53,56 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def _packed_int64(values: Values) -> bytes:
-    ints = np.asarray(values, dtype=np.int64).ravel().tolist()
-    if all(0 <= v < 0x80 for v in ints):  # one byte each: the varint is the value itself
+    if isinstance(values, np.ndarray) and values.dtype == np.int64:
+        ints = values.ravel().tolist()
+    else:
+        ints = np.asarray(values, dtype=np.int64).ravel().tolist()
+    if not ints or (min(ints) >= 0 and max(ints) < 0x80):  # one byte each: the varint is the value itself
         return bytes(ints)
-    return b"".join(_varint(v) for v in ints)
+    return b"".join([_varint(v) for v in ints])
 
 
 def _encode_list(kind: str, values: Values) -> bytes:
+    """The value list's field 1: packed floats or int64s, or one field per bytes value."""
     if kind == "bytes":
-        return b"".join(_field(1, bytes(v)) for v in values)
+        return b"".join([_VALUE_TAG + _varint(len(v)) + v for v in map(bytes, values)])
     if kind == "float":
         packed = np.asarray(values, dtype="<f4").tobytes()
     elif kind == "int64":
         packed = _packed_int64(values)
     else:
         raise ValueError(f"feature kind must be one of {sorted(_LIST_FIELD)}, got {kind!r}")
-    return _field(1, packed) if packed else b""
+    size = len(packed)
+    return _VALUE_TAG + (_ONE_BYTE[size] if size < 0x80 else _varint(size)) + packed if size else b""
+
+
+# Every field of an Example is length-delimited (wire type 2): its tags are single bytes. The
+# encoder is what a record costs besides its pixels (about 30 features an image, and every
+# reused image's record is made anew): lengths under 128 are one byte, looked up, not computed.
+_VALUE_TAG = _ENTRY_TAG = _KEY_TAG = bytes([1 << 3 | _LEN])
+_FEATURE_TAG = bytes([2 << 3 | _LEN])
+_KIND_TAG = {kind: bytes([number << 3 | _LEN]) for kind, number in _LIST_FIELD.items()}
+
+
+@functools.lru_cache(maxsize=1024)  # a record's keys: a few dozen
+def _key_field(key: str) -> bytes:
+    encoded = key.encode("utf-8")
+    return _KEY_TAG + _varint(len(encoded)) + encoded
 
 
 def encode_example(features: Mapping[str, tuple[Kind, Values]]) -> bytes:
     """Serializes `{key: (kind, values)}` as a `tf.train.Example`, keys in sorted order."""
     entries = []
+    one_byte, varint = _ONE_BYTE, _varint
     for key in sorted(features):
         kind, values = features[key]
-        feature = _field(_LIST_FIELD[kind], _encode_list(kind, values))
-        entries.append(_field(1, _field(1, key.encode("utf-8")) + _field(2, feature)))
+        listed = _encode_list(kind, values)
+        size = len(listed)
+        feature = _KIND_TAG[kind] + (one_byte[size] if size < 0x80 else varint(size)) + listed
+        size = len(feature)
+        entry = _key_field(key) + _FEATURE_TAG + (one_byte[size] if size < 0x80 else varint(size)) + feature
+        size = len(entry)
+        entries.append(_ENTRY_TAG + (one_byte[size] if size < 0x80 else varint(size)) + entry)
     return _field(1, b"".join(entries))
 
 
