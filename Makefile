@@ -24,7 +24,7 @@ $(CORE): pyproject.toml Makefile
 	touch $(CORE)
 
 $(FULL): $(CORE)
-	$(PY) -m pip install --quiet -e '.[sample,train,report,dev,backends]'
+	$(PY) -m pip install --quiet -e '.[sample,train,report,dev,backends,dask]'
 	# TF Model Garden for the test that reads the records with its decoder: its own
 	# requirements would replace TensorFlow (tf-models-official pins another), so without them.
 	$(PY) -m pip install --quiet --no-deps 'tf-models-official==2.20.0' 'tf-keras==2.21.0'

@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline import beam_flags, build_report, commit, job, leases, storage, transforms
+from pipeline import beam_flags, build_report, commit, job, leases, storage, transforms, worker_setup
 from pipeline.beam_flags import UsageError
 from reader.core import layout
 from reader.core.boxes import RESIZE_MODES
@@ -104,7 +104,7 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     missing = [name for name in REQUIRED if fv[name].value is None]
     if missing:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
-    options = beam_flags.pipeline_options(beam_args)
+    options = beam_flags.pipeline_options(beam_args, fv.num_shards)
     in_process = beam_flags.in_process(options)
     paths = {name: fv[name].value.removeprefix("file://") for name in ("annotations", "images_dir", "output_dir")}
     if fv.reuse_from is not None and not fv.reuse:
@@ -121,7 +121,10 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
             host=leases.host_id() if in_process else None,
             pid=os.getpid() if in_process else None,
         )
-        build = job.Job(paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads, reuse_from)
+        build = job.Job(
+            paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads, reuse_from,
+            worker_setup.settings_of(options),
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     return build, options
@@ -192,6 +195,7 @@ def run_job(build: job.Job, options: PipelineOptions) -> beam.runners.runner.Pip
     pipeline = beam.Pipeline(runner=beam_flags.local_runner(options), options=options)
     job.build(pipeline, build)
     wait = not options.view_as(StandardOptions).no_wait_until_finish
+    result = None
     try:
         result = pipeline.run()
         if wait:
@@ -199,6 +203,9 @@ def run_job(build: job.Job, options: PipelineOptions) -> beam.runners.runner.Pip
     except BaseException:
         _abandon(build)
         raise
+    finally:
+        if wait:
+            beam_flags.release(result)
     return result
 
 
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if "--helpfull" in argv:
+        beam_flags.load_dask(required=False)
         print(f"{usage()}\n\nBeam's flags:\n{beam_flags.parser().format_help()}")
         return 0
     try:
