@@ -68,9 +68,9 @@ class ShardWritten:
     index: int
     entry: ShardEntry
     counts: dict[str, int]
-    errors: tuple[ErrorEntry, ...] = ()
     reused: int = 0  # records whose image came from the earlier build (pipeline.reuse)
     reuse_failures: tuple[str, ...] = ()  # earlier records found but not taken, and why
+    errors: tuple[ErrorEntry, ...] = ()  # the errors-file lines of its unusable images
 
 
 class ImageAnnotationCoder(beam.coders.Coder):
@@ -271,7 +271,7 @@ class WriteShardFn(beam.DoFn):
         level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
         _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], f.size / 1e6)
         entry = ShardEntry(name, counts["records"], f.size, f.digest.hexdigest())
-        yield ShardWritten(index, entry, counts.as_dict(), tuple(errors), reused, tuple(failures))
+        yield ShardWritten(index, entry, counts.as_dict(), reused, tuple(failures), tuple(errors))
 
     def _images_per_task(self, images: int) -> int:
         """Images a thread takes at once from a shard of `images`: IMAGES_PER_TASK, or fewer

@@ -25,13 +25,13 @@ import time
 import psutil
 import pytest
 
+from benchmarks import dask_build
 from pipeline import beam_flags, cli, sample
 from reader.check import split as check_split
 from reader.core import layout, tfds_metadata
 from tests import cloud_fixtures
 
 ROOT = pathlib.Path(__file__).parents[1]
-DASK = pathlib.Path(sys.executable).with_name("dask")  # the `dask` command of this environment
 SPLIT = "train"
 NUM_SHARDS = 4
 TIMEOUT = 120
@@ -78,38 +78,8 @@ def _alive(process: psutil.Process) -> bool:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A scheduler and two single-threaded worker processes (each under its nanny), on 127.0.0.1."""
-    root = tmp_path_factory.mktemp("dask")
-    scheduler_file = root / "scheduler.json"
-    processes = []
-
-    def start(name: str, *args: str) -> None:
-        log = open(root / f"{name}.log", "wb")  # noqa: SIM115  (closed with the process)
-        processes.append(subprocess.Popen([str(DASK), *args], env=ENV, cwd=root, stdout=log, stderr=log, start_new_session=True))
-
-    try:
-        start("scheduler", "scheduler", "--host=127.0.0.1", "--port=0", "--no-dashboard", f"--scheduler-file={scheduler_file}")
-        deadline = time.monotonic() + 60
-        while not scheduler_file.exists():
-            assert time.monotonic() < deadline and processes[0].poll() is None, (root / "scheduler.log").read_text()
-            time.sleep(0.05)
-        for i in range(2):
-            start(
-                f"worker{i}", "worker", f"--scheduler-file={scheduler_file}", "--host=127.0.0.1", "--nthreads=1", "--nworkers=1",
-                "--no-dashboard", "--death-timeout=60", f"--local-directory={root / f'worker{i}'}",
-            )  # fmt: skip
-        cluster = Cluster(scheduler_file, processes)
-        cluster.wait_for_workers(2)
-        yield cluster
-    finally:
-        for process in reversed(processes):  # the nannies take their workers with them
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
+    with dask_build.running_cluster(str(tmp_path_factory.mktemp("dask"))) as running:
+        yield Cluster(pathlib.Path(running.scheduler_file), running.processes)
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +214,7 @@ def _assert_one_build_then_rerun(cluster, source, local, out, done, earlier: dic
     """After a build whose worker was killed: one whole build, the new one equal to the local
     build or the earlier one with the failure in one line; the rerun completes the build."""
     manifest = assert_whole(out)
+    print(f"after the kill: exit {done.returncode}, the split holds the {'new' if manifest != earlier else 'earlier'} build")
     if done.returncode == 0:
         assert manifest["build"] != earlier["build"] and _built(out) == local
     else:

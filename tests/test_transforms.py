@@ -176,7 +176,7 @@ def _shard(tmp_path, index, records_in_it, errors=(), data=b"x"):
     name = f"val-{index:05d}-of-00003.{BUILD}.tfrecord"
     (tmp_path / name).write_bytes(data)
     counts = records.Counts(records=records_in_it, errors=len(errors), faces_stored=records_in_it, targets=records_in_it).as_dict()
-    return ShardWritten(index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts, tuple(errors))
+    return ShardWritten(index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts, errors=tuple(errors))
 
 
 def test_finalize_commits_the_manifest_and_errors_file_and_removes_the_earlier_build(tmp_path):
