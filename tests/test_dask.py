@@ -31,6 +31,8 @@ from reader.check import split as check_split
 from reader.core import layout, tfds_metadata
 from tests import cloud_fixtures
 
+# One pytest-xdist process runs them all (make test: --dist=loadgroup), so one cluster serves them.
+pytestmark = pytest.mark.xdist_group("dask")
 ROOT = pathlib.Path(__file__).parents[1]
 SPLIT = "train"
 NUM_SHARDS = 4
