@@ -106,10 +106,10 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
     options = beam_flags.pipeline_options(beam_args, fv.num_shards)
     in_process = beam_flags.in_process(options)
-    paths = {name: fv[name].value.removeprefix("file://") for name in ("annotations", "images_dir", "output_dir")}
+    paths = {name: _absolute(fv[name].value) for name in ("annotations", "images_dir", "output_dir")}
     if fv.reuse_from is not None and not fv.reuse:
         raise UsageError("--reuse_from names a build to reuse images from; --noreuse reuses none: give one of them")
-    reuse_from = (fv.reuse_from or paths["output_dir"]).removeprefix("file://") if fv.reuse else None
+    reuse_from = _absolute(fv.reuse_from or paths["output_dir"]) if fv.reuse else None
     try:
         config = BuildConfig(**{field.name: fv[field.name].value for field in dataclasses.fields(BuildConfig)})
         output = commit.OutputSpec(
@@ -128,6 +128,13 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     except ValueError as e:
         raise UsageError(str(e)) from None
     return build, options
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (`file://` dropped): the workers of a Dask cluster run in
+    directories of their own, and a relative path would name another file there (or none)."""
+    path = path.removeprefix("file://")
+    return os.path.abspath(path) if path and storage.is_local(path) else path
 
 
 def check_inputs(build: job.Job, options: PipelineOptions) -> None:

@@ -298,3 +298,17 @@ def test_the_worker_image_carries_the_dask_extra():
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "-r /opt/facegrid/requirements-dask.txt" in dockerfile and "apache_beam.runners.dask.dask_runner" in dockerfile
     assert "dask" in (ROOT / "Makefile").read_text().split("$(FULL): $(CORE)")[1].split("\n")[1]  # make test installs it
+
+
+def test_relative_local_paths_reach_the_workers_as_the_command_line_meant_them(cluster, source, local, tmp_path):
+    # The workers run in directories of their own: before the command line made local paths
+    # absolute, a relative --annotations failed there (FileNotFoundError on the worker).
+    root = pathlib.Path(source.images_dir).parent
+    flags = [
+        f"--annotations={pathlib.Path(source.train_annotations).relative_to(root)}", "--images_dir=images",
+        f"--output_dir={os.path.relpath(tmp_path / 'out', root)}", f"--split={SPLIT}", f"--num_shards={NUM_SHARDS}",
+    ]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "pipeline", *flags, *cluster.flags()], env=ENV, cwd=root,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _built(tmp_path / "out") == local
