@@ -10,7 +10,8 @@ DEMO_DIR ?= build/demo
 VAL_DIR ?= build/val
 BENCH_DIR ?= build/bench
 WIDER := data/wider_face_split
-# Tests spread over both cores; Beam pipelines inside tests run their own workers too.
+# Tests spread over both cores; Beam pipelines inside tests run their own workers too. Tests
+# marked with one xdist_group run in one process (tests/test_dask.py: one Dask cluster for all).
 PYTEST_WORKERS ?= 2
 
 .PHONY: venv demo val test bench fuzz clean
@@ -24,7 +25,7 @@ $(CORE): pyproject.toml Makefile
 	touch $(CORE)
 
 $(FULL): $(CORE)
-	$(PY) -m pip install --quiet -e '.[sample,train,report,dev,backends]'
+	$(PY) -m pip install --quiet -e '.[sample,train,report,dev,backends,dask]'
 	# TF Model Garden for the test that reads the records with its decoder: its own
 	# requirements would replace TensorFlow (tf-models-official pins another), so without them.
 	$(PY) -m pip install --quiet --no-deps 'tf-models-official==2.20.0' 'tf-keras==2.21.0'
@@ -47,7 +48,7 @@ val: $(CORE)
 	$(PY) -m reader.check --data_dir=$(VAL_DIR)/shards --split=val --sheet=$(VAL_DIR)/val.png
 
 test: $(FULL)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist=loadgroup -q
 
 bench: $(FULL)
 	$(PY) -m benchmarks --work_dir=$(BENCH_DIR)

@@ -4,8 +4,10 @@ pipeline.cli reads facegrid's own flags and hands the rest here. This module own
 of them: refusing a flag neither knows (Beam alone would drop it with a warning and build with
 the defaults), the runner's name as Beam resolves its aliases, the defaults of a build without
 --runner (the FnApiRunner, in_memory, one worker, unless workers are asked for), refusing what
-a local runner cannot do (--dry_run, --template_location), and the FnApiRunner built with every
-option for its worker processes. Mistakes raise UsageError, which the console script reports
+a local runner or a Dask cluster cannot do (--dry_run, --template_location), Beam's DaskRunner
+(which Beam does not list among its runners: its flags are known once the `dask` extra is
+imported, which only a command line naming Dask pays for), and the FnApiRunner built with
+every option for its worker processes. Mistakes raise UsageError, which the console script reports
 in one line with exit status 2.
 """
 
@@ -30,14 +32,35 @@ from pipeline.build_report import last_line
 LOCAL_RUNNER = "FnApiRunner"
 # Runners whose workers live and die with this process: their builds' leases name it.
 IN_PROCESS_RUNNERS = ("FnApiRunner", "DirectRunner", "PrismRunner")
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+# Runners whose job lives only as long as this process waits for it (a Dask computation ends
+# with the client that submitted it): the command line always waits, and translates nothing.
+_BOUND_RUNNERS = (*IN_PROCESS_RUNNERS, "DaskRunner")
 
 
 class UsageError(ValueError):
     """Bad command line: exit status 2."""
 
 
+def load_dask(required: bool = True) -> bool:
+    """Imports Beam's DaskRunner, which makes its flags (--dask_client_address, ...) known.
+    Without the `dask` extra: UsageError when `required`, else False."""
+    try:
+        import apache_beam.runners.dask.dask_runner  # noqa: F401  (registers DaskOptions)
+    except ImportError as e:
+        if required:
+            raise UsageError(f"Beam's DaskRunner needs Dask: pip install 'facegrid[dask]' ({last_line(e)})") from None
+        return False
+    return True
+
+
+def _names_dask(beam_args: list[str]) -> bool:
+    return any("dask" in arg.lower() for arg in beam_args)
+
+
 def parser() -> argparse.ArgumentParser:
-    """Every flag Beam's PipelineOptions know, parsed as Beam parses them."""
+    """Every flag Beam's PipelineOptions know, parsed as Beam parses them (Dask's once
+    load_dask has run)."""
     parser = beam_options._BeamArgumentParser(allow_abbrev=False, exit_on_error=False)
     seen = set()
     for cls in PipelineOptions.__subclasses__():  # the classes Beam itself consults
@@ -50,6 +73,8 @@ def parser() -> argparse.ArgumentParser:
 def check_flags(beam_args: list[str], facegrid_flags: list[str]) -> None:
     """Refuses what neither facegrid (`facegrid_flags`: its flag names) nor Beam knows among
     `beam_args`, naming the nearest real flag. Raises UsageError."""
+    if _names_dask(beam_args):
+        load_dask()
     beam = parser()
     try:
         _, unknown = beam.parse_known_args(beam_args)
@@ -65,10 +90,11 @@ def check_flags(beam_args: list[str], facegrid_flags: list[str]) -> None:
         raise UsageError(f"unknown flag --{name}{hint}")
 
 
-def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+def pipeline_options(beam_args: list[str], num_shards: int = 1) -> PipelineOptions:
     """The PipelineOptions of `beam_args` (flags check_flags let through), as the build runs
-    with them: the runner by its own name, the local defaults, --dry_run read as meant, a local
-    runner waiting for its build. Raises UsageError."""
+    with them: the runner by its own name, the local defaults, on Dask one partition per shard
+    (of `num_shards`) unless --dask_npartitions or --dask_partition_size say otherwise, --dry_run
+    read as meant, a local runner or a Dask client waiting for its build. Raises UsageError."""
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
     if standard.runner is not None:
@@ -83,6 +109,8 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
             direct.direct_running_mode = "multi_processing" if asked else "in_memory"
         if "--direct_num_workers" not in given:
             direct.direct_num_workers = 1 if direct.direct_running_mode == "in_memory" else os.cpu_count() or 1
+    if runner_name(options) == "DaskRunner":
+        _dask_defaults(options, num_shards)
     workers = options.view_as(DirectOptions).direct_num_workers
     if workers is not None and workers < 0:
         raise UsageError(f"--direct_num_workers={workers}: expected 0 (one per core) or more")
@@ -91,13 +119,27 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 
     test_options = options.view_as(TestOptions)
     test_options.dry_run = _flag_is_set(test_options.dry_run)
-    if in_process(options):
+    if runner_name(options) in _BOUND_RUNNERS:
+        kind = "the Dask cluster" if runner_name(options) == "DaskRunner" else "the local runner"
         for given, what in ((test_options.dry_run, "--dry_run"), (options.view_as(GoogleCloudOptions).template_location, "--template_location")):
             if given:
-                raise UsageError(f"{what} translates a job for --runner=DataflowRunner; the local runner {runner_name(options)} would build and commit the split")
-        # The local runners finish their work inside run(): there is nothing to leave running.
+                raise UsageError(f"{what} translates a job for --runner=DataflowRunner; {kind} {runner_name(options)} would build and commit the split")
+        # The local runners finish their work inside run(), and a Dask computation ends with
+        # the client that submitted it: there is nothing to leave running.
         standard.no_wait_until_finish = False
     return options
+
+
+def _dask_defaults(options: PipelineOptions, num_shards: int) -> None:
+    """Beam's DaskRunner splits only a Create into partitions (128 elements each unless told):
+    one partition per shard lets every shard's writer run on its own worker."""
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    dask = options.view_as(DaskOptions)
+    if dask.npartitions is None and dask.partition_size is None:
+        dask.npartitions = num_shards
+    if dask.npartitions is not None and dask.npartitions < 1:
+        raise UsageError(f"--dask_npartitions={dask.npartitions}: expected 1 or more")
 
 
 def _known_runner(name):
@@ -107,7 +149,11 @@ def _known_runner(name):
         return name
     from apache_beam.runners import runner as runners
 
-    valid = sorted({path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS})
+    if name.lower().removesuffix("runner") == "dask" or name == DASK_RUNNER:
+        load_dask()
+        return DASK_RUNNER  # Beam does not resolve its own DaskRunner's short name
+
+    valid = sorted({path.rsplit(".", 1)[-1] for path in (*StandardOptions.ALL_KNOWN_RUNNERS, DASK_RUNNER)})
     try:
         found = type(runners.create_runner(name)).__name__
     except Exception as e:  # ValueError for an unknown name; ImportError for a runner not installed
@@ -136,7 +182,7 @@ def _flag_is_set(value) -> bool:
 
 def runner_name(options: PipelineOptions) -> str:
     runner = options.view_as(StandardOptions).runner
-    return runner if isinstance(runner, str) else type(runner).__name__
+    return runner.rsplit(".", 1)[-1] if isinstance(runner, str) else type(runner).__name__
 
 
 def in_process(options: PipelineOptions) -> bool:
@@ -158,6 +204,14 @@ def local_runner(options: PipelineOptions):
     return fn_runner.FnApiRunner(
         provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     )
+
+
+def release(result) -> None:
+    """Lets go of what the run held once it is over: the Dask client Beam's DaskRunner made (and
+    the local cluster it started when no scheduler was named). Nothing for other runners."""
+    client = getattr(result, "client", None)
+    if client is not None:
+        client.close()
 
 
 def writes(options: PipelineOptions) -> bool:

@@ -26,6 +26,8 @@ def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # Beam's own INFO lines (servers starting, type hints) bury the progress lines of the build.
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    # Dask's scheduler, workers and nannies log every start, connection and close at INFO.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     relay = logging.getLogger(_RELAY)
     relay.setLevel(logging.INFO)
     relay.addFilter(WorkerLogs(verbose))

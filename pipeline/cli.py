@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline import beam_flags, build_report, commit, job, leases, storage, transforms
+from pipeline import beam_flags, build_report, commit, job, leases, storage, transforms, worker_setup
 from pipeline.beam_flags import UsageError
 from reader.core import layout
 from reader.core.boxes import RESIZE_MODES
@@ -104,12 +104,12 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     missing = [name for name in REQUIRED if fv[name].value is None]
     if missing:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
-    options = beam_flags.pipeline_options(beam_args)
+    options = beam_flags.pipeline_options(beam_args, fv.num_shards)
     in_process = beam_flags.in_process(options)
-    paths = {name: fv[name].value.removeprefix("file://") for name in ("annotations", "images_dir", "output_dir")}
+    paths = {name: _absolute(fv[name].value) for name in ("annotations", "images_dir", "output_dir")}
     if fv.reuse_from is not None and not fv.reuse:
         raise UsageError("--reuse_from names a build to reuse images from; --noreuse reuses none: give one of them")
-    reuse_from = (fv.reuse_from or paths["output_dir"]).removeprefix("file://") if fv.reuse else None
+    reuse_from = _absolute(fv.reuse_from or paths["output_dir"]) if fv.reuse else None
     try:
         config = BuildConfig(**{field.name: fv[field.name].value for field in dataclasses.fields(BuildConfig)})
         output = commit.OutputSpec(
@@ -121,10 +121,20 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
             host=leases.host_id() if in_process else None,
             pid=os.getpid() if in_process else None,
         )
-        build = job.Job(paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads, reuse_from)
+        build = job.Job(
+            paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads, reuse_from,
+            worker_setup.settings_of(options),
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     return build, options
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (`file://` dropped): the workers of a Dask cluster run in
+    directories of their own, and a relative path would name another file there (or none)."""
+    path = path.removeprefix("file://")
+    return os.path.abspath(path) if path and storage.is_local(path) else path
 
 
 def check_inputs(build: job.Job, options: PipelineOptions) -> None:
@@ -192,6 +202,7 @@ def run_job(build: job.Job, options: PipelineOptions) -> beam.runners.runner.Pip
     pipeline = beam.Pipeline(runner=beam_flags.local_runner(options), options=options)
     job.build(pipeline, build)
     wait = not options.view_as(StandardOptions).no_wait_until_finish
+    result = None
     try:
         result = pipeline.run()
         if wait:
@@ -199,6 +210,9 @@ def run_job(build: job.Job, options: PipelineOptions) -> beam.runners.runner.Pip
     except BaseException:
         _abandon(build)
         raise
+    finally:
+        if wait:
+            beam_flags.release(result)
     return result
 
 
@@ -237,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if "--helpfull" in argv:
+        beam_flags.load_dask(required=False)
         print(f"{usage()}\n\nBeam's flags:\n{beam_flags.parser().format_help()}")
         return 0
     try:

@@ -1,50 +1,55 @@
 """The build's last step: the shards' counts added up and checked, then the split committed.
 
-    Finalize   (ShardWritten, ErrorEntry, annotated totals), BuildHandle [, ReuseIndex]
-               -> the manifest, once committed (pipeline.commit): the errors file and the empty
-               shards written, the manifest written as the one atomic step, files of builds
-               that are over removed. Safe to retry.
+    Finalize   ShardWritten (one per shard, each with its errors-file lines), BuildHandle,
+               annotated totals [, ReuseIndex]
+               -> the manifest, once committed (pipeline.commit): the errors file written, the
+               manifest written as the one atomic step, files of builds that are over removed.
+               Safe to retry.
+
+The shards reach the commit as its main input, gathered into one element by a GroupByKey on a
+single key: the commit is the graph's last step, it runs once every shard is written on every
+runner, and what it commits is what it received. It takes no runner metrics: the counts are
+the shards' own, added up and checked against the parse totals, and it refuses a set of shards
+that is not exactly one of each index (a runner that lost or repeated one).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import apache_beam as beam
 
-from pipeline import commit, records, reuse
-from pipeline.transforms import plural
+from pipeline import commit, records, reuse, worker_setup
+from pipeline.transforms import ShardWritten, plural
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
-from reader.core.manifest import ShardEntry
 
 _LOG = logging.getLogger(__name__)
 
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
 
 class FinalizeFn(beam.DoFn):
-    """Runs once, after every shard: checks the counts and the error fraction, then commits the
-    build (pipeline.commit): empty shards and the errors file written, the manifest written as
-    the one atomic step, files of builds that are over removed. Safe to retry."""
+    """(key, every shard's ShardWritten) -> the manifest: runs once, after every shard; checks
+    the shards, the counts and the error fraction, then commits the build (pipeline.commit): the
+    errors file written, the manifest written as the one atomic step, files of builds that are
+    over removed. Safe to retry."""
 
     def __init__(self, config: BuildConfig, max_error_fraction: float, annotations: str = "annotations"):
         super().__init__()
         self._config, self._max_error_fraction, self._annotations = config, max_error_fraction, annotations
 
-    def process(self, _, build: commit.BuildHandle, shards, unusable, annotated, earlier: reuse.ReuseIndex | None = None):
+    def process(self, element, build: commit.BuildHandle, annotated, earlier: reuse.ReuseIndex | None = None):
+        shards = _one_of_each(build, element[1])
         counts = _added_up(build, annotated, shards)
         _refuse_one_source_twice(build, shards, self._annotations)
-        errors = sorted(unusable, key=lambda e: (e.filename, e.line))
+        errors = sorted((e for s in shards for e in s.errors), key=lambda e: (e.filename, e.line))
         errors_file = manifests.errors_file_bytes(errors)
         self._refuse_too_many_errors(build, counts, errors_file)
-        entries, empty = _with_empty_shards(build, shards)
+        entries = [s.entry for s in shards]
         manifest = manifests.manifest_json(build.split, build.build, self._config, counts, errors, entries)
         manifest["preparation"] = reuse.preparation()
         manifest["reuse"] = _reuse_record(earlier or reuse.ReuseIndex(), shards, counts)
-        new_files = {build.errors_name: errors_file, **empty}
-        removed = build.commit(manifest, new_files, {e.file: e.bytes for e in entries if e.file not in new_files})
+        new_files = {build.errors_name: errors_file}
+        removed = build.commit(manifest, new_files, {e.file: e.bytes for e in entries})
         if removed:
             _LOG.info("%s: removed %d files of earlier or crashed builds", build.split, len(removed))
         yield manifest
@@ -63,6 +68,22 @@ class FinalizeFn(beam.DoFn):
             f"({fraction:.2%}), over --max_error_fraction={self._max_error_fraction}; "
             f"see {build.path(build.errors_name)}. Nothing was committed: the earlier build, if any, is untouched."
         )
+
+
+def _one_of_each(build: commit.BuildHandle, shards) -> list[ShardWritten]:
+    """The shards in index order; abandons the build with BuildError unless there is exactly one
+    of each index (a runner lost a shard's result, or delivered one twice)."""
+    found = sorted(shards, key=lambda s: s.index)
+    indices = [s.index for s in found]
+    if indices != list(range(build.output.num_shards)):
+        build.abandon()
+        missing = sorted(set(range(build.output.num_shards)) - set(indices))
+        repeated = sorted({i for i in indices if indices.count(i) > 1})
+        raise commit.BuildError(
+            f"{build.split}: not committed: the runner delivered {len(indices)} shard results for {build.output.num_shards} shards"
+            f"{f' (missing: {missing[:5]})' if missing else ''}{f' (more than once: {repeated[:5]})' if repeated else ''}"
+        )
+    return found
 
 
 def _reuse_record(earlier: reuse.ReuseIndex, shards, counts: records.Counts) -> dict:
@@ -109,44 +130,28 @@ def _refuse_one_source_twice(build: commit.BuildHandle, shards, annotations: str
     )
 
 
-def _with_empty_shards(build: commit.BuildHandle, shards) -> tuple[list[ShardEntry], dict[str, bytes]]:
-    """Every shard's entry in index order, and the files of the shards no image landed in
-    (written empty by the commit)."""
-    written = {s.index: s.entry for s in shards}
-    empty = {}
-    for index in range(build.output.num_shards):
-        if index not in written:
-            name = build.shard_name(index)
-            empty[name] = b""
-            written[index] = ShardEntry(name, 0, 0, _EMPTY_SHA256)
-    if empty:
-        _LOG.info("%s: %s of %d got no image: written empty", build.split, plural(len(empty), "shard"), build.output.num_shards)
-    return [written[i] for i in range(build.output.num_shards)], empty
-
-
 class Finalize(beam.PTransform):
-    """(ShardWritten, ErrorEntry, annotated totals), BuildHandle -> the manifest dict, once
-    committed."""
+    """ShardWritten (one per shard), BuildHandle, annotated totals [, ReuseIndex] -> the
+    manifest dict, once committed. `settings`: the storage settings the commit writes with
+    (pipeline.worker_setup)."""
 
-    def __init__(self, config: BuildConfig, max_error_fraction: float, build, earlier=None, annotations: str = "annotations"):
+    def __init__(
+        self, config: BuildConfig, max_error_fraction: float, build, annotated, earlier=None, settings: dict | None = None,
+        annotations: str = "annotations",
+    ):
         super().__init__()
-        self._fn = FinalizeFn(config, max_error_fraction, annotations)
-        self._build, self._earlier = build, earlier
+        self._fn = worker_setup.Configured(FinalizeFn(config, max_error_fraction, annotations), settings)
+        self._build, self._annotated, self._earlier = build, annotated, earlier
 
-    def expand(self, inputs):
-        shards, unusable, annotated = inputs
+    def expand(self, shards):
+        side = {"build": beam.pvalue.AsSingleton(self._build), "annotated": beam.pvalue.AsSingleton(self._annotated)}
+        if self._earlier is not None:
+            side["earlier"] = beam.pvalue.AsSingleton(self._earlier_notes())
         return (
-            shards.pipeline
-            | "Once" >> beam.Create([None])
-            | "Commit"
-            >> beam.ParDo(
-                self._fn,
-                build=beam.pvalue.AsSingleton(self._build),
-                shards=beam.pvalue.AsList(shards),
-                unusable=beam.pvalue.AsList(unusable),
-                annotated=beam.pvalue.AsSingleton(annotated),
-                **({} if self._earlier is None else {"earlier": beam.pvalue.AsSingleton(self._earlier_notes())}),
-            )
+            shards
+            | "OneKey" >> beam.Map(lambda shard: (0, shard)).with_output_types(tuple[int, ShardWritten])
+            | "Gather" >> beam.GroupByKey()
+            | "Commit" >> beam.ParDo(self._fn, **side)
         )
 
     def _earlier_notes(self):

@@ -1,4 +1,7 @@
-"""The whole build of one split as a Beam graph: begin, parse, prepare and write shards, commit."""
+"""The whole build of one split as a Beam graph: begin, parse, prepare and write shards, commit.
+
+The commit is the graph's last step and every other step feeds it (Beam's DaskRunner computes
+the last step and what it reads, nothing else)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from pipeline import annotations, commit, finalize, reuse, transforms
+from pipeline import annotations, commit, finalize, reuse, transforms, worker_setup
 from reader.core.config import BuildConfig
 
 
@@ -22,6 +25,10 @@ class Job:
     max_error_fraction: float = 0.01
     image_threads: int = transforms.IMAGE_THREADS
     reuse_from: str | None = None  # an earlier build's directory whose prepared images to reuse (pipeline.reuse)
+    # The storage options every step applies wherever it runs (pipeline.worker_setup: plain
+    # values, from the command line's); None leaves them to the runner (the FnApiRunner and
+    # Dataflow hand their workers the pipeline options; Beam's DaskRunner does not).
+    storage_settings: dict | None = None
 
     def __post_init__(self):
         if not 0 <= self.max_error_fraction <= 1:
@@ -33,16 +40,21 @@ class Job:
 def build(pipeline: beam.Pipeline, job: Job):
     """Adds the build of `job` to `pipeline`; returns the PCollection holding the manifest."""
     list_format = annotations.list_format_for_split(job.output.split)
-    handle = pipeline | "Begin" >> beam.Create([None]) | "BeginBuild" >> beam.ParDo(transforms.BeginBuildFn(job.output))
-    parsed = pipeline | "ParseAnnotations" >> transforms.ParseAnnotations(job.annotations, list_format)
+    settings = job.storage_settings
+    handle = pipeline | "Begin" >> beam.Create([None]) | "BeginBuild" >> beam.ParDo(_configured(transforms.BeginBuildFn(job.output), job))
+    parsed = pipeline | "ParseAnnotations" >> transforms.ParseAnnotations(job.annotations, list_format, settings)
     totals = parsed | "CountAnnotated" >> beam.CombineGlobally(transforms.AnnotatedTotals())
     earlier = None if job.reuse_from is None else pipeline | "IndexEarlierBuild" >> _index_earlier(job)
     written = parsed | "WriteShards" >> transforms.WriteShards(
-        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads, totals=totals, earlier=earlier
+        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads, totals=totals, earlier=earlier, settings=settings
     )
-    return (written.shards, written[transforms.ERRORS_TAG], totals) | "Finalize" >> finalize.Finalize(
-        job.config, job.max_error_fraction, handle, earlier, annotations=job.annotations
+    return written | "Finalize" >> finalize.Finalize(
+        job.config, job.max_error_fraction, handle, totals, earlier, settings, annotations=job.annotations
     )
+
+
+def _configured(fn: beam.DoFn, job: Job) -> beam.DoFn:
+    return worker_setup.Configured(fn, job.storage_settings)
 
 
 @beam.ptransform_fn
@@ -51,8 +63,8 @@ def _index_earlier(root, job: Job):
     return (
         root
         | "EarlierDir" >> beam.Create([job.reuse_from])
-        | "EarlierShards" >> beam.ParDo(reuse.EarlierShardsFn(job.output.split, job.config, explicit=job.reuse_from != job.output.output_dir))
+        | "EarlierShards" >> beam.ParDo(_configured(reuse.EarlierShardsFn(job.output.split, job.config, explicit=job.reuse_from != job.output.output_dir), job))
         | "SpreadShards" >> beam.Reshuffle()
-        | "IndexShards" >> beam.ParDo(reuse.IndexShardFn(job.config))
+        | "IndexShards" >> beam.ParDo(_configured(reuse.IndexShardFn(job.config), job))
         | "Combine" >> beam.CombineGlobally(reuse.CombineIndexes())
     )

@@ -1,17 +1,26 @@
 """The Beam job's composite transforms, one job each.
 
     ParseAnnotations   begin -> ImageAnnotation per image of the annotation file
-    WriteShards        ImageAnnotation -> ShardWritten per shard (written under the build's id)
-                                        + ErrorEntry per image that could not be used; the
-                                        images an earlier build prepared are reused (pipeline.reuse)
-Those two, plus the parse totals, go to pipeline.finalize, which commits the build.
+    WriteShards        ImageAnnotation -> one ShardWritten per shard index (written under the
+                                        build's id, empty when no image landed in it), carrying
+                                        the errors-file lines of its images that could not be
+                                        used; the images an earlier build prepared are reused
+                                        (pipeline.reuse)
+Those, plus the parse totals, go to pipeline.finalize, which commits the build.
 BeginBuildFn, run first, draws the build id and writes its lease; every other step gets the
 BuildHandle as a side input.
 
-Image bytes never cross a shuffle: WriteShards groups only the small annotations by shard,
-then each shard's writer reads and prepares its images a few at a time on threads and writes
-them in hash order. So peak memory does not grow with the dataset, and GroupByShard is the
-fusion break that spreads the image work (parsing is one element; images are not).
+The graph asks of a runner only what every Beam runner does, Beam's DaskRunner included (see
+docs/DESIGN.md, "Runners"): every ParDo has one output (a shard's errors travel in its
+ShardWritten, never on a second tagged output a runner could mix with the first), and nothing
+is counted by runner metrics alone (the commit adds up the ShardWritten it receives). The shards
+are the elements of `Create(range(num_shards))`, spread by a Reshuffle, and each shard's writer
+looks its annotations up in a multimap side input keyed by shard: so every runner can place
+the shards on as many workers as it has (the Dask runner splits a Create, never a grouping).
+
+Image bytes never cross a shuffle: only the small annotations are keyed by shard, then each
+shard's writer reads and prepares its images a few at a time on threads and writes them in hash
+order. So peak memory does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
-from pipeline import commit, images, records, reuse, sources
+from pipeline import commit, images, records, reuse, sources, worker_setup
 from pipeline.annotations import ImageAnnotation
 from reader.core import layout, progress, tfrecord
 from reader.core.targets import NUM_CHANNELS
@@ -44,7 +53,6 @@ from reader.core.config import BuildConfig
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"
-ERRORS_TAG = "errors"
 _UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads in flight on gs://
 IMAGES_PER_TASK = 8  # images a thread takes at once (_prefetch), fewer where records are large:
@@ -54,13 +62,15 @@ HELD_RECORD_BYTES = 32 * 2**20  # records done and waiting their turn, at most (
 @dataclasses.dataclass(frozen=True)
 class ShardWritten:
     """One shard written under its final name, not yet committed: its manifest entry, its
-    position among the shards and the counts of the images that went into it."""
+    position among the shards, the counts of the images that went into it and the errors-file
+    lines of those that could not be used (in the order of the shard's images)."""
 
     index: int
     entry: ShardEntry
     counts: dict[str, int]
     reused: int = 0  # records whose image came from the earlier build (pipeline.reuse)
     reuse_failures: tuple[str, ...] = ()  # earlier records found but not taken, and why
+    errors: tuple[ErrorEntry, ...] = ()  # the errors-file lines of its unusable images
     sources: tuple[tuple[str, str, int], ...] = ()  # (source sha256, filename, annotation line) of each record
 
 
@@ -100,18 +110,30 @@ def read_annotations(path: str, list_format: str) -> Iterator[ImageAnnotation]:
             yield annotation
 
 
-class ParseAnnotations(beam.PTransform):
-    """Begin -> one ImageAnnotation per image of the file. Fails on a malformed file."""
+class ParseFn(beam.DoFn):
+    """The annotation file's path -> one ImageAnnotation per image of it."""
 
-    def __init__(self, path: str, list_format: str):
+    def __init__(self, list_format: str):
         super().__init__()
-        self._path, self._list_format = path, list_format
+        self._list_format = list_format
+
+    def process(self, path: str):
+        yield from read_annotations(path, self._list_format)
+
+
+class ParseAnnotations(beam.PTransform):
+    """Begin -> one ImageAnnotation per image of the file. Fails on a malformed file.
+    `settings`: the storage settings the file is read with (pipeline.worker_setup)."""
+
+    def __init__(self, path: str, list_format: str, settings: dict | None = None):
+        super().__init__()
+        self._path, self._list_format, self._settings = path, list_format, settings
 
     def expand(self, pbegin):
         return (
             pbegin
             | "AnnotationPath" >> beam.Create([self._path])
-            | "Parse" >> beam.FlatMap(read_annotations, self._list_format).with_output_types(ImageAnnotation)
+            | "Parse" >> beam.ParDo(worker_setup.Configured(ParseFn(self._list_format), self._settings)).with_output_types(ImageAnnotation)
         )
 
 
@@ -168,8 +190,8 @@ class BeginBuildFn(beam.DoFn):
 
 
 class WriteShardFn(beam.DoFn):
-    """(shard index, annotations), BuildHandle -> ShardWritten; unusable images to the `errors`
-    output.
+    """Shard index, BuildHandle, the annotations by shard (a multimap) -> ShardWritten, with the
+    errors-file lines of the shard's unusable images.
 
     Up to `threads` images of the shard are read and prepared at once, on a thread pool, and
     written in hash order as they come back. Threads pay twice: Pillow releases the GIL while it
@@ -178,7 +200,7 @@ class WriteShardFn(beam.DoFn):
     Beam attributes them, once the shard is written (the errors' reasons as they come). The
     shard goes straight to its final name, which carries the build id: no reader follows it
     until the build commits, and a retried bundle writes the same bytes.
-    A shard no image landed in is written empty by Finalize.
+    A shard no image landed in is written empty.
     """
 
     def __init__(self, images_dir: str, config: BuildConfig, threads: int):
@@ -215,12 +237,11 @@ class WriteShardFn(beam.DoFn):
         record, image_counts = records.make_record(annotation, data, self._config, prepared, sha256)
         return tfrecord.encode_record(record.serialize()), image_counts, prepared is not None, failure, sha256
 
-    def process(self, element, build: commit.BuildHandle, totals=None, earlier: reuse.ReuseIndex | None = None):
-        index, group = element
-        ordered = sorted(group, key=lambda a: layout.record_key(a.filename))
+    def process(self, index: int, build: commit.BuildHandle, annotations, totals=None, earlier: reuse.ReuseIndex | None = None):
+        ordered = sorted(annotations[index], key=lambda a: layout.record_key(a.filename))
         name = build.shard_name(index)
         counts = records.Counts()
-        reused, failures, written = 0, [], []
+        reused, failures, errors, written = 0, [], [], []
         shown = None if totals is None else _progress_of(build, totals["images_annotated"])
         build.heartbeat()
         with build.create(name) as file, reuse.EarlierRecords() as earlier_records:
@@ -237,10 +258,7 @@ class WriteShardFn(beam.DoFn):
                 except images.UnusableImage as e:
                     self._reasons[e.reason].inc()
                     counts.update(errors=1, faces_in_errors=len(annotation.faces))
-                    yield beam.pvalue.TaggedOutput(
-                        ERRORS_TAG,
-                        ErrorEntry(annotation.filename, annotation.line, e.reason, e.detail, len(annotation.faces)),
-                    )
+                    errors.append(ErrorEntry(annotation.filename, annotation.line, e.reason, e.detail, len(annotation.faces)))
                     continue
                 reused += was_reused
                 failures += [failure] if failure else []
@@ -253,8 +271,8 @@ class WriteShardFn(beam.DoFn):
         self._reuse_counters["images_prepared"].inc(counts["records"] + counts["errors"] - reused)
         level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
         _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], f.size / 1e6)
-        yield ShardWritten(index, ShardEntry(name, counts["records"], f.size, f.digest.hexdigest()), counts.as_dict(), reused, tuple(failures),
-                           tuple(written))
+        entry = ShardEntry(name, counts["records"], f.size, f.digest.hexdigest())
+        yield ShardWritten(index, entry, counts.as_dict(), reused, tuple(failures), tuple(errors), tuple(written))
 
     def _images_per_task(self, images: int) -> int:
         """Images a thread takes at once from a shard of `images`: IMAGES_PER_TASK, or fewer
@@ -299,25 +317,25 @@ class _HashingWriter:
 
 
 class WriteShards(beam.PTransform):
-    """ImageAnnotation, BuildHandle (singleton) [, annotated totals (singleton)] -> ShardWritten
-    (main output) and ErrorEntry (`errors` output). With the totals, the writers show the
-    build's progress (pipeline.progress).
-
-    Shards with no image produce nothing here; Finalize writes them empty.
+    """ImageAnnotation, BuildHandle (singleton) [, annotated totals (singleton)] -> one
+    ShardWritten per shard index, every shard written (empty when no image landed in it). With
+    the totals, the writers show the build's progress (pipeline.progress). `settings`: the
+    storage settings the writers read and write with (pipeline.worker_setup).
     """
 
-    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, threads: int = IMAGE_THREADS, totals=None, earlier=None):
+    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, threads: int = IMAGE_THREADS, totals=None, earlier=None,
+                 settings: dict | None = None):
         super().__init__()
-        self._write = WriteShardFn(images_dir, config, threads)
+        self._write = worker_setup.Configured(WriteShardFn(images_dir, config, threads), settings)
         self._num_shards, self._build, self._totals, self._earlier = num_shards, build, totals, earlier
 
     def expand(self, annotations):
+        by_shard = annotations | "KeyByShard" >> beam.Map(_key_by_shard, self._num_shards).with_output_types(tuple[int, ImageAnnotation])
         return (
-            annotations
-            | "KeyByShard" >> beam.Map(_key_by_shard, self._num_shards).with_output_types(tuple[int, ImageAnnotation])
-            | "GroupByShard" >> beam.GroupByKey()
-            | "PrepareAndWrite"
-            >> beam.ParDo(self._write, **self._side_inputs()).with_outputs(ERRORS_TAG, main="shards")
+            annotations.pipeline
+            | "ShardIndices" >> beam.Create(range(self._num_shards))
+            | "SpreadShards" >> beam.Reshuffle()
+            | "PrepareAndWrite" >> beam.ParDo(self._write, annotations=beam.pvalue.AsMultiMap(by_shard), **self._side_inputs())
         )
 
     def _side_inputs(self) -> dict:

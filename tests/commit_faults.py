@@ -34,11 +34,10 @@ CRASHED = 86  # the exit status of a process that died at its planned operation
 @dataclasses.dataclass(frozen=True)
 class Pending:
     """A build whose shards are written and whose finalize step has not run: what FinalizeFn
-    gets as its side inputs."""
+    gets (the shards, each with its errors-file lines; the handle and totals as side inputs)."""
 
     handle: object  # commit.BuildHandle
     shards: list
-    unusable: list
     annotated: dict
     config: object  # records.BuildConfig
     max_error_fraction: float = 0.5
@@ -49,7 +48,7 @@ def finalize(pending: Pending) -> dict:
     from pipeline import finalize as finalize_step
 
     fn = finalize_step.FinalizeFn(pending.config, pending.max_error_fraction)
-    (manifest,) = fn.process(None, pending.handle, pending.shards, pending.unusable, pending.annotated)
+    (manifest,) = fn.process((0, pending.shards), pending.handle, pending.annotated)
     return manifest
 
 

@@ -51,15 +51,13 @@ def test_write_shards_splits_records_and_errors(tmp_path):
         build = p | "Handle" >> beam.Create([handle])
         written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, BuildConfig(), build)
         assert_that(
-            written.shards | beam.Map(lambda s: (s.index, s.entry.file)),
+            written | beam.Map(lambda s: (s.index, s.entry.file)),
             equal_to([(0, f"val-00000-of-00002.{BUILD}.tfrecord"), (1, f"val-00001-of-00002.{BUILD}.tfrecord")]),
             label="shards",
         )
+        assert_that(written | beam.Map(lambda s: s.entry.records) | beam.CombineGlobally(sum), equal_to([10]), label="records")
         assert_that(
-            written.shards | beam.Map(lambda s: s.entry.records) | beam.CombineGlobally(sum), equal_to([10]), label="records"
-        )
-        assert_that(
-            written[transforms.ERRORS_TAG] | beam.Map(lambda e: (e.reason, e.faces)),
+            written | beam.FlatMap(lambda s: [(e.reason, e.faces) for e in s.errors]),
             equal_to([("truncated", 1), ("empty", 0), ("not_an_image", 2), ("decompression_bomb", 1), ("missing", 1), ("path_escapes_images_dir", 1)]),
             label="errors",
         )
@@ -152,31 +150,42 @@ def test_images_per_task_keeps_every_thread_busy_and_the_records_held_under_the_
     assert default._images_per_task(400) == transforms.IMAGES_PER_TASK
 
 
-def _finalize(tmp_path, shards, unusable, annotated, max_error_fraction=0.5):
-    handle = commit.begin(OutputSpec(str(tmp_path), "val", 3, BUILD))
+def test_write_shards_writes_every_shard_once_even_those_no_image_lands_in(tmp_path):
+    # 16 images over 40 shards: most shards get none, and each still comes out once, written empty.
+    handle = _begin(tmp_path, 40)
     with TestPipeline(argv=IN_MEMORY) as p:
-        result = (
-            p | "shards" >> beam.Create(shards),
-            p | "errors" >> beam.Create(unusable),
-            p | "annotated" >> beam.Create([annotated]),
-        ) | finalize.Finalize(BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]))
+        build = p | "Handle" >> beam.Create([handle])
+        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 40, BuildConfig(), build)
+        assert_that(written | beam.Map(lambda s: s.index), equal_to(list(range(40))), label="indices")
+        images = written | beam.Map(lambda s: (s.entry.records, len(s.errors))) | beam.CombineGlobally(lambda c: tuple(map(sum, zip(*c))))
+        assert_that(images, equal_to([(10, 6)]), label="images")
+    empty = [p for p in tmp_path.iterdir() if p.suffix == ".tfrecord" and p.stat().st_size == 0]
+    assert len(empty) >= 40 - 16 and len(list(tmp_path.glob("*.tfrecord"))) == 40
+
+
+def _finalize(tmp_path, shards, annotated, max_error_fraction=0.5, num_shards=3):
+    handle = commit.begin(OutputSpec(str(tmp_path), "val", num_shards, BUILD))
+    with TestPipeline(argv=IN_MEMORY) as p:
+        result = (p | "shards" >> beam.Create(shards)) | finalize.Finalize(
+            BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]), p | "annotated" >> beam.Create([annotated])
+        )
         assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.entry.records for s in shards)]))
 
 
-def _shard(tmp_path, index, records_in_it, errors=0, data=b"x"):
+def _shard(tmp_path, index, records_in_it, errors=(), data=b"x"):
     name = f"val-{index:05d}-of-00003.{BUILD}.tfrecord"
     (tmp_path / name).write_bytes(data)
-    counts = records.Counts(records=records_in_it, errors=errors, faces_stored=records_in_it, targets=records_in_it).as_dict()
-    return ShardWritten(index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts)
+    counts = records.Counts(records=records_in_it, errors=len(errors), faces_stored=records_in_it, targets=records_in_it).as_dict()
+    return ShardWritten(index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts, errors=tuple(errors))
 
 
-def test_finalize_commits_the_manifest_fills_empty_shards_and_removes_the_earlier_build(tmp_path):
+def test_finalize_commits_the_manifest_and_errors_file_and_removes_the_earlier_build(tmp_path):
     (tmp_path / "val-00000-of-00001.tfrecord").write_bytes(b"a shard of a build before build ids")
     (tmp_path / "val.errors.jsonl").write_bytes(b"")
-    shards = [_shard(tmp_path, 0, 2, errors=1), _shard(tmp_path, 2, 1)]
     unusable = [ErrorEntry("b.jpg", 7, "missing", "no file", 0)]
+    shards = [_shard(tmp_path, 0, 2, errors=unusable), _shard(tmp_path, 1, 0, data=b""), _shard(tmp_path, 2, 1)]
     annotated = {"images_annotated": 4, "faces_annotated": 3}
-    _finalize(tmp_path, shards, unusable, {**annotated})
+    _finalize(tmp_path, shards, {**annotated})
     manifest = json.loads((tmp_path / "val.manifest.json").read_text())
     assert manifest["build"] == BUILD and manifest["errors_file"] == f"val.{BUILD}.errors.jsonl"
     assert [(s["file"], s["records"], s["bytes"]) for s in manifest["shards"]] == [
@@ -193,9 +202,20 @@ def test_finalize_commits_the_manifest_fills_empty_shards_and_removes_the_earlie
 
 
 def test_finalize_refuses_counts_that_do_not_add_up(tmp_path):
-    shards = [_shard(tmp_path, 0, 2)]
+    shards = [_shard(tmp_path, 0, 2), _shard(tmp_path, 1, 0, data=b""), _shard(tmp_path, 2, 0, data=b"")]
     with pytest.raises(Exception, match=r"counts do not add up: images_annotated 5 != records 2 \+ errors 0"):
-        _finalize(tmp_path, shards, [], {"images_annotated": 5, "faces_annotated": 2})
+        _finalize(tmp_path, shards, {"images_annotated": 5, "faces_annotated": 2})
+    assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended
+
+
+@pytest.mark.parametrize("indices, said", [((0, 2), r"missing: \[1\]"), ((0, 1, 1, 2), r"more than once: \[1\]")])
+def test_finalize_refuses_a_shard_lost_or_delivered_twice_by_the_runner(tmp_path, indices, said):
+    # What the commit gets is what it commits: a runner that drops or repeats a shard's result
+    # (Beam's DaskRunner mixed the outputs of one step) must not make a build with a hole or a double.
+    shards = [_shard(tmp_path, i, 1) for i in indices]
+    images = len(indices)
+    with pytest.raises(Exception, match=rf"not committed: the runner delivered {len(indices)} shard results for 3 shards \({said}\)"):
+        _finalize(tmp_path, shards, {"images_annotated": images, "faces_annotated": images})
     assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended
 
 

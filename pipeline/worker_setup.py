@@ -1,0 +1,75 @@
+"""The storage settings every step of the build needs, on whichever machine runs it.
+
+Beam's FnApiRunner and Dataflow hand each worker the pipeline options, and Beam's file systems
+(gs://, s3://) are configured from them there. Beam's DaskRunner hands its workers nothing: a
+Dask worker would reach s3:// without --s3_endpoint_url and the keys, gs:// without --project.
+So the graph carries what the file systems read (the --s3_*, Google Cloud, Azure and HDFS
+options given, as plain values) and every step applies them as it is set up (`Configured`): on a
+runner that already set them this finds them equal and does nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options import pipeline_options as beam_options
+
+# The option classes Beam's file systems (and pipeline.storage's S3 and GCS clients) read.
+_STORAGE_OPTIONS = (
+    beam_options.S3Options,
+    beam_options.GoogleCloudOptions,
+    beam_options.AzureOptions,
+    beam_options.HadoopFileSystemOptions,
+)
+_LOCK = threading.Lock()
+
+
+def settings_of(options: beam_options.PipelineOptions | None) -> dict:
+    """{option name: value} of the storage options given in `options` (defaults left out)."""
+    found = {}
+    if options is not None:
+        for cls in _STORAGE_OPTIONS:
+            found.update(options.view_as(cls).get_all_options(drop_default=True, current_only=True))
+    return found
+
+
+def apply(settings: dict) -> None:
+    """Configures Beam's file systems in this process with `settings` (from `settings_of`),
+    unless they already hold exactly those."""
+    with _LOCK:
+        if settings_of(FileSystems._pipeline_options) != settings:
+            FileSystems.set_options(beam_options.PipelineOptions(**settings))
+
+
+class Configured(beam.DoFn):
+    """`fn` with the storage `settings` applied before it is set up (None: left as the runner
+    set them); otherwise `fn` itself (its side inputs, bundles and teardown)."""
+
+    def __init__(self, fn: beam.DoFn, settings: dict | None):
+        super().__init__()
+        self._fn, self._settings = fn, None if settings is None else dict(settings)
+
+    def setup(self):
+        if self._settings is not None:
+            apply(self._settings)
+        self._fn.setup()
+
+    def start_bundle(self):
+        self._fn.start_bundle()
+
+    def process(self, element, *args, **kwargs):
+        return self._fn.process(element, *args, **kwargs)
+
+    def finish_bundle(self):
+        return self._fn.finish_bundle()
+
+    def teardown(self):
+        self._fn.teardown()
+
+    def display_data(self):
+        return self._fn.display_data()
+
+    def default_label(self):
+        return self._fn.default_label()
