@@ -54,3 +54,45 @@ def make_build(root: str, num_train: int = 24, num_val: int = 8, seed: int = 0) 
         run_build(annotations, images_dir, data_dir, split, f"--num_shards={shards}")
     return data_dir
 
+
+
+# -- builds of real WIDER val images (names and boxes of the real file, rendered pixels) ------------
+
+WIDER_VAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "wider_face_split", "wider_face_val_bbx_gt.txt")
+
+
+def wider_val_images(count: int, min_face: int = 0, max_faces: int = 1000, skip: int = 0) -> list:
+    """The first `count` entries (after `skip` matches) of the real WIDER val file whose boxes lie
+    inside the 1,024 px width (pipeline.sample renders every image that wide and tall enough
+    for its boxes, so none is clipped), with 1..max_faces faces, every one at least min_face px
+    wide. Returns pipeline.annotations.ImageAnnotation entries."""
+    from pipeline import annotations
+
+    chosen = []
+    with open(WIDER_VAL, "rb") as lines:
+        for entry in annotations.parse(lines, WIDER_VAL, "boxes"):
+            faces = entry.faces
+            if 1 <= len(faces) <= max_faces and (faces[:, 0] + faces[:, 2] <= 1024).all() and (faces[:, 2] >= min_face).all():
+                if skip:
+                    skip -= 1
+                    continue
+                chosen.append(entry)
+                if len(chosen) == count:
+                    break
+    return chosen
+
+
+def make_wider_build(root: str, entries: list, splits=("train", "val"), *flags: str) -> str:
+    """Renders the images of `entries` (pipeline.sample) and builds them, as they are, into each
+    of `splits` under root/shards (the real Beam job); returns that data_dir."""
+    from pipeline.sample import render_images
+
+    annotations_path = os.path.join(root, "wider_subset_bbx_gt.txt")
+    os.makedirs(root, exist_ok=True)
+    synthetic.write_annotations(annotations_path, [(e.filename, e.faces) for e in entries], "val")
+    images_dir = os.path.join(root, "images")
+    render_images(annotations_path, images_dir, processes=1)
+    data_dir = os.path.join(root, "shards")
+    for split in splits:
+        run_build(annotations_path, images_dir, data_dir, split, "--num_shards=1", *flags)
+    return data_dir
