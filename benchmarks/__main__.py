@@ -7,7 +7,8 @@ Generates photo-like images for the real WIDER val annotation file (3,226 images
 train file, 12,880, with --train_memory), builds them, then times the build, the readers and
 the checker, and an incremental rebuild of an edited val file against a clean one (train's too,
 with --incremental_splits=val,train), and training steps per second fed by make_dataset against
-batches in memory (benchmarks/feed.py, its small CPU setting, on the val build). Prints a
+batches in memory (benchmarks/feed.py, its small CPU setting, on the val build); with
+--parts=...,learn, the learning benchmark (benchmarks/learn.py). Prints a
 Markdown report and writes WORK_DIR/results.json.
 """
 
@@ -82,6 +83,12 @@ def main(argv: list[str]) -> int:
         from benchmarks import incremental
 
         results["incremental"] = incremental.run_splits(fv.incremental_splits, fv.split_dir, work)
+    if "learn" in fv.parts:  # not by default: minutes of training (benchmarks/learn.py)
+        from benchmarks import learn
+
+        metrics = learn.learn(f"{work}/learn", **learn.DEFAULTS)
+        results["learn"] = {"summary": learn.summary(metrics), "curve": learn.curve(metrics)}
+        print(results["learn"]["curve"], results["learn"]["summary"], sep="\n", flush=True)
     if "feed" in fv.parts:
         from benchmarks import feed
 

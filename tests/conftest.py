@@ -62,10 +62,10 @@ def tiny_build(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def wider_build(tmp_path_factory) -> str:
-    """tests/train_fixtures.py's build of 10 real WIDER val images (names and boxes; rendered
+    """benchmarks/learn.py's build of 10 real WIDER val images (names and boxes; rendered
     pixels) into train and val: 4 crowds of small faces (cells shared, faces too small for
     the grid), 6 images of 1-3 large faces."""
-    from tests import train_fixtures
+    from benchmarks import learn
 
-    entries = train_fixtures.wider_val_images(4, max_faces=40) + train_fixtures.wider_val_images(6, min_face=80, max_faces=3)
-    return train_fixtures.make_wider_build(str(tmp_path_factory.mktemp("wider-build")), entries)
+    entries = learn.wider_val_images(4, max_faces=40) + learn.wider_val_images(6, min_face=80, max_faces=3)
+    return learn.make_wider_build(str(tmp_path_factory.mktemp("wider-build")), entries)
