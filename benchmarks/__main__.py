@@ -1,13 +1,16 @@
 """`make bench`: every benchmark figure of BENCHMARKS.md, measured in one run on this machine.
 
-    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check,incremental,dask]
+    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check,incremental,dask,feed]
         [--incremental_splits=val,train]
 
 Generates photo-like images for the real WIDER val annotation file (3,226 images; and for the
 train file, 12,880, with --train_memory), builds them, then times the build, the readers and
 the checker, an incremental rebuild of an edited val file against a clean one (train's too,
-with --incremental_splits=val,train), and the val build on a 2-worker local Dask cluster against
-the local build (benchmarks/dask_build.py). Prints a Markdown report and writes WORK_DIR/results.json.
+with --incremental_splits=val,train), the val build on a 2-worker local Dask cluster against the
+local build (benchmarks/dask_build.py), and training steps per second fed by make_dataset against
+batches in memory (benchmarks/feed.py, its small CPU setting, on the val build); with
+--parts=...,learn, the learning benchmark (benchmarks/learn.py). Prints a Markdown report and
+writes WORK_DIR/results.json.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
     flags.DEFINE_string("split_dir", str(WIDER_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
     flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
-    flags.DEFINE_list("parts", ["build", "read", "check", "incremental", "dask"], "Benchmarks to run.", flag_values=fv)
+    flags.DEFINE_list("parts", ["build", "read", "check", "incremental", "dask", "feed"], "Benchmarks to run.", flag_values=fv)
     flags.DEFINE_list(
         "incremental_splits", ["val"], "Splits the incremental part edits and rebuilds: val, train (renders its 12,880 images).", flag_values=fv
     )
@@ -86,6 +89,17 @@ def main(argv: list[str]) -> int:
 
         results["dask"] = dask_build.run(data, work)
         print(json.dumps(results["dask"], indent=2), flush=True)
+    if "learn" in fv.parts:  # not by default: minutes of training (benchmarks/learn.py)
+        from benchmarks import learn
+
+        metrics = learn.learn(f"{work}/learn", **learn.DEFAULTS)
+        results["learn"] = {"summary": learn.summary(metrics), "curve": learn.curve(metrics)}
+        print(results["learn"]["curve"], results["learn"]["summary"], sep="\n", flush=True)
+    if "feed" in fv.parts:
+        from benchmarks import feed
+
+        results["feed"] = feed.run(data.shards_jpeg, feed.CPU_SETTINGS)
+        print(results["feed"]["line"], flush=True)
     pathlib.Path(work, "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nmachine: {results['machine']}\nresults: {work}/results.json")
     return 0

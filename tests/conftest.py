@@ -58,3 +58,14 @@ def tiny_build(tmp_path_factory) -> str:
     from tests import train_fixtures
 
     return train_fixtures.make_build(str(tmp_path_factory.mktemp("train-build")))
+
+
+@pytest.fixture(scope="session")
+def wider_build(tmp_path_factory) -> str:
+    """benchmarks/learn.py's build of 10 real WIDER val images (names and boxes; rendered
+    pixels) into train and val: 4 crowds of small faces (cells shared, faces too small for
+    the grid), 6 images of 1-3 large faces."""
+    from benchmarks import learn
+
+    entries = learn.wider_val_images(4, max_faces=40) + learn.wider_val_images(6, min_face=80, max_faces=3)
+    return learn.make_wider_build(str(tmp_path_factory.mktemp("wider-build")), entries)

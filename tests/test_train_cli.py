@@ -92,6 +92,10 @@ def test_trains_resumes_and_writes_everything(tiny_build, tmp_path, capsys):
     assert metrics["loss"] == second["loss"] and 0.0 <= metrics["val_ap50"] <= 1.0
     assert metrics["recall_ceiling"] == 1.0  # the tiny build has no cell collisions
     assert metrics["val"]["positives"] == 14 and metrics["val"]["images"] == 8
+    # WIDER's Easy / Medium / Hard need WIDER val images: absent here, saying why, in the summary too.
+    absent = "val is not WIDER's val: its image 0--Event0/val_0.jpg is none of WIDER val's 3,226 images"
+    assert metrics["wider_absent"] == absent and metrics["wider_hard"] is None and metrics["wider_recall_ceiling"] is None
+    assert f"WIDER Easy/Medium/Hard AP: absent: {absent}" in cli.summary(second).splitlines()
     for name in ("best.keras", "last.keras", "log.csv", "backup", "tensorboard/train", "tensorboard/validation"):
         assert os.path.exists(os.path.join(out, name)), name
     # Epochs count from 1 in log.csv, metrics.json and TensorBoard alike.

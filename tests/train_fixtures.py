@@ -54,3 +54,4 @@ def make_build(root: str, num_train: int = 24, num_val: int = 8, seed: int = 0) 
         run_build(annotations, images_dir, data_dir, split, f"--num_shards={shards}")
     return data_dir
 
+

@@ -8,7 +8,9 @@ Everything a run writes goes under `output_dir`:
     log.csv                 one row per epoch: epoch, loss, val_ap50, val_loss (appended across resumes)
     tensorboard/            TensorBoard logs (train/, validation/): `tensorboard --logdir OUTPUT_DIR/tensorboard`
     predictions/val/        the best model's val detections in the WIDER evaluation layout
-    metrics.json            epochs and their losses, the best model's val AP50, the recall ceilings, timing
+    metrics.json            epochs and their losses, the best model's val AP50, the recall ceilings, timing;
+                            WIDER's Easy / Medium / Hard AP of the best model when val is (part of)
+                            WIDER val, beside the grid's recall ceiling of each subset, or why absent
 
 Epochs count from 1 everywhere: log.csv's `epoch` column, metrics.json's `epochs` and
 `best_epoch`, the TensorBoard step, the progress lines (Keras' own "Epoch 1/10" too).
@@ -38,6 +40,7 @@ import numpy as np
 import reader
 from reader.core import manifest as manifests
 from train import model as models
+from train import wider_eval
 from train.loss import GridLoss
 from train.metrics import recall_ceiling
 from train.progress import Reporter
@@ -292,7 +295,10 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     predictions = default_predictions_dir(out, "val") if config.write_predictions else None
     writing = f", writing its detections to {predictions}" if predictions else ""
     reporter.say(f"evaluating {best_path if best is not model else 'the last model'} on val{writing}")
-    final = evaluate_split(best, config.data_dir, "val", config.batch_size, config.detect, loss, predictions)
+    final = evaluate_split(
+        best, config.data_dir, "val", config.batch_size, config.detect, loss, predictions,
+        wider_ground_truth=str(wider_eval.DEFAULT_GROUND_TRUTH),
+    )
     rows = _read_log(log_path)
     metrics = {
         "epochs": [int(row["epoch"]) for row in rows],
@@ -303,6 +309,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
         "best_epoch": int(rows[int(np.argmax([row[MONITOR] for row in rows]))]["epoch"]) if rows else 0,
         "recall_ceiling": final["recall_ceiling"],
         "train_recall_ceiling": recall_ceiling(manifests.load(config.data_dir, "train").counts),
+        **wider_eval.metrics_fields(final["wider"]),
         "val": final,
         "seconds_per_step": float(np.median(timer.seconds)) if timer.seconds else None,
         "predictions_dir": predictions,

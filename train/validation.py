@@ -17,7 +17,7 @@ import numpy as np
 import reader
 from reader.core import boxes as box_formats
 from reader.core import manifest as manifests
-from train import detect, metrics, wider
+from train import detect, metrics, wider, wider_eval
 from train.detect import DetectSettings
 from train.loss import GridLoss
 
@@ -32,6 +32,7 @@ def evaluate_split(
     predictions_dir: str | None = None,
     *,
     coco: bool = True,
+    wider_ground_truth: str | None = None,
 ) -> dict:
     """Scores `model` on every record of `split`.
 
@@ -45,12 +46,16 @@ def evaluate_split(
     predictions_dir: when given, writes each image's detections there in the WIDER layout,
     in source pixels (see `train.wider`).
     coco: also COCO's metrics (pycocotools; some seconds on the 3,226 images of WIDER val).
+    wider_ground_truth: a folder of WIDER val's evaluation ground truth: the result then holds
+    "wider", `train.wider_eval.report` of the detections (Easy / Medium / Hard AP and the grid's
+    recall ceilings, or why they are absent), from the numbers the prediction files hold.
     """
     loss = loss or GridLoss()
     manifest = manifests.load(data_dir, split)
     config = manifest.config
     resize, input_size = config.resize, config.input_size
     evaluator = metrics.Evaluator(input_size=input_size)
+    source_images = []  # for WIDER's evaluation
     loss_sum = images_seen = 0.0
     dataset = reader.make_dataset(data_dir, split, batch_size, training=False, with_ignore=True, with_boxes=True)
     for images, targets, meta in dataset:
@@ -66,9 +71,12 @@ def evaluate_split(
         ):
             det_boxes, det_scores = detect.detect(grid, settings.score_threshold, settings.iou_threshold, settings.max_detections)
             evaluator.add(det_boxes, det_scores, boxes, invalid)
+            placement = box_formats.Placement.fit(int(width), int(height), input_size, resize)
             if predictions_dir is not None:
-                placement = box_formats.Placement.fit(int(width), int(height), input_size, resize)
                 wider.write_detections(predictions_dir, filename.decode("utf-8"), det_boxes, det_scores, placement)
+            if wider_ground_truth is not None:
+                written = wider.as_written(wider.source_xywh(det_boxes, placement), det_scores)
+                source_images.append(wider_eval.SourceImage(filename.decode("utf-8"), int(width), int(height), written))
     result = evaluator.result()
     return {
         "loss": loss_sum / images_seen if images_seen else float("nan"),
@@ -76,6 +84,7 @@ def evaluate_split(
         **result,
         "recall_ceiling": metrics.recall_ceiling(manifest.counts),
         **({"coco": evaluator.coco_result()} if coco else {}),
+        **({"wider": wider_eval.report(source_images, config, wider_ground_truth)} if wider_ground_truth is not None else {}),
     }
 
 

@@ -56,10 +56,26 @@ def write_predictions(root: str, filename: str, xywh: np.ndarray, scores: np.nda
     return path
 
 
+def source_xywh(rel_xyxy: np.ndarray, placement: box_formats.Placement) -> np.ndarray:
+    """Detections on the canvas (`rel_xyxy` [K, 4]) in source pixels, `xywh` float64, clipped to
+    the image (`Placement.to_source_xyxy`)."""
+    return box_formats.xyxy_to_xywh(placement.to_source_xyxy(rel_xyxy))
+
+
+def as_written(xywh: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """float64 [K, 5] `x y w h score`: the numbers a prediction file of these detections holds,
+    as a reader parsing it in float64 gets them (a float32 score's shortest decimal is not its
+    float64 value: 0.9 for float32 0.9)."""
+    scores = np.asarray(scores).reshape(-1)
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
+    values = np.array([float(exact(s)) for s in scores], np.float64)
+    return np.concatenate([np.asarray(xywh, np.float64).reshape(-1, 4), values[:, None]], axis=1)
+
+
 def write_detections(
     root: str, filename: str, rel_xyxy: np.ndarray, scores: np.ndarray, placement: box_formats.Placement
 ) -> str:
     """Writes one image's detections given on the canvas (`rel_xyxy` [K, 4], scores [K]) in source
-    pixels, clipped to the image (`Placement.to_source_xyxy`); returns the path."""
-    xywh = box_formats.xyxy_to_xywh(placement.to_source_xyxy(rel_xyxy))
-    return write_predictions(root, filename, xywh, scores)
+    pixels (`source_xywh`); returns the path."""
+    return write_predictions(root, filename, source_xywh(rel_xyxy, placement), scores)
