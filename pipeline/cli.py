@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline import beam_flags, build_report, commit, job, leases, storage, transforms
+from pipeline import beam_flags, build_report, commit, job, leases, preflight, storage, transforms
 from pipeline.beam_flags import UsageError
 from reader.core import layout
 from reader.core.boxes import RESIZE_MODES
@@ -176,6 +176,7 @@ def prepare(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     build, options = parse_args([PROGRAM, *argv])
     if beam_flags.writes(options):
         check_inputs(build, options)
+    preflight.check(build, options)
     return build, options
 
 

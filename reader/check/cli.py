@@ -46,6 +46,18 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress bar on stderr; auto: when stderr is a terminal.", flag_values=fv)
     flags.DEFINE_string("s3_endpoint_url", None, "S3 endpoint for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_ENDPOINT_URL).", flag_values=fv)
     flags.DEFINE_string("s3_region_name", None, "S3 region for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_DEFAULT_REGION).", flag_values=fv)
+    for name, meaning in S3_FLAGS.items():
+        flags.DEFINE_string(name, None, f"{meaning} for s3:// paths, as the build's Beam flag (default: boto3's).", flag_values=fv)
+    flags.DEFINE_boolean("s3_disable_ssl", False, "Plain HTTP to S3, as the build's Beam flag.", flag_values=fv)
+
+
+S3_FLAGS = {  # the build's other S3 flags (Beam's S3Options), taken as they are
+    "s3_access_key_id": "S3 access key id",
+    "s3_secret_access_key": "S3 secret access key",
+    "s3_session_token": "S3 session token",
+    "s3_api_version": "S3 API version",
+    "s3_verify": "Whether to verify S3's certificate, or the CA bundle to verify it with",
+}
 
 
 class UsageError(ValueError):
@@ -107,7 +119,8 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
 
 
 def s3_settings(fv: flags.FlagValues) -> files.S3Settings:
-    return files.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name)
+    others = {name.removeprefix("s3_"): fv[name].value for name in S3_FLAGS}
+    return files.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name, disable_ssl=fv.s3_disable_ssl, **others)
 
 
 def main(argv: list[str] | None = None) -> int:
