@@ -260,3 +260,37 @@ def test_metadata_never_imports_tensorflow():
         "assert not {'tensorflow', 'tensorflow_datasets'} & set(sys.modules), sorted(m for m in sys.modules if 'tensor' in m)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parent.parent)
+
+
+def test_the_card_is_wider_faces(jpeg_build):
+    """TFDS shows WIDER FACE's citation, homepage and licence, not a catalog page of its own invention."""
+    import tensorflow_datasets as tfds
+
+    _write_metadata(jpeg_build, "train", "val")
+    info = tfds.builder_from_directory(str(jpeg_build)).info
+    assert info.citation == tfds_metadata.WIDER_FACE["citation"] and "WIDER FACE: A Face Detection Benchmark" in info.citation
+    assert info.homepage == "http://shuoyang1213.me/WIDERFACE/"
+    assert info.redistribution_info.license == tfds_metadata.WIDER_FACE["license"]
+    assert "tensorflow.org/datasets/catalog" not in str(info)
+
+
+def test_boxes_as_tfds_bboxfeature_would_lose_them(jpeg_build, tmp_path):
+    """Why features.json keeps the four coordinate lists: described as Sequence(BBoxFeature)
+    under one key (what TFDS's visualizers draw), the records, which hold no such key, read as
+    images with no face at all."""
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    _write_metadata(jpeg_build, "val")
+    for path in jpeg_build.glob("*.json"):
+        shutil.copy(path, tmp_path)
+    for entry in manifest.load(str(jpeg_build), "val").shards:
+        shutil.copy(jpeg_build / entry.file, tmp_path)
+    features = tfds.builder_from_directory(str(tmp_path)).info.features
+    spec = {key: features[key] for key in features.keys() if key not in schema.BOX_KEYS}
+    spec["image/object/bbox"] = tfds.features.Sequence(tfds.features.BBoxFeature())
+    (tmp_path / tfds_metadata.FEATURES).write_text(json.dumps(tfds.features.FeaturesDict(spec).to_json()))
+    examples = list(tfds.builder_from_directory(str(tmp_path)).as_dataset(split="val").as_numpy_iterator())
+    faces = sum(len(r.boxes) for r in _records(jpeg_build, "val"))
+    assert faces > 0 and sum(len(e["image/object/bbox"]) for e in examples) == 0
