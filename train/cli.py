@@ -156,5 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"facegrid-train: {e}\nTry --help for every flag.", file=sys.stderr)
         return USAGE_EXIT
+    except models.WeightsUnavailable as e:
+        print(f"facegrid-train: {e}", file=sys.stderr)
+        return 1
     print(summary(metrics))
     return 0

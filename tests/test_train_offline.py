@@ -1,0 +1,26 @@
+"""`python -m train --weights=imagenet` without network: one line naming the flag and what to
+give instead, exit status 1, no traceback."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def test_imagenet_weights_without_network_is_one_line(tiny_build, tmp_path):
+    refused = "http://127.0.0.1:9"  # the discard port: nothing listens, the download is refused at once
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras"), https_proxy=refused, HTTPS_PROXY=refused,
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "train", f"--data_dir={tiny_build}", f"--output_dir={tmp_path / 'out'}", "--weights=imagenet", "--epochs=1"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("facegrid-train:")]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("facegrid-train: --weights=imagenet: cannot download MobileNetV2's ImageNet weights (URL fetch failure on https://")
+    assert lines[0].endswith("); without network, give --weights=none or a local weights file")
