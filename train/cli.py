@@ -134,8 +134,7 @@ def summary(metrics: dict) -> str:
         f"seconds per step: {step:.3f}" if step is not None else "seconds per step: no step timed",
         *([f"predictions (WIDER layout): {metrics['predictions_dir']}"] if metrics["predictions_dir"] else []),
         *([f"pictures: {os.path.dirname(metrics['pictures'][0])}"] if metrics.get("pictures") else []),
-        training.tensorboard_note(metrics["tensorboard_dir"]),
-    ])
+    ])  # the TensorBoard logs were named when training started
 
 
 def usage() -> str:

@@ -1,5 +1,5 @@
-"""`python -m train --weights=imagenet` without network: one line naming the flag and what to
-give instead, exit status 1, no traceback."""
+"""`python -m train`'s own lines: --weights=imagenet without network (one line naming the flag and
+what to give instead, exit status 1, no traceback), and the TensorBoard logs named once."""
 
 from __future__ import annotations
 
@@ -24,3 +24,13 @@ def test_imagenet_weights_without_network_is_one_line(tiny_build, tmp_path):
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("facegrid-train: --weights=imagenet: cannot download MobileNetV2's ImageNet weights (URL fetch failure on https://")
     assert lines[0].endswith("); without network, give --weights=none or a local weights file")
+
+
+def test_the_summary_does_not_repeat_where_the_tensorboard_logs_are():
+    """Training names them once, when it starts (train.training); the closing summary does not."""
+    from train import cli
+
+    val = {"positives": 10, "images": 8, "discarded": 0, "recall": 0.5}
+    metrics = {"val": val, "loss": [1.0], "val_ap50": 0.1, "best_epoch": 1, "recall_ceiling": 0.6, "train_recall_ceiling": 0.7,
+               "seconds_per_step": 0.1, "predictions_dir": None, "tensorboard_dir": "out/tensorboard"}  # fmt: skip
+    assert "TensorBoard" not in cli.summary(metrics)
