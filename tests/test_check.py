@@ -6,6 +6,7 @@ checker through its command line entry point, reading the --json report.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
@@ -527,7 +528,10 @@ def test_report_writes_every_plot_and_the_numbers_of_the_check(good_build, tmp_p
 
     index = (out / "report.html").read_text()
     for name in dataset_report.PLOTS:
-        assert f'src="{name}.png"' in index and html.escape(plots[name]["caption"]) in index
+        # The page holds its plots (it travels alone): each the very PNG written beside it.
+        png = base64.b64encode((out / f"{name}.png").read_bytes()).decode()
+        assert f'src="data:image/png;base64,{png}"' in index and html.escape(plots[name]["caption"]) in index
+    assert ".png\"" not in index
     assert f"{targets['dropped']} dropped by cell collisions" in index
 
 

@@ -36,8 +36,8 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("data_dir", None, "Directory holding the split's shards and manifest (local, gs:// or s3://).", flag_values=fv)
     flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split to check.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as JSON instead of the summary.", flag_values=fv)
-    flags.DEFINE_string("sheet", None, "Also write a contact sheet of sample records to this PNG file.", flag_values=fv)
-    flags.DEFINE_string("report", None, "Also write the dataset report (plots, report.html, report.json) into this directory.", flag_values=fv)
+    flags.DEFINE_string("sheet", None, "Also write a contact sheet of sample records to this file (.png, or .jpg for JPEG).", flag_values=fv)
+    flags.DEFINE_string("report", None, "Also write the dataset report (plots, report.html, report.json) into this directory; NAME.html: the page alone, plots inside.", flag_values=fv)
     flags.DEFINE_integer("sheet_samples", 16, "Records on the contact sheet.", lower_bound=1, upper_bound=256, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's sample.", flag_values=fv)
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 for one per core.", lower_bound=0, flag_values=fv)
@@ -85,13 +85,20 @@ def parse_args(argv: list[str]) -> flags.FlagValues:
         parent = os.path.dirname(os.path.abspath(fv.sheet))
         if not os.path.isdir(parent):
             raise UsageError(f"--sheet={fv.sheet}: no directory {parent} to write it in")
+        if contact_sheet.image_format(fv.sheet) is None:
+            raise UsageError(f"--sheet={fv.sheet}: expected a file name ending in {', '.join(contact_sheet.FORMATS)}")
     if fv.report is not None:
         parent = os.path.dirname(os.path.abspath(fv.report))
-        if os.path.exists(fv.report) and not os.path.isdir(fv.report):
-            raise UsageError(f"--report={fv.report}: not a directory")
+        if os.path.exists(fv.report) and not os.path.isdir(fv.report) and not _one_page(fv.report):
+            raise UsageError(f"--report={fv.report}: not a directory (or a file name ending in .html)")
         if not os.path.isdir(parent):
             raise UsageError(f"--report={fv.report}: no directory {parent} to write it in")
     return fv
+
+
+def _one_page(report: str) -> bool:
+    """--report=NAME.html: the page alone (its plots inside it), not a directory."""
+    return report.lower().endswith((".html", ".htm")) and not os.path.isdir(report)
 
 
 def _help() -> str:
@@ -153,8 +160,11 @@ def _main(argv: list[str]) -> int:
     report_note = None
     if fv.report is not None:
         try:
-            dataset_report.write(result, fv.report)
-            report_note = f"wrote dataset report: {os.path.join(fv.report, 'report.html')}"
+            if _one_page(fv.report):
+                dataset_report.write_html(result, fv.report)
+            else:
+                dataset_report.write(result, fv.report)
+            report_note = f"wrote dataset report: {fv.report if _one_page(fv.report) else os.path.join(fv.report, 'report.html')}"
         except (OSError, dataset_report.ReportError) as e:  # no statistics, a shard changed since, unwritable
             print(f"{PROGRAM}: dataset report not written: {e}", file=sys.stderr)
         except ImportError as e:  # matplotlib, which only the report needs
