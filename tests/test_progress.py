@@ -38,6 +38,20 @@ def test_on_a_terminal_a_bar_redrawn_in_place():
     assert text.endswith("[##########] train: 4/4 images in worker process 7 (100%), 1.0/s, 0:04 in all\033[K\n")
 
 
+def test_no_time_left_from_the_first_images_alone():
+    """A build's first image done 0.2 s in once said "11:11 left" for an 11-second build."""
+    clock, stream = Clock(), io.StringIO()
+    show = Progress("val", 3226, stream=stream, interval=15, clock=clock)
+    clock.now = 0.21
+    show(1)
+    clock.now = 5.5
+    show(1900)  # not shown (every 15 s), but known: 1% of the work done, the time left is estimated
+    assert show.line() == "val: 1,900/3,226 images (58%), 345.5/s, 0:04 left"
+    clock.now = 10.9
+    show(3226)
+    assert stream.getvalue().splitlines() == ["val: 1/3,226 images (0%), 4.8/s", "val: 3,226/3,226 images (100%), 296.0/s, 0:11 in all"]
+
+
 def test_lines_can_go_to_a_logger(caplog):
     clock = Clock()
     show = Progress("val", 10, unit="records", stream=io.StringIO(), log=logging.getLogger("facegrid.test"), clock=clock)

@@ -43,7 +43,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 for one per core.", lower_bound=0, flag_values=fv)
     flags.DEFINE_boolean("leakage", True, "Look for source images shared with the other splits in --data_dir.", flag_values=fv)
     flags.DEFINE_integer("max_problems", 20, "Problems listed in the summary (--json lists them all).", lower_bound=0, flag_values=fv)
-    flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress bar on stderr; auto: when stderr is a terminal.", flag_values=fv)
+    flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress on stderr: a bar on a terminal, else a line every 15 s; never: none (auto and always alike).", flag_values=fv)
     flags.DEFINE_string("s3_endpoint_url", None, "S3 endpoint for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_ENDPOINT_URL).", flag_values=fv)
     flags.DEFINE_string("s3_region_name", None, "S3 region for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_DEFAULT_REGION).", flag_values=fv)
     for name, meaning in S3_FLAGS.items():
@@ -117,9 +117,9 @@ def _help() -> str:
 def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     """Checks the split the flags name (argv[0] is the program); raises UsageError on bad flags."""
     fv = parse_args(argv)
-    want_bar = fv.progress == "always" or (fv.progress == "auto" and sys.stderr.isatty())
-    # Counts the records read, the other splits' for leakage included.
-    bar = progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1) if want_bar else None
+    # Counts the records read, the other splits' for leakage included: a bar on a terminal, a line
+    # every 15 s elsewhere (logs), as the build does; --progress=never: nothing.
+    bar = None if fv.progress == "never" else progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1)
     files.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import TextIO
 
 
+ETA_AFTER = 5.0  # seconds before the time left is estimated from under 1% of the work
+
+
 def duration(seconds: float) -> str:
     """`m:ss`, or `h:mm:ss` from an hour on."""
     seconds = max(0, round(seconds))
@@ -63,7 +66,10 @@ class Progress:
         text = f"{self.label}: {self.done:,}/{self.total:,} {self.unit}{self.share} ({percent}%)"
         if rate:
             text += f", {rate:,.1f}/s"
-            text += f", {duration((self.total - self.done) / rate)} left" if self.done < self.total else f", {duration(elapsed)} in all"
+            if self.done >= self.total:
+                text += f", {duration(elapsed)} in all"
+            elif self.done * 100 >= self.total or elapsed >= ETA_AFTER:  # the first images alone say little
+                text += f", {duration((self.total - self.done) / rate)} left"
         return text
 
     def __call__(self, done: int, total: int | None = None) -> None:
