@@ -34,3 +34,27 @@ def test_the_summary_does_not_repeat_where_the_tensorboard_logs_are():
     metrics = {"val": val, "loss": [1.0], "val_ap50": 0.1, "best_epoch": 1, "recall_ceiling": 0.6, "train_recall_ceiling": 0.7,
                "seconds_per_step": 0.1, "predictions_dir": None, "tensorboard_dir": "out/tensorboard"}  # fmt: skip
     assert "TensorBoard" not in cli.summary(metrics)
+
+
+def test_a_model_compiled_with_gridloss_loads_after_import_train_loss(tmp_path):
+    """What the README says of a model compiled with GridLoss and saved: Keras alone cannot find
+    the loss; `import train.loss` registers it."""
+    script = (
+        "import sys, keras\n"
+        "if sys.argv[2] == 'import':\n"
+        "    import train.loss\n"
+        "if sys.argv[2] == 'save':\n"
+        "    from train.loss import GridLoss\n"
+        "    model = keras.Sequential([keras.Input((7, 7, 5)), keras.layers.Dense(5, activation='sigmoid')])\n"
+        "    model.compile(optimizer='adam', loss=GridLoss())\n"
+        "    model.save(sys.argv[1])\n"
+        "else:\n"
+        "    print(type(keras.saving.load_model(sys.argv[1]).loss).__name__)\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
+    path = str(tmp_path / "compiled.keras")
+    runs = {how: subprocess.run([sys.executable, "-c", script, path, how], capture_output=True, text=True, env=env, timeout=300)
+            for how in ("save", "plain", "import")}  # fmt: skip
+    assert runs["save"].returncode == 0, runs["save"].stderr[-2000:]
+    assert runs["plain"].returncode == 1 and "Could not locate class 'GridLoss'" in runs["plain"].stderr
+    assert runs["import"].returncode == 0 and runs["import"].stdout.strip() == "GridLoss", runs["import"].stderr[-2000:]
