@@ -9,8 +9,7 @@ import pytest
 from reader.core import files
 from tests import cloud_fixtures
 from tests.test_check import problems, run_check
-
-BUCKET = "facegrid-hints"
+from tests.test_reader_hostile_s3 import BUCKET, s3  # noqa: F401 (s3: moto's server, a fixture)
 
 
 def _manifest_problem(data_dir, split, capsys, *flags) -> str:
@@ -37,13 +36,6 @@ def test_an_empty_directory_says_to_build(tmp_path, capsys):
     assert _manifest_problem(tmp_path, "val", capsys) == "no manifest; build the split first (python -m pipeline ... --split=val)"
 
 
-@pytest.fixture(scope="module")
-def s3():
-    with cloud_fixtures.s3_server() as server:
-        server.client.create_bucket(Bucket=BUCKET)
-        yield server
-
-
 @pytest.fixture
 def no_keys(monkeypatch, tmp_path):
     """No credentials anywhere boto3 looks (environment, ~/.aws, instance metadata)."""
@@ -56,13 +48,13 @@ def no_keys(monkeypatch, tmp_path):
 
 
 def test_the_checker_takes_the_builds_s3_flags(s3, no_keys, good_build, capsys):
-    s3.upload_tree(BUCKET, "shards", good_build)
-    code, report = run_check(f"s3://{BUCKET}/shards", *s3.beam_flags(), capsys=capsys)  # keys as flags, none elsewhere
+    s3.upload_tree(BUCKET, "hints", good_build)
+    code, report = run_check(f"s3://{BUCKET}/hints", *s3.beam_flags(), capsys=capsys)  # keys as flags, none elsewhere
     assert code == 0, report["problems"]
 
 
 def test_no_credentials_and_no_bucket_say_so(s3, no_keys, capsys):
-    message = _manifest_problem(f"s3://{BUCKET}/shards", "val", capsys, f"--s3_endpoint_url={s3.endpoint}")
+    message = _manifest_problem(f"s3://{BUCKET}/none", "val", capsys, f"--s3_endpoint_url={s3.endpoint}")
     assert message == f"unreadable manifest: no S3 credentials: {files.NO_CREDENTIALS}"
     keys = [flag for flag in s3.beam_flags() if "endpoint" not in flag]
     message = _manifest_problem("s3://no-such-bucket/shards", "val", capsys, f"--s3_endpoint_url={s3.endpoint}", *keys)
