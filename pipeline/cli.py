@@ -174,9 +174,9 @@ def prepare(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     build id, and its PipelineOptions; its inputs checked unless the run only translates the
     job. What run() runs, and main() reports on. Raises UsageError."""
     build, options = parse_args([PROGRAM, *argv])
+    preflight.check(build, options)
     if beam_flags.writes(options):
         check_inputs(build, options)
-    preflight.check(build, options)
     return build, options
 
 

@@ -36,13 +36,16 @@ def local_paths_for_remote_runner(runner: str, paths: dict[str, str | None]) -> 
     return f"--runner={runner} with local paths ({', '.join(local)}): its workers cannot read or write this machine's files; give gs:// paths"
 
 
-def read_head(path: str) -> bytes:
-    """The first HEAD_BYTES of a file (local, gs://, s3://)."""
+def read_head(path: str, options=None) -> bytes:
+    """The first HEAD_BYTES of a file (local, gs://, s3://; `options`: Beam's PipelineOptions,
+    which gs:// and s3:// need)."""
     if storage.is_local(path):
         with open(storage.local_path(path), "rb") as f:
             return f.read(HEAD_BYTES)
     from apache_beam.io.filesystems import FileSystems
 
+    if options is not None:
+        FileSystems.set_options(options)
     with FileSystems.open(path) as f:
         return f.read(HEAD_BYTES)
 
@@ -127,7 +130,8 @@ def images_dir_mismatch(images_dir: str, images: list[str]) -> str | None:
 
 def check(build, options) -> None:
     """Raises beam_flags.UsageError with the first of the mistakes above that `build` (a
-    pipeline.job.Job, its inputs already found readable when the run writes) makes."""
+    pipeline.job.Job) makes, before anything is written. An annotation file it cannot read is
+    left to pipeline.cli.check_inputs to name."""
     from pipeline import beam_flags
 
     paths = {"annotations": build.annotations, "images_dir": build.images_dir, "output_dir": build.output.output_dir}
@@ -135,7 +139,10 @@ def check(build, options) -> None:
         paths["reuse_from"] = build.reuse_from
     problem = local_paths_for_remote_runner(beam_flags.runner_name(options), paths)
     if problem is None and beam_flags.writes(options):  # a dry run or a template opens no input
-        head = read_head(build.annotations)
+        try:
+            head = read_head(build.annotations, options)
+        except Exception:  # missing, unreadable, no credentials: check_inputs says which, in one line
+            return
         problem = build_format_mismatch(build.annotations, head, build.output.split)
         if problem is None and storage.is_local(build.images_dir):
             problem = images_dir_mismatch(storage.local_path(build.images_dir), listed_images(head))

@@ -78,9 +78,10 @@ def test_an_images_dir_one_level_off_names_the_folder_that_holds_them(capsys, tm
         f"--images_dir={root}: none of the first {len(first)} images listed is there ({first[0]}, ...); they are all "
         f"under {root / 'images'}: give --images_dir={root / 'images'}"
     )
+    assert not out.exists()  # refused before the output directory is made
     # One level too deep: the parent holds them.
     deep = root / "images" / "0--Parade"
-    assert preflight.images_dir_mismatch(str(deep), first) .endswith(f"give --images_dir={root / 'images'}")
+    assert preflight.images_dir_mismatch(str(deep), first).endswith(f"give --images_dir={root / 'images'}")
     # The right folder, or one near which nothing holds them, passes (the build lists each missing image).
     assert preflight.images_dir_mismatch(str(root / "images"), first) is None
     assert preflight.images_dir_mismatch(str(tmp_path / "out"), first) is None
