@@ -5,8 +5,9 @@
 
 --data_dir may be local, gs:// or s3://, every scheme a build writes. s3:// goes through boto3
 with its standard configuration (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
-AWS_ENDPOINT_URL, ~/.aws); --s3_endpoint_url and --s3_region_name, named as the build's Beam
-flags, override the endpoint and region.
+AWS_ENDPOINT_URL, ~/.aws); the build's S3 flags (Beam's: --s3_endpoint_url, --s3_region_name,
+--s3_access_key_id, --s3_secret_access_key, --s3_session_token, --s3_api_version, --s3_verify,
+--s3_disable_ssl) override it, so the build's command line's S3 flags work here as they are.
 
 Checks the shard set against the manifest, every record's framing, schema, image, value
 ranges and targets (recomputed from its boxes), duplicates and leakage between splits, and the
