@@ -24,7 +24,7 @@ INVALID_FACE = (255, 160, 0)
 HALO = (0, 0, 0)
 GRID_LINE = (255, 255, 255, 50)
 LEGEND_HEIGHT = 24
-_LEGEND = ((FACE, "face"), (INVALID_FACE, "invalid face (not scored)"), (DETECTION, "detection (objectness)"))
+_LEGEND = ((FACE, "face"), (INVALID_FACE, "invalid face (not scored)"), (DETECTION, "detection"))
 _DASH = 6  # pixels drawn, then as many skipped, along an invalid face's outline
 
 
@@ -50,7 +50,7 @@ def _legend(picture: Image.Image, threshold: float | None) -> Image.Image:
     out.paste(picture, (0, 0))
     pen = ImageDraw.Draw(out)
     x, y = 6, picture.height + 6
-    items = [*_LEGEND] + ([] if threshold is None else [(None, f"drawn from objectness {threshold:g}")])
+    items = [*_LEGEND] + ([] if threshold is None else [(None, f"objectness >= {threshold:g}")])
     for colour, text in items:
         if colour is not None:
             pen.rectangle([x, y, x + 12, y + 12], outline=colour, width=2)
