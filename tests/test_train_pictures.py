@@ -27,6 +27,12 @@ def test_the_legend_names_each_colour():
     strip = picture.crop((0, 448, 448, 448 + pictures.LEGEND_HEIGHT))
     colours = set(strip.getdata())
     assert {pictures.FACE, pictures.INVALID_FACE, pictures.DETECTION} <= colours
+    # The threshold's text ends inside the picture, a young model's seven digits too (it was cut off).
+    picture = pictures.draw(np.zeros((224, 224, 3), np.float32), np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4)), np.zeros(0), 7,
+                            threshold=0.0503984)  # fmt: skip
+    strip = np.asarray(picture.crop((0, 448, 448, 448 + pictures.LEGEND_HEIGHT)))
+    drawn = np.nonzero((strip != strip[0, 0]).any(axis=(0, 2)))[0]
+    assert drawn.max() < 448 - 4
 
 
 def test_the_suggested_threshold_draws_about_as_many_boxes_as_faces():

@@ -19,12 +19,13 @@ def _listing(directory: str) -> tuple[list[str] | None, str | None]:
     """(file names, None), or (None, what is wrong with the directory)."""
     try:
         return files.list_dir(directory), None
-    except FileNotFoundError as e:
+    except Exception as e:  # OSError; TensorFlow's errors (gs://) have no common stdlib base
         if files.scheme(directory) == "s3" and "NoSuchBucket" in str(e):
             return None, f"no bucket {directory.removeprefix('s3://').split('/')[0]} on S3"
-        return None, f"no directory {directory}"
-    except OSError as e:  # S3 unreachable, no credentials: say so rather than guess
-        return None, str(e).removeprefix(f"{directory}: ")
+        if isinstance(e, FileNotFoundError) or type(e).__name__ == "NotFoundError":
+            return None, f"no directory {directory}" if files.is_local(directory) else f"nothing at {directory} (no such bucket or folder)"
+        # S3 unreachable, no credentials, permissions: say so rather than guess
+        return None, (str(e).strip().splitlines() or [type(e).__name__])[0].removeprefix(f"{directory}: ")
 
 
 def missing(data_dir: str, split: str) -> str:
