@@ -20,15 +20,18 @@ venv: $(FULL)
 
 $(CORE): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[sample]'
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[sample]'
 	touch $(CORE)
 
 $(FULL): $(CORE)
-	$(PY) -m pip install --quiet -e '.[sample,train,report,dev,backends,dask]'
+	$(PY) -m pip install -e '.[sample,train,report,dev,backends,dask]'
 	# TF Model Garden for the test that reads the records with its decoder: its own
-	# requirements would replace TensorFlow (tf-models-official pins another), so without them.
-	$(PY) -m pip install --quiet --no-deps 'tf-models-official==2.20.0' 'tf-keras==2.21.0'
+	# requirements would replace TensorFlow (tf-models-official pins another), so without them,
+	# plus the two of them that `from official.vision.dataloaders import tf_example_decoder`
+	# imports on its way (official/core's gin, official/vision's OpenCV).
+	$(PY) -m pip install --no-deps 'tf-models-official==2.20.0' 'tf-keras==2.21.0' \
+		'gin-config==0.5.0' 'opencv-python-headless==5.1.0.95'
 	touch $(FULL)
 
 demo: $(CORE)

@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline import beam_flags, build_report, commit, job, leases, storage, transforms, worker_setup
+from pipeline import beam_flags, build_report, commit, job, leases, preflight, storage, transforms, worker_setup
 from pipeline.beam_flags import UsageError
 from reader.core import layout
 from reader.core.boxes import RESIZE_MODES
@@ -184,6 +184,7 @@ def prepare(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
     build id, and its PipelineOptions; its inputs checked unless the run only translates the
     job. What run() runs, and main() reports on. Raises UsageError."""
     build, options = parse_args([PROGRAM, *argv])
+    preflight.check(build, options)
     if beam_flags.writes(options):
         check_inputs(build, options)
     return build, options

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from absl import flags
 
-from pipeline import annotations, synthetic
+from pipeline import annotations, preflight, synthetic
 from reader.core import progress as progress_display
 
 _EVENTS = (
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise flags.Error(f"--{name}={values[name].value}: a file, not a directory")
         if values.render_for is not None and not os.path.isfile(values.render_for):
             raise flags.Error(f"--render_for={values.render_for}: no such file")
+        if values.render_for is not None and (mismatch := preflight.sample_format_mismatch(values.render_for, values.list_format)):
+            raise flags.Error(mismatch)
     except flags.Error as error:
         print(f"pipeline.sample: {error}; --help lists every flag", file=sys.stderr)
         return 2

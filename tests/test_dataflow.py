@@ -59,9 +59,9 @@ def google_apis(monkeypatch, tmp_path):
 
 
 def _job_flags(split: str = "train") -> list[str]:
-    """The build as a Dataflow user writes it: a local annotation file, images and output on gs://."""
+    """The build as a Dataflow user writes it: every path on gs:// (the workers read the annotation file)."""
     return [
-        f"--annotations={FIXTURE_ANNOTATIONS}",
+        f"--annotations=gs://{BUCKET}/wider_face_split/wider_face_{split}_bbx_gt.txt",
         f"--images_dir=gs://{BUCKET}/images",
         f"--output_dir=gs://{BUCKET}/shards",
         f"--split={split}",

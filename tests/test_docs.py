@@ -67,3 +67,56 @@ def test_nothing_points_outside_the_repository():
     texts.update({path: path.read_text() for folder in ("pipeline", "reader", "train", "benchmarks", "deploy") for path in (ROOT / folder).rglob("*.py")})
     for path, text in texts.items():
         assert "../shared" not in text and "shared/DESIGN" not in text and "shared/baselines" not in text, path
+
+
+DOCS = {ROOT / "README.md": README, ROOT / "deploy" / "README.md": (ROOT / "deploy" / "README.md").read_text()}
+_PACKAGES = ("pipeline", "reader", "train", "benchmarks", "deploy", "tests")
+_FILE_ENDINGS = {"json", "jsonl", "tfrecord", "txt", "csv", "png", "html", "keras", "pbtxt", "py"}  # `train.manifest.json`
+
+
+def test_the_files_the_readmes_name_exist():
+    """Every `path/like.py` of README.md and deploy/README.md is a file of the repository
+    (from its root, or from the README's own folder), every bare `name.py` one under that folder."""
+    for doc, text in DOCS.items():
+        names = set(re.findall(r"(?<![\w/.:-])([\w-]+(?:/[\w-]+)*\.py)\b", text))
+        assert names, doc
+        for name in names:
+            if "/" in name:
+                assert (ROOT / name).is_file() or (doc.parent / name).is_file(), f"{doc.relative_to(ROOT)}: {name}"
+            else:
+                assert list(doc.parent.rglob(name)), f"{doc.relative_to(ROOT)}: {name}"
+
+
+def test_the_modules_the_readmes_name_import():
+    """Every `python -m x.y` and every dotted name of the project's own (`train.loss.GridLoss`,
+    `pipeline.cli.define_flags`) in the READMEs is a module, or an attribute of one."""
+    import importlib
+    import importlib.util
+
+    for doc, text in DOCS.items():
+        commands = set(re.findall(r"python -m ([\w.]+)", text))
+        assert commands, doc
+        for module in commands:
+            assert importlib.util.find_spec(module) is not None, f"{doc.relative_to(ROOT)}: python -m {module}"
+        names = set(re.findall(rf"`((?:{'|'.join(_PACKAGES)})(?:\.\w+)+)[`(]", text))
+        for dotted in {name for name in names if name.rsplit(".", 1)[1] not in _FILE_ENDINGS}:
+            parts = dotted.split(".")
+            found = importlib.import_module(parts[0])
+            for at, part in enumerate(parts[1:], start=2):  # a submodule, else an attribute
+                if not hasattr(found, part) and importlib.util.find_spec(".".join(parts[:at])) is not None:
+                    importlib.import_module(".".join(parts[:at]))
+                assert hasattr(found, part), f"{doc.relative_to(ROOT)}: {dotted}"
+                found = getattr(found, part)
+
+
+def test_the_file_names_of_a_build_in_the_readmes_carry_its_build_id():
+    """Shards and errors files are named with the build id (reader.core.layout): an example
+    without one is a name from before build ids."""
+    from reader.core import layout
+
+    for doc, text in DOCS.items():
+        for name in re.findall(r"(?:train|val|test)-[\w]+-of-[\w.]+?\.tfrecord", text):
+            parsed = layout.parse_shard_name(name.replace("BUILD", "0" * layout.BUILD_ID_LENGTH).replace("NN", "00"))
+            assert parsed is not None and re.search(r"\.([0-9a-f]{12}|BUILD)\.tfrecord$", name), f"{doc.relative_to(ROOT)}: {name}"
+        for name in re.findall(r"(?:train|val|test)\.[\w.]*errors\.jsonl", text):
+            assert re.fullmatch(r"\w+\.([0-9a-f]{12}|BUILD)\.errors\.jsonl", name), f"{doc.relative_to(ROOT)}: {name}"

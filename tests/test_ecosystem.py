@@ -7,15 +7,11 @@ only: importing this module costs nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib
-import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -53,60 +49,44 @@ def _write_metadata(data_dir: pathlib.Path, *splits: str) -> dict[str, bytes]:
 # ---- TF Model Garden -----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _model_garden_decoder_module():
-    """official.vision.dataloaders.tf_example_decoder, the file tf-models-official ships, imported
-    without running the `__init__` of its parent packages: official/vision/__init__.py imports
-    all of Model Garden's configs and tasks (gin, OpenCV, TF Text, ...), which the decoder never
-    uses. Its own imports (tensorflow, tf_keras, official...decoder) are real."""
-    spec = importlib.util.find_spec("official")
-    assert spec is not None and spec.submodule_search_locations, "tf-models-official is not installed"
-    root = pathlib.Path(list(spec.submodule_search_locations)[0])
-    assert (root / "vision" / "dataloaders" / "tf_example_decoder.py").is_file(), root
-    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "official"}
-    try:
-        for name in ("official", "official.vision", "official.vision.dataloaders"):
-            package = types.ModuleType(name)
-            package.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
-            sys.modules[name] = package
-        yield importlib.import_module("official.vision.dataloaders.tf_example_decoder")
-    finally:
-        for name in [name for name in sys.modules if name.split(".")[0] == "official"]:
-            del sys.modules[name]
-        sys.modules.update(saved)
+def _model_garden_decoder():
+    """TF Model Garden's decoder module, imported as a user writes it (the Makefile installs
+    tf-models-official with the two requirements this import needs, gin-config and OpenCV)."""
+    from official.vision.dataloaders import tf_example_decoder
+
+    return tf_example_decoder
 
 
 def test_model_garden_decoder_reads_every_jpeg_record(jpeg_build):
     import tensorflow as tf
 
-    with _model_garden_decoder_module() as module:
-        decoder = module.TfExampleDecoder()  # default arguments: image/source_id is required
-        for split in ("train", "val"):
-            records = _records(jpeg_build, split)
-            paths = [str(p) for p in manifest.load(str(jpeg_build), split).shard_paths()]
-            # As Model Garden's input readers do: decode inside tf.data (a graph), record by record.
-            decoded = list(tf.data.TFRecordDataset(paths).map(decoder.decode).as_numpy_iterator())
-            assert len(decoded) == len(records) == 10
-            for record, found in zip(records, decoded):
-                assert found["source_id"] == record.source_id.encode()
-                assert found["image"].shape == (224, 224, 3) and (found["height"], found["width"]) == (224, 224)
-                np.testing.assert_array_equal(found["groundtruth_boxes"], record.boxes[:, [1, 0, 3, 2]])
-                np.testing.assert_array_equal(found["groundtruth_classes"], [schema.FACE_LABEL] * len(record.boxes))
-                np.testing.assert_array_equal(found["groundtruth_is_crowd"], record.is_crowd.astype(bool))
-                np.testing.assert_array_equal(found["groundtruth_area"], record.areas)
-            # What its COCO evaluation does with source_id (coco_utils.COCOGroundtruthGenerator,
-            # dataloaders.utils.process_source_id): an int64 per image, distinct in the split.
-            ids = tf.strings.to_number([found["source_id"] for found in decoded], out_type=tf.int64).numpy()
-            assert sorted(int(i) for i in ids) == sorted(int(r.source_id) for r in records)
-            assert len(set(ids.tolist())) == len(ids)
-            assert sum(found["groundtruth_is_crowd"].sum() for found in decoded) >= 1  # an invalid face
+    decoder = _model_garden_decoder().TfExampleDecoder()  # default arguments: image/source_id is required
+    for split in ("train", "val"):
+        records = _records(jpeg_build, split)
+        paths = [str(p) for p in manifest.load(str(jpeg_build), split).shard_paths()]
+        # As Model Garden's input readers do: decode inside tf.data (a graph), record by record.
+        decoded = list(tf.data.TFRecordDataset(paths).map(decoder.decode).as_numpy_iterator())
+        assert len(decoded) == len(records) == 10
+        for record, found in zip(records, decoded):
+            assert found["source_id"] == record.source_id.encode()
+            assert found["image"].shape == (224, 224, 3) and (found["height"], found["width"]) == (224, 224)
+            np.testing.assert_array_equal(found["groundtruth_boxes"], record.boxes[:, [1, 0, 3, 2]])
+            np.testing.assert_array_equal(found["groundtruth_classes"], [schema.FACE_LABEL] * len(record.boxes))
+            np.testing.assert_array_equal(found["groundtruth_is_crowd"], record.is_crowd.astype(bool))
+            np.testing.assert_array_equal(found["groundtruth_area"], record.areas)
+        # What its COCO evaluation does with source_id (coco_utils.COCOGroundtruthGenerator,
+        # dataloaders.utils.process_source_id): an int64 per image, distinct in the split.
+        ids = tf.strings.to_number([found["source_id"] for found in decoded], out_type=tf.int64).numpy()
+        assert sorted(int(i) for i in ids) == sorted(int(r.source_id) for r in records)
+        assert len(set(ids.tolist())) == len(ids)
+        assert sum(found["groundtruth_is_crowd"].sum() for found in decoded) >= 1  # an invalid face
 
-        # Without image/object/area the decoder computes it from the boxes: the same float32 values.
-        record = next(r for r in _records(jpeg_build, "val") if len(r.boxes) > 1)
-        example = tf.train.Example.FromString(record.serialize())
-        del example.features.feature[schema.AREA]
-        fallback = decoder.decode(tf.constant(example.SerializeToString()))["groundtruth_area"].numpy()
-        np.testing.assert_array_equal(fallback, record.areas)
+    # Without image/object/area the decoder computes it from the boxes: the same float32 values.
+    record = next(r for r in _records(jpeg_build, "val") if len(r.boxes) > 1)
+    example = tf.train.Example.FromString(record.serialize())
+    del example.features.feature[schema.AREA]
+    fallback = decoder.decode(tf.constant(example.SerializeToString()))["groundtruth_area"].numpy()
+    np.testing.assert_array_equal(fallback, record.areas)
 
 
 def test_model_garden_does_not_read_raw_records(tmp_path):
@@ -115,9 +95,8 @@ def test_model_garden_does_not_read_raw_records(tmp_path):
 
     build(tmp_path, "--image_format=raw", "--num_shards=1", split="val")
     data = next(iter(tf.data.TFRecordDataset(manifest.load(str(tmp_path), "val").shard_paths())))
-    with _model_garden_decoder_module() as module:
-        with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
-            module.TfExampleDecoder().decode(data)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
+        _model_garden_decoder().TfExampleDecoder().decode(data)
 
 
 # ---- TensorFlow Datasets --------------------------------------------------------------------
@@ -281,3 +260,37 @@ def test_metadata_never_imports_tensorflow():
         "assert not {'tensorflow', 'tensorflow_datasets'} & set(sys.modules), sorted(m for m in sys.modules if 'tensor' in m)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parent.parent)
+
+
+def test_the_card_is_wider_faces(jpeg_build):
+    """TFDS shows WIDER FACE's citation, homepage and licence, not a catalog page of its own invention."""
+    import tensorflow_datasets as tfds
+
+    _write_metadata(jpeg_build, "train", "val")
+    info = tfds.builder_from_directory(str(jpeg_build)).info
+    assert info.citation == tfds_metadata.WIDER_FACE["citation"] and "WIDER FACE: A Face Detection Benchmark" in info.citation
+    assert info.homepage == "http://shuoyang1213.me/WIDERFACE/"
+    assert info.redistribution_info.license == tfds_metadata.WIDER_FACE["license"]
+    assert "tensorflow.org/datasets/catalog" not in str(info)
+
+
+def test_boxes_as_tfds_bboxfeature_would_lose_them(jpeg_build, tmp_path):
+    """Why features.json keeps the four coordinate lists: described as Sequence(BBoxFeature)
+    under one key (what TFDS's visualizers draw), the records, which hold no such key, read as
+    images with no face at all."""
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    _write_metadata(jpeg_build, "val")
+    for path in jpeg_build.glob("*.json"):
+        shutil.copy(path, tmp_path)
+    for entry in manifest.load(str(jpeg_build), "val").shards:
+        shutil.copy(jpeg_build / entry.file, tmp_path)
+    features = tfds.builder_from_directory(str(tmp_path)).info.features
+    spec = {key: features[key] for key in features.keys() if key not in schema.BOX_KEYS}
+    spec["image/object/bbox"] = tfds.features.Sequence(tfds.features.BBoxFeature())
+    (tmp_path / tfds_metadata.FEATURES).write_text(json.dumps(tfds.features.FeaturesDict(spec).to_json()))
+    examples = list(tfds.builder_from_directory(str(tmp_path)).as_dataset(split="val").as_numpy_iterator())
+    faces = sum(len(r.boxes) for r in _records(jpeg_build, "val"))
+    assert faces > 0 and sum(len(e["image/object/bbox"]) for e in examples) == 0

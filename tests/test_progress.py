@@ -38,6 +38,32 @@ def test_on_a_terminal_a_bar_redrawn_in_place():
     assert text.endswith("[##########] train: 4/4 images in worker process 7 (100%), 1.0/s, 0:04 in all\033[K\n")
 
 
+def test_no_time_left_from_the_first_images_alone():
+    """A build's first image done 0.2 s in once said "11:11 left" for an 11-second build."""
+    clock, stream = Clock(), io.StringIO()
+    show = Progress("val", 3226, stream=stream, interval=15, clock=clock)
+    clock.now = 0.21
+    show(1)
+    clock.now = 5.5
+    show(1900)  # not shown (every 15 s), but known: 1% of the work done, the time left is estimated
+    assert show.line() == "val: 1,900/3,226 images (58%), 345.5/s, 0:04 left"
+    clock.now = 10.9
+    show(3226)
+    assert stream.getvalue().splitlines() == ["val: 1/3,226 images (0%), 4.8/s", "val: 3,226/3,226 images (100%), 296.0/s, 0:11 in all"]
+    # Rendering started its worker processes for 9 s before the first image: no "18:26:10 left".
+    clock, stream = Clock(), io.StringIO()
+    show = Progress("rendering", stream=stream, interval=10, clock=clock)
+    show(0, 3226)
+    clock.now = 9.0
+    show(1)
+    clock.now = 12.0
+    assert show.line() == "rendering: 1/3,226 images (0%), 0.1/s"
+    clock.now = 15.0
+    show(20)
+    # 6 s of work since the first image, 19 more images: the time left from that pace, not from 15 s.
+    assert stream.getvalue().splitlines()[1] == "rendering: 20/3,226 images (0%), 1.3/s, 16:52 left"
+
+
 def test_lines_can_go_to_a_logger(caplog):
     clock = Clock()
     show = Progress("val", 10, unit="records", stream=io.StringIO(), log=logging.getLogger("facegrid.test"), clock=clock)

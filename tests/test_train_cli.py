@@ -17,7 +17,7 @@ from PIL import Image
 import reader
 from reader.core import boxes as box_formats
 from reader.core import manifest as manifests
-from train import cli, predict
+from train import cli, pictures, predict
 from train.detect import DetectSettings
 from train.metrics import Evaluator
 
@@ -135,7 +135,7 @@ def test_trains_resumes_and_writes_everything(tiny_build, tmp_path, capsys):
     paths = predict.draw_split(os.path.join(out, "best.keras"), tiny_build, "val", str(tmp_path / "more"), 3, DetectSettings(0.0))
     assert len(paths) == 3
     with Image.open(paths[0]) as picture:
-        assert picture.size == (448, 448)
+        assert picture.size == (448, 448 + pictures.LEGEND_HEIGHT)  # the legend strip below the image
 
 
 @pytest.mark.parametrize(
@@ -164,8 +164,8 @@ class _ConstantModel:
 def test_pictures_say_why_nothing_is_drawn(tiny_build, tmp_path, caplog):
     paths = predict.draw_split(_ConstantModel(), tiny_build, "val", str(tmp_path / "a"), 3, DetectSettings(0.5))
     assert len(paths) == 3
-    assert "no detection in the 3 pictures: the highest objectness is 0.2000, under --score_threshold=0.5" in caplog.text
-    assert "e.g. --score_threshold=0.2" in caplog.text
+    assert "no detection in the 3 pictures: the highest objectness is 0.2000, under --picture_threshold=0.5" in caplog.text
+    assert "e.g. --picture_threshold=0.2 (about as many cells reach it as the pictures hold faces" in caplog.text
     caplog.clear()
     assert len(predict.draw_split(_ConstantModel(), tiny_build, "val", str(tmp_path / "b"), 2, DetectSettings(0.1))) == 2
     assert "no detection" not in caplog.text
@@ -174,5 +174,5 @@ def test_pictures_say_why_nothing_is_drawn(tiny_build, tmp_path, caplog):
 def test_predict_help_prints_the_flags(capsys):
     assert predict.main(["train.predict", "--help"]) == 0
     printed = capsys.readouterr().out
-    assert "--score_threshold" in printed and "--model" in printed
+    assert "--picture_threshold" in printed and "--score_threshold" not in printed and "--model" in printed
     assert cli.main(["--help"]) == 0 and "--progress_interval" in capsys.readouterr().out

@@ -135,8 +135,7 @@ def summary(metrics: dict) -> str:
         f"seconds per step: {step:.3f}" if step is not None else "seconds per step: no step timed",
         *([f"predictions (WIDER layout): {metrics['predictions_dir']}"] if metrics["predictions_dir"] else []),
         *([f"pictures: {os.path.dirname(metrics['pictures'][0])}"] if metrics.get("pictures") else []),
-        training.tensorboard_note(metrics["tensorboard_dir"]),
-    ])
+    ])  # the TensorBoard logs were named when training started
 
 
 def usage() -> str:
@@ -157,5 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"facegrid-train: {e}\nTry --help for every flag.", file=sys.stderr)
         return USAGE_EXIT
+    except models.WeightsUnavailable as e:
+        print(f"facegrid-train: {e}", file=sys.stderr)
+        return 1
     print(summary(metrics))
     return 0

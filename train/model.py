@@ -56,13 +56,27 @@ class ModelConfig:
         return self.input_size // BACKBONE_STRIDE
 
 
+class WeightsUnavailable(RuntimeError):
+    """The ImageNet weights could not be downloaded (no network): one line for the user."""
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def build_model(config: ModelConfig = ModelConfig()) -> keras.Model:
     """The detector as an uncompiled Keras model named "facegrid"; see the module docstring."""
     size = config.input_size
     weights = None if config.weights == "none" else config.weights
-    backbone = keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), alpha=config.alpha, include_top=False, weights=weights
-    )
+    try:
+        backbone = keras.applications.MobileNetV2(
+            input_shape=(size, size, 3), alpha=config.alpha, include_top=False, weights=weights
+        )
+    except Exception as e:  # Keras' get_file: "URL fetch failure on https://...: None -- [Errno ...] ..."
+        if weights != "imagenet":
+            raise
+        raise WeightsUnavailable(f"--weights=imagenet: cannot download MobileNetV2's ImageNet weights ({_first_line(e)}); "
+                                 "without network, give --weights=none or a local weights file") from None  # fmt: skip
     backbone.trainable = not config.freeze_backbone
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -1,14 +1,15 @@
 """`python -m train.predict`: draw a trained model's detections over a split's images, as PNG.
 
     python -m train.predict --model=OUTPUT_DIR/best.keras --data_dir=SHARDS --output_dir=DIR \\
-        [--split=val] [--num_images=8] [--score_threshold=0.5] [--nms_iou=0.4] [--scale=2]
+        [--split=val] [--num_images=8] [--picture_threshold=0.5] [--nms_iou=0.4] [--scale=2]
 
 Each picture is the stored canvas (what the model sees), scaled up `scale` times, with the grid
-cells in faint lines, the stored faces in green (invalid ones grey) and the detections in red
-with their scores. One PNG per image, named after the image's path (event__name.png).
+cells in faint lines, the stored faces in green (invalid ones dashed orange) and the detections
+in red with their scores, and a legend below (train.pictures). One PNG per image, named after the image's path (event__name.png).
 
 A young model's objectness stays low everywhere: when no cell of the pictures reaches the
-threshold, a warning gives the highest score seen and a lower threshold to try.
+threshold, a warning gives the highest score seen and a lower threshold to try: one that about
+as many cells reach as the pictures hold faces (pictures.suggested_threshold).
 """
 
 from __future__ import annotations
@@ -20,60 +21,32 @@ import sys
 
 import numpy as np
 from absl import flags
-from PIL import Image, ImageDraw
 
+from train import pictures
 from train.detect import DetectSettings
 
-DETECTION = (255, 40, 40)
-FACE = (40, 220, 40)
-INVALID_FACE = (150, 150, 150)
-GRID_LINE = (255, 255, 255, 50)
+draw = pictures.draw  # one picture: see train.pictures
 PICTURE_THRESHOLD = 0.5  # objectness drawn on pictures (evaluation keeps far lower scores: DetectSettings)
 PICTURES = 8  # images drawn by default
 _log = logging.getLogger(__name__)
 
 
-def draw(
-    image: np.ndarray, gt_boxes: np.ndarray, gt_invalid: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
-    grid_size: int, scale: int = 2,
-) -> Image.Image:
-    """One picture. image: float [size, size, 3] in [-1, 1]; boxes rel_xyxy [N, 4] / [K, 4]."""
-    pixels = np.clip(np.rint((np.asarray(image) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    picture = Image.fromarray(pixels).convert("RGBA")
-    side = picture.width * scale
-    picture = picture.resize((side, side), Image.Resampling.BILINEAR)
-    overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
-    lines = ImageDraw.Draw(overlay)
-    for i in range(1, grid_size):
-        at = round(i * side / grid_size)
-        lines.line([(at, 0), (at, side)], fill=GRID_LINE)
-        lines.line([(0, at), (side, at)], fill=GRID_LINE)
-    picture = Image.alpha_composite(picture, overlay).convert("RGB")
-    pen = ImageDraw.Draw(picture)
-    for box, invalid in zip(np.asarray(gt_boxes).reshape(-1, 4) * side, np.asarray(gt_invalid).reshape(-1)):
-        pen.rectangle(box.tolist(), outline=INVALID_FACE if invalid else FACE, width=1)
-    for box, score in zip(np.asarray(det_boxes).reshape(-1, 4) * side, np.asarray(det_scores).reshape(-1)):
-        pen.rectangle(box.tolist(), outline=DETECTION, width=2)
-        label = f"{score:.2f}"
-        at = (box[0], max(0.0, box[1] - 12))
-        pen.rectangle(pen.textbbox(at, label), fill=DETECTION)
-        pen.text(at, label, fill=(255, 255, 255))
-    return picture
-
-
-def below_threshold_note(highest: float, threshold: float, images: int, threshold_flag: str = "--score_threshold") -> str:
-    """The warning for pictures in which no detection reached the threshold."""
-    lower = math.floor(highest * 100) / 100  # two decimals, at most the highest score
+def below_threshold_note(highest: float, threshold: float, images: int, threshold_flag: str = "--picture_threshold",
+                         suggested: float | None = None, faces: int | None = None) -> str:  # fmt: skip
+    """The warning for pictures in which no detection reached the threshold; `suggested` (from
+    pictures.suggested_threshold, for the pictures' `faces` faces) else the highest score, floored."""
+    lower = math.floor(highest * 100) / 100 if suggested is None else suggested
+    reach = "" if faces is None else f" (about as many cells reach it as the pictures hold faces, {faces})"
     return (
         f"no detection in the {images} pictures: the highest objectness is {highest:.4f}, under "
         f"{threshold_flag}={threshold:g} (a model early in training scores low everywhere); "
-        f"lower it to see its best guesses, e.g. {threshold_flag}={lower:g}"
+        f"lower it to see its best guesses, e.g. {threshold_flag}={lower:g}{reach}"
     )
 
 
 def draw_split(
     model, data_dir: str, split: str, output_dir: str, num_images: int, settings, scale: int = 2,
-    threshold_flag: str = "--score_threshold",
+    threshold_flag: str = "--picture_threshold",
 ) -> list[str]:  # fmt: skip
     """Draws the first `num_images` records of a split (manifest order); returns the PNG paths.
 
@@ -93,7 +66,7 @@ def draw_split(
     grid_size = manifests.load(data_dir, split).grid_size
     os.makedirs(output_dir, exist_ok=True)
     paths = []
-    highest, drawn = 0.0, 0
+    highest, drawn, objectness, faces = 0.0, 0, [], 0
     dataset = reader.make_dataset(data_dir, split, min(num_images, 16), training=False, with_boxes=True)
     for images, _, meta in dataset.take(math.ceil(num_images / min(num_images, 16))):
         grids = np.asarray(model.predict_on_batch(images))
@@ -104,12 +77,15 @@ def draw_split(
                 break
             det_boxes, det_scores = detect.detect(grid, settings.score_threshold, settings.iou_threshold, settings.max_detections)
             highest, drawn = max(highest, float(grid[..., targets.OBJ].max())), drawn + len(det_scores)
-            picture = draw(image, boxes, invalid, det_boxes, det_scores, grid_size, scale)
+            objectness.append(grid[..., targets.OBJ].ravel())
+            faces += int(np.sum(np.asarray(invalid).reshape(-1)[: len(np.asarray(boxes).reshape(-1, 4))] == 0))
+            picture = draw(image, boxes, invalid, det_boxes, det_scores, grid_size, scale, settings.score_threshold)
             name = os.path.splitext(filename.decode("utf-8"))[0].replace("/", "__")
             paths.append(os.path.join(output_dir, f"{name}.png"))
             picture.save(paths[-1])
     if paths and not drawn:
-        _log.warning("%s", below_threshold_note(highest, settings.score_threshold, len(paths), threshold_flag))
+        suggested = pictures.suggested_threshold(np.concatenate(objectness), max(faces, len(paths)))
+        _log.warning("%s", below_threshold_note(highest, settings.score_threshold, len(paths), threshold_flag, suggested, max(faces, len(paths))))
     return paths
 
 
@@ -120,7 +96,8 @@ def _define_flags() -> flags.FlagValues:
     flags.DEFINE_string("output_dir", None, "Directory for the PNG pictures.", flag_values=fv)
     flags.DEFINE_string("split", "val", "Split to draw.", flag_values=fv)
     flags.DEFINE_integer("num_images", PICTURES, "Images to draw.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_float("score_threshold", PICTURE_THRESHOLD, "Lowest objectness drawn.", lower_bound=0, upper_bound=1, flag_values=fv)
+    # Named as train's flag for its pictures: train's --score_threshold is the evaluation's cut.
+    flags.DEFINE_float("picture_threshold", PICTURE_THRESHOLD, "Lowest objectness drawn.", lower_bound=0, upper_bound=1, flag_values=fv)
     flags.DEFINE_float("nms_iou", DetectSettings().iou_threshold, "NMS IoU threshold.", lower_bound=0, upper_bound=1, flag_values=fv)
     flags.DEFINE_integer("scale", 2, "Pictures are the canvas scaled up this many times.", lower_bound=1, flag_values=fv)
     return fv
@@ -146,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.predict: {e}\n{__doc__}", file=sys.stderr)
         return 2
 
-    settings = DetectSettings(fv.score_threshold, fv.nms_iou)
+    settings = DetectSettings(fv.picture_threshold, fv.nms_iou)
     paths = draw_split(fv.model, fv.data_dir, fv.split, fv.output_dir, fv.num_images, settings, fv.scale)
     print("\n".join(paths))
     return 0

@@ -5,8 +5,9 @@
 
 --data_dir may be local, gs:// or s3://, every scheme a build writes. s3:// goes through boto3
 with its standard configuration (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION,
-AWS_ENDPOINT_URL, ~/.aws); --s3_endpoint_url and --s3_region_name, named as the build's Beam
-flags, override the endpoint and region.
+AWS_ENDPOINT_URL, ~/.aws); the build's S3 flags (Beam's: --s3_endpoint_url, --s3_region_name,
+--s3_access_key_id, --s3_secret_access_key, --s3_session_token, --s3_api_version, --s3_verify,
+--s3_disable_ssl) override it, so the build's command line's S3 flags work here as they are.
 
 Checks the shard set against the manifest, every record's framing, schema, image, value
 ranges and targets (recomputed from its boxes), duplicates and leakage between splits, and the
@@ -36,16 +37,28 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("data_dir", None, "Directory holding the split's shards and manifest (local, gs:// or s3://).", flag_values=fv)
     flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split to check.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as JSON instead of the summary.", flag_values=fv)
-    flags.DEFINE_string("sheet", None, "Also write a contact sheet of sample records to this PNG file.", flag_values=fv)
-    flags.DEFINE_string("report", None, "Also write the dataset report (plots, report.html, report.json) into this directory.", flag_values=fv)
+    flags.DEFINE_string("sheet", None, "Also write a contact sheet of sample records to this file (.png, or .jpg for JPEG).", flag_values=fv)
+    flags.DEFINE_string("report", None, "Also write the dataset report (plots, report.html, report.json) into this directory; NAME.html: the page alone, plots inside.", flag_values=fv)
     flags.DEFINE_integer("sheet_samples", 16, "Records on the contact sheet.", lower_bound=1, upper_bound=256, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's sample.", flag_values=fv)
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 for one per core.", lower_bound=0, flag_values=fv)
     flags.DEFINE_boolean("leakage", True, "Look for source images shared with the other splits in --data_dir.", flag_values=fv)
     flags.DEFINE_integer("max_problems", 20, "Problems listed in the summary (--json lists them all).", lower_bound=0, flag_values=fv)
-    flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress bar on stderr; auto: when stderr is a terminal.", flag_values=fv)
+    flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress on stderr: a bar on a terminal, else a line every 15 s; never: none (auto and always alike).", flag_values=fv)
     flags.DEFINE_string("s3_endpoint_url", None, "S3 endpoint for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_ENDPOINT_URL).", flag_values=fv)
     flags.DEFINE_string("s3_region_name", None, "S3 region for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_DEFAULT_REGION).", flag_values=fv)
+    for name, meaning in S3_FLAGS.items():
+        flags.DEFINE_string(name, None, f"{meaning} for s3:// paths, as the build's Beam flag (default: boto3's).", flag_values=fv)
+    flags.DEFINE_boolean("s3_disable_ssl", False, "Plain HTTP to S3, as the build's Beam flag.", flag_values=fv)
+
+
+S3_FLAGS = {  # the build's other S3 flags (Beam's S3Options), taken as they are
+    "s3_access_key_id": "S3 access key id",
+    "s3_secret_access_key": "S3 secret access key",
+    "s3_session_token": "S3 session token",
+    "s3_api_version": "S3 API version",
+    "s3_verify": "Whether to verify S3's certificate, or the CA bundle to verify it with",
+}
 
 
 class UsageError(ValueError):
@@ -73,13 +86,20 @@ def parse_args(argv: list[str]) -> flags.FlagValues:
         parent = os.path.dirname(os.path.abspath(fv.sheet))
         if not os.path.isdir(parent):
             raise UsageError(f"--sheet={fv.sheet}: no directory {parent} to write it in")
+        if contact_sheet.image_format(fv.sheet) is None:
+            raise UsageError(f"--sheet={fv.sheet}: expected a file name ending in {', '.join(contact_sheet.FORMATS)}")
     if fv.report is not None:
         parent = os.path.dirname(os.path.abspath(fv.report))
-        if os.path.exists(fv.report) and not os.path.isdir(fv.report):
-            raise UsageError(f"--report={fv.report}: not a directory")
+        if os.path.exists(fv.report) and not os.path.isdir(fv.report) and not _one_page(fv.report):
+            raise UsageError(f"--report={fv.report}: not a directory (or a file name ending in .html)")
         if not os.path.isdir(parent):
             raise UsageError(f"--report={fv.report}: no directory {parent} to write it in")
     return fv
+
+
+def _one_page(report: str) -> bool:
+    """--report=NAME.html: the page alone (its plots inside it), not a directory."""
+    return report.lower().endswith((".html", ".htm")) and not os.path.isdir(report)
 
 
 def _help() -> str:
@@ -98,16 +118,17 @@ def _help() -> str:
 def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     """Checks the split the flags name (argv[0] is the program); raises UsageError on bad flags."""
     fv = parse_args(argv)
-    want_bar = fv.progress == "always" or (fv.progress == "auto" and sys.stderr.isatty())
-    # Counts the records read, the other splits' for leakage included.
-    bar = progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1) if want_bar else None
+    # Counts the records read, the other splits' for leakage included: a bar on a terminal, a line
+    # every 15 s elsewhere (logs), as the build does; --progress=never: nothing.
+    bar = None if fv.progress == "never" else progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1)
     files.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv
 
 
 def s3_settings(fv: flags.FlagValues) -> files.S3Settings:
-    return files.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name)
+    others = {name.removeprefix("s3_"): fv[name].value for name in S3_FLAGS}
+    return files.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name, disable_ssl=fv.s3_disable_ssl, **others)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,8 +161,11 @@ def _main(argv: list[str]) -> int:
     report_note = None
     if fv.report is not None:
         try:
-            dataset_report.write(result, fv.report)
-            report_note = f"wrote dataset report: {os.path.join(fv.report, 'report.html')}"
+            if _one_page(fv.report):
+                dataset_report.write_html(result, fv.report)
+            else:
+                dataset_report.write(result, fv.report)
+            report_note = f"wrote dataset report: {fv.report if _one_page(fv.report) else os.path.join(fv.report, 'report.html')}"
         except (OSError, dataset_report.ReportError) as e:  # no statistics, a shard changed since, unwritable
             print(f"{PROGRAM}: dataset report not written: {e}", file=sys.stderr)
         except ImportError as e:  # matplotlib, which only the report needs

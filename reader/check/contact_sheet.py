@@ -17,6 +17,7 @@ targets, the fills and cyan boxes from what the record stores, so a disagreement
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from collections.abc import Sequence
 
@@ -211,12 +212,21 @@ def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, font) -> None:
 
 
 def write(result: SplitCheck, path: str, samples: int = 16, seed: int = 0, columns: int = 4) -> int:
-    """Draws a sheet of up to `samples` records of a checked split to the PNG file `path`.
+    """Draws a sheet of up to `samples` records of a checked split to the file `path`, PNG or
+    JPEG as its name ends (`image_format`).
     Returns how many records it shows."""
     chosen = pick(result.records, samples, seed)
     tiles = load_tiles(result, chosen)
     report = result.report
     verdict = "PASS" if report.ok else f"FAIL ({len(report.problems)} problem{'' if len(report.problems) == 1 else 's'})"
     title = f"{report.split} in {report.data_dir}: {report.records} records, {verdict}; {len(tiles)} samples (seed {seed})"
-    render(tiles, columns=columns, title=title).save(path, format="PNG")
+    render(tiles, columns=columns, title=title).convert("RGB").save(path, format=image_format(path) or "PNG")
     return len(tiles)
+
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # the sheet's file name says its format
+
+
+def image_format(path: str) -> str | None:
+    """Pillow's format name for the sheet's file name, or None for an extension it is not written in."""
+    return FORMATS.get(os.path.splitext(path)[1].lower())

@@ -1,7 +1,8 @@
 """The dataset report of `facegrid-check --report=DIR`: a checked split in pictures, for people who
 would rather look than read (ultralytics' labels.jpg, but for the grid).
 
-    DIR/report.html          the plots, each with one sentence saying what it shows on this split
+    DIR/report.html          the plots (inside the page: it travels alone), each with one sentence
+                             saying what it shows on this split; `--report=NAME.html` writes it alone
     DIR/report.json          the numbers behind every plot, and the checker's statistics
     DIR/faces_per_image.png  images, and the faces they hold, by their number of faces
     DIR/face_sizes.png       face width, height and shorter side, in pixels of the stored image
@@ -21,7 +22,9 @@ backend), imported only when a report is drawn.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -58,19 +61,39 @@ def write(result: SplitCheck, directory: str) -> dict:
     readable manifest) or a record changed since it was checked, OSError when the directory
     cannot be written.
     """
-    if result.report.stats is None:
-        raise ReportError("nothing to report: the split has no readable manifest")
-    n = report_numbers.numbers(report_faces.collect(result), result.config)
-    document = _document(result, n)
+    document, images = _render(result)
     os.makedirs(directory, exist_ok=True)
-    for name, figure in draw(n, result.report.split, result.config).items():
-        figure.savefig(os.path.join(directory, f"{name}.png"), format="png")
+    for name, png in images.items():
+        with open(os.path.join(directory, f"{name}.png"), "wb") as f:
+            f.write(png)
     with open(os.path.join(directory, "report.json"), "w", encoding="utf-8") as f:
         json.dump(document, f, indent=1)
         f.write("\n")
     with open(os.path.join(directory, "report.html"), "w", encoding="utf-8") as f:
-        f.write(_html(document))
+        f.write(_html(document, images))
     return document
+
+
+def write_html(result: SplitCheck, path: str) -> dict:
+    """Writes report.html alone, plots and numbers inside it, to the file `path` (what
+    `--report=NAME.html` asks for); returns what report.json would hold. Raises as `write`."""
+    document, images = _render(result)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(_html(document, images))
+    return document
+
+
+def _render(result: SplitCheck) -> tuple[dict, dict[str, bytes]]:
+    """(report.json's document, {plot name: its PNG bytes})."""
+    if result.report.stats is None:
+        raise ReportError("nothing to report: the split has no readable manifest")
+    n = report_numbers.numbers(report_faces.collect(result), result.config)
+    images = {}
+    for name, figure in draw(n, result.report.split, result.config).items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        images[name] = buffer.getvalue()
+    return _document(result, n), images
 
 
 def draw(n: dict, title: str, config: BuildConfig) -> dict:
@@ -103,9 +126,9 @@ def _document(result: SplitCheck, n: dict) -> dict:
     }
 
 
-def _html(document: dict) -> str:
-    """report.html of report.json's `document`: a head line of the check, then each plot with
-    its caption."""
+def _html(document: dict, images: dict[str, bytes]) -> str:
+    """report.html of report.json's `document`: a head line of the check, then each plot (its
+    PNG inside the page, so that the page travels alone, by mail too) with its caption."""
     stats = document["checker_stats"]
     t = stats["targets"]
     verdict = "every check passed" if document["ok"] else "some checks FAILED (see the checker's output)"
@@ -121,12 +144,12 @@ def _html(document: dict) -> str:
         f"<style>{_STYLE}</style>",
         "</head><body>",
         f"<h1>Split {html.escape(document['split'])} in {html.escape(document['data_dir'])}</h1>",
-        f"<p>{html.escape(head)} The numbers behind every plot are in <a href=\"report.json\">report.json</a>.</p>",
+        f"<p>{html.escape(head)} The numbers behind every plot are in report.json (beside this page when the report was written to a directory).</p>",
     ]
     for name in PLOTS:
         plot = document["plots"][name]
         parts += [
-            f'<figure id="{name}"><img src="{plot["file"]}" alt="{name}">',
+            f'<figure id="{name}"><img src="data:image/png;base64,{base64.b64encode(images[name]).decode()}" alt="{name}">',
             f"<figcaption><b>{name}</b>: {html.escape(plot['caption'])}</figcaption></figure>",
         ]
     parts.append("</body></html>\n")

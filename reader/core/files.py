@@ -240,8 +240,17 @@ class S3Settings:
 
     endpoint_url: str | None = None
     region_name: str | None = None
+    # The build's other S3 flags (Beam's S3Options), so that the checker takes the same command line.
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    api_version: str | None = None
+    verify: str | None = None
+    disable_ssl: bool = False
 
 
+NO_CREDENTIALS = ("give --s3_access_key_id and --s3_secret_access_key, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                  "(or ~/.aws/credentials)")  # fmt: skip
 _s3 = {"settings": S3Settings()}
 _s3_clients: dict[tuple[int, S3Settings], object] = {}
 _s3_lock = threading.Lock()
@@ -270,10 +279,17 @@ def _s3_client():
                 import boto3
 
                 settings = key[1]
-                client = _s3_clients[key] = boto3.session.Session().client(
-                    "s3", endpoint_url=settings.endpoint_url, region_name=settings.region_name
-                )
+                client = _s3_clients[key] = boto3.session.Session().client("s3", **_client_arguments(settings))
     return client
+
+
+def _client_arguments(settings: S3Settings) -> dict:
+    """boto3's client() arguments for `settings`, as Beam's S3 filesystem passes its S3Options."""
+    given = {"endpoint_url": settings.endpoint_url, "region_name": settings.region_name, "api_version": settings.api_version,
+             "aws_access_key_id": settings.access_key_id, "aws_secret_access_key": settings.secret_access_key,
+             "aws_session_token": settings.session_token,
+             "verify": {"false": False, "0": False, "true": True, "1": True}.get(str(settings.verify).lower(), settings.verify)}  # fmt: skip
+    return {name: value for name, value in given.items() if value is not None} | ({"use_ssl": False} if settings.disable_ssl else {})
 
 
 def _s3_bucket_key(path: str) -> tuple[str, str]:
@@ -290,6 +306,8 @@ def _s3_error(path: str, error: Exception) -> OSError:
         if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
             return FileNotFoundError(f"{path}: no such file on S3 ({code})")
         return OSError(f"{path}: S3 refused: {code}: {response.get('Error', {}).get('Message', '')}".rstrip(": "))
+    if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # botocore's, not imported here
+        return OSError(f"{path}: no S3 credentials: {NO_CREDENTIALS}")
     return OSError(f"{path}: S3 unreachable: {type(error).__name__}: {error}")
 
 

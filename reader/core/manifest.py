@@ -175,11 +175,11 @@ def load(data_dir: str, split: str, *, salvage_config: bool = False) -> Manifest
         raw = json.loads(files.read_bytes(path, files.MANIFEST))
     except files.RefusedFile as e:  # a FIFO, a device, a link out of data_dir, too large: never read
         raise ManifestError(str(e)) from None
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no manifest; build the split first (python -m pipeline ... --split={split})") from None
     except Exception as e:  # tf.errors.NotFoundError and friends have no common stdlib base
-        if type(e).__name__ == "NotFoundError":
-            raise ManifestError(f"{path}: no manifest; build the split first") from None
+        if isinstance(e, FileNotFoundError) or type(e).__name__ == "NotFoundError":
+            from reader.core import manifest_hint  # the splits and folders there are, for the message
+
+            raise ManifestError(f"{path}: {manifest_hint.missing(data_dir, split)}") from None
         raise ManifestError(f"{path}: unreadable manifest: {str(e).removeprefix(path + ': ')}") from None
     return from_raw(raw, data_dir, path, salvage_config=salvage_config)
 

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import TextIO
 
 
+ETA_AFTER = 5.0  # seconds of work, from the first unit done, before under 1% of it estimates the time left
+
+
 def duration(seconds: float) -> str:
     """`m:ss`, or `h:mm:ss` from an hour on."""
     seconds = max(0, round(seconds))
@@ -46,6 +49,8 @@ class Progress:
         self._lock = threading.Lock()
         self._start = self._shown = clock()
         self.done = 0
+        self._first: float | None = None  # when the first unit was done
+        self._first_done = 0
         self._started = self._ended = False
 
     @property
@@ -63,7 +68,14 @@ class Progress:
         text = f"{self.label}: {self.done:,}/{self.total:,} {self.unit}{self.share} ({percent}%)"
         if rate:
             text += f", {rate:,.1f}/s"
-            text += f", {duration((self.total - self.done) / rate)} left" if self.done < self.total else f", {duration(elapsed)} in all"
+            if self.done >= self.total:
+                text += f", {duration(elapsed)} in all"
+            elif self.done * 100 >= self.total or (self._first is not None and now - self._first >= ETA_AFTER):
+                # The first units alone, after a slow start (imports, worker processes), say little;
+                # the time left comes from the pace since the first one.
+                since, done_then = (now - self._first, self._first_done) if self._first is not None else (0, 0)
+                pace = (self.done - done_then) / since if since > 0 and self.done > done_then else rate
+                text += f", {duration((self.total - self.done) / pace)} left"
         return text
 
     def __call__(self, done: int, total: int | None = None) -> None:
@@ -80,6 +92,8 @@ class Progress:
 
     def _show(self) -> None:
         now = self._clock()
+        if self._first is None and self.done:
+            self._first, self._first_done = now, self.done
         finished = self.total is not None and self.done >= self.total
         if self._ended or not (finished or not self._started or now - self._shown >= self._every):
             return

@@ -21,7 +21,13 @@ tests hold every file to what TFDS itself writes and reads. What each key become
                       target/ignore [S, S, 5] and [S, S] ([S*S*5] and [S*S] flat when the
                       splits' grid sizes differ)
 The boxes stay four per-face coordinate lists, as the records hold them: TFDS's `BBoxFeature`
-reads one [N, 4] list that the records do not have.
+reads one [N, 4] list under one key that the records do not have, and inside a `Sequence` TFDS
+reads a missing key as no box at all (tests/test_ecosystem.py shows it), so describing them so
+would hand every image to TFDS with zero faces. TFDS's visualizers, which draw BBoxFeatures only,
+therefore draw the images without their boxes; `reader.check --sheet` draws them.
+
+dataset_info.json also carries WIDER FACE's card: its citation, its homepage and its licence
+(WIDER_FACE below), which TFDS shows as the dataset's own.
 """
 
 from __future__ import annotations
@@ -39,6 +45,19 @@ FILES = (DATASET_INFO, FEATURES, LABEL_MAP)  # what every build writes beside th
 NAME = "facegrid"
 FILE_FORMAT = "tfrecord"  # TFDS's name for the format; facegrid's shards end in SHARD_SUFFIX
 
+# The source dataset's card: its authors' homepage and citation; the licence its dataset cards name.
+WIDER_FACE = {
+    "homepage": "http://shuoyang1213.me/WIDERFACE/",
+    "license": "Creative Commons Attribution-NonCommercial-NoDerivatives 4.0 International (CC BY-NC-ND 4.0)",
+    "citation": (
+        "@inproceedings{yang2016wider,\n"
+        "  author = {Yang, Shuo and Luo, Ping and Loy, Chen Change and Tang, Xiaoou},\n"
+        "  booktitle = {IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},\n"
+        "  title = {WIDER FACE: A Face Detection Benchmark},\n"
+        "  year = {2016}\n"
+        "}"
+    ),
+}
 _FEATURES = "tensorflow_datasets.core.features."
 _DTYPES = {"bytes": "string", "float": "float32", "int64": "int64"}
 
@@ -79,11 +98,15 @@ def dataset_info(manifests: list[Manifest]) -> dict:
             "Face detection records written by facegrid (schema_version "
             f"{schema.SCHEMA_VERSION}): one tf.train.Example per image, the image resized to the "
             "stored size with its faces as normalized boxes (TensorFlow Object Detection API keys), "
-            "WIDER FACE attributes and the detector's grid targets. Labels: "
+            "WIDER FACE attributes and the detector's grid targets, built from WIDER FACE (Yang et al., "
+            "CVPR 2016: citation, homepage and licence below). Labels: "
             + ", ".join(f"{i} = {name}" for i, name in sorted(schema.LABEL_MAP.items()))
             + f" (see {LABEL_MAP}). Image format: {', '.join(map(str, formats))}; raw images are "
             "facegrid's own: other tools, TF Model Garden among them, read JPEG builds only."
         ),
+        "citation": WIDER_FACE["citation"],
+        "location": {"urls": [WIDER_FACE["homepage"]]},
+        "redistributionInfo": {"license": WIDER_FACE["license"]},
         "fileFormat": FILE_FORMAT,
         "sizeInBytes": str(sum(int(split["numBytes"]) for split in splits)),
         "splits": splits,

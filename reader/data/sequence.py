@@ -264,11 +264,11 @@ class _Files:
             opened[path] = files.open_binary(path, None, readahead=0)  # one ranged read per record on s3://
         return opened[path]
 
-    def __del__(self):
-        if getattr(self, "_pid", None) == os.getpid():
+    def __del__(self, _getpid=os.getpid, _close=os.close):  # bound now: at exit, module globals may be None already
+        if getattr(self, "_pid", None) == _getpid():
             for fd in self._fds.values():
                 try:
-                    os.close(fd)
+                    _close(fd)
                 except OSError:
                     pass
 
