@@ -125,6 +125,17 @@ def missing_shard(path: str, split: str) -> str:
             f"(removed by a build that committed since? python -m reader.check names what is wrong)")
 
 
+def other_bytes(path: str, found: str, entry: ShardEntry) -> str:
+    """The message for a shard whose sha256 is not its manifest entry's (same size, other bytes)."""
+    return (f"{path}: sha256 {found}, the manifest says {entry.sha256}: rebuilt or damaged since the manifest was "
+            f"written (python -m reader.check names the problem)")
+
+
+def no_records(data_dir: str, split: str) -> str:
+    """The message for a split whose manifest lists no record: nothing to read."""
+    return f"{files.join(data_dir, layout.manifest_name(split))}: no records in {split}: its shards hold none, nothing to read"
+
+
 def load(data_dir: str, split: str, *, salvage: bool = False) -> Manifest:
     """Reads `data_dir/{split}.manifest.json` and validates every value (`from_raw`); raises
     ManifestError saying what is wrong, in one line naming the file and the field.

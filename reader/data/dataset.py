@@ -125,6 +125,8 @@ def make_dataset(
     """
     _check_arguments(data_dir, batch_size, training, augment, skip_corrupt, skipped)
     manifest = manifests.load(data_dir, split)
+    if manifest.num_records == 0:
+        raise ValueError(manifests.no_records(data_dir, split))
     plan = _plan(
         manifest, split, batch_size, training, seed=seed, augment=augment, skip_corrupt=skip_corrupt, skipped=skipped,
         shuffle_buffer=shuffle_buffer, parallel_shards=parallel_shards, deterministic=deterministic,
