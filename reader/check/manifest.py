@@ -31,14 +31,6 @@ def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> 
     for problem in built.problems:  # every value the manifest holds, validated as it was read
         if problem.check == "manifest":
             findings.add("manifest", file, None, str(problem))
-    build = built.build if isinstance(built.build, str) and _valid_build(built.build) else None
-
-    count = len(built.shards)
-    for position, entry in enumerate(built.shards):
-        parsed = layout.parse_shard_name(entry.file) if manifest.is_plain_name(entry.file) else None
-        expected = layout.shard_name(split, position, count, build)
-        if parsed != (split, position, count) or (build is not None and entry.file != expected):
-            findings.add("manifest", file, None, f"shards[{position}]: expected file {expected!r}, found {entry.file!r}")
     return built.config
 
 

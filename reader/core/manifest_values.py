@@ -161,7 +161,7 @@ class Validator:
         build = self._build(raw)
         built_config = self._config(raw["config"])
         counts = self._counts(raw["counts"])
-        shards = self._shards(raw["shards"])
+        shards = self._shards(raw["shards"], split, build)
         self._sums(counts, shards)
         self._errors(raw, counts, split, build)
         self._reuse(raw, counts)
@@ -174,7 +174,9 @@ class Validator:
             self.add("split", f"expected {self.split!r}, found {_found(value)}")
         elif self.split is None and value not in layout.SPLITS:
             self.add("split", f"expected one of {', '.join(layout.SPLITS)}, found {_found(value)}")
-        return value if isinstance(value, str) else (self.split or "")
+        if self.split is not None:
+            return self.split  # the file's own split: what its names and messages go by
+        return value if isinstance(value, str) else ""
 
     def _build(self, raw) -> str | None:
         build = raw.get("build")
@@ -207,7 +209,7 @@ class Validator:
                 self.add("counts", broken, check="counts")
         return counts
 
-    def _shards(self, raw) -> tuple[ShardEntry, ...]:
+    def _shards(self, raw, split: str, build: str | None) -> tuple[ShardEntry, ...]:
         if not isinstance(raw, list):
             raise ManifestError(f"{self.path}: shards: expected a list of shard entries, found {_found(raw)}")
         if not raw:
@@ -220,6 +222,11 @@ class Validator:
                 continue
             first[entry.file] = position
             entries.append(entry)
+        if len(entries) == len(raw) and split:  # named as a build names them: in order, of this count, this build's
+            for position, entry in enumerate(entries):
+                expected = layout.shard_name(split, position, len(entries), build)
+                if entry.file != expected:
+                    self.add(f"shards[{position}]", f"expected file {expected!r}, found {entry.file!r}")
         return tuple(entries)
 
     def _shard(self, position: int, raw) -> ShardEntry:
