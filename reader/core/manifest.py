@@ -125,6 +125,12 @@ def missing_shard(path: str, split: str) -> str:
             f"(removed by a build that committed since? python -m reader.check names what is wrong)")
 
 
+def other_size(path: str, size: int, entry: ShardEntry) -> str:
+    """The message for a shard whose size is not its manifest entry's."""
+    return (f"{path}: {size} bytes, the manifest says {entry.bytes}: rebuilt or damaged since the manifest was written "
+            f"(python -m reader.check names the problem)")
+
+
 def other_bytes(path: str, found: str, entry: ShardEntry) -> str:
     """The message for a shard whose sha256 is not its manifest entry's (same size, other bytes)."""
     return (f"{path}: sha256 {found}, the manifest says {entry.sha256}: rebuilt or damaged since the manifest was "

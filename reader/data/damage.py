@@ -92,10 +92,7 @@ def _check_sizes(manifest: manifests.Manifest) -> None:
         except OSError as e:
             raise FileNotFoundError(f"{local}: cannot read shard: {e.strerror}") from None
         if size != entry.bytes:
-            raise ValueError(
-                f"{local}: {size} bytes, the manifest says {entry.bytes}: rebuilt or damaged since the manifest was "
-                f"written (python -m reader.check names the problem; make_dataset(skip_corrupt=True) reads what is intact)"
-            )
+            raise ValueError(manifests.other_size(local, size, entry) + "; make_dataset(skip_corrupt=True) reads what is intact")
         with open(local, "rb") as f:
             found = hashlib.file_digest(f, "sha256").hexdigest()
         if found != entry.sha256:

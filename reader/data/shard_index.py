@@ -1,8 +1,8 @@
 """Where every record of a split lies: the record index of `ShardSequence`'s random access.
 
 Every record's byte span comes from its shard's record headers (`reader.core.tfrecord.index_records`,
-seeking past the data). Each shard indexed is also hashed and held to its manifest entry's sha256
-(a same-size shard of other bytes is refused): one sequential read of it, which the index pass of
+seeking past the data). Each shard indexed is also measured and hashed, and held to its manifest entry's size
+and sha256 (a same-size shard of other bytes is refused): one sequential read of it, which the index pass of
 a remote shard makes anyway. The index is cached next to the shards as `{split}.index.json` (when
 the directory is local and writable), keyed by the manifest's size and sha256 of each shard and
 by each file's size, mtime and inode when it was hashed, so that a rebuilt split, or a shard
@@ -61,11 +61,13 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
         per_shard = []
         for entry, path in zip(manifest.shards, manifest.shard_paths()):
             try:
-                spans, sha256 = _index_shard(path, entry.file)
+                spans, size, sha256 = _index_shard(path, entry.file)
             except FileNotFoundError:
                 raise FileNotFoundError(manifests.missing_shard(path, manifest.split)) from None
             if len(spans) != entry.records:
                 raise ValueError(f"{path}: holds {len(spans)} records, the manifest promises {entry.records}")
+            if size != entry.bytes:
+                raise ValueError(manifests.other_size(path, size, entry))
             if sha256 != entry.sha256:
                 with files.open_binary(path) as f:
                     raise tfrecord.first_damage(f, entry.file) or ValueError(manifests.other_bytes(path, sha256, entry))
@@ -78,16 +80,17 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
     return RecordIndex(shard, offset, length)
 
 
-def _index_shard(path: str, name: str) -> tuple[list[tfrecord.RecordSpan], str]:
-    """(the shard's record spans, its sha256)."""
+def _index_shard(path: str, name: str) -> tuple[list[tfrecord.RecordSpan], int, str]:
+    """(the shard's record spans, its size in bytes, its sha256)."""
     with files.open_binary(path) as f:
         if files.is_local(path):
             spans = tfrecord.index_records(f, name)
+            size = f.seek(0, 2)
             f.seek(0)
-            return spans, hashlib.file_digest(f, "sha256").hexdigest()
+            return spans, size, hashlib.file_digest(f, "sha256").hexdigest()
         # Remote files: one sequential read beats a ranged request per header.
         data = f.read()
-        return tfrecord.index_records(io.BytesIO(data), name), hashlib.sha256(data).hexdigest()
+        return tfrecord.index_records(io.BytesIO(data), name), len(data), hashlib.sha256(data).hexdigest()
 
 
 def _identity(path: str) -> list[int] | None:
