@@ -80,7 +80,7 @@ def _check_present(manifest: manifests.Manifest) -> None:
 def _check_sizes(manifest: manifests.Manifest) -> None:
     """Local shards must have the size and sha256 the manifest says: a longer shard would hide
     records past the promised count, a shorter one is damaged, one of other bytes is another
-    build's or was edited. Hashing reads each local shard once (about 0.1 s for val's 82 MB, and
+    build's or was edited. Hashing reads each local shard once (0.1-0.3 s for val's 82 MB, and
     it leaves the shard in the page cache for the first epoch); remote shards are not hashed
     (that would read them twice): their size and counts are found while reading."""
     for entry, path in zip(manifest.shards, manifest.shard_paths()):
