@@ -113,6 +113,11 @@ class ShardEntry:
     def to_json(self) -> dict:
         return {"file": self.file, "records": self.records, "bytes": self.bytes, "sha256": self.sha256}
 
+    @classmethod
+    def from_json(cls, raw) -> ShardEntry:
+        """The entry `raw` (a decoded shard entry) is; raises ManifestError naming the field."""
+        return Validator("shard entry", None, salvage=False).shard_entry(0, raw)
+
 
 
 def is_plain_name(name) -> bool:
@@ -216,7 +221,7 @@ class Validator:
             raise ManifestError(f"{self.path}: shards: expected at least one shard, found none")
         entries, first = [], {}
         for position, item in enumerate(raw):
-            entry = self._shard(position, item)
+            entry = self.shard_entry(position, item)
             if entry.file in first:
                 self.add(f"shards[{position}].file", f"expected each shard named once, found {entry.file!r} again (shards[{first[entry.file]}])")
                 continue
@@ -229,7 +234,7 @@ class Validator:
                     self.add(f"shards[{position}]", f"expected file {expected!r}, found {entry.file!r}")
         return tuple(entries)
 
-    def _shard(self, position: int, raw) -> ShardEntry:
+    def shard_entry(self, position: int, raw) -> ShardEntry:
         where = f"shards[{position}]"
         if not isinstance(raw, dict):
             raise self.fatal(where, f"expected an object with file, records, bytes and sha256, found {_found(raw)}")
