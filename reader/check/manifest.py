@@ -25,8 +25,10 @@ _NOTED_NAMES = 3  # other builds' files named in the shard_set note; the rest ar
 
 
 def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> BuildConfig:
-    """Checks the manifest's split, build id, config, counts and file names; returns the record
-    config (defaults where the manifest's value is unusable, so that the records are still checked)."""
+    """Reports what reading the manifest found wrong with its values (its split, build id, config,
+    counts, shard names: reader.core.manifest_values; the sums go to the counts check); returns
+    the record config (defaults where the manifest's value is unusable, so that the records are
+    still checked)."""
     file = layout.manifest_name(split)
     for problem in built.problems:  # every value the manifest holds, validated as it was read
         if problem.check == "manifest":

@@ -173,7 +173,7 @@ def from_raw(raw, data_dir: str, path: str, *, split: str | None = None, salvage
     schema_version, a shard list or entry that is not one); otherwise return the Manifest with
     its `problems`, the config's usable settings (the defaults for the rest), None for an unusable
     count, and each shard file's first entry only."""
-    checked = Validator(path, split, salvage)
+    checked = Validator(path, split)
     said_split, config, counts, shards = checked.values(raw)
     built = Manifest(data_dir, said_split, config, counts, shards, raw, tuple(checked.problems))
     if checked.problems and not salvage:

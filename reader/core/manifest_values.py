@@ -116,8 +116,7 @@ class ShardEntry:
     @classmethod
     def from_json(cls, raw) -> ShardEntry:
         """The entry `raw` (a decoded shard entry) is; raises ManifestError naming the field."""
-        return Validator("shard entry", None, salvage=False).shard_entry(0, raw)
-
+        return Validator("shard entry", None).shard_entry(0, raw)
 
 
 def is_plain_name(name) -> bool:
@@ -125,8 +124,7 @@ def is_plain_name(name) -> bool:
     return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
-
-_found = config.found_text
+_found = config.found_text  # a found value, short and on one line
 
 
 def _is_count(value, upper: int = MAX_COUNT) -> bool:
@@ -140,8 +138,9 @@ def _is_build_id(value) -> bool:
 class Validator:
     """Checks a decoded manifest value by value, collecting a Problem for each wrong one."""
 
-    def __init__(self, path: str, split: str | None, salvage: bool):
-        self.path, self.split, self.salvage = path, split, salvage
+    def __init__(self, path: str, split: str | None):
+        """path: names the manifest in errors; split: the one it must say (None: any)."""
+        self.path, self.split = path, split
         self.problems: list[Problem] = []
 
     def add(self, field: str, message: str, check: str = "manifest") -> None:

@@ -11,8 +11,9 @@ libjpeg's accurate integer DCT (Pillow's), so the pixels equal make_dataset's on
 `dct_method="INTEGER_ACCURATE"` (its default, TensorFlow's INTEGER_FAST, may differ slightly).
 
 Random access: every record's byte span comes from an index of the shards' record headers
-(`reader.data.shard_index`, cached next to the shards as `{split}.index.json`, keyed by the
-manifest's size and sha256 of each shard). Records are read with `os.pread` (no shared file
+(`reader.data.shard_index`, which measures and hashes each shard as it indexes it; cached next
+to the shards as `{split}.index.json`, keyed by the manifest's size and sha256 of each shard and
+each shard file's size, mtime and inode). Records are read with `os.pread` (no shared file
 position: safe across threads and forked workers), or one ranged read each on gs:// and s3://, and checked against their checksums,
 then parsed by `reader.core.schema.parse_features` (only the keys a batch needs) and decoded by
 `reader.core.images.decode_stored_image`.
