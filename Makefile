@@ -61,6 +61,7 @@ bench: $(FULL)
 fuzz: $(FULL)
 	$(PY) -m pipeline.annotation_fuzz --cases=200000 --seed=0
 	$(PY) -m benchmarks.fuzz_images --part=fuzz --cases=150000 --seed=0 --work_dir=build/fuzz
+	$(PY) -m benchmarks.fuzz_manifests --cases=6000 --seed=0 --cli=10 --rebuilds=6 --work_dir=build/fuzz
 
 clean:
 	rm -rf build

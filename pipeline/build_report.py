@@ -9,12 +9,12 @@ This module owns the console's side of a build (pipeline.cli decides when each i
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 from pipeline import annotations, commit, storage
 from reader.core import files
+from reader.core import manifest as manifests
 
 # Where Beam's local runner relays its workers' log lines.
 _RELAY = "apache_beam.runners.portability.local_job_service"
@@ -92,9 +92,9 @@ def summary(output: commit.OutputSpec, build_id: str) -> str:
     from the split's manifest. Two builds of a split may run at once and the later commit wins:
     when the manifest names another build by now (or is gone), says so rather than show that
     build's counts as this one's."""
-    try:
+    try:  # parsed as every tool parses a manifest (nesting too deep for Python's json included)
         data = storage.read_bytes(output.manifest_path, files.MANIFEST)
-        manifest = json.loads(data) if data is not None else None
+        manifest = manifests.loads(data, output.manifest_path) if data is not None else None
     except (ValueError, storage.RefusedFile):
         manifest = None
     if not isinstance(manifest, dict):

@@ -259,7 +259,7 @@ def _describable(output_dir: str) -> dict[str, manifests.Manifest]:
             data = storage.read_bytes(path, files.MANIFEST)
             if data is None:
                 continue
-            built = manifests.from_raw(json.loads(data), output_dir, path)
+            built = manifests.from_raw(manifests.loads(data, path), output_dir, path, split=split)
             if built.split != split:
                 raise ValueError(f"it says split {built.split!r}")
             if sorted(built.raw.get("record_keys") or ()) != sorted(schema.FEATURES_BY_KEY):
@@ -287,14 +287,20 @@ def _read_current(output: OutputSpec) -> tuple[str | None, set[str]]:
     except storage.RefusedFile:  # a FIFO, a link out of the directory, too large: names no build
         return None, set()
     try:
-        raw = json.loads(data) if data is not None else None
+        # Read as it is (a damaged manifest still names the files it commits), parsed as the
+        # readers parse it: a manifest nested too deeply for Python's json is no manifest.
+        raw = manifests.loads(data, output.manifest_path) if data is not None else None
         if not isinstance(raw, dict):
             return None, set()
-        named = {str(s["file"]) for s in raw.get("shards", [])}
-        named.add(raw.get("errors_file") or layout.errors_name(output.split))
-    except (ValueError, TypeError, KeyError):
+        named = {s["file"] for s in raw.get("shards", []) if isinstance(s, dict) and isinstance(s.get("file"), str)}
+        errors_file = raw.get("errors_file")
+        named.add(errors_file if isinstance(errors_file, str) and errors_file else layout.errors_name(output.split))
+        build = raw.get("build")
+    except (ValueError, TypeError, AttributeError):  # ManifestError, shards not a list
         return None, set()
-    return raw.get("build") or layout.LEGACY_BUILD, named
+    if build is not None and not isinstance(build, str):
+        return None, set()  # names no build: as an unreadable manifest
+    return build or layout.LEGACY_BUILD, named
 
 
 def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | None = None) -> list[str]:

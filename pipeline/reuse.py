@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import struct
@@ -114,7 +113,7 @@ class EarlierShardsFn(beam.DoFn):
                 if self._explicit:  # asked for by --reuse_from: a typo must not go unsaid
                     yield f"no earlier build to reuse: {path} does not exist"
                 return
-            earlier = manifests.from_raw(json.loads(data), directory, path)
+            earlier = manifests.from_raw(manifests.loads(data, path), directory, path, split=self._split)
         except manifests.ManifestError as e:  # names the manifest itself
             yield f"earlier build not reused: {e}"
             return

@@ -129,6 +129,15 @@ def write_records(path: pathlib.Path, records: list[bytes]) -> None:
     path.write_bytes(b"".join(tfrecord.encode_record(r) for r in records))
 
 
+def count_records(manifest: dict, change: int) -> None:
+    """Changes the manifest's counts of records (and so of images) by `change`, as a shard entry
+    was changed: the manifest then holds to its own sums, and only the shard disagrees."""
+    manifest["counts"]["records"] += change
+    manifest["counts"]["images_annotated"] += change
+    if manifest.get("reuse"):
+        manifest["reuse"]["prepared"] += change
+
+
 def refresh_manifest(data_dir: pathlib.Path, split: str = SPLIT) -> None:
     """Brings each shard entry's records, bytes and sha256 in line with the file (the counts
     block is left as it is)."""

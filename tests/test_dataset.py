@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from reader.core import schema, targets, tfrecord
 from reader.data import augment, targets_tf
 from reader.data.dataset import SkippedRecords
 from tests import reader_fixtures
+from tests.check_fixtures import count_records
 
 INVALID = schema.ATTRIBUTES.index("invalid")
 
@@ -286,15 +289,21 @@ def damage(data_dir: str, shard: str, record: int, where: str) -> tfrecord.Recor
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_a_damaged_record_raises_an_error_naming_shard_record_and_offset(built_val, tmp_path, training):
+def test_a_damaged_record_raises_an_error_naming_shard_record_and_offset(built_val, tmp_path, training, monkeypatch):
     data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
     shard = built_val.manifest.shards[1].file
     span = damage(data_dir, shard, 4, "data")
+    expected = f"{shard}: record 4 at byte {span.offset}: data checksum mismatch"
+    # A local shard is hashed when the dataset is made: its sha256 differs, and a scan names the damage...
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        reader.make_dataset(data_dir, "val", 4, training=training, seed=0)
+    # ...and where shards are not hashed first (remote ones), reading finds it.
+    monkeypatch.setattr(reader.data.damage, "_check_sizes", lambda manifest: None)
     dataset = reader.make_dataset(data_dir, "val", 4, training=training, seed=0)
     with pytest.raises(tf.errors.InvalidArgumentError) as raised:
         collect(dataset)
     message = str(raised.value)
-    assert f"{shard}: record 4 at byte {span.offset}: data checksum mismatch" in message, message
+    assert expected in message, message
 
 
 def test_a_shard_cut_short_is_named(built_val, tmp_path):
@@ -309,7 +318,9 @@ def test_a_shard_cut_short_is_named(built_val, tmp_path):
         reader.make_dataset(data_dir, "val", 4, training=False)
     # ...and found while reading where sizes are not checked first (remote paths): here a
     # manifest that agrees with the cut file.
-    reader_fixtures.rewrite_manifest(data_dir, "val", lambda m: m["shards"][2].update(bytes=spans[-1].offset + 20))
+    with open(path, "rb") as f:
+        cut = hashlib.sha256(f.read()).hexdigest()
+    reader_fixtures.rewrite_manifest(data_dir, "val", lambda m: m["shards"][2].update(bytes=spans[-1].offset + 20, sha256=cut))
     with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{shard}: record {len(spans) - 1} at byte {spans[-1].offset}: truncated data"):
         collect(reader.make_dataset(data_dir, "val", 4, training=False))
 
@@ -317,7 +328,7 @@ def test_a_shard_cut_short_is_named(built_val, tmp_path):
 def test_a_shard_with_fewer_records_than_the_manifest_is_named(built_val, tmp_path, monkeypatch):
     data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
     entry = built_val.manifest.shards[0]
-    reader_fixtures.rewrite_manifest(data_dir, "val", lambda m: m["shards"][0].update(records=entry.records + 1))
+    reader_fixtures.rewrite_manifest(data_dir, "val", lambda m: (m["shards"][0].update(records=entry.records + 1), count_records(m, +1)))
     message = rf"{entry.file}: holds {entry.records} records, the manifest promises {entry.records + 1}"
     # Local shards are counted from their headers when the dataset is made: the error comes at once...
     with pytest.raises(ValueError, match=message):

@@ -136,6 +136,7 @@ def test_an_entry_that_understates_its_shard_fails_naming_it(broken, training, c
     manifest = fx.read_manifest(broken)
     entry = manifest["shards"][1]
     entry["records"] -= 1
+    fx.count_records(manifest, -1)  # the counts in step: only the shard disagrees with its entry
     fx.write_manifest(broken, manifest)
     held = entry["records"] + 1
     message = f"{entry['file']}: holds {held} records, the manifest promises {entry['records']}"
@@ -149,6 +150,7 @@ def test_an_entry_that_overstates_its_shard_fails_naming_it(broken, counting):
     manifest = fx.read_manifest(broken)
     entry = manifest["shards"][0]
     entry["records"] += 1
+    fx.count_records(manifest, +1)
     fx.write_manifest(broken, manifest)
     message = f"{entry['file']}: holds {entry['records'] - 1} records, the manifest promises {entry['records']}"
     assert message in dataset_failure(broken, counting, training=True)

@@ -172,8 +172,9 @@ def _finalize(tmp_path, shards, annotated, max_error_fraction=0.5, num_shards=3)
         assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.entry.records for s in shards)]))
 
 
-def _shard(tmp_path, index, records_in_it, errors=(), data=b"x"):
+def _shard(tmp_path, index, records_in_it, errors=(), data=None):
     name = f"val-{index:05d}-of-00003.{BUILD}.tfrecord"
+    data = b"x" * max(1, 16 * records_in_it) if data is None else data  # a record takes 16 bytes of framing at least
     (tmp_path / name).write_bytes(data)
     counts = records.Counts(records=records_in_it, errors=len(errors), faces_stored=records_in_it, targets=records_in_it).as_dict()
     return ShardWritten(index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts, errors=tuple(errors))
@@ -189,9 +190,9 @@ def test_finalize_commits_the_manifest_and_errors_file_and_removes_the_earlier_b
     manifest = json.loads((tmp_path / "val.manifest.json").read_text())
     assert manifest["build"] == BUILD and manifest["errors_file"] == f"val.{BUILD}.errors.jsonl"
     assert [(s["file"], s["records"], s["bytes"]) for s in manifest["shards"]] == [
-        (f"val-00000-of-00003.{BUILD}.tfrecord", 2, 1),
+        (f"val-00000-of-00003.{BUILD}.tfrecord", 2, 32),
         (f"val-00001-of-00003.{BUILD}.tfrecord", 0, 0),
-        (f"val-00002-of-00003.{BUILD}.tfrecord", 1, 1),
+        (f"val-00002-of-00003.{BUILD}.tfrecord", 1, 16),
     ]
     assert manifest["counts"]["errors"] == 1 and manifest["error_reasons"] == {"missing": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([

@@ -41,12 +41,12 @@ class CheckedRecord:
 def check_placement(shard_files: Sequence[str], records: Sequence[CheckedRecord], findings: Findings) -> None:
     """Each readable record of the shards named `shard_files` in the shard its filename hash
     gives, and after the records before it there in filename-hash order (a misplaced record is
-    not held to the order)."""
+    not held to the order). Linear in the records: each file is walked once, however often named."""
     by_file = collections.defaultdict(list)
     for record in records:
         if record.facts is not None:
             by_file[record.file].append(record)
-    for file in shard_files:
+    for file in dict.fromkeys(shard_files):
         _, shard_index, num_shards = layout.parse_shard_name(file) or (None, None, None)
         if shard_index is None:
             continue  # the manifest check names the odd file name

@@ -25,34 +25,14 @@ _NOTED_NAMES = 3  # other builds' files named in the shard_set note; the rest ar
 
 
 def check_manifest(built: manifest.Manifest, split: str, findings: Findings) -> BuildConfig:
-    """Checks the manifest's split, build id, config, counts and file names; returns the record
-    config (defaults where the manifest's value is unusable, so that the records are still checked)."""
+    """Reports what reading the manifest found wrong with its values (its split, build id, config,
+    counts, shard names: reader.core.manifest_values; the sums go to the counts check); returns
+    the record config (defaults where the manifest's value is unusable, so that the records are
+    still checked)."""
     file = layout.manifest_name(split)
-    if built.split != split:
-        findings.add("manifest", file, None, f"split: expected {split!r}, found {built.split!r}")
-    build = built.build
-    if build is not None and not (isinstance(build, str) and _valid_build(build)):
-        findings.add("manifest", file, None, f"build: expected {layout.BUILD_ID_LENGTH} lowercase hex digits, found {build!r}")
-        build = None
-    for key, problem in config.problems(built.raw["config"]).items():
-        findings.add("manifest", file, None, f"config.{key}: {problem}")
-    for key in manifest.COUNT_KEYS:
-        value = built.counts.get(key)
-        if not config.is_int(value) or value < 0:
-            findings.add("manifest", file, None, f"counts.{key}: expected an integer >= 0, found {value!r}")
-
-    count = len(built.shards)
-    for position, entry in enumerate(built.shards):
-        parsed = layout.parse_shard_name(entry.file) if manifest.is_plain_name(entry.file) else None
-        expected = layout.shard_name(split, position, count, build)
-        if parsed != (split, position, count) or (build is not None and entry.file != expected):
-            findings.add("manifest", file, None, f"shards[{position}]: expected file {expected!r}, found {entry.file!r}")
-    if not built.shards:
-        findings.add("manifest", file, None, "shards: expected at least one shard, found none")
-    named = built.raw.get("errors_file", layout.errors_name(split))
-    if not manifest.is_plain_name(named) or (build is not None and named != layout.errors_name(split, build)):
-        want = layout.errors_name(split, build) if build is not None else "a file name in the data directory"
-        findings.add("manifest", file, None, f"errors_file: expected {want!r}, found {named!r}")
+    for problem in built.problems:  # every value the manifest holds, validated as it was read
+        if problem.check == "manifest":
+            findings.add("manifest", file, None, str(problem))
     return built.config
 
 
@@ -131,14 +111,11 @@ def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: boo
     """
     file = layout.manifest_name(built.split)
     counts = {key: built.counts.get(key) for key in manifest.COUNT_KEYS}
+    for problem in built.problems:  # the laws, the shard entries' sum, error_reasons' and reuse's sums
+        if problem.check == "counts":
+            findings.add("counts", file, None, problem.message if problem.field == "counts" else str(problem))
     if not all(config.is_int(v) for v in counts.values()):
         findings.note("counts", "laws not checked: counts missing from the manifest")
-    else:
-        for broken in manifest.count_imbalances(counts):
-            findings.add("counts", file, None, broken)
-    in_entries = sum(entry.records for entry in built.shards)
-    if config.is_int(counts["records"]) and counts["records"] != in_entries:
-        findings.add("counts", file, None, f"counts.records {counts['records']}, the shard entries add up to {in_entries}")
 
     if complete and not unreadable:
         found = {"records": len(facts), "faces_stored": sum(f.faces for f in facts)}
@@ -160,5 +137,6 @@ def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: boo
         if config.is_int(counts["faces_in_errors"]) and counts["faces_in_errors"] != faces:
             findings.add("counts", file, None, f"counts.faces_in_errors {counts['faces_in_errors']}, {errors_file} adds up to {faces}")
         stated = built.raw.get("error_reasons")
-        if stated is not None and stated != dict(reasons):
+        usable = not any(p.field == "error_reasons" for p in built.problems)
+        if stated is not None and usable and stated != dict(reasons):
             findings.add("counts", file, None, f"error_reasons {stated}, {errors_file} has {dict(sorted(reasons.items()))}")

@@ -75,7 +75,7 @@ def check_split(
     start = time.perf_counter()
     findings = Findings()
     try:
-        built = manifest.load(data_dir, split, salvage_config=True)
+        built = manifest.load(data_dir, split, salvage=True)
     except manifest.ManifestError as e:
         return _without_manifest(data_dir, split, e, findings, start)
 
@@ -169,7 +169,7 @@ def _other_splits(data_dir: str, split: str, present: set[str], findings: Findin
         if other == split:
             continue
         try:
-            other_manifest = manifest.load(data_dir, other, salvage_config=True)
+            other_manifest = manifest.load(data_dir, other, salvage=True)
             shards = [(s.file, s.records) for s in other_manifest.shards if s.file in present]
             if missing := len(other_manifest.shards) - len(shards):
                 findings.note("leakage", f"{missing} of {len(other_manifest.shards)} shards of {other} missing: not compared")

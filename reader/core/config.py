@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from collections.abc import Callable
 
 from reader.core.boxes import RESIZE_MODES
 from reader.core.schema import IMAGE_FORMATS
+
+
+_SHORT = reprlib.Repr()  # Python 3.11's takes no arguments
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 4, 4, 60, 60, 40
+
+
+def found_text(value) -> str:
+    """A value read from a file, for a message: short and on one line, however large or deep."""
+    return _SHORT.repr(value)
 
 
 def is_int(value) -> bool:
@@ -96,9 +106,9 @@ def problems(raw) -> dict[str, str]:
         if key not in raw:
             found[key] = f"missing (expected {expected})"
         elif not ok(raw[key]):
-            found[key] = f"expected {expected}, found {raw[key]!r}"
+            found[key] = f"expected {expected}, found {found_text(raw[key])}"
     size = raw.get("input_size")
     grid = raw.get("grid_size")
     if "input_size" not in found and "grid_size" not in found and grid > size:
-        found["grid_size"] = f"expected {_RULES['grid_size'][1]}, found {grid!r}"
+        found["grid_size"] = f"expected {_RULES['grid_size'][1]}, found {grid}"
     return found

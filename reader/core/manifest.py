@@ -17,48 +17,11 @@ import json
 from reader.core import files, layout, schema
 from reader.core.config import BuildConfig
 
-# The manifest's counts and the laws they obey (DESIGN.md, "Nothing vanishes").
-COUNT_KEYS = (
-    "images_annotated", "records", "errors", "faces_annotated", "faces_stored",
-    "degenerate", "faces_in_errors", "targets", "dropped", "ignored",
+# Re-exported: the values and their rules live in manifest_values; callers import them from here.
+from reader.core.manifest_values import (  # noqa: F401
+    COUNT_KEYS, COUNT_LAWS, MAX_BYTES, MAX_COUNT, ManifestError, NonFinite, Problem, ShardEntry, Validator,
+    count_imbalances, is_plain_name, loads,
 )  # fmt: skip
-COUNT_LAWS = (
-    ("images_annotated", ("records", "errors")),
-    ("faces_annotated", ("faces_stored", "degenerate", "faces_in_errors")),
-    ("faces_stored", ("targets", "dropped", "ignored")),
-)
-
-
-def count_imbalances(counts) -> list[str]:
-    """The laws of COUNT_LAWS that `counts` break, as readable equations (empty when all hold)."""
-    broken = []
-    for total, parts in COUNT_LAWS:
-        added = sum(counts[p] for p in parts)
-        if counts[total] != added:
-            broken.append(f"{total} {counts[total]} != {' + '.join(f'{p} {counts[p]}' for p in parts)} = {added}")
-    return broken
-
-
-class ManifestError(ValueError):
-    """A missing or unreadable manifest, or one of another schema version."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardEntry:
-    """One shard as the manifest lists it: its file name, records, size in bytes and sha256."""
-
-    file: str
-    records: int
-    bytes: int
-    sha256: str
-
-    def to_json(self) -> dict:
-        return {"file": self.file, "records": self.records, "bytes": self.bytes, "sha256": self.sha256}
-
-    @classmethod
-    def from_json(cls, raw: dict) -> ShardEntry:
-        """Raises KeyError, TypeError or ValueError for an entry that is not one."""
-        return cls(raw["file"], int(raw["records"]), int(raw["bytes"]), raw["sha256"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +89,7 @@ class Manifest:
     counts: dict
     shards: tuple[ShardEntry, ...]
     raw: dict
+    problems: tuple[Problem, ...] = ()  # salvaged (the checker's load): what is wrong with it
 
     @property
     def num_records(self) -> int:
@@ -155,24 +119,36 @@ class Manifest:
         return [files.join(self.data_dir, s.file) for s in self.shards]
 
 
-def is_plain_name(name) -> bool:
-    """A file name inside the data directory: no directory part."""
-    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
-
-
 def missing_shard(path: str, split: str) -> str:
     """The message for a shard the manifest lists and the directory lacks."""
     return (f"{path}: missing: {layout.manifest_name(split)} lists this shard, the directory does not hold it "
             f"(removed by a build that committed since? python -m reader.check names what is wrong)")
 
 
-def load(data_dir: str, split: str, *, salvage_config: bool = False) -> Manifest:
-    """Reads `data_dir/{split}.manifest.json`; raises ManifestError saying what is wrong.
-    salvage_config: take a damaged config block's usable settings (the defaults for the rest)
-    instead of refusing it: the checker does, to check the records anyway and say what is wrong."""
+def other_size(path: str, size: int, entry: ShardEntry) -> str:
+    """The message for a shard whose size is not its manifest entry's."""
+    return (f"{path}: {size} bytes, the manifest says {entry.bytes}: rebuilt or damaged since the manifest was written "
+            f"(python -m reader.check names the problem)")
+
+
+def other_bytes(path: str, found: str, entry: ShardEntry) -> str:
+    """The message for a shard whose sha256 is not its manifest entry's (same size, other bytes)."""
+    return (f"{path}: sha256 {found}, the manifest says {entry.sha256}: rebuilt or damaged since the manifest was "
+            f"written (python -m reader.check names the problem)")
+
+
+def no_records(data_dir: str, split: str) -> str:
+    """The message for a split whose manifest lists no record: nothing to read."""
+    return f"{files.join(data_dir, layout.manifest_name(split))}: no records in {split}: its shards hold none, nothing to read"
+
+
+def load(data_dir: str, split: str, *, salvage: bool = False) -> Manifest:
+    """Reads `data_dir/{split}.manifest.json` and validates every value (`from_raw`); raises
+    ManifestError saying what is wrong, in one line naming the file and the field.
+    salvage: the checker's reading: take what can still be checked (see `from_raw`)."""
     path = files.join(data_dir, layout.manifest_name(split))
     try:
-        raw = json.loads(files.read_bytes(path, files.MANIFEST))
+        data = files.read_bytes(path, files.MANIFEST)
     except files.RefusedFile as e:  # a FIFO, a device, a link out of data_dir, too large: never read
         raise ManifestError(str(e)) from None
     except Exception as e:  # tf.errors.NotFoundError and friends have no common stdlib base
@@ -181,31 +157,30 @@ def load(data_dir: str, split: str, *, salvage_config: bool = False) -> Manifest
 
             raise ManifestError(f"{path}: {manifest_hint.missing(data_dir, split)}") from None
         raise ManifestError(f"{path}: unreadable manifest: {str(e).removeprefix(path + ': ')}") from None
-    return from_raw(raw, data_dir, path, salvage_config=salvage_config)
+    return from_raw(loads(data, path), data_dir, path, split=split, salvage=salvage)
 
 
-def from_raw(raw, data_dir: str, path: str, *, salvage_config: bool = False) -> Manifest:
-    """The Manifest a decoded manifest.json holds (read by whatever means: the build reads it
-    through Beam's filesystems); `path` names it in errors. Raises ManifestError."""
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{path}: expected a JSON object, found {type(raw).__name__}")
-    if raw.get("schema_version") != schema.SCHEMA_VERSION:
-        raise ManifestError(f"{path}: expected schema_version {schema.SCHEMA_VERSION}, found {raw.get('schema_version')!r}")
-    try:
-        shards = tuple(ShardEntry.from_json(s) for s in raw["shards"])
-        raw_config, counts = raw["config"], dict(raw["counts"])
-        split = raw["split"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ManifestError(f"{path}: expected keys split, config, counts and shards with file/records/bytes/sha256: {e!r}") from None
-    try:
-        config = BuildConfig.salvage(raw_config) if salvage_config else BuildConfig.from_json(raw_config)
-    except ValueError as e:
-        raise ManifestError(f"{path}: {e}") from None
-    built = Manifest(data_dir, split, config, counts, shards, raw)
-    for position, entry in enumerate(shards):
-        # A name with a directory part would have the readers open a file outside data_dir.
-        if not is_plain_name(entry.file):
-            raise ManifestError(f"{path}: shards[{position}].file: expected a file name in the data directory, found {entry.file!r}")
-        if entry.records < 0:
-            raise ManifestError(f"{path}: shards[{position}].records: expected a count >= 0, found {entry.records}")
+def from_raw(raw, data_dir: str, path: str, *, split: str | None = None, salvage: bool = False) -> Manifest:
+    """The Manifest a decoded manifest.json holds (decoded by `loads`, read by whatever means:
+    the build reads it through Beam's filesystems); `path` names it in errors, `split` is the
+    split it must say (None: any of layout.SPLITS).
+
+    Every value is validated (`manifest_values.Validator`): types (a bool is no integer), finite numbers,
+    ranges, sha256 digests, shard files named once, shard records adding up to counts.records,
+    the counts obeying COUNT_LAWS, the config. Raises ManifestError for the first problem, as
+    `PATH: field: expected ..., found ...`.
+
+    salvage (the checker): raise only when nothing can be checked (not an object, another
+    schema_version, a shard list or entry that is not one); otherwise return the Manifest with
+    its `problems`, the config's usable settings (the defaults for the rest), None for an unusable
+    count, and each shard file's first entry only."""
+    checked = Validator(path, split)
+    said_split, config, counts, shards = checked.values(raw)
+    built = Manifest(data_dir, said_split, config, counts, shards, raw, tuple(checked.problems))
+    if checked.problems and not salvage:
+        first = checked.problems[0]
+        more = len(checked.problems) - 1
+        raise ManifestError(f"{path}: {first}" + (f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""))
     return built
+
+

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from reader.core import layout, protowire
-from reader.core.targets import NUM_CHANNELS
+from reader.core.targets import NUM_CHANNELS, finite_problem
 
 if TYPE_CHECKING:
     from reader.core.config import BuildConfig
@@ -65,6 +65,7 @@ IGNORE = "target/ignore"
 DROPPED = "target/dropped"
 
 BOX_KEYS = (XMIN, YMIN, XMAX, YMAX)  # rel_xyxy order
+FINITE_KEYS = (GRID, IGNORE, *BOX_KEYS)  # what the readers hand to training: finite numbers only
 FACE_LABEL = 1
 FACE_NAME = "face"
 # The label map: class id -> name. Id 0 is left to the background, as the Object Detection API
@@ -363,7 +364,7 @@ def record_problem(data: bytes, config: BuildConfig) -> str | None:
         features = parse_features(data, grid_size=config.grid_size, derived="optional")
     except SchemaError as e:
         return str(e)
-    problem = value_problem(features, config.image_format)
+    problem = value_problem(features, config.image_format) or finite_problem(features, FINITE_KEYS)
     if problem is not None:
         return problem
     from reader.core import images

@@ -17,6 +17,7 @@ or too small) mark their cell in `ignore` unless a target holds it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -133,3 +134,14 @@ def decode(grid: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.nda
     half_h, half_w = cell[:, H] / 2, cell[:, W] / 2
     boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
     return boxes.astype(np.float32), cell[:, OBJ].astype(np.float32)
+
+
+def finite_problem(features: Mapping[str, np.ndarray], keys: Iterable[str]) -> str | None:
+    """`target/grid: expected finite numbers, found nan (value 17 of 245)` for the first of `keys`
+    (of a parsed record, reader.core.schema.parse_features) holding a value that is not a finite
+    number: training would learn NaN from it. None when none does."""
+    for key in keys:
+        values = np.asarray(features.get(key, ()))
+        if (bad := ~np.isfinite(values)).any():
+            return f"{key}: expected finite numbers, found {values.flat[int(np.argmax(bad))]} (value {int(np.argmax(bad))} of {values.size})"
+    return None

@@ -140,6 +140,15 @@ def index_records(f: BinaryIO, shard: str) -> list[RecordSpan]:
     return spans
 
 
+def first_damage(f: BinaryIO, shard: str) -> CorruptRecordError | None:
+    """The first damaged record of an open shard (framing or checksums), or None: what a reader
+    names when a shard's sha256 is not its manifest entry's, before the plainer "other bytes"."""
+    for span, _, problem in walk_records(f):
+        if problem is not None:
+            return CorruptRecordError(shard, span.index, span.offset, problem)
+    return None
+
+
 def read_record(f: BinaryIO, shard: str, span: RecordSpan) -> bytes:
     """Reads and checks one record at a known span (random access for the Keras reader)."""
     f.seek(span.offset)

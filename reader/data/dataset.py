@@ -23,8 +23,11 @@ Shards that disagree with the manifest, and records that do not parse, fail with
 names the shard (and record); TensorFlow's own errors (`DataLossError: corrupted record at N`,
 `Could not parse example input`, a failed reshape) name neither:
 - A shard the manifest lists but the directory lacks fails `make_dataset` at once
-  (FileNotFoundError), with or without skip_corrupt; local shards are also measured against
-  the manifest (a size that differs fails at once). A shard that vanishes later (a new build
+  (FileNotFoundError), with or without skip_corrupt; local shards are also measured and hashed
+  against the manifest (a size or sha256 that differs fails at once, naming the first damaged
+  record when a scan finds one), unless skip_corrupt. A manifest holding a value no build writes
+  fails `reader.core.manifest.load` (ManifestError, one line naming file and field), and a split
+  whose shards hold no record fails at once (ValueError, "no records in val"). A shard that vanishes later (a new build
   committed and removed it) ends its read and is named as missing, instead of TensorFlow
   retrying the open forever.
 - Each shard must yield exactly the records its manifest entry promises. Local shards are
@@ -38,8 +41,8 @@ names the shard (and record); TensorFlow's own errors (`DataLossError: corrupted
   what is wrong ("val-00003-of-00008.<build>.tfrecord: record 17 at byte 401923: data checksum
   mismatch"), or the counts.
 - A record of another schema (a key missing or of another count), another grid or image size
-  than the manifest's config, or bytes that are not an Example fails with the shard, record
-  and problem, as the checker would say it ("...tfrecord: record 17: missing key 'target/grid'",
+  than the manifest's config, targets or boxes that are not finite numbers, or bytes that are
+  not an Example fails with the shard, record and problem, as the checker would say it ("...tfrecord: record 17: missing key 'target/grid'",
   "...: expected 320 values for the manifest's grid_size 8, found 245 (a 7x7 grid)"). A value of
   another kind fails TensorFlow's parse, which is given the record's name to say
   ("Name: ...tfrecord: record 17, Key: image/height ... Data types don't match").
@@ -125,6 +128,8 @@ def make_dataset(
     """
     _check_arguments(data_dir, batch_size, training, augment, skip_corrupt, skipped)
     manifest = manifests.load(data_dir, split)
+    if manifest.num_records == 0:
+        raise ValueError(manifests.no_records(data_dir, split))
     plan = _plan(
         manifest, split, batch_size, training, seed=seed, augment=augment, skip_corrupt=skip_corrupt, skipped=skipped,
         shuffle_buffer=shuffle_buffer, parallel_shards=parallel_shards, deterministic=deterministic,

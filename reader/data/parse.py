@@ -82,6 +82,8 @@ def batch_fn(manifest: manifests.Manifest, element: Element, gated: bool):
         if element.needs_faces:  # one face count in every per-face list
             splits = [f[key].row_splits for key in (*schema.BOX_KEYS, schema.INVALID)]
             fits.append(tf.stack(splits[1:]) == splits[0])
+        # Targets and boxes that training takes: finite numbers only (NaN would train as NaN).
+        fits += [tf.math.is_finite(f[key].flat_values) for key in schema.FINITE_KEYS if key in f]
         records = guard.require(tf.stack([tf.reduce_all(fit) for fit in fits]), index, shard, records)
         with tf.control_dependencies([records]):  # nothing below runs on a batch that failed the checks
             grid = tf.reshape(f[schema.GRID].flat_values, [-1, s, s, NUM_CHANNELS])

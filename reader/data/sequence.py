@@ -11,19 +11,22 @@ libjpeg's accurate integer DCT (Pillow's), so the pixels equal make_dataset's on
 `dct_method="INTEGER_ACCURATE"` (its default, TensorFlow's INTEGER_FAST, may differ slightly).
 
 Random access: every record's byte span comes from an index of the shards' record headers
-(`reader.data.shard_index`, cached next to the shards as `{split}.index.json`, keyed by the
-manifest's size and sha256 of each shard). Records are read with `os.pread` (no shared file
+(`reader.data.shard_index`, which measures and hashes each shard as it indexes it; cached next
+to the shards as `{split}.index.json`, keyed by the manifest's size and sha256 of each shard and
+each shard file's size, mtime and inode). Records are read with `os.pread` (no shared file
 position: safe across threads and forked workers), or one ranged read each on gs:// and s3://, and checked against their checksums,
 then parsed by `reader.core.schema.parse_features` (only the keys a batch needs) and decoded by
 `reader.core.images.decode_stored_image`.
 
 Errors name the shard (and record): a shard the manifest lists but the directory lacks fails
 the constructor (FileNotFoundError), as does a shard holding more or fewer records than its
-manifest entry (ValueError); a damaged record raises `reader.core.tfrecord.CorruptRecordError` with
+manifest entry, or of another sha256 (ValueError; hashed as it is indexed), and a split with no
+record (ValueError); a damaged record raises `reader.core.tfrecord.CorruptRecordError` with
 the shard, record and byte offset; a record that does not parse or decode as the manifest's
 config says (another schema, a malformed Example, another grid or image size) raises
 `reader.core.schema.SchemaError`: "val-00001-of-00004.<build>.tfrecord: record 17: missing key
-'target/grid'". The reason is `reader.core.schema.record_problem`'s (the checker's words),
+'target/grid'", as does one whose targets (or boxes, when flipping) are not finite numbers
+("...: record 17: target/grid: expected finite numbers, found nan (value 4 of 245)"). The reason is `reader.core.schema.record_problem`'s (the checker's words),
 worked out only for that record.
 
 Shuffling: `shuffle=True` draws a permutation of all records for every epoch from
@@ -91,6 +94,8 @@ class ShardSequence(keras.utils.PyDataset):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.manifest = manifests.load(data_dir, split)
+        if self.manifest.num_records == 0:
+            raise ValueError(manifests.no_records(data_dir, split))
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else int(seed)
@@ -195,6 +200,9 @@ class ShardSequence(keras.utils.PyDataset):
                     pixels, grid, ignore = self._flip(pixels, features)
             except Exception as e:  # a record of another schema, size or grid, an image that does not decode
                 raise self._unreadable(int(record), data, e) from None
+            if problem := targets.finite_problem(features, self._finite_keys):  # NaN must not reach training
+                shard, span = self.index.locate(int(record))
+                raise schema.SchemaError(f"{self.manifest.shards[shard].file}: record {span.index}: {problem}")
             # Scaled one image at a time, while its pixels are still in cache.
             np.multiply(pixels, _SCALE, out=batch_images[i], dtype=np.float32)
             batch_images[i] -= 1.0
@@ -216,6 +224,10 @@ class ShardSequence(keras.utils.PyDataset):
         if self.augment:
             keys |= {*schema.BOX_KEYS, schema.INVALID, schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH}
         return frozenset(keys)
+
+    @property
+    def _finite_keys(self) -> tuple[str, ...]:
+        return tuple(key for key in schema.FINITE_KEYS if key in self._keys)
 
     def _flip(self, image: np.ndarray, features: dict):
         boxes = np.stack([features[key] for key in schema.BOX_KEYS], axis=1).reshape(-1, 4)

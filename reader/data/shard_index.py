@@ -1,13 +1,18 @@
 """Where every record of a split lies: the record index of `ShardSequence`'s random access.
 
 Every record's byte span comes from its shard's record headers (`reader.core.tfrecord.index_records`,
-seeking past the data, so a shard is not read to index it). The index is cached next to the
-shards as `{split}.index.json` (when the directory is local and writable), keyed by the manifest's
-size and sha256 of each shard, so a rebuilt split is indexed again. No TensorFlow here.
+seeking past the data). Each shard indexed is also measured and hashed, and held to its manifest entry's size
+and sha256 (a same-size shard of other bytes is refused): one sequential read of it, which the index pass of
+a remote shard makes anyway. The index is cached next to the shards as `{split}.index.json` (when
+the directory is local and writable), keyed by the manifest's size and sha256 of each shard and
+by each file's size, mtime and inode when it was hashed, so that a rebuilt split, or a shard
+changed since, is indexed and hashed again; remote shards are always indexed afresh. No
+TensorFlow here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -18,8 +23,9 @@ import numpy as np
 
 from reader.core import files, layout, tfrecord
 from reader.core import manifest as manifests
+from reader.core.config import is_int
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: with each shard's file identity (`_identity`) when it was hashed
 _LOG = logging.getLogger(__name__)
 
 
@@ -46,45 +52,71 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
     """The split's record index: from `{split}.index.json` when it matches the manifest, else
     built from the shard headers (and cached when the directory is local and writable).
 
-    Raises CorruptRecordError for a damaged header, ValueError when a shard's record count
-    differs from the manifest.
+    Raises CorruptRecordError for a damaged header, ValueError when a shard's record count or
+    sha256 differs from the manifest.
     """
     cache_path = files.join(manifest.data_dir, layout.index_name(manifest.split))
     local = files.is_local(cache_path)
-    per_shard = _read_cache(cache_path, manifest) if read_cache else None
+    key = _cache_key(manifest)  # before hashing: a shard changed meanwhile fails to match next time
+    per_shard = _read_cache(cache_path, manifest, key) if read_cache else None
     if per_shard is None:
         per_shard = []
         for entry, path in zip(manifest.shards, manifest.shard_paths()):
             try:
-                spans = _index_shard(path, entry)
+                spans, size, sha256 = _index_shard(path, entry)
             except FileNotFoundError:
                 raise FileNotFoundError(manifests.missing_shard(path, manifest.split)) from None
             if len(spans) != entry.records:
                 raise ValueError(f"{path}: holds {len(spans)} records, the manifest promises {entry.records}")
+            if size != entry.bytes:
+                raise ValueError(manifests.other_size(path, size, entry))
+            if sha256 != entry.sha256:
+                with files.open_binary(path, files.shard_bound(entry.bytes)) as f:
+                    raise tfrecord.first_damage(f, entry.file) or ValueError(manifests.other_bytes(path, sha256, entry))
             per_shard.append(([s.offset for s in spans], [s.length for s in spans]))
         if write_cache and local:
-            _write_cache(cache_path.removeprefix("file://"), manifest, per_shard)
+            _write_cache(cache_path.removeprefix("file://"), manifest, key, per_shard)
     shard = np.concatenate([np.full(len(o), i, np.int32) for i, (o, _) in enumerate(per_shard)] or [np.zeros(0, np.int32)])
     offset = np.concatenate([np.asarray(o, np.int64) for o, _ in per_shard] or [np.zeros(0, np.int64)])
     length = np.concatenate([np.asarray(n, np.int64) for _, n in per_shard] or [np.zeros(0, np.int64)])
     return RecordIndex(shard, offset, length)
 
 
-def _index_shard(path: str, entry: manifests.ShardEntry) -> list[tfrecord.RecordSpan]:
+def _index_shard(path: str, entry: manifests.ShardEntry) -> tuple[list[tfrecord.RecordSpan], int, str]:
+    """(the shard's record spans, its size in bytes, its sha256); never read past the bytes its
+    manifest entry says (files.shard_bound)."""
     name = entry.file
     with files.open_binary(path, files.shard_bound(entry.bytes)) as f:
         if files.is_local(path):
-            return tfrecord.index_records(f, name)
+            spans = tfrecord.index_records(f, name)
+            size = f.seek(0, 2)
+            f.seek(0)
+            return spans, size, hashlib.file_digest(f, "sha256").hexdigest()
         # Remote files: one sequential read beats a ranged request per header.
-        return tfrecord.index_records(io.BytesIO(f.read()), name)
+        data = f.read()
+        return tfrecord.index_records(io.BytesIO(data), name), len(data), hashlib.sha256(data).hexdigest()
+
+
+def _identity(path: str) -> list[int] | None:
+    """A local shard's size, mtime (ns) and inode: what changes when its bytes are rewritten or
+    the file replaced, so that a cached index (and its hash) is not trusted past it. None for
+    remote shards and files that cannot be looked at: no cache is trusted for them."""
+    if not files.is_local(path):
+        return None
+    try:
+        stat = os.stat(path.removeprefix("file://"))
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
 
 
 def _cache_key(manifest: manifests.Manifest) -> list[dict]:
-    """The shard entries the cached index was made from: any change to one invalidates it."""
-    return [entry.to_json() for entry in manifest.shards]
+    """The shard entries the cached index was made from, each with its file's identity: any
+    change to one invalidates it."""
+    return [{**entry.to_json(), "identity": _identity(path)} for entry, path in zip(manifest.shards, manifest.shard_paths())]
 
 
-def _read_cache(path: str, manifest: manifests.Manifest):
+def _read_cache(path: str, manifest: manifests.Manifest, key: list[dict]):
     try:
         cached = json.loads(files.read_bytes(path, files.index_bound(len(manifest.shards), manifest.num_records)))
     except files.RefusedFile as e:  # a FIFO, a link out of the directory, too large: never read
@@ -92,7 +124,9 @@ def _read_cache(path: str, manifest: manifests.Manifest):
         return None
     except Exception:  # missing or unreadable: build the index instead
         return None
-    if cached.get("version") != INDEX_VERSION or cached.get("shards_key") != _cache_key(manifest):
+    if not isinstance(cached, dict) or any(s["identity"] is None for s in key):
+        return None
+    if cached.get("version") != INDEX_VERSION or cached.get("shards_key") != key:
         return None
     try:
         per_shard = [(list(s["offsets"]), list(s["lengths"])) for s in cached["shards"]]
@@ -100,14 +134,16 @@ def _read_cache(path: str, manifest: manifests.Manifest):
         return None
     if [len(o) for o, _ in per_shard] != [s.records for s in manifest.shards]:
         return None
+    if not all(is_int(v) and v >= 0 for o, n in per_shard for v in (*o, *n)):
+        return None  # a damaged cache: index again
     return per_shard
 
 
-def _write_cache(path: str, manifest: manifests.Manifest, per_shard) -> None:
+def _write_cache(path: str, manifest: manifests.Manifest, key: list[dict], per_shard) -> None:
     cached = {
         "version": INDEX_VERSION,
         "split": manifest.split,
-        "shards_key": _cache_key(manifest),
+        "shards_key": key,
         "shards": [{"offsets": o, "lengths": n} for o, n in per_shard],
     }
     temp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
