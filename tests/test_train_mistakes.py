@@ -163,3 +163,23 @@ def test_a_val_split_without_records_is_refused_in_one_line(tiny_build, tmp_path
         f"facegrid-train: {data_dir}: val holds no record: there is nothing to validate on (see its errors file, "
         f"{val.errors_file}); --help lists every flag"
     )
+
+
+def test_a_reader_failure_inside_a_step_is_told_in_the_readers_words():
+    """A damaged record found while a step runs reaches the CLI as TensorFlow's
+    InvalidArgumentError, the reader's line wrapped in graph details (reader.data.damage's
+    assertion): the one line printed is the reader's, quotes unescaped."""
+    import tensorflow as tf
+
+    from train import failures
+
+    @tf.function
+    def step(x):
+        message = tf.constant('shard.tfrecord: record 3: expected "image/encoded", found nothing')
+        with tf.control_dependencies([tf.debugging.Assert(tf.equal(x, 0), [message], summarize=1)]):
+            return tf.identity(x)
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        step(tf.constant(1))
+    assert "\n" in caught.value.message  # what TensorFlow wraps around it
+    assert failures.one_line(caught.value) == 'shard.tfrecord: record 3: expected "image/encoded", found nothing'
