@@ -240,9 +240,12 @@ def _read_state(output_dir: str) -> dict | None:
     try:
         with open(os.path.join(output_dir, RUN_STATE)) as f:
             state = json.load(f)
-        return state if isinstance(state, dict) and isinstance(state.get("builds"), dict) else None
     except (OSError, ValueError):  # none (a run from before run.json), or not ours: nothing to compare
         return None
+    if not isinstance(state, dict) or not isinstance(state.get("builds"), dict):
+        return None
+    since = state.get("best_since")
+    return {**state, "best_since": since if isinstance(since, int) and not isinstance(since, bool) and since >= 1 else 1}
 
 
 def resume_plan(config: TrainConfig) -> Resume:
@@ -253,7 +256,7 @@ def resume_plan(config: TrainConfig) -> Resume:
     done = epochs_done(os.path.join(config.output_dir, "backup"))
     earlier = _read_state(config.output_dir)
     if not done or earlier is None:
-        return Resume(int(earlier.get("best_since", 1)) if done and earlier else 1)
+        return Resume(earlier["best_since"] if done and earlier else 1)
     now = _data_state(config)
     if (earlier.get("input_size"), earlier.get("grid_size")) != (now["input_size"], now["grid_size"]):
         raise RunMismatch(
@@ -261,7 +264,7 @@ def resume_plan(config: TrainConfig) -> Resume:
             f"shards in {config.data_dir} are {now['input_size']} px now: resume it on {earlier.get('input_size')} px "
             f"shards, or train into another output_dir"
         )
-    best_since, notes = int(earlier.get("best_since", 1)), []
+    best_since, notes = earlier["best_since"], []
     was, built = earlier["builds"], now["builds"]
     if was.get("train") != built["train"]:
         notes.append(f"train was built again since epoch {done} (build {was.get('train')}, now {built['train']}): training goes on with the new build")
@@ -275,8 +278,10 @@ def resume_plan(config: TrainConfig) -> Resume:
 
 
 def _write_state(config: TrainConfig, resume: Resume) -> None:
-    with open(os.path.join(config.output_dir, RUN_STATE), "w") as f:
+    path = os.path.join(config.output_dir, RUN_STATE)
+    with open(f"{path}.partial", "w") as f:
         json.dump({**_data_state(config), "best_since": resume.best_since}, f, indent=2)
+    os.replace(f"{path}.partial", path)  # whole or not at all: a run stopped here resumes as before
 
 
 def val_warnings(config: TrainConfig) -> list[str]:
