@@ -1,15 +1,16 @@
 """`make bench`: every benchmark figure of BENCHMARKS.md, measured in one run on this machine.
 
-    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check,incremental,dask,feed]
-        [--incremental_splits=val,train]
+    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check,incremental,dask,feed,concurrent]
+        [--incremental_splits=val,train] [--concurrent_runs=20] [--concurrent_burners=2]
 
 Generates photo-like images for the real WIDER val annotation file (3,226 images; and for the
 train file, 12,880, with --train_memory), builds them, then times the build, the readers and
 the checker, an incremental rebuild of an edited val file against a clean one (train's too,
 with --incremental_splits=val,train), the val build on a 2-worker local Dask cluster against the
-local build (benchmarks/dask_build.py), and training steps per second fed by make_dataset against
-batches in memory (benchmarks/feed.py, its small CPU setting, on the val build); with
---parts=...,learn, the learning benchmark (benchmarks/learn.py). Prints a Markdown report and
+local build (benchmarks/dask_build.py), training steps per second fed by make_dataset against
+batches in memory (benchmarks/feed.py, its small CPU setting, on the val build), and runs two
+builds of one split at once many times (benchmarks.concurrent_builds: how many runs broke the
+contract); with --parts=...,learn, the learning benchmark (benchmarks/learn.py). Prints a Markdown report and
 writes WORK_DIR/results.json.
 """
 
@@ -40,10 +41,12 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
     flags.DEFINE_string("split_dir", str(WIDER_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
     flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
-    flags.DEFINE_list("parts", ["build", "read", "check", "incremental", "dask", "feed"], "Benchmarks to run.", flag_values=fv)
+    flags.DEFINE_list("parts", ["build", "read", "check", "incremental", "dask", "feed", "concurrent"], "Benchmarks to run.", flag_values=fv)
     flags.DEFINE_list(
         "incremental_splits", ["val"], "Splits the incremental part edits and rebuilds: val, train (renders its 12,880 images).", flag_values=fv
     )
+    flags.DEFINE_integer("concurrent_runs", 20, "Runs of two builds at once (the concurrent part).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("concurrent_burners", 2, "CPU-bound processes running meanwhile (the concurrent part).", lower_bound=0, flag_values=fv)
 
 
 def main(argv: list[str]) -> int:
@@ -56,8 +59,9 @@ def main(argv: list[str]) -> int:
     os.makedirs(work, exist_ok=True)
     val = str(pathlib.Path(fv.split_dir) / "wider_face_val_bbx_gt.txt")
     data = BenchData(val, f"{work}/val_images", f"{work}/val_shards", f"{work}/val_shards_raw")
-    print(f"rendering images for {val} into {data.images_dir} (skips existing files)", flush=True)
-    render_images(val, data.images_dir)
+    if set(fv.parts) - {"concurrent"}:  # the concurrent part builds the checked-in fixture set
+        print(f"rendering images for {val} into {data.images_dir} (skips existing files)", flush=True)
+        render_images(val, data.images_dir)
     train = None
     train_memory = fv.train_memory and "build" in fv.parts
     if train_memory or ("incremental" in fv.parts and "train" in fv.incremental_splits):
@@ -100,6 +104,11 @@ def main(argv: list[str]) -> int:
 
         results["feed"] = feed.run(data.shards_jpeg, feed.CPU_SETTINGS)
         print(results["feed"]["line"], flush=True)
+    if "concurrent" in fv.parts:
+        from benchmarks import concurrent_builds
+
+        results["concurrent"] = concurrent_builds.run(fv.concurrent_runs, f"{work}/concurrent", fv.concurrent_burners)
+        print(f"two builds at once: {results['concurrent']['failed']} of {fv.concurrent_runs} runs failed", flush=True)
     pathlib.Path(work, "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nmachine: {results['machine']}\nresults: {work}/results.json")
     return 0

@@ -168,12 +168,13 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
     if storage.is_local(output_dir) and os.path.isfile(output_dir.removeprefix("file://")):
         raise UsageError(f"--output_dir={output_dir}: a file, not a directory")
     # Named as a file of a build that never started: a crash right here leaves a file that the
-    # next commit removes.
+    # next commit removes. Written in place: another build committing meanwhile may remove it
+    # (it has no lease), which a probe survives, and a temporary file renamed to it would not.
     probe_build, split = commit.new_build_id(), build.output.split
     probe = storage.join(output_dir, layout.probe_name(split, probe_build))
     try:
         storage.ensure_dir(output_dir)
-        storage.write_bytes(probe, b"", temp=storage.join(output_dir, layout.temp_name(split, probe_build, "probe", "0")))
+        storage.write_bytes(probe, b"", in_place=True)
         storage.delete([probe])
     except storage.StorageError as e:
         raise UsageError(f"--output_dir={output_dir}: cannot write there: {e.problem.removeprefix('cannot write: ')}") from None

@@ -228,8 +228,11 @@ def begin(output: OutputSpec) -> BuildHandle:
     lease = leases.Lease(build, output.split, output.host, output.pid, time.time())
     handle = BuildHandle(output, build, lease)
     # Written before any other file of the build, so that a listing that shows one of its files
-    # shows a lease that existed when that file was made (see remove_leftovers).
-    handle.write(layout.lease_name(output.split, build), lease.to_bytes())
+    # shows a lease that existed when that file was made (see remove_leftovers). In place, not
+    # through a temporary file: that would be a file of the build before its lease, which a
+    # build tidying up meanwhile would judge a crashed build's and remove. A lease read while it
+    # is being written is no lease yet, and is judged by its age: alive.
+    storage.write_bytes(handle.lease_path, lease.to_bytes(), in_place=True)
     leases.written(build)
     return handle
 

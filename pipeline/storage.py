@@ -107,11 +107,22 @@ def list_dir(directory: str) -> list[Entry]:
         try:
             with os.scandir(local_path(directory)) as it:
                 files = [d for d in it if d.is_file(follow_symlinks=False)]
-                entries = [Entry(d.name, d.path, st.st_size, st.st_mtime) for d in files for st in [d.stat(follow_symlinks=False)]]
         except FileNotFoundError:
             return []
         except OSError as e:
             raise StorageError(directory, f"cannot list: {describe(e)}") from None
+        entries = []
+        for d in files:
+            try:
+                st = d.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                # Gone since the directory was read: renamed or removed meanwhile (another build's
+                # temporary file, or a file it tidied away). That file alone is left out; taking
+                # the whole directory for gone once made a committing build find none of its files.
+                continue
+            except OSError as e:
+                raise StorageError(d.path, f"cannot list: {describe(e)}") from None
+            entries.append(Entry(d.name, d.path, st.st_size, st.st_mtime))
         return sorted(entries, key=lambda e: e.name)
     prefix = directory.rstrip("/") + "/"
     if scheme(directory) == "s3":
@@ -271,20 +282,24 @@ def read_range(path: str, offset: int, length: int) -> bytes | None:
         raise
 
 
-def write_bytes(path: str, data: bytes, temp: str | None = None) -> None:
+def write_bytes(path: str, data: bytes, temp: str | None = None, *, in_place: bool = False) -> None:
     """Writes a whole file atomically: readers see the earlier file or this one, never a part.
-    `temp`: the name it is written under first on local disk (default: beside it)."""
-    with create(path, temp) as f:
+    `temp`: the name it is written under first on local disk (default: beside it); `in_place`:
+    see `create`."""
+    with create(path, temp, in_place=in_place) as f:
         f.write(data)
 
 
 @contextlib.contextmanager
-def create(path: str, temp: str | None = None) -> Iterator:
+def create(path: str, temp: str | None = None, *, in_place: bool = False) -> Iterator:
     """A binary file to write, that appears at `path` whole when the block ends without an
-    exception, and not at all otherwise. `temp`: its name while written (local disk only)."""
+    exception, and not at all otherwise. `temp`: its name while written (local disk only).
+    `in_place`: on local disk, written at `path` itself, where it appears at once and fills as
+    it is written (removed if the block fails): for a file that must exist before any other
+    of its build, which a temporary file of another name would precede (a lease)."""
     try:
         if is_local(path):
-            with _create_local(local_path(path), temp and local_path(temp)) as f:
+            with _create_local(local_path(path), temp and local_path(temp), in_place) as f:
                 yield f
         elif scheme(path) == "s3":
             with _create_s3(path) as f:
@@ -309,9 +324,9 @@ def _is_store_error(error: Exception) -> bool:
 
 
 @contextlib.contextmanager
-def _create_local(path: str, temp: str | None):
+def _create_local(path: str, temp: str | None, in_place: bool = False):
     directory = os.path.dirname(path) or "."
-    temp = temp or os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    temp = path if in_place else temp or os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
     os.makedirs(directory, exist_ok=True)
@@ -321,7 +336,8 @@ def _create_local(path: str, temp: str | None):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
+        if not in_place:
+            os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(temp)

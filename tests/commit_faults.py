@@ -5,6 +5,7 @@ and a process that dies at a chosen storage operation of that commit.
     python -m tests.commit_faults --serve STATE [BEAM FLAGS...]
     python -m tests.commit_faults --build K [FLAGS OF python -m pipeline...]
     python -m tests.commit_faults --vanish K BUCKET [FLAGS OF python -m pipeline...]
+    python -m tests.commit_faults --two_at_once OUTPUT_DIR STAGGER
 
 The first loads a pickled `Pending` build and runs its finalize step (the FinalizeFn, as a
 runner runs it); the second runs a whole build as `python -m pipeline` does. Either process
@@ -15,6 +16,7 @@ K = -1 runs to the end and prints the operations, one a line. `--vanish` runs a 
 whose S3 bucket is emptied and deleted right before its K-th operation, and goes on. `--serve` reads one K a line
 from stdin and answers each with the exit status of a process forked to run the step with that
 K: imports paid once, every crash still a process of its own that dies where it is.
+`--two_at_once` runs `two_builds_at_once` (below) and prints what went wrong, if anything.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import pathlib
 import pickle
+import re
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 CRASHED = 86  # the exit status of a process that died at its planned operation
+ROOT = pathlib.Path(__file__).parent.parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +67,9 @@ def operations(on_operation) -> Iterator[None]:
     original_create, original_delete, original_replace = storage.create, storage.delete, os.replace
 
     @contextlib.contextmanager
-    def create(path, temp=None):
+    def create(path, temp=None, **kwargs):
         on_operation("create", path.rsplit("/", 1)[-1])
-        with original_create(path, temp) as f:
+        with original_create(path, temp, **kwargs) as f:
             yield f
 
     def delete(paths):
@@ -80,6 +87,37 @@ def operations(on_operation) -> Iterator[None]:
         yield
     finally:
         storage.create, storage.delete, os.replace = original_create, original_delete, original_replace
+
+
+@contextlib.contextmanager
+def removed_while_listed(victim: pathlib.Path) -> Iterator[None]:
+    """Removes `victim` the first time a listing of its directory has read its name, before the
+    lister looks at it further: what another build does at that instant when it renames its
+    temporary file into place or tidies a file away."""
+    original = os.scandir
+    pending = [victim]
+
+    class Listing:
+        def __init__(self, path):
+            self._entries = original(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._entries.close()
+
+        def __iter__(self):
+            for entry in self._entries:
+                if pending and os.path.samefile(os.path.dirname(entry.path) or ".", pending[0].parent) and entry.name == pending[0].name:
+                    os.remove(pending.pop())
+                yield entry
+
+    os.scandir = Listing
+    try:
+        yield
+    finally:
+        os.scandir = original
 
 
 def list_operations(pending: Pending) -> list[str]:
@@ -127,6 +165,11 @@ def main(argv: list[str]) -> int:
 
         with operations(vanish):
             return cli.main(build_flags)
+
+    if argv[0] == "--two_at_once":
+        problem = two_builds_at_once(pathlib.Path(argv[1]), float(argv[2]))
+        print(problem or "ok")
+        return 0 if problem is None else 1
 
     if argv[0] == "--serve":
         return serve(argv[1], argv[2:])
@@ -182,6 +225,72 @@ class Crasher:
     def close(self) -> None:
         self._process.stdin.close()
         self._process.wait(timeout=60)
+
+
+# ---- two builds at once ----------------------------------------------------------------------
+
+
+def build_flags(out, *extra: str, split: str = "val") -> list[str]:
+    """`python -m pipeline`'s flags for a build of the fixture set into `out`."""
+    from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+
+    return [
+        f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}", f"--split={split}",
+        "--max_error_fraction=0.5", *extra,
+    ]  # fmt: skip
+
+
+def whole_build_problem(out: pathlib.Path, split: str = "val", leftovers_allowed: bool = False) -> str | None:
+    """What keeps `out` from holding one whole build of `split` (the checker passes it; with no
+    leftovers, exactly its files and the TFDS files), or None."""
+    from reader.check import split as check_split
+    from reader.core import layout, tfds_metadata
+
+    report = check_split.check_split(str(out), split, workers=1, leakage=False).report
+    if not report.ok:
+        return report.summary()
+    manifest = json.loads((out / layout.manifest_name(split)).read_text())
+    named = {s["file"] for s in manifest["shards"]} | {manifest["errors_file"], layout.manifest_name(split), *tfds_metadata.FILES}
+    present = {p.name for p in out.iterdir()}
+    if not leftovers_allowed and present != named:
+        return f"files other than the build's: {sorted(present ^ named)}"
+    return None
+
+
+def two_builds_at_once(out: pathlib.Path, stagger: float, timeout: float = 120) -> str | None:
+    """The concurrent-build scenario of tests/test_faults.py, as processes: a build of 2 shards,
+    then two builds of the same split into the same directory at once (3 shards; 5 shards at
+    another JPEG quality), the second started `stagger` seconds after the first. Both must exit
+    0, each naming the build it ran (in its summary, or as committed over), and the split must
+    be the later commit, whole, with nothing else left. Returns what went wrong, or None."""
+    def build(*extra):
+        return [sys.executable, "-m", "pipeline", *build_flags(out, *extra)]
+
+    done = subprocess.run(build("--num_shards=2"), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        return f"the earlier build exited {done.returncode}: {done.stderr[-2000:]}"
+    first = subprocess.Popen(build("--num_shards=3"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(stagger)
+    second = subprocess.run(build("--num_shards=5", "--jpeg_quality=80"), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    first_out, first_err = first.communicate(timeout=timeout)
+    failed = [f"{which} build exited {code}: {_last_lines(err)}" for which, code, err in
+              (("the first", first.returncode, first_err), ("the second", second.returncode, second.stderr)) if code != 0]  # fmt: skip
+    if failed:
+        return "; ".join(failed)
+    # Each names the build it ran: in its summary, or as overtaken when the other committed after it.
+    reported = re.findall(r"\(build ([0-9a-f]+)\)$|: build ([0-9a-f]+) committed, then", first_out + second.stdout, re.M)
+    reported = {a or b for a, b in reported}
+    if len(reported) != 2:
+        return f"the builds reported {sorted(reported)}: {first_out!r} {second.stdout!r}"
+    if problem := whole_build_problem(out):
+        return problem
+    manifest = json.loads((out / "val.manifest.json").read_text())
+    return None if manifest["build"] in reported else f"the split is build {manifest['build']}, neither of {sorted(reported)}"
+
+
+def _last_lines(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip() and "INFO" not in line]
+    return " | ".join(lines[-3:])
 
 
 # ---- stores --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import beam_flags, commit, leases, storage, transforms
+from pipeline import beam_flags, cli, commit, leases, storage, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from reader.check import split as check_split
@@ -233,6 +233,60 @@ def test_leftovers_of_dead_builds_go_and_files_of_running_builds_stay(tmp_path, 
     assert layout.lease_name(SPLIT, "777777777777") in kept
     assert {"val-00007-of-00009.tfrecord", layout.temp_name(SPLIT, current, "x.tfrecord", "ab12cd34")} <= set(removed)
     assert {"train-00000-of-00001.aaaaaaaaaaaa.tfrecord", "README.txt", *committed} <= kept
+
+
+def test_a_file_that_goes_while_the_directory_is_listed_is_left_out_of_the_listing_alone(tmp_path):
+    for name in ("a", "b", "c"):
+        (tmp_path / name).write_bytes(b"x")
+    with commit_faults.removed_while_listed(tmp_path / "b"):
+        assert [e.name for e in storage.list_dir(str(tmp_path))] == ["a", "c"]
+
+
+def test_a_build_commits_while_another_renames_its_files_into_place(tmp_path, request):
+    """Two builds at once once failed under load with "another build judged this one dead and
+    removed them": a file of the other build, renamed into place between the committing build's
+    reading the directory and its looking at each file, made the whole listing come back empty,
+    and the commit found none of its own files."""
+    store = _store("local", request, tmp_path)
+    out = tmp_path / "out"
+    pending = _pending(store, 2)
+    other = "c0c0c0c0c0c0"  # running, in this process
+    _lease(out, other, leases.host_id(), os.getpid())
+    temp = out / layout.temp_name(SPLIT, other, layout.shard_name(SPLIT, 0, 1, other), "ab12cd34")
+    temp.write_bytes(b"being written")
+    with commit_faults.removed_while_listed(temp):
+        assert commit_faults.finalize(pending)["build"] == B
+    assert not temp.exists()  # it went while the commit listed the directory
+    assert json.loads((out / layout.manifest_name(SPLIT)).read_text())["build"] == B
+    assert (out / layout.lease_name(SPLIT, other)).exists()  # the running build's lease stays
+
+
+def test_a_build_starting_while_another_tidies_the_directory_keeps_its_files(tmp_path):
+    """Before every store operation of a build's start (its output probe, its lease, its first
+    shard), another build that has just committed tidies the directory: the starting build's
+    files are never taken for a crashed build's. A temporary file renamed into place once
+    preceded the lease (and the probe): with no lease, it was removed and the start failed."""
+    out = tmp_path / "out"
+    build_helpers.build(out, "--num_shards=2")  # the build that tidies up after its commit
+    build, options = cli.parse_args([cli.PROGRAM, *commit_faults.build_flags(out, "--num_shards=3"), *build_helpers.IN_MEMORY])
+    seen, busy = [], []
+
+    def tidy(kind, name):
+        if busy:  # the tidying's own deletes
+            return
+        busy.append(1)
+        seen.append(f"{kind} {name}")
+        commit.remove_leftovers(OutputSpec(str(out), SPLIT, 1))
+        busy.clear()
+
+    with commit_faults.operations(tidy):
+        cli.check_inputs(build, options)  # the probe
+        handle = commit.begin(build.output)
+        handle.write(handle.shard_name(0), b"a shard")
+        commit.remove_leftovers(OutputSpec(str(out), SPLIT, 1))
+    assert {layout.lease_name(SPLIT, handle.build), handle.shard_name(0)} <= {p.name for p in out.iterdir()}
+    assert any(op.startswith("create .val.") and op.endswith(".probe") for op in seen), seen
+    assert f"create {layout.lease_name(SPLIT, handle.build)}" in seen, seen
 
 
 def test_a_failed_build_that_had_committed_keeps_its_files(tmp_path, request):

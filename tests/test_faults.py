@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -17,10 +16,8 @@ import time
 
 import pytest
 
-from reader.check import split as check_split
-from reader.core import layout, tfds_metadata
+from reader.core import layout
 from tests import cloud_fixtures, commit_faults
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 ROOT = pathlib.Path(__file__).parent.parent
 SPLIT = "val"
@@ -28,10 +25,7 @@ TIMEOUT = 120
 
 
 def _flags(out, *extra: str) -> list[str]:
-    return [
-        f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}", f"--split={SPLIT}",
-        "--max_error_fraction=0.5", *extra,
-    ]  # fmt: skip
+    return commit_faults.build_flags(out, *extra, split=SPLIT)
 
 
 def _build(out, *extra: str, crash_at: int | None = None) -> subprocess.CompletedProcess:
@@ -49,14 +43,9 @@ def _manifest(out: pathlib.Path) -> dict:
 
 def assert_whole(out: pathlib.Path, leftovers_allowed: bool = False) -> dict:
     """One whole build in `out`: the checker passes; with no leftovers, exactly its files."""
-    report = check_split.check_split(str(out), SPLIT, workers=1, leakage=False).report
-    assert report.ok, report.summary()
-    manifest = _manifest(out)
-    named = {s["file"] for s in manifest["shards"]} | {manifest["errors_file"], layout.manifest_name(SPLIT), *tfds_metadata.FILES}
-    present = {p.name for p in out.iterdir()}
-    if not leftovers_allowed:
-        assert present == named, sorted(present ^ named)
-    return manifest
+    problem = commit_faults.whole_build_problem(out, SPLIT, leftovers_allowed)
+    assert problem is None, problem
+    return _manifest(out)
 
 
 def _one_line_error(done: subprocess.CompletedProcess) -> str:
@@ -66,10 +55,11 @@ def _one_line_error(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-# The store operations of such a rebuild (3 shards over an earlier build of 2): 0-2 the output
-# probe, 3-4 the lease (written, renamed), 5-10 the shards, 11-12 a heartbeat, 13-14 the errors
-# file, 15-16 the manifest (written, renamed: the commit), then the earlier build's files deleted.
-@pytest.mark.parametrize("crash_at, committed", [(1, False), (2, False), (4, False), (7, False), (16, False), (17, True)])
+# The store operations of such a rebuild (3 shards over an earlier build of 2): 0-1 the output
+# probe (written, removed), 2 the lease (written in place), 3-8 the shards (each written,
+# renamed), 9-10 a heartbeat, 11-12 the errors file, 13-14 the manifest (written, renamed: the
+# commit), then the TFDS files, and the earlier build's files deleted.
+@pytest.mark.parametrize("crash_at, committed", [(1, False), (3, False), (6, False), (14, False), (15, True)])
 def test_a_build_that_died_midway_leaves_one_whole_build_and_a_rerun_completes_and_clears_it(tmp_path, crash_at, committed):
     out = tmp_path / "out"
     assert _build(out, "--num_shards=2").returncode == 0
@@ -105,20 +95,11 @@ def test_a_build_killed_with_sigkill_changes_nothing_and_the_rerun_clears_it(tmp
 
 @pytest.mark.parametrize("stagger", [0.0, 1.5])
 def test_two_builds_at_once_end_as_one_whole_build(tmp_path, stagger):
-    out = tmp_path / "out"
-    assert _build(out, "--num_shards=2").returncode == 0
-    first = subprocess.Popen([sys.executable, "-m", "pipeline", *_flags(out, "--num_shards=3")], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(stagger)
-    second = _build(out, "--num_shards=5", "--jpeg_quality=80")
-    first_out, first_err = first.communicate(timeout=TIMEOUT)
-    assert first.returncode == 0 and second.returncode == 0, (first_err[-2000:], second.stderr[-2000:])
-    # Each names the build it ran: in its summary, or as overtaken when the other committed after it.
-    reported = set(re.findall(r"\(build ([0-9a-f]+)\)$|: build ([0-9a-f]+) committed, then", first_out + second.stdout, re.M))
-    reported = {a or b for a, b in reported}
-    assert len(reported) == 2, (first_out, second.stdout)
-    # Both succeeded; the one that committed last is the split, whole, and nothing else is left.
-    assert assert_whole(out)["build"] in reported
+    """Both exit 0, each naming its build; the one that committed last is the split, whole, and
+    nothing else is left (tests.commit_faults.two_builds_at_once; benchmarks.concurrent_builds
+    runs it many times)."""
+    problem = commit_faults.two_builds_at_once(tmp_path / "out", stagger, TIMEOUT)
+    assert problem is None, problem
 
 
 @contextlib.contextmanager

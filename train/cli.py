@@ -8,7 +8,9 @@ Reads DATA_DIR/train.* and DATA_DIR/val.* (built by `python -m pipeline`), write
 `train.training` lists under OUTPUT_DIR, and prints the best model's val AP50 and the recall
 ceiling of the grid. Running again with the same OUTPUT_DIR resumes (it says after which epoch).
 Progress: Keras' bar on a terminal; elsewhere (logs) a line every --progress_interval seconds
-with the step, loss, rate and time left. Exit status 2 on bad usage.
+with the step, loss, rate and time left. Exit status 2 on bad usage (flags, a data_dir without
+a usable build, an output_dir whose run cannot resume on it), 1 when the run fails on damaged
+or vanished shards; either with one line saying why.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from absl import flags
 
 from reader.core.manifest import ManifestError
 from train import model as models
-from train import predict, training, wider_eval
+from train import failures, predict, training, wider_eval
 from train.progress import MODES as PROGRESS_MODES
 from train.progress import Reporter
 from train.detect import DetectSettings
@@ -108,7 +110,8 @@ def run(argv: list[str] | None = None) -> dict:
     config, pictures, picture_threshold, reporter = parse_args(["facegrid-train", *(sys.argv[1:] if argv is None else argv)])
     try:
         training.model_config_for_build(config)
-    except (ManifestError, training.BuildMismatch) as e:
+        training.resume_plan(config)
+    except (ManifestError, training.UnusableData) as e:
         raise UsageError(str(e)) from None
     metrics = training.train(config, reporter)
     if pictures:
@@ -145,8 +148,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The console script (argv without the program name): returns the exit status, 0, or 2 on
-    bad usage."""
+    """The console script (argv without the program name): returns the exit status, 0, 2 on
+    bad usage, 1 when the data fails while training (one line each)."""
     argv = sys.argv[1:] if argv is None else argv
     if {"-h", "--help", "--helpfull"} & set(argv):
         print(usage())
@@ -154,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics = run(argv)
     except UsageError as e:
-        print(f"facegrid-train: {e}\nTry --help for every flag.", file=sys.stderr)
+        print(f"facegrid-train: {e}; --help lists every flag", file=sys.stderr)
         return USAGE_EXIT
     except models.WeightsUnavailable as e:
         print(f"facegrid-train: {e}", file=sys.stderr)
+        return 1
+    except failures.data_errors() as e:
+        print(f"facegrid-train: failed: {failures.one_line(e)}", file=sys.stderr)
         return 1
     print(summary(metrics))
     return 0

@@ -10,6 +10,9 @@ in red with their scores, and a legend below (train.pictures). One PNG per image
 A young model's objectness stays low everywhere: when no cell of the pictures reaches the
 threshold, a warning gives the highest score seen and a lower threshold to try: one that about
 as many cells reach as the pictures hold faces (pictures.suggested_threshold).
+
+Exit status 2 on bad usage (flags, a split without a manifest, a model made for images of
+another size than the shards'), 1 when the shards fail while read; either with one line.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ draw = pictures.draw  # one picture: see train.pictures
 PICTURE_THRESHOLD = 0.5  # objectness drawn on pictures (evaluation keeps far lower scores: DetectSettings)
 PICTURES = 8  # images drawn by default
 _log = logging.getLogger(__name__)
+
+
+class ModelMismatch(ValueError):
+    """A model that cannot take the split's images: made for another input size or grid."""
 
 
 def below_threshold_note(highest: float, threshold: float, images: int, threshold_flag: str = "--picture_threshold",
@@ -61,9 +68,12 @@ def draw_split(
     from reader.core import targets
     from train import detect
 
+    where = model if isinstance(model, str) else "the model"
     if isinstance(model, str):
         model = keras.saving.load_model(model, compile=False)
-    grid_size = manifests.load(data_dir, split).grid_size
+    manifest = manifests.load(data_dir, split)
+    grid_size = manifest.grid_size
+    _check_fits(model, where, manifest)
     os.makedirs(output_dir, exist_ok=True)
     paths = []
     highest, drawn, objectness, faces = 0.0, 0, [], 0
@@ -89,6 +99,20 @@ def draw_split(
     return paths
 
 
+def _check_fits(model, where: str, manifest) -> None:
+    """Raises ModelMismatch when `model` takes images of another size than the split's, or
+    predicts another grid."""
+    takes, gives = getattr(model, "input_shape", None), getattr(model, "output_shape", None)
+    if takes is None or gives is None:  # not a Keras model (a stand-in with predict_on_batch): nothing to compare
+        return
+    size, grid = manifest.input_size, manifest.grid_size
+    if tuple(takes[1:3]) != (size, size) or tuple(gives[1:3]) != (grid, grid):
+        raise ModelMismatch(
+            f"{where}: takes {takes[1]}x{takes[2]} images and predicts a {gives[1]}x{gives[2]} grid; the {manifest.split} "
+            f"shards in {manifest.data_dir} hold {size}x{size} images with {grid}x{grid} grids: use a model trained on such shards"
+        )
+
+
 def _define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("model", None, "A saved model (OUTPUT_DIR/best.keras of `python -m train`).", flag_values=fv)
@@ -108,7 +132,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """argv includes the program name (default sys.argv). Returns 0, or 2 on bad usage."""
+    """argv includes the program name (default sys.argv). Returns 0, 2 on bad usage, 1 when the
+    shards fail while read."""
     argv = sys.argv if argv is None else argv
     if {"-h", "--help", "--helpfull"} & set(argv[1:]):
         print(usage())
@@ -123,8 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.predict: {e}\n{__doc__}", file=sys.stderr)
         return 2
 
+    from reader.core.manifest import ManifestError
+    from train import failures
+
     settings = DetectSettings(fv.picture_threshold, fv.nms_iou)
-    paths = draw_split(fv.model, fv.data_dir, fv.split, fv.output_dir, fv.num_images, settings, fv.scale)
+    try:
+        paths = draw_split(fv.model, fv.data_dir, fv.split, fv.output_dir, fv.num_images, settings, fv.scale)
+    except (ModelMismatch, ManifestError) as e:
+        print(f"train.predict: {e}", file=sys.stderr)
+        return 2
+    except failures.data_errors() as e:
+        print(f"train.predict: failed: {failures.one_line(e)}", file=sys.stderr)
+        return 1
     print("\n".join(paths))
     return 0
 

@@ -11,6 +11,7 @@ Everything a run writes goes under `output_dir`:
     metrics.json            epochs and their losses, the best model's val AP50, the recall ceilings, timing;
                             WIDER's Easy / Medium / Hard AP of the best model when val is (part of)
                             WIDER val, beside the grid's recall ceiling of each subset, or why absent
+    run.json                the builds trained and validated on, and the first epoch best.keras is chosen from
 
 Epochs count from 1 everywhere: log.csv's `epoch` column, metrics.json's `epochs` and
 `best_epoch`, the TensorBoard step, the progress lines (Keras' own "Epoch 1/10" too).
@@ -21,7 +22,10 @@ imported; to train one further, compile it again (with `train.loss.GridLoss`). R
 backup/, which keeps the optimizer state.
 
 Running again with the same output_dir resumes after the last finished epoch (and says so);
-raise `epochs` to train further.
+raise `epochs` to train further. A resumed run compares the builds it finds with those of
+run.json: shards of another input size are refused (RunMismatch); a train split built again
+is trained on, with a note; a val split built again makes the earlier epochs' val AP50
+incomparable, so best.keras is chosen afresh from the first resumed epoch on, with a note.
 """
 
 from __future__ import annotations
@@ -173,15 +177,33 @@ class SaveBest(keras.callbacks.Callback):
             save_inference_model(self.model, self._copy, self._path)
 
 
-class BuildMismatch(ValueError):
+class UnusableData(ValueError):
+    """Shards (or an output_dir) this run cannot use as asked: a mistake to correct, not a fault."""
+
+
+class BuildMismatch(UnusableData):
     """Shards the model cannot train on: train and val built differently, or another grid."""
+
+
+class RunMismatch(UnusableData):
+    """An output_dir whose run cannot resume on the shards of data_dir (another input size)."""
 
 
 def model_config_for_build(config: TrainConfig) -> models.ModelConfig:
     """The model config with the input size of the shards. Raises BuildMismatch, naming the
-    mismatch, when the splits differ or the backbone's grid is not the targets' grid, and
+    mismatch, when the splits differ or the backbone's grid is not the targets' grid, UnusableData
+    when train holds less than one batch or val no record, and
     reader.core.manifest.ManifestError when a split has no readable manifest."""
-    builds = {split: manifests.load(config.data_dir, split).config for split in ("train", "val")}
+    loaded = {split: manifests.load(config.data_dir, split) for split in ("train", "val")}
+    train, val = loaded["train"], loaded["val"]
+    if train.num_records < config.batch_size:  # training drops the last, partial batch
+        raise UnusableData(
+            f"batch_size={config.batch_size}: train holds {train.num_records} records in {config.data_dir}, fewer than one "
+            f"batch (training drops a last, partial one): take a batch_size of at most {train.num_records}"
+        )
+    if val.num_records == 0:
+        raise UnusableData(f"{config.data_dir}: val holds no record: there is nothing to validate on (see its errors file, {val.errors_file})")
+    builds = {split: m.config for split, m in loaded.items()}
     sizes = {split: (b.input_size, b.grid_size) for split, b in builds.items()}
     if sizes["train"] != sizes["val"]:
         raise BuildMismatch(f"{config.data_dir}: train and val differ in (input_size, grid_size): {sizes}")
@@ -193,6 +215,87 @@ def model_config_for_build(config: TrainConfig) -> models.ModelConfig:
             f"{input_size} px images gives {model_config.grid_size}x{model_config.grid_size} (input_size / 32)"
         )
     return model_config
+
+
+RUN_STATE = "run.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """How a run goes on from the one before in its output_dir: `best_since`, the first epoch
+    whose val AP50 counts for best.keras; `notes`, what changed in the data, one line each."""
+
+    best_since: int = 1
+    notes: tuple[str, ...] = ()
+
+
+def _data_state(config: TrainConfig) -> dict:
+    """What run.json records of the data: each split's build id, and the shards' sizes."""
+    builds = {split: manifests.load(config.data_dir, split) for split in ("train", "val")}
+    return {
+        "builds": {split: m.build for split, m in builds.items()},
+        "input_size": builds["train"].input_size,
+        "grid_size": builds["train"].grid_size,
+    }
+
+
+def _read_state(output_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(output_dir, RUN_STATE)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):  # none (a run from before run.json), or not ours: nothing to compare
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("builds"), dict):
+        return None
+    since = state.get("best_since")
+    return {**state, "best_since": since if isinstance(since, int) and not isinstance(since, bool) and since >= 1 else 1}
+
+
+def resume_plan(config: TrainConfig) -> Resume:
+    """How a run in config.output_dir goes on, judged against its run.json: the same builds
+    resume as they were; a train split built again is trained on (a note says so); a val split
+    built again starts best.keras's choice afresh from the next epoch (a note says so). Raises
+    RunMismatch when the shards now have another input size than the run's model."""
+    done = epochs_done(os.path.join(config.output_dir, "backup"))
+    earlier = _read_state(config.output_dir)
+    if not done or earlier is None:
+        return Resume(earlier["best_since"] if done and earlier else 1)
+    now = _data_state(config)
+    if (earlier.get("input_size"), earlier.get("grid_size")) != (now["input_size"], now["grid_size"]):
+        raise RunMismatch(
+            f"{config.output_dir}: its model was trained on {earlier.get('input_size')} px images (epochs 1-{done}); the "
+            f"shards in {config.data_dir} are {now['input_size']} px now: resume it on {earlier.get('input_size')} px "
+            f"shards, or train into another output_dir"
+        )
+    best_since, notes = earlier["best_since"], []
+    was, built = earlier["builds"], now["builds"]
+    if was.get("train") != built["train"]:
+        notes.append(f"train was built again since epoch {done} (build {was.get('train')}, now {built['train']}): training goes on with the new build")
+    if was.get("val") != built["val"]:
+        best_since = done + 1
+        notes.append(
+            f"val was built again since epoch {done} (build {was.get('val')}, now {built['val']}): the val AP50 of epochs "
+            f"1-{done} is not comparable, so best.keras is chosen afresh from epoch {best_since} on"
+        )
+    return Resume(best_since, tuple(notes))
+
+
+def _write_state(config: TrainConfig, resume: Resume) -> None:
+    path = os.path.join(config.output_dir, RUN_STATE)
+    with open(f"{path}.partial", "w") as f:
+        json.dump({**_data_state(config), "best_since": resume.best_since}, f, indent=2)
+    os.replace(f"{path}.partial", path)  # whole or not at all: a run stopped here resumes as before
+
+
+def val_warnings(config: TrainConfig) -> list[str]:
+    """What makes the val AP50 of this data meaningless, one line each."""
+    val = manifests.load(config.data_dir, "val")
+    if not val.counts.get("faces_stored"):
+        return [
+            f"warning: val in {config.data_dir} holds no face ({val.num_records} images): its AP50 is 0 whatever the model "
+            f"does, and best.keras is simply the first epoch's; validate on a split with faces"
+        ]
+    return []
 
 
 def _read_log(path: str) -> list[dict]:
@@ -222,13 +325,13 @@ def tensorboard_note(log_dir: str) -> str:
     return note
 
 
-def _start_note(config: TrainConfig, done: int, rows: list[dict], steps: int | None) -> str:
+def _start_note(config: TrainConfig, done: int, rows: list[dict], steps: int | None, best_since: int = 1) -> str:
     out, epochs = config.output_dir, config.epochs
     per_epoch = f"{steps:,} steps of {config.batch_size} images per epoch" if steps else f"batches of {config.batch_size}"
     if not done:
         again = " (log.csv has earlier epochs, but there is no backup: starting again)" if rows else ""
         return f"training {out} from scratch: epochs 1-{epochs}, {per_epoch}{again}"
-    best = max((row for row in rows if MONITOR in row), key=lambda row: row[MONITOR], default=None)
+    best = max((row for row in rows if MONITOR in row and row["epoch"] >= best_since), key=lambda row: row[MONITOR], default=None)
     so_far = f"; best val AP50 so far {best[MONITOR]:.4f} (epoch {int(best['epoch'])}, best.keras)" if best else ""
     backup = os.path.join(out, "backup")
     if done >= epochs:
@@ -247,6 +350,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     config = dataclasses.replace(config, model=model_config_for_build(config))
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
+    resume = resume_plan(config)
+    _write_state(config, resume)
     keras.utils.set_random_seed(config.seed)
     loss = GridLoss(config.box_weight)
     model = models.build_model(config.model)
@@ -264,9 +369,11 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     log_path, backup_dir, tensorboard_dir = (os.path.join(out, name) for name in ("log.csv", "backup", "tensorboard"))
     best_path = os.path.join(out, "best.keras")
     earlier = _read_log(log_path)
-    reporter.say(_start_note(config, epochs_done(backup_dir), earlier, steps))
+    reporter.say(_start_note(config, epochs_done(backup_dir), earlier, steps, resume.best_since))
+    for note in (*resume.notes, *val_warnings(config)):
+        reporter.say(note)
     reporter.say(tensorboard_note(tensorboard_dir))
-    best_so_far = [row[MONITOR] for row in earlier if MONITOR in row]
+    best_so_far = [row[MONITOR] for row in earlier if MONITOR in row and row["epoch"] >= resume.best_since]
     timer = StepTimer()
     callbacks = [
         # First: the callbacks after it read val_loss and val_ap50 from the logs it fills in.
@@ -300,13 +407,14 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
         wider_ground_truth=str(wider_eval.DEFAULT_GROUND_TRUTH),
     )
     rows = _read_log(log_path)
+    counted = [row for row in rows if row["epoch"] >= resume.best_since]  # the epochs best.keras was chosen from
     metrics = {
         "epochs": [int(row["epoch"]) for row in rows],
         "loss": [row["loss"] for row in rows],
         "val_loss": [row["val_loss"] for row in rows],
         "val_ap50_per_epoch": [row[MONITOR] for row in rows],
         "val_ap50": final["ap50"],
-        "best_epoch": int(rows[int(np.argmax([row[MONITOR] for row in rows]))]["epoch"]) if rows else 0,
+        "best_epoch": int(counted[int(np.argmax([row[MONITOR] for row in counted]))]["epoch"]) if counted else 0,
         "recall_ceiling": final["recall_ceiling"],
         "train_recall_ceiling": recall_ceiling(manifests.load(config.data_dir, "train").counts),
         **wider_eval.metrics_fields(final["wider"]),
