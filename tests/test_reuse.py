@@ -24,7 +24,6 @@ import pytest
 from PIL import Image
 
 from pipeline import cli, reuse, storage
-from pipeline.annotations import parse_boxes
 from reader.core import layout, schema, tfrecord
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
