@@ -44,7 +44,7 @@ import numpy as np
 import reader
 from reader.core import manifest as manifests
 from train import model as models
-from train import wider_eval
+from train import wider_ap, wider_report
 from train.loss import GridLoss
 from train.metrics import recall_ceiling
 from train.progress import Reporter
@@ -404,7 +404,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     reporter.say(f"evaluating {best_path if best is not model else 'the last model'} on val{writing}")
     final = evaluate_split(
         best, config.data_dir, "val", config.batch_size, config.detect, loss, predictions,
-        wider_ground_truth=str(wider_eval.DEFAULT_GROUND_TRUTH),
+        wider_ground_truth=str(wider_ap.DEFAULT_GROUND_TRUTH),
     )
     rows = _read_log(log_path)
     counted = [row for row in rows if row["epoch"] >= resume.best_since]  # the epochs best.keras was chosen from
@@ -417,7 +417,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
         "best_epoch": int(counted[int(np.argmax([row[MONITOR] for row in counted]))]["epoch"]) if counted else 0,
         "recall_ceiling": final["recall_ceiling"],
         "train_recall_ceiling": recall_ceiling(manifests.load(config.data_dir, "train").counts),
-        **wider_eval.metrics_fields(final["wider"]),
+        **wider_report.metrics_fields(final["wider"]),
         "val": final,
         "seconds_per_step": float(np.median(timer.seconds)) if timer.seconds else None,
         "predictions_dir": predictions,
