@@ -23,7 +23,7 @@ from absl import flags
 
 from reader.core.manifest import ManifestError
 from train import model as models
-from train import failures, predict, training, wider_report
+from train import failures, predict, run_state, training, wider_report
 from train.progress import MODES as PROGRESS_MODES
 from train.progress import Reporter
 from train.detect import DetectSettings
@@ -110,8 +110,8 @@ def run(argv: list[str] | None = None) -> dict:
     config, pictures, picture_threshold, reporter = parse_args(["facegrid-train", *(sys.argv[1:] if argv is None else argv)])
     try:
         training.model_config_for_build(config)
-        training.resume_plan(config)
-    except (ManifestError, training.UnusableData) as e:
+        run_state.resume_plan(config)
+    except (ManifestError, failures.UnusableData) as e:
         raise UsageError(str(e)) from None
     metrics = training.train(config, reporter)
     if pictures:
