@@ -11,8 +11,9 @@ knows how each store makes a file appear atomically:
             write an empty object (a multipart upload of zero parts is refused by S3 as
             MalformedXML), and builds write empty shards and empty errors files.
 No build renames or copies a file on gs:// or s3://: there a rename is a copy and a delete.
+The S3 and GCS clients themselves are in pipeline/stores.py.
 
-Failures of the store raise StorageError, whose message is one line naming the path.
+Failures of the store raise StorageError (pipeline/store_types.py), one line naming the path.
 Files are opened for reading by reader.core.files' rule (regular files of the directory, within a
 size bound per kind of file, never a blocking open); what it refuses raises RefusedFile.
 """
@@ -20,57 +21,19 @@ size bound per kind of file, never a blocking open); what it refuses raises Refu
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
-import tempfile
 from collections.abc import Iterator
 
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import stores
+from pipeline.store_types import Entry, RefusedFile, StorageError, describe
 from reader.core import files
 from reader.core.files import Bound
 
 _UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
-_SPOOL_BYTES = 16 << 20  # an S3 upload is held in memory up to this size, then on local disk
-
-
-class StorageError(RuntimeError):
-    """The store refused an operation: `path: what happened`. A fault of the build's storage,
-    never of one image."""
-
-    def __init__(self, path: str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = path, problem
-
-    def __reduce__(self):  # Beam pickles a worker's exception back to the launcher
-        return type(self), (self.path, self.problem)
-
-
-class RefusedFile(StorageError):
-    """A file that reader.core.files' rule refuses to read (not a regular file, a link leading out
-    of its directory, larger than its kind may be): there, and not one to read. Never a fault of
-    the store."""
-
-    @classmethod
-    def of(cls, refused: files.RefusedFile) -> RefusedFile:
-        return cls(refused.path, refused.problem)
-
-
-def describe(error: BaseException) -> str:
-    """A one-line account of a storage exception (OSError's strerror, S3's error code, ...)."""
-    if isinstance(error, (StorageError, files.RefusedFile)):
-        return error.problem
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    if isinstance(error, BeamIOError) and error.exception_details:
-        return "; ".join(describe(e) for e in error.exception_details.values())
-    response = getattr(error, "response", None)
-    if isinstance(response, dict) and "Error" in response:
-        return f"{response['Error'].get('Code', '')}: {response['Error'].get('Message', '')}".strip(": ")
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip(": ")
 
 
 def scheme(path: str) -> str:
@@ -88,16 +51,6 @@ def local_path(path: str) -> str:
 
 def join(directory: str, name: str) -> str:
     return FileSystems.join(directory, name)
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One file of a directory listing. `updated`: seconds since the epoch, by the store's clock."""
-
-    name: str
-    path: str
-    size: int
-    updated: float
 
 
 def list_dir(directory: str) -> list[Entry]:
@@ -126,55 +79,15 @@ def list_dir(directory: str) -> list[Entry]:
         return sorted(entries, key=lambda e: e.name)
     prefix = directory.rstrip("/") + "/"
     if scheme(directory) == "s3":
-        return _list_s3(prefix)
+        return stores.list_s3(prefix)
     if scheme(directory) == "gs":
-        return _list_gcs(prefix)
+        return stores.list_gcs(prefix)
     try:
         found = FileSystems.match([prefix + "*"])[0].metadata_list
     except Exception as e:  # BeamIOError, HTTP errors of the clients
         raise StorageError(directory, f"cannot list: {describe(e)}") from None
     entries = [Entry(m.path[len(prefix) :], m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in found]
     return sorted((e for e in entries if e.name and "/" not in e.name), key=lambda e: e.name)
-
-
-def _list_s3(prefix: str) -> list[Entry]:
-    # Beam's S3 filesystem builds a new boto3 client (a few hundred ms) for every call.
-    bucket, key_prefix = _s3_bucket_key(prefix)
-    entries = []
-    try:
-        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix, Delimiter="/"):
-            for o in page.get("Contents", []):
-                name = o["Key"][len(key_prefix) :]
-                entries.append(Entry(name, f"s3://{bucket}/{o['Key']}", o["Size"], o["LastModified"].timestamp()))
-    except Exception as e:
-        raise StorageError(prefix, f"cannot list: {describe(e)}") from None
-    return sorted((e for e in entries if e.name), key=lambda e: e.name)
-
-
-def _list_gcs(prefix: str) -> list[Entry]:
-    # By prefix, not by Beam's match: that takes the directory's name as a glob pattern, and an
-    # output directory `gs://b/ou*` would list (and a commit remove) the files of `gs://b/out`.
-    bucket, key_prefix = prefix.removeprefix("gs://").split("/", 1)
-    try:
-        blobs = list(_gcs_client().list_blobs(bucket, prefix=key_prefix, delimiter="/"))
-    except Exception as e:
-        raise StorageError(prefix, f"cannot list: {describe(e)}") from None
-    entries = [Entry(b.name[len(key_prefix) :], f"gs://{bucket}/{b.name}", b.size or 0, b.updated.timestamp()) for b in blobs]
-    return sorted((e for e in entries if e.name), key=lambda e: e.name)
-
-
-_GCS_CLIENTS: dict[int, object] = {}
-
-
-def _gcs_client():
-    """The google-cloud-storage client of Beam's gcsio, made from the pipeline options once per
-    process (a forked process makes its own: a client's connections must not be shared)."""
-    from apache_beam.io.gcp import gcsio
-
-    client = _GCS_CLIENTS.get(os.getpid())
-    if client is None:
-        client = _GCS_CLIENTS[os.getpid()] = gcsio.GcsIO(pipeline_options=FileSystems._pipeline_options).client
-    return client
 
 
 def stat(path: str, follow_links: bool = True) -> Entry | None:
@@ -189,9 +102,9 @@ def stat(path: str, follow_links: bool = True) -> Entry | None:
             raise StorageError(path, describe(e)) from None
         return Entry(os.path.basename(path), path, st.st_size, st.st_mtime)
     if scheme(path) == "s3":
-        bucket, key = _s3_bucket_key(path)
+        bucket, key = stores.s3_bucket_key(path)
         try:
-            head = s3_client().head_object(Bucket=bucket, Key=key)
+            head = stores.s3_client().head_object(Bucket=bucket, Key=key)
         except Exception as e:
             if _is_missing(e):
                 return None
@@ -200,7 +113,7 @@ def stat(path: str, follow_links: bool = True) -> Entry | None:
     if scheme(path) == "gs":
         bucket, name = path.removeprefix("gs://").split("/", 1)
         try:
-            blob = _gcs_client().bucket(bucket).get_blob(name)
+            blob = stores.gcs_client().bucket(bucket).get_blob(name)
         except Exception as e:
             raise StorageError(path, describe(e)) from None
         return None if blob is None else Entry(name.rsplit("/", 1)[-1], path, blob.size or 0, blob.updated.timestamp())
@@ -221,8 +134,8 @@ def read_bytes(path: str, bound: Bound) -> bytes | None:
         if is_local(path):
             return files.read_bytes(local_path(path), bound)
         if scheme(path) == "s3":
-            bucket, key = _s3_bucket_key(path)
-            response = s3_client().get_object(Bucket=bucket, Key=key)
+            bucket, key = stores.s3_bucket_key(path)
+            response = stores.s3_client().get_object(Bucket=bucket, Key=key)
             try:  # the size is in the response's headers: checked before the body is read
                 bound.check(path, int(response["ContentLength"]))
                 data = response["Body"].read(bound.limit + 1)
@@ -270,8 +183,8 @@ def read_range(path: str, offset: int, length: int) -> bytes | None:
             with open_read(path, None) as f:  # a span an index found: never more than `length`
                 f.seek(offset)
                 return f.read(length)
-        bucket, key = _s3_bucket_key(path)
-        return s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
+        bucket, key = stores.s3_bucket_key(path)
+        return stores.s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
     except RefusedFile:
         raise
     except Exception as e:
@@ -302,10 +215,10 @@ def create(path: str, temp: str | None = None, *, in_place: bool = False) -> Ite
             with _create_local(local_path(path), temp and local_path(temp), in_place) as f:
                 yield f
         elif scheme(path) == "s3":
-            with _create_s3(path) as f:
+            with stores.create_s3(path) as f:
                 yield f
         else:
-            with _create_remote(path) as f:
+            with stores.create_remote(path) as f:
                 yield f
     except StorageError:
         raise
@@ -359,47 +272,6 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _create_remote(path: str):
-    f = FileSystems.create(path, compression_type=_UNCOMPRESSED)
-    yield f  # on an exception the upload is left unfinished: GCS then holds no object
-    f.close()
-
-
-@contextlib.contextmanager
-def _create_s3(path: str):
-    bucket, key = _s3_bucket_key(path)
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-        yield spool
-        spool.seek(0)
-        # upload_fileobj: one PUT below its multipart threshold (empty objects included), a
-        # multipart upload above, aborted if a part fails.
-        s3_client().upload_fileobj(spool, bucket, key)
-
-
-def _s3_bucket_key(path: str) -> tuple[str, str]:
-    bucket, _, key = path.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
-_S3_CLIENTS: dict[tuple, object] = {}  # (pid, the S3 options) -> client
-
-
-def s3_client():
-    """boto3's S3 client, configured from the pipeline options as Beam's S3 filesystem is (the
-    endpoint, keys and region of --s3_* flags reach workers the same way)."""
-    from apache_beam.io.aws.clients.s3 import boto3_client
-    from apache_beam.options.pipeline_options import PipelineOptions, S3Options
-
-    options = FileSystems._pipeline_options or PipelineOptions()  # what Beam's own filesystems use
-    key = tuple(sorted(options.view_as(S3Options).get_all_options(current_only=True).items(), key=str))
-    key = (os.getpid(), *((k, str(v)) for k, v in key))  # a forked process makes its own
-    client = _S3_CLIENTS.get(key)
-    if client is None:
-        client = _S3_CLIENTS[key] = boto3_client.Client(options).client
-    return client
-
-
 def delete(paths: list[str]) -> None:
     """Deletes files; a file already gone is not an error (deletes are repeated on retries)."""
     if not paths:
@@ -410,9 +282,9 @@ def delete(paths: list[str]) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(local_path(path))
         elif scheme(paths[0]) == "s3":
-            _delete_s3(paths)
+            stores.delete_s3(paths)
         elif scheme(paths[0]) == "gs":
-            _delete_gcs(paths)
+            stores.delete_gcs(paths)
         else:
             FileSystems.delete(paths)
     except BeamIOError as e:
@@ -426,31 +298,6 @@ def delete(paths: list[str]) -> None:
         if _is_store_error(e):
             raise StorageError(paths[0], f"cannot delete: {describe(e)}") from None
         raise
-
-
-def _delete_s3(paths: list[str]) -> None:
-    client = s3_client()
-    by_bucket: dict[str, list[str]] = {}
-    for path in paths:
-        bucket, key = _s3_bucket_key(path)
-        by_bucket.setdefault(bucket, []).append(key)
-    for bucket, keys in by_bucket.items():
-        for start in range(0, len(keys), 1000):  # S3's DeleteObjects takes at most 1,000 keys
-            batch = keys[start : start + 1000]
-            response = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-            for error in response.get("Errors", []):
-                if error.get("Code") != "NoSuchKey":
-                    raise StorageError(f"s3://{bucket}/{error.get('Key')}", f"cannot delete: {error.get('Code')}: {error.get('Message')}")
-
-
-def _delete_gcs(paths: list[str]) -> None:
-    # Beam's GCS filesystem lists each path before deleting it (one listing call per file);
-    # its gcsio deletes up to 100 objects per batch request, and a 404 is no error there.
-    from apache_beam.io.gcp import gcsio
-
-    for path, error in gcsio.GcsIO(pipeline_options=FileSystems._pipeline_options).delete_batch(paths):
-        if error is not None:
-            raise StorageError(path, f"cannot delete: HTTP {error}")
 
 
 def _is_missing(error) -> bool:

@@ -150,14 +150,14 @@ def main(argv: list[str]) -> int:
         return status
 
     if argv[0] == "--vanish":
-        from pipeline import cli, storage
+        from pipeline import cli, stores
 
         k, bucket, build_flags = int(argv[1]), argv[2], argv[3:]
 
         def vanish(kind, name):
             nonlocal count
             if count == k:
-                client = storage.s3_client()
+                client = stores.s3_client()
                 for o in client.list_objects_v2(Bucket=bucket).get("Contents", []):
                     client.delete_object(Bucket=bucket, Key=o["Key"])
                 client.delete_bucket(Bucket=bucket)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, reuse, storage
+from pipeline import cli, reuse, storage, stores
 from reader.core import layout, schema, tfrecord
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
@@ -553,11 +553,11 @@ def gcs(tmp_path_factory):
         saved = {name: os.environ.get(name) for name in env}
         os.environ.update(env)  # this process builds there, through Beam's GCS client
         # A client made for another test's emulator (cached per process) would call a closed port.
-        storage._GCS_CLIENTS.clear()
+        stores._GCS_CLIENTS.clear()
         try:
             yield emulator
         finally:
-            storage._GCS_CLIENTS.clear()
+            stores._GCS_CLIENTS.clear()
             for name, value in saved.items():
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 

@@ -18,7 +18,7 @@ from pipeline import synthetic
 from reader.core import manifest as manifests
 from tests import train_fixtures
 from tests.build_helpers import run_build
-from train import cli, training
+from train import cli, run_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--alpha=0.35", "--freeze_backbone", "--head_filters=8", "--batch_size=8", "--pictures=0", "--nowrite_predictions",
@@ -116,7 +116,7 @@ def test_predicting_with_a_model_of_another_input_size_is_refused_in_one_line(fi
 def test_a_resumed_run_whose_val_split_was_built_again_chooses_best_keras_afresh(first_run, tmp_path, capsys):
     data, trained = first_run
     data_dir, out = _copy(data, tmp_path / "data"), shutil.copytree(trained, str(tmp_path / "run"))
-    with open(os.path.join(out, training.RUN_STATE)) as f:
+    with open(os.path.join(out, run_state.RUN_STATE)) as f:
         before = json.load(f)
     assert before["builds"]["val"] == manifests.load(data_dir, "val").build and before["best_since"] == 1
     # The same val images, built again: another build, whose AP50 the first epoch's is not comparable to.
@@ -131,7 +131,7 @@ def test_a_resumed_run_whose_val_split_was_built_again_chooses_best_keras_afresh
     ) in printed, printed
     assert "train was built again" not in printed
     assert metrics["epochs"] == [1, 2] and metrics["best_epoch"] == 2  # whatever epoch 1 scored on the earlier val
-    with open(os.path.join(out, training.RUN_STATE)) as f:
+    with open(os.path.join(out, run_state.RUN_STATE)) as f:
         after = json.load(f)
     assert after["builds"] == {"train": before["builds"]["train"], "val": rebuilt} and after["best_since"] == 2
 

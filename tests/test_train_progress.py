@@ -6,7 +6,7 @@ import pytest
 
 from reader.core.progress import duration
 from tests.fakes import Clock, Terminal
-from train import training
+from train import run_state, training
 from train.progress import Reporter, StepLines
 
 
@@ -90,9 +90,9 @@ def test_a_run_says_where_it_starts(tmp_path):
 
 
 def test_epochs_done_reads_the_backup(tmp_path):
-    assert training.epochs_done(str(tmp_path)) == 0
+    assert run_state.epochs_done(str(tmp_path)) == 0
     (tmp_path / "training_metadata.json").write_text('{"epoch": 4, "batch": 0}')
-    assert training.epochs_done(str(tmp_path)) == 4
+    assert run_state.epochs_done(str(tmp_path)) == 4
 
 
 def test_tensorboard_note_says_where_and_how(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from train import wider, wider_eval
+from train import wider, wider_ap, wider_eval, wider_predictions
 
 # -- a ground truth in the release's layout ------------------------------------------------------
 
@@ -36,8 +36,8 @@ def write_ground_truth(directory, images):
         "face_bbx_list": _column([_column([np.array(b, np.int32).reshape(-1, 4) for _, _, b, _ in of[e]]) for e in events]),
         "invalid_label_list": _column([_column([np.zeros((len(np.reshape(b, (-1, 4))), 1), np.uint8) for _, _, b, _ in of[e]]) for e in events]),
     }
-    scipy.io.savemat(os.path.join(directory, wider_eval.FACE_FILE), common)
-    for subset, filename in wider_eval.SUBSET_FILES.items():
+    scipy.io.savemat(os.path.join(directory, wider_ap.FACE_FILE), common)
+    for subset, filename in wider_ap.SUBSET_FILES.items():
         def rows(boxes, keep):
             return np.array(keep.get(subset, range(1, len(np.reshape(boxes, (-1, 4))) + 1)), np.uint16).reshape(-1, 1)
 
@@ -56,8 +56,8 @@ def write_predictions(directory, detections):
 
 def score(tmp_path, images, detections):
     """The Result of `detections` against `images` (see write_ground_truth)."""
-    truth = wider_eval.load_ground_truth(write_ground_truth(tmp_path / "gt", images))
-    return wider_eval.evaluate(truth, wider_eval.read_predictions(write_predictions(tmp_path / "pred", detections), truth))
+    truth = wider_ap.load_ground_truth(write_ground_truth(tmp_path / "gt", images))
+    return wider_ap.evaluate(truth, wider_predictions.read_predictions(write_predictions(tmp_path / "pred", detections), truth))
 
 
 A = [10, 10, 20, 20]  # x y w h
@@ -128,11 +128,11 @@ def test_unsorted_files_score_as_sorted_ones(tmp_path):
 def test_iou_follows_the_plus_one_pixel_convention(tmp_path):
     # A 2 x 2 face and the same box shifted by one pixel: corners (0,0,2,2) and (1,0,3,2) are 3 x 3
     # pixels each with +1, overlapping 2 x 3: IoU 6/12 = 0.5, a match (plain geometry: 2/6).
-    assert wider_eval.overlaps([[1, 0, 2, 2]], [[0, 0, 2, 2]])[0, 0] == 0.5
+    assert wider_ap.overlaps([[1, 0, 2, 2]], [[0, 0, 2, 2]])[0, 0] == 0.5
     assert score(tmp_path, [("0--E", "a", [[0, 0, 2, 2]], {})], {("0--E", "a"): [[1, 0, 2, 2, 1.0]]}).ap["hard"] == 1.0
     # A side of x2 - x1 + 1 <= 0 is no overlap: a box of width -2 overlaps nothing, not even itself.
-    assert wider_eval.overlaps([[5, 5, -2, 4]], [[5, 5, -2, 4]])[0, 0] == 0.0
-    assert wider_eval.overlaps([[5, 5, 0, 0]], [[5, 5, 0, 0]])[0, 0] == 1.0  # one pixel
+    assert wider_ap.overlaps([[5, 5, -2, 4]], [[5, 5, -2, 4]])[0, 0] == 0.0
+    assert wider_ap.overlaps([[5, 5, 0, 0]], [[5, 5, 0, 0]])[0, 0] == 1.0  # one pixel
 
 
 def test_scores_are_normalized_then_sampled_at_1000_thresholds(tmp_path):
@@ -144,7 +144,7 @@ def test_scores_are_normalized_then_sampled_at_1000_thresholds(tmp_path):
     # Scores on any scale: only their normalized values matter.
     scaled = score(tmp_path / "x", images, {("0--E", "a"): [[*A, 30.0], [*C, 29.985], [*B, -10.0]]})
     assert scaled.ap == result.ap and scaled.score_range == (-10.0, 30.0)
-    assert len(result.recall["hard"]) == 1000 and wider_eval.thresholds()[[0, -1]].tolist() == [0.999, 0.0]
+    assert len(result.recall["hard"]) == 1000 and wider_ap.thresholds()[[0, -1]].tolist() == [0.999, 0.0]
 
 
 def test_equal_scores_all_become_one(tmp_path):
@@ -163,11 +163,11 @@ def test_a_subset_without_faces_has_no_ap(tmp_path):
 
 def test_evaluating_some_images_only(tmp_path):
     images = [("0--E", "a", [A], {}), ("0--E", "b", [B, C], {})]
-    truth = wider_eval.load_ground_truth(write_ground_truth(tmp_path / "gt", images))
-    result = wider_eval.evaluate(truth, {("0--E", "a"): np.array([[*A, 0.9]])}, images=[("0--E", "a")])
+    truth = wider_ap.load_ground_truth(write_ground_truth(tmp_path / "gt", images))
+    result = wider_ap.evaluate(truth, {("0--E", "a"): np.array([[*A, 0.9]])}, images=[("0--E", "a")])
     assert result.ap["hard"] == 1.0 and result.images == 1 and result.ground_truth_images == 2
-    with pytest.raises(wider_eval.EvalError, match="0--E/b: no predictions given"):
-        wider_eval.evaluate(truth, {("0--E", "a"): np.array([[*A, 0.9]])})
+    with pytest.raises(wider_ap.EvalError, match="0--E/b: no predictions given"):
+        wider_ap.evaluate(truth, {("0--E", "a"): np.array([[*A, 0.9]])})
 
 
 # -- a slow reading of the protocol, loop by loop, against the vectorized one -----------------------
@@ -233,11 +233,11 @@ def test_vectorized_evaluation_agrees_with_a_slow_reading_of_the_protocol(tmp_pa
         picks = boxes[rng.integers(0, n, k)] + rng.integers(-3, 4, (k, 4)) if n else np.zeros((k, 4))
         picks = np.where(rng.random((k, 1)) < 0.3, np.c_[rng.integers(0, 60, (k, 2)), rng.integers(1, 25, (k, 2))], picks)
         detections[(f"{i % 2}--E", f"img{i}")] = np.c_[picks, rng.choice([0.1, 0.3, 0.5, 0.7, 0.9, 0.95], k)]
-    truth = wider_eval.load_ground_truth(write_ground_truth(tmp_path, images))
+    truth = wider_ap.load_ground_truth(write_ground_truth(tmp_path, images))
     if not sum(len(d) for d in detections.values()):
         return
-    result = wider_eval.evaluate(truth, detections)
-    for subset in wider_eval.SUBSETS:
+    result = wider_ap.evaluate(truth, detections)
+    for subset in wider_ap.SUBSETS:
         if result.faces[subset]:
             assert result.ap[subset] == pytest.approx(_slow_ap(truth, detections, subset), abs=1e-12), subset
 
@@ -247,13 +247,13 @@ def test_vectorized_evaluation_agrees_with_a_slow_reading_of_the_protocol(tmp_pa
 
 @pytest.fixture(scope="module")
 def truth():
-    return wider_eval.load_ground_truth(wider_eval.DEFAULT_GROUND_TRUTH)
+    return wider_ap.load_ground_truth(wider_ap.DEFAULT_GROUND_TRUTH)
 
 
 def test_the_real_ground_truth_holds_what_its_readme_says(truth):
     assert len(truth.images) == 3226 and len({event for event, _ in truth.images}) == 61
     assert sum(len(b) for b in truth.boxes) == 39708
-    assert {s: truth.faces(s) for s in wider_eval.SUBSETS} == {"easy": 7211, "medium": 13319, "hard": 31958}
+    assert {s: truth.faces(s) for s in wider_ap.SUBSETS} == {"easy": 7211, "medium": 13319, "hard": 31958}
 
 
 def test_perfect_predictions_score_1_up_to_the_faces_no_box_can_match(truth, tmp_path):
@@ -384,7 +384,7 @@ def test_usage_errors_exit_2(small, capsys, monkeypatch, tmp_path):
     assert _run(capsys, f"--ground_truth={gt}")[::2] == (2, "train.wider_eval: missing required flag --predictions=DIR\n")
     assert _run(capsys, "--predictions=/nonexistent")[::2] == (2, "train.wider_eval: --predictions=/nonexistent: not a directory\n")
     assert _run(capsys, f"--predictions={predictions}", "--ground_truh=x")[0] == 2
-    monkeypatch.setattr(wider_eval, "DEFAULT_GROUND_TRUTH", tmp_path / "nowhere")
+    monkeypatch.setattr(wider_ap, "DEFAULT_GROUND_TRUTH", tmp_path / "nowhere")
     status, _, err = _run(capsys, f"--predictions={predictions}")
     assert status == 2 and err == f"train.wider_eval: no ground truth at {tmp_path / 'nowhere'} (facegrid installed without its repository): pass --ground_truth=DIR\n"
     # A ground truth folder without the release's files.
@@ -423,8 +423,8 @@ def test_fuzzed_prediction_files_get_one_line_or_parse(tmp_path):
         data = "\n".join(lines).encode("utf-8", "surrogatepass")
         path = f"{tmp_path}/0--E/a.txt"
         try:
-            values = wider_eval.parse_prediction_file(data, path, "a")
-        except wider_eval.EvalError as e:
+            values = wider_predictions.parse_prediction_file(data, path, "a")
+        except wider_ap.EvalError as e:
             message = str(e)
             assert message.startswith(f"{path}:") and "\n" not in message, (case, data, message)
             outcomes["error"] += 1

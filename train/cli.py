@@ -23,7 +23,7 @@ from absl import flags
 
 from reader.core.manifest import ManifestError
 from train import model as models
-from train import failures, predict, training, wider_eval
+from train import failures, predict, run_state, training, wider_report
 from train.progress import MODES as PROGRESS_MODES
 from train.progress import Reporter
 from train.detect import DetectSettings
@@ -110,8 +110,8 @@ def run(argv: list[str] | None = None) -> dict:
     config, pictures, picture_threshold, reporter = parse_args(["facegrid-train", *(sys.argv[1:] if argv is None else argv)])
     try:
         training.model_config_for_build(config)
-        training.resume_plan(config)
-    except (ManifestError, training.UnusableData) as e:
+        run_state.resume_plan(config)
+    except (ManifestError, failures.UnusableData) as e:
         raise UsageError(str(e)) from None
     metrics = training.train(config, reporter)
     if pictures:
@@ -134,7 +134,7 @@ def summary(metrics: dict) -> str:
         f"in {val['images']} images, {val['discarded']} detections of invalid faces discarded)",
         f"recall ceiling of the grid: {metrics['recall_ceiling']:.4f} on val, {metrics['train_recall_ceiling']:.4f} on "
         f"train (faces that own a cell / target faces); val recall reached: {val['recall']:.4f}",
-        wider_eval.summary_line(metrics),
+        wider_report.summary_line(metrics),
         f"seconds per step: {step:.3f}" if step is not None else "seconds per step: no step timed",
         *([f"predictions (WIDER layout): {metrics['predictions_dir']}"] if metrics["predictions_dir"] else []),
         *([f"pictures: {os.path.dirname(metrics['pictures'][0])}"] if metrics.get("pictures") else []),

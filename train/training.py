@@ -23,14 +23,13 @@ backup/, which keeps the optimizer state.
 
 Running again with the same output_dir resumes after the last finished epoch (and says so);
 raise `epochs` to train further. A resumed run compares the builds it finds with those of
-run.json: shards of another input size are refused (RunMismatch); a train split built again
-is trained on, with a note; a val split built again makes the earlier epochs' val AP50
-incomparable, so best.keras is chosen afresh from the first resumed epoch on, with a note.
+run.json (train/run_state.py): shards of another input size are refused (RunMismatch); a train
+split built again is trained on, with a note; a val split built again makes the earlier epochs'
+val AP50 incomparable, so best.keras is chosen afresh from the first resumed epoch on, with a note.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import importlib.util
 import json
@@ -44,7 +43,8 @@ import numpy as np
 import reader
 from reader.core import manifest as manifests
 from train import model as models
-from train import wider_eval
+from train import run_state, wider_ap, wider_report
+from train.failures import BuildMismatch, UnusableData
 from train.loss import GridLoss
 from train.metrics import recall_ceiling
 from train.progress import Reporter
@@ -177,18 +177,6 @@ class SaveBest(keras.callbacks.Callback):
             save_inference_model(self.model, self._copy, self._path)
 
 
-class UnusableData(ValueError):
-    """Shards (or an output_dir) this run cannot use as asked: a mistake to correct, not a fault."""
-
-
-class BuildMismatch(UnusableData):
-    """Shards the model cannot train on: train and val built differently, or another grid."""
-
-
-class RunMismatch(UnusableData):
-    """An output_dir whose run cannot resume on the shards of data_dir (another input size)."""
-
-
 def model_config_for_build(config: TrainConfig) -> models.ModelConfig:
     """The model config with the input size of the shards. Raises BuildMismatch, naming the
     mismatch, when the splits differ or the backbone's grid is not the targets' grid, UnusableData
@@ -217,76 +205,6 @@ def model_config_for_build(config: TrainConfig) -> models.ModelConfig:
     return model_config
 
 
-RUN_STATE = "run.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class Resume:
-    """How a run goes on from the one before in its output_dir: `best_since`, the first epoch
-    whose val AP50 counts for best.keras; `notes`, what changed in the data, one line each."""
-
-    best_since: int = 1
-    notes: tuple[str, ...] = ()
-
-
-def _data_state(config: TrainConfig) -> dict:
-    """What run.json records of the data: each split's build id, and the shards' sizes."""
-    builds = {split: manifests.load(config.data_dir, split) for split in ("train", "val")}
-    return {
-        "builds": {split: m.build for split, m in builds.items()},
-        "input_size": builds["train"].input_size,
-        "grid_size": builds["train"].grid_size,
-    }
-
-
-def _read_state(output_dir: str) -> dict | None:
-    try:
-        with open(os.path.join(output_dir, RUN_STATE)) as f:
-            state = json.load(f)
-    except (OSError, ValueError):  # none (a run from before run.json), or not ours: nothing to compare
-        return None
-    if not isinstance(state, dict) or not isinstance(state.get("builds"), dict):
-        return None
-    since = state.get("best_since")
-    return {**state, "best_since": since if isinstance(since, int) and not isinstance(since, bool) and since >= 1 else 1}
-
-
-def resume_plan(config: TrainConfig) -> Resume:
-    """How a run in config.output_dir goes on, judged against its run.json: the same builds
-    resume as they were; a train split built again is trained on (a note says so); a val split
-    built again starts best.keras's choice afresh from the next epoch (a note says so). Raises
-    RunMismatch when the shards now have another input size than the run's model."""
-    done = epochs_done(os.path.join(config.output_dir, "backup"))
-    earlier = _read_state(config.output_dir)
-    if not done or earlier is None:
-        return Resume(earlier["best_since"] if done and earlier else 1)
-    now = _data_state(config)
-    if (earlier.get("input_size"), earlier.get("grid_size")) != (now["input_size"], now["grid_size"]):
-        raise RunMismatch(
-            f"{config.output_dir}: its model was trained on {earlier.get('input_size')} px images (epochs 1-{done}); the "
-            f"shards in {config.data_dir} are {now['input_size']} px now: resume it on {earlier.get('input_size')} px "
-            f"shards, or train into another output_dir"
-        )
-    best_since, notes = earlier["best_since"], []
-    was, built = earlier["builds"], now["builds"]
-    if was.get("train") != built["train"]:
-        notes.append(f"train was built again since epoch {done} (build {was.get('train')}, now {built['train']}): training goes on with the new build")
-    if was.get("val") != built["val"]:
-        best_since = done + 1
-        notes.append(
-            f"val was built again since epoch {done} (build {was.get('val')}, now {built['val']}): the val AP50 of epochs "
-            f"1-{done} is not comparable, so best.keras is chosen afresh from epoch {best_since} on"
-        )
-    return Resume(best_since, tuple(notes))
-
-
-def _write_state(config: TrainConfig, resume: Resume) -> None:
-    path = os.path.join(config.output_dir, RUN_STATE)
-    with open(f"{path}.partial", "w") as f:
-        json.dump({**_data_state(config), "best_since": resume.best_since}, f, indent=2)
-    os.replace(f"{path}.partial", path)  # whole or not at all: a run stopped here resumes as before
-
-
 def val_warnings(config: TrainConfig) -> list[str]:
     """What makes the val AP50 of this data meaningless, one line each."""
     val = manifests.load(config.data_dir, "val")
@@ -296,25 +214,6 @@ def val_warnings(config: TrainConfig) -> list[str]:
             f"does, and best.keras is simply the first epoch's; validate on a split with faces"
         ]
     return []
-
-
-def _read_log(path: str) -> list[dict]:
-    """The rows of log.csv, one per finished epoch (the last row wins if an epoch repeats,
-    as it does when a run stopped between writing the log and the backup)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
-    return [{key: float(value) for key, value in rows[epoch].items()} for epoch in sorted(rows)]
-
-
-def epochs_done(backup_dir: str) -> int:
-    """Epochs finished by the runs before, as BackupAndRestore recorded them (0 without a backup)."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
 
 
 def tensorboard_note(log_dir: str) -> str:
@@ -350,8 +249,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     config = dataclasses.replace(config, model=model_config_for_build(config))
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
-    resume = resume_plan(config)
-    _write_state(config, resume)
+    resume = run_state.resume_plan(config)
+    run_state.write_state(config, resume)
     keras.utils.set_random_seed(config.seed)
     loss = GridLoss(config.box_weight)
     model = models.build_model(config.model)
@@ -368,8 +267,8 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
         train_data = train_data.repeat()  # an epoch may then end anywhere in a pass
     log_path, backup_dir, tensorboard_dir = (os.path.join(out, name) for name in ("log.csv", "backup", "tensorboard"))
     best_path = os.path.join(out, "best.keras")
-    earlier = _read_log(log_path)
-    reporter.say(_start_note(config, epochs_done(backup_dir), earlier, steps, resume.best_since))
+    earlier = run_state.read_log(log_path)
+    reporter.say(_start_note(config, run_state.epochs_done(backup_dir), earlier, steps, resume.best_since))
     for note in (*resume.notes, *val_warnings(config)):
         reporter.say(note)
     reporter.say(tensorboard_note(tensorboard_dir))
@@ -404,9 +303,9 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     reporter.say(f"evaluating {best_path if best is not model else 'the last model'} on val{writing}")
     final = evaluate_split(
         best, config.data_dir, "val", config.batch_size, config.detect, loss, predictions,
-        wider_ground_truth=str(wider_eval.DEFAULT_GROUND_TRUTH),
+        wider_ground_truth=str(wider_ap.DEFAULT_GROUND_TRUTH),
     )
-    rows = _read_log(log_path)
+    rows = run_state.read_log(log_path)
     counted = [row for row in rows if row["epoch"] >= resume.best_since]  # the epochs best.keras was chosen from
     metrics = {
         "epochs": [int(row["epoch"]) for row in rows],
@@ -417,7 +316,7 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
         "best_epoch": int(counted[int(np.argmax([row[MONITOR] for row in counted]))]["epoch"]) if counted else 0,
         "recall_ceiling": final["recall_ceiling"],
         "train_recall_ceiling": recall_ceiling(manifests.load(config.data_dir, "train").counts),
-        **wider_eval.metrics_fields(final["wider"]),
+        **wider_report.metrics_fields(final["wider"]),
         "val": final,
         "seconds_per_step": float(np.median(timer.seconds)) if timer.seconds else None,
         "predictions_dir": predictions,

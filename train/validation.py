@@ -17,7 +17,7 @@ import numpy as np
 import reader
 from reader.core import boxes as box_formats
 from reader.core import manifest as manifests
-from train import detect, metrics, wider, wider_eval
+from train import detect, metrics, wider, wider_report
 from train.detect import DetectSettings
 from train.loss import GridLoss
 
@@ -47,7 +47,7 @@ def evaluate_split(
     in source pixels (see `train.wider`).
     coco: also COCO's metrics (pycocotools; some seconds on the 3,226 images of WIDER val).
     wider_ground_truth: a folder of WIDER val's evaluation ground truth: the result then holds
-    "wider", `train.wider_eval.report` of the detections (Easy / Medium / Hard AP and the grid's
+    "wider", `train.wider_report.report` of the detections (Easy / Medium / Hard AP and the grid's
     recall ceilings, or why they are absent), from the numbers the prediction files hold.
     """
     loss = loss or GridLoss()
@@ -76,7 +76,7 @@ def evaluate_split(
                 wider.write_detections(predictions_dir, filename.decode("utf-8"), det_boxes, det_scores, placement)
             if wider_ground_truth is not None:
                 written = wider.as_written(wider.source_xywh(det_boxes, placement), det_scores)
-                source_images.append(wider_eval.SourceImage(filename.decode("utf-8"), int(width), int(height), written))
+                source_images.append(wider_report.SourceImage(filename.decode("utf-8"), int(width), int(height), written))
     result = evaluator.result()
     return {
         "loss": loss_sum / images_seen if images_seen else float("nan"),
@@ -84,7 +84,7 @@ def evaluate_split(
         **result,
         "recall_ceiling": metrics.recall_ceiling(manifest.counts),
         **({"coco": evaluator.coco_result()} if coco else {}),
-        **({"wider": wider_eval.report(source_images, config, wider_ground_truth)} if wider_ground_truth is not None else {}),
+        **({"wider": wider_report.report(source_images, config, wider_ground_truth)} if wider_ground_truth is not None else {}),
     }
 
 
