@@ -20,6 +20,9 @@ def test_the_detector_fits_the_images_it_sees(tmp_path):
     metrics = learn.learn(str(tmp_path), **SETTINGS, progress="lines")
     assert metrics["loss"][-1] < metrics["loss"][0] / 2
     assert metrics["val_ap50"] >= NEAR * metrics["recall_ceiling"], learn.summary(metrics)
+    # The same images mirrored at the source (Pillow and the annotation file, not the readers).
+    assert metrics["mirrored"]["images"] == 4 and metrics["mirrored"]["positives"] == metrics["val"]["positives"]
+    assert metrics["mirrored_ap50"] >= NEAR * metrics["mirrored_recall_ceiling"], learn.summary(metrics)
     # WIDER's own figures over the same images, present and near their ceilings too.
     assert metrics["wider_absent"] is None and metrics["val"]["wider"]["images"] == 4
     for subset in ("easy", "medium", "hard"):
