@@ -11,9 +11,13 @@ near the middle (OFF_CENTRE), built by
 the real Beam job into train and val alike (so val is the training images, and, its names being
 WIDER val's, training reports WIDER's Easy / Medium / Hard over them too). `python -m train`
 then trains from scratch with its defaults otherwise (flip augmentation on). Targets, reader,
-flip, loss and decoding must agree for the AP to get there: any mismatch caps it far below.
-Prints the training curve (loss and val AP50 per epoch) and one summary line; writes
-WORK_DIR/learn.json.
+loss and decoding must agree for the AP to get there: any mismatch caps it far below. The best
+model is then evaluated the same way on the same images mirrored at the source
+(make_mirrored_build: Pillow turns the files, the annotation file moves the boxes, the real Beam
+job builds them), which the readers' flip alone showed it in training: a flip whose targets do
+not follow the image (which memorizing the images as they are absorbs) caps that
+"mirrored_ap50" far below its ceiling. Prints the training curve (loss and val AP50 per epoch,
+then the mirrored AP50) and one summary line; writes WORK_DIR/learn.json.
 """
 
 from __future__ import annotations
