@@ -11,9 +11,13 @@ near the middle (OFF_CENTRE), built by
 the real Beam job into train and val alike (so val is the training images, and, its names being
 WIDER val's, training reports WIDER's Easy / Medium / Hard over them too). `python -m train`
 then trains from scratch with its defaults otherwise (flip augmentation on). Targets, reader,
-flip, loss and decoding must agree for the AP to get there: any mismatch caps it far below.
-Prints the training curve (loss and val AP50 per epoch) and one summary line; writes
-WORK_DIR/learn.json.
+loss and decoding must agree for the AP to get there: any mismatch caps it far below. The best
+model is then evaluated the same way on the same images mirrored at the source
+(make_mirrored_build: Pillow turns the files, the annotation file moves the boxes, the real Beam
+job builds them), which the readers' flip alone showed it in training: a flip whose targets do
+not follow the image (which memorizing the images as they are absorbs) caps that
+"mirrored_ap50" far below its ceiling. Prints the training curve (loss and val AP50 per epoch,
+then the mirrored AP50) and one summary line; writes WORK_DIR/learn.json.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def wider_val_images(count: int, min_face: int = 0, max_faces: int = 1000, skip:
 def make_wider_build(root: str, entries: list, splits=("train", "val"), build_flags: tuple[str, ...] = ()) -> str:
     """Renders the images of `entries` (pipeline.sample) and builds them as they are into each
     of `splits` under root/shards (the real Beam job, in this process); returns that data_dir."""
-    from pipeline import cli, synthetic
+    from pipeline import synthetic
     from pipeline.sample import render_images
 
     os.makedirs(root, exist_ok=True)
@@ -73,37 +77,95 @@ def make_wider_build(root: str, entries: list, splits=("train", "val"), build_fl
     synthetic.write_annotations(annotations_path, [(e.filename, e.faces) for e in entries], "val")
     images_dir = os.path.join(root, "images")
     render_images(annotations_path, images_dir, processes=1)
+    return _build(root, splits, build_flags)
+
+
+def make_mirrored_build(source_root: str, root: str, splits=("val",), build_flags: tuple[str, ...] = ()) -> str:
+    """The build of make_wider_build(source_root, ...) with every image mirrored at the source,
+    independently of the readers' flip: each image file turned by Pillow
+    (Image.transpose(FLIP_LEFT_RIGHT)) and each face box mirrored in the annotation file
+    (x' = W - x - w, W the image's width). Built by the real Beam job into each of `splits`
+    under root/shards; returns that data_dir."""
+    from PIL import Image
+
+    from pipeline import annotations, synthetic
+
+    os.makedirs(root, exist_ok=True)
+    source_annotations = os.path.join(source_root, "wider_subset_bbx_gt.txt")
+    with open(source_annotations, "rb") as lines:
+        entries = list(annotations.parse(lines, source_annotations, "boxes"))
+    mirrored = []
+    for entry in entries:
+        target = os.path.join(root, "images", entry.filename)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with Image.open(os.path.join(source_root, "images", entry.filename)) as image:
+            width = image.width
+            image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target, quality=95)
+        faces = entry.faces.copy()
+        faces[:, 0] = width - faces[:, 0] - faces[:, 2]
+        mirrored.append((entry.filename, faces))
+    synthetic.write_annotations(os.path.join(root, "wider_subset_bbx_gt.txt"), mirrored, "val")
+    return _build(root, splits, build_flags)
+
+
+def _build(root: str, splits, build_flags: tuple[str, ...]) -> str:
+    """root/wider_subset_bbx_gt.txt and root/images built into each of `splits` under root/shards."""
+    from pipeline import cli
+
     data_dir = os.path.join(root, "shards")
     for split in splits:
-        cli.run([f"--annotations={annotations_path}", f"--images_dir={images_dir}", f"--output_dir={data_dir}",
-                 f"--split={split}", "--num_shards=1", *build_flags, *IN_MEMORY])  # fmt: skip
+        cli.run([f"--annotations={os.path.join(root, 'wider_subset_bbx_gt.txt')}", f"--images_dir={os.path.join(root, 'images')}",
+                 f"--output_dir={data_dir}", f"--split={split}", "--num_shards=1", *build_flags, *IN_MEMORY])  # fmt: skip
     return data_dir
 
 
 def learn(work_dir: str, images: int, input_size: int, epochs: int, steps_per_epoch: int, batch_size: int, alpha: float,
           learning_rate: float, seed: int = 0, progress: str = "lines") -> dict:  # fmt: skip
-    """Builds, trains and evaluates; returns python -m train's metrics plus "build". Epochs of
-    `steps_per_epoch` steps (passes over the few images, repeated): each epoch ends with a
+    """Builds, trains and evaluates; returns python -m train's metrics plus "build" and
+    "mirrored_ap50", "mirrored_recall_ceiling", "mirrored" (`train.validation.evaluate_split`
+    of the best model on the same images mirrored at the source: make_mirrored_build). Epochs
+    of `steps_per_epoch` steps (passes over the few images, repeated): each epoch ends with a
     validation, which costs more than many steps here."""
+    import keras
+
     from train import cli
+    from train.detect import DetectSettings
+    from train.validation import evaluate_split
 
     grid = input_size // 32
+    build_flags = (f"--input_size={input_size}", f"--grid_size={grid}")
+    data_root = os.path.join(work_dir, "data")
     data_dir = make_wider_build(
-        os.path.join(work_dir, "data"), wider_val_images(images, min_face=80, max_faces=3, off_centre=OFF_CENTRE),
-        build_flags=(f"--input_size={input_size}", f"--grid_size={grid}"),
+        data_root, wider_val_images(images, min_face=80, max_faces=3, off_centre=OFF_CENTRE), build_flags=build_flags
     )
+    train_dir = os.path.join(work_dir, "train")
     metrics = cli.run([
-        f"--data_dir={data_dir}", f"--output_dir={os.path.join(work_dir, 'train')}", f"--epochs={epochs}",
+        f"--data_dir={data_dir}", f"--output_dir={train_dir}", f"--epochs={epochs}",
         f"--steps_per_epoch={steps_per_epoch}", f"--batch_size={batch_size}", f"--alpha={alpha}", f"--learning_rate={learning_rate}", f"--seed={seed}",
         "--pictures=0", f"--progress={progress}", "--progress_interval=60",
     ])  # fmt: skip
-    return {**metrics, "build": {"images": images, "input_size": input_size, "grid_size": grid, "data_dir": data_dir}}
+    # The flip's oracle: the training images mirrored by Pillow and their boxes by the annotation
+    # file, not by the readers. A model trained with flips whose targets follow the image fits
+    # these as well as the images as they are; one taught mirrored image -> unmoved targets does not.
+    mirrored_dir = make_mirrored_build(data_root, os.path.join(work_dir, "mirrored"), build_flags=build_flags)
+    best_path = os.path.join(train_dir, "best.keras")
+    best = keras.saving.load_model(best_path if os.path.exists(best_path) else os.path.join(train_dir, "last.keras"), compile=False)
+    mirrored = evaluate_split(best, mirrored_dir, "val", batch_size, DetectSettings(**metrics["config"]["detect"]), coco=False)
+    return {
+        **metrics,
+        "mirrored_ap50": mirrored["ap50"],
+        "mirrored_recall_ceiling": mirrored["recall_ceiling"],
+        "mirrored": mirrored,
+        "build": {"images": images, "input_size": input_size, "grid_size": grid, "data_dir": data_dir, "mirrored_data_dir": mirrored_dir},
+    }
 
 
 def curve(metrics: dict) -> str:
-    """The training curve as a Markdown table: epoch, loss, val AP50."""
+    """The training curve as a Markdown table: epoch, loss, val AP50; then the best model's AP50
+    on the same images mirrored at the source."""
     rows = ["| epoch | loss | val AP50 (the training images) |", "| ---: | ---: | ---: |"]
     rows += [f"| {e} | {loss:.4f} | {ap:.4f} |" for e, loss, ap in zip(metrics["epochs"], metrics["loss"], metrics["val_ap50_per_epoch"])]
+    rows += [f"| best ({metrics['best_epoch']}), the images mirrored | | {metrics['mirrored_ap50']:.4f} |"]
     return "\n".join(rows)
 
 
@@ -114,6 +176,7 @@ def summary(metrics: dict) -> str:
         f"learn: AP50 {metrics['val_ap50']:.4f} of recall ceiling {metrics['recall_ceiling']:.4f} "
         f"(best epoch {metrics['best_epoch']} of {len(metrics['epochs'])}, {metrics['val']['positives']} faces in "
         f"{metrics['val']['images']} images, loss {metrics['loss'][0]:.4f} -> {metrics['loss'][-1]:.4f}); "
+        f"mirrored at the source: AP50 {metrics['mirrored_ap50']:.4f} of recall ceiling {metrics['mirrored_recall_ceiling']:.4f}; "
         f"WIDER AP/ceiling {wider}"
     )
 
