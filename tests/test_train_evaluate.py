@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from reader.core import boxes as box_formats
 from reader.core import targets
 from train import detect, metrics, wider
+from tests.fakes import GuessingModel
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
@@ -243,29 +244,19 @@ def test_coco_without_detections_or_faces():
     assert coco()["ap50"] is None
 
 
-class _GuessingModel:
-    """Predicts a 0.3 x 0.3 box centred in every cell, objectness falling along the cells."""
-
-    def predict_on_batch(self, images):
-        grid = np.zeros((len(images), 7, 7, 5), np.float32)
-        grid[..., :4] = (0.3, 0.3, 0.5, 0.5)
-        grid[..., 4] = np.linspace(0.9, 0.05, 49, dtype=np.float32).reshape(7, 7)
-        return grid
-
-
 def test_evaluate_split_reports_coco_metrics_of_its_detections(tiny_build):
     import reader
     from train import validation
 
     settings = validation.DetectSettings(score_threshold=0.01)
-    result = validation.evaluate_split(_GuessingModel(), tiny_build, "val", 4, settings)
+    result = validation.evaluate_split(GuessingModel(), tiny_build, "val", 4, settings)
     # The same detections scored directly, against the stored faces with the invalid ones as crowd.
     images = []
     for _, _, meta in reader.make_dataset(tiny_build, "val", 4, training=False, with_boxes=True):
         for boxes, invalid in zip(meta["boxes"].numpy(), meta["invalid"].numpy()):
-            grid = _GuessingModel().predict_on_batch(np.zeros(1))[0]
+            grid = GuessingModel().predict_on_batch(np.zeros(1))[0]
             images.append(metrics.ImageResult.of(*detect.detect(grid, 0.01, settings.iou_threshold), boxes, invalid))
     assert result["coco"] == metrics.coco_average_precision(images, 224)
     assert result["coco"]["positives"] == result["positives"] and result["coco"]["images"] == result["images"] == 8
     assert 0.0 <= result["coco"]["ap50_95"] <= result["coco"]["ap50"] <= 1.0
-    assert "coco" not in validation.evaluate_split(_GuessingModel(), tiny_build, "val", 4, settings, coco=False)
+    assert "coco" not in validation.evaluate_split(GuessingModel(), tiny_build, "val", 4, settings, coco=False)

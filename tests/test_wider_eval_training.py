@@ -11,6 +11,7 @@ import pytest
 import reader
 from train import validation, wider_ap, wider_predictions, wider_report
 from train.detect import DetectSettings
+from tests.fakes import GuessingModel
 
 NO_NMS = DetectSettings(score_threshold=0.5, iou_threshold=1.0)  # every cell's box kept
 
@@ -56,17 +57,9 @@ def test_predicting_the_targets_scores_the_grid_ceiling_of_each_subset(wider_bui
     assert line.endswith("(over 10 of WIDER val's 3,226 images: not comparable with published figures)")
 
 
-class _GuessingModel:
-    def predict_on_batch(self, images):
-        grid = np.zeros((len(images), 7, 7, 5), np.float32)
-        grid[..., :4] = (0.3, 0.3, 0.5, 0.5)
-        grid[..., 4] = np.linspace(0.9, 0.05, 49, dtype=np.float32).reshape(7, 7)
-        return grid
-
-
 def test_another_val_split_says_why_wider_figures_are_absent(tiny_build, tmp_path):
     result = validation.evaluate_split(
-        _GuessingModel(), tiny_build, "val", 4, coco=False, wider_ground_truth=str(wider_ap.DEFAULT_GROUND_TRUTH)
+        GuessingModel(), tiny_build, "val", 4, coco=False, wider_ground_truth=str(wider_ap.DEFAULT_GROUND_TRUTH)
     )
     reason = "val is not WIDER's val: its image 0--Event0/val_0.jpg is none of WIDER val's 3,226 images"
     assert result["wider"] == {"absent": reason}
