@@ -3,14 +3,15 @@
     reader.core   the format core: build config, file names, record schema, manifest, TFRecord
                   and tf.train.Example bytes, boxes, grid targets. Neither TensorFlow nor Beam:
                   the Beam workers write with it, and their image ships nothing else of reader/.
-    reader.data   the readers: `make_dataset` (tf.data) and `ShardSequence` (a Keras PyDataset).
+    reader.data   the readers: `make_dataset` (tf.data), `ShardRecords` (random access, NumPy, no
+                  TensorFlow: PyTorch, Grain) and `ShardSequence` (a Keras PyDataset over it).
     reader.check  the checker, `python -m reader.check`.
 
-`reader.make_dataset` and `reader.ShardSequence` are loaded on first use, so importing `reader`
-(or reader.core) never imports TensorFlow.
+`reader.make_dataset`, `reader.ShardRecords` and `reader.ShardSequence` are loaded on first use,
+so importing `reader` (or reader.core) never imports TensorFlow.
 """
 
-_LAZY = {"make_dataset": "reader.data.dataset", "ShardSequence": "reader.data.sequence"}
+_LAZY = {"make_dataset": "reader.data.dataset", "ShardRecords": "reader.data.records", "ShardSequence": "reader.data.sequence"}
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""Where every record of a split lies: the record index of `ShardSequence`'s random access.
+"""Where every record of a split lies: the record index of `ShardRecords`' random access.
 
 Every record's byte span comes from its shard's record headers (`reader.core.tfrecord.index_records`,
 seeking past the data). Each shard indexed is also measured and hashed, and held to its manifest entry's size
