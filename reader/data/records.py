@@ -130,7 +130,9 @@ class ShardRecords:
         record %= n
         pixels, target, meta = self.item(record, self.flipped(record))
         if self.image_dtype == "uint8":
-            image = np.array(pixels, order="C")  # writable and contiguous: torch.as_tensor takes it as it is
+            # Writable and contiguous (a decoded JPEG already is; raw bytes and a flip are views):
+            # torch.as_tensor takes it as it is.
+            image = pixels if pixels.flags.writeable and pixels.flags.c_contiguous else np.array(pixels)
         else:
             image = np.multiply(pixels, _SCALE, dtype=np.float32)
             image -= np.float32(1)
