@@ -332,3 +332,37 @@ def _gcs_env(gcs, tmp_path) -> dict:
     credentials = cloud_fixtures.write_fake_google_credentials(tmp_path / "adc.json")
     return {"STORAGE_EMULATOR_HOST": gcs.endpoint, "GOOGLE_APPLICATION_CREDENTIALS": str(credentials),
             "GOOGLE_CLOUD_PROJECT": "facegrid-test"}  # fmt: skip
+
+
+# ---- the decoder ---------------------------------------------------------------------------------
+
+
+def test_opencv_decodes_exactly_pillows_pixels_and_leaves_it_the_rest(built_val, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from reader.core import images
+
+    pytest.importorskip("cv2")
+    for stored in built_val.records:
+        fast = images._decode_jpeg_opencv(stored.image, 224, 224)
+        assert fast is not None and fast.flags.writeable
+        np.testing.assert_array_equal(fast, images._decode_jpeg(stored.image, 224, 224, any_mode=False, keep=True))
+    jpeg = built_val.records[0].image
+    # A stream cut short (libjpeg under OpenCV would fill it with grey) and bytes that are no
+    # JPEG are left to Pillow, which refuses them; so are other sizes and other components.
+    for other in (jpeg[: len(jpeg) // 2], b"\xff\xd8 not ours\xff\xd9"):
+        assert images._decode_jpeg_opencv(other, 224, 224) is None
+        with pytest.raises(ValueError, match="JPEG does not decode"):
+            images.decode_stored_image(other, "jpeg", 224, 224, any_mode=True)
+    assert images._decode_jpeg_opencv(jpeg, 112, 224) is None
+    grey = io.BytesIO()
+    Image.new("L", (224, 224), 77).save(grey, "JPEG")
+    assert images._decode_jpeg_opencv(grey.getvalue(), 224, 224) is None
+    np.testing.assert_array_equal(images.decode_stored_image(grey.getvalue(), "jpeg", 224, 224, any_mode=True), np.full((224, 224, 3), 77))
+    # Without OpenCV, the same items.
+    records = reader.ShardRecords(built_val.data_dir, "val", image_dtype="uint8")
+    with_opencv = records[3][0]
+    monkeypatch.setitem(images._OPENCV, "cv2", None)
+    np.testing.assert_array_equal(records[3][0], with_opencv)
