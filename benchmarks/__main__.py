@@ -1,6 +1,6 @@
 """`make bench`: every benchmark figure of BENCHMARKS.md, measured in one run on this machine.
 
-    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,check,incremental,dask,feed,concurrent]
+    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,records,check,incremental,dask,feed,concurrent]
         [--incremental_splits=val,train] [--concurrent_runs=20] [--concurrent_burners=2]
 
 Generates photo-like images for the real WIDER val annotation file (3,226 images; and for the
@@ -41,7 +41,7 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
     flags.DEFINE_string("split_dir", str(WIDER_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
     flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
-    flags.DEFINE_list("parts", ["build", "read", "check", "incremental", "dask", "feed", "concurrent"], "Benchmarks to run.", flag_values=fv)
+    flags.DEFINE_list("parts", ["build", "read", "records", "check", "incremental", "dask", "feed", "concurrent"], "Benchmarks to run.", flag_values=fv)
     flags.DEFINE_list(
         "incremental_splits", ["val"], "Splits the incremental part edits and rebuilds: val, train (renders its 12,880 images).", flag_values=fv
     )
@@ -80,6 +80,10 @@ def main(argv: list[str]) -> int:
         from benchmarks import read
 
         results["read"] = read.run(data)
+    if "records" in fv.parts:
+        from benchmarks import records
+
+        results["records"] = records.run(data)
     if "check" in fv.parts:
         from benchmarks import check
 

@@ -1,8 +1,8 @@
 """ShardRecords benchmark: the TensorFlow-free reader through a PyTorch DataLoader against the
 2-core decode limit of the same stored JPEGs.
 
-In one run on the val build, taking turns (benchmarks/read.py's `_race`: every candidate timed in
-turn, `repeats` rounds after a warm-up round, each one's best pass kept):
+In one run on the val build, taking turns (every candidate timed in turn, `repeats` rounds after
+a warm-up round, each one's best pass kept, as benchmarks/read.py does):
 - `reader.ShardRecords(image_dtype="uint8")` through `torch.utils.data.DataLoader(batch_size=64,
   shuffle=True, num_workers=2, persistent_workers=True)`: images/s over an epoch, the batches
   reaching the training process as torch tensors; and with the DataLoader's default,
@@ -11,6 +11,9 @@ turn, `repeats` rounds after a warm-up round, each one's best pass kept):
   (one per core, started once) with each libjpeg-turbo decoder Python has here, Pillow's
   (`Image.open` + `np.asarray`) and OpenCV's (`cv2.imdecode`), to uint8 arrays; the faster one
   is the limit.
+- the same DataLoader over `InMemoryJpegs` (the JPEGs held in memory, decoded by the faster
+  decoder in the dataset): what the DataLoader itself costs, beside the decode; ShardRecords'
+  own cost (reading, checking, parsing records) is what separates the two.
 Records/s counts records (images). Each pass also counts the CPU seconds it cost (this process
 and its workers): on a shared machine the wall clock depends on the others' load, the CPU cost
 much less, so the ratio of records per CPU second says what an idle machine would show.
@@ -113,6 +116,23 @@ def _decode_limit(pool, name: str):
     return lambda: _timed(work)
 
 
+class InMemoryJpegs:
+    """A map-style dataset of the stored JPEGs held in memory, decoded by the faster decoder
+    (item i: (uint8 image, zero targets)): the most any dataset of these images gets through the
+    same DataLoader, which costs by itself (collating every batch into new shared memory in the
+    worker, handing it to the training process) besides the decode."""
+
+    def __init__(self, images: list[bytes], decoder: str):
+        self.images, self.decoder = images, decoder
+        self._targets = np.zeros((7, 7, 5), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return DECODERS[self.decoder](self.images[i]), self._targets
+
+
 def _loader_pass(loader):
     def work() -> int:
         records = 0
@@ -157,15 +177,18 @@ def run(data: BenchData, repeats: int = 3) -> dict:
         assert all(np.array_equal(DECODERS[name](d), _decode_pillow(d)) for d in _IMAGES[:50]), name
     dataset = reader.ShardRecords(data.shards_jpeg, SPLIT, image_dtype="uint8")
 
-    def loader(**options):
+    def loader(source=dataset, **options):
         return torch.utils.data.DataLoader(
-            dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=WORKERS, generator=torch.Generator().manual_seed(0), **options
+            source, batch_size=BATCH_SIZE, shuffle=True, num_workers=WORKERS, generator=torch.Generator().manual_seed(0), **options
         )
+
+    fastest = decoders[-1]  # OpenCV where it is installed (ShardRecords decodes with it then), else Pillow
 
     load_before = os.getloadavg()[0]
     with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
         passes = {f"decode_limit_{name}": _decode_limit(pool, name) for name in decoders}
         passes["shard_records_dataloader"] = _loader_pass(loader(persistent_workers=True))
+        passes["in_memory_jpegs_dataloader"] = _loader_pass(loader(InMemoryJpegs(_IMAGES, fastest), persistent_workers=True))
         # DataLoader's default: workers forked anew each epoch, a fixed cost per epoch (~0.2 CPU s a worker here).
         passes["shard_records_dataloader_fresh_workers"] = _loader_pass(loader())
         found = _race(passes, repeats)
@@ -187,8 +210,14 @@ def run(data: BenchData, repeats: int = 3) -> dict:
     print(f"{'what':32s} {'records/s':>10s} {'records/CPU s':>14s}")
     for name in found:
         print(f"{name:32s} {figures[name]:10.0f} {figures[name + '_per_cpu_s']:14.0f}")
+    figures["ratio_to_in_memory_dataloader"] = round(figures["shard_records_dataloader"] / figures["in_memory_jpegs_dataloader"], 3)
+    figures["cpu_ratio_to_in_memory_dataloader"] = round(
+        figures["shard_records_dataloader_per_cpu_s"] / figures["in_memory_jpegs_dataloader_per_cpu_s"], 3
+    )
     print(f"ShardRecords (uint8) via DataLoader / decode limit ({limit}): {figures['ratio_to_limit']:.2f} (goal >= 0.8); "
           f"per CPU second (the cost, which load hardly changes): {figures['cpu_ratio_to_limit']:.2f}")  # fmt: skip
+    print(f"ShardRecords via DataLoader / in-memory JPEGs via the same DataLoader: {figures['ratio_to_in_memory_dataloader']:.2f}; "
+          f"per CPU second: {figures['cpu_ratio_to_in_memory_dataloader']:.2f}")  # fmt: skip
     sys.stdout.flush()
     return figures
 
