@@ -1,8 +1,8 @@
 """ShardRecords benchmark: the TensorFlow-free reader through a PyTorch DataLoader against the
 2-core decode limit of the same stored JPEGs.
 
-In one run on the val build, taking turns (every candidate timed in turn, `repeats` rounds after
-a warm-up round, each one's best pass kept, as benchmarks/read.py does):
+In one run on the val build, taking turns (benchmarks/read.py's `_race`: every candidate timed in
+turn, `repeats` rounds after a warm-up round, each one's fastest pass kept):
 - `reader.ShardRecords(image_dtype="uint8")` through `torch.utils.data.DataLoader(batch_size=64,
   shuffle=True, num_workers=2, persistent_workers=True)`: images/s over an epoch, the batches
   reaching the training process as torch tensors; and with the DataLoader's default,
@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from benchmarks.data import BenchData
-from benchmarks.read import SPLIT, _stored_jpegs
+from benchmarks.read import SPLIT, _race, _stored_jpegs
 
 BATCH_SIZE = 64
 WORKERS = 2
@@ -143,17 +143,6 @@ def _loader_pass(loader):
     return lambda: _timed(work)
 
 
-def _race(passes: dict, repeats: int) -> dict[str, list[Pass]]:
-    """Every candidate in turn, `repeats` rounds after a warm-up round (benchmarks/read.py's rule)."""
-    for one_pass in passes.values():
-        one_pass()
-    found: dict[str, list[Pass]] = {name: [] for name in passes}
-    for _ in range(repeats):
-        for name, one_pass in passes.items():
-            found[name].append(one_pass())
-    return found
-
-
 def available_decoders() -> list[str]:
     try:
         import cv2  # noqa: F401
@@ -195,9 +184,9 @@ def run(data: BenchData, repeats: int = 3) -> dict:
     _IMAGES = []
     figures: dict = {"records": records, "batch_size": BATCH_SIZE, "workers": WORKERS, "repeats": repeats,
                      "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
-    for name, runs in found.items():
-        figures[name] = round(max(p.rate for p in runs), 1)
-        figures[f"{name}_per_cpu_s"] = round(max(p.cpu_rate for p in runs), 1)
+    for name, best in found.items():  # each one's fastest pass, and what that pass cost
+        figures[name] = round(best.rate, 1)
+        figures[f"{name}_per_cpu_s"] = round(best.cpu_rate, 1)
     limit = max(decoders, key=lambda name: figures[f"decode_limit_{name}"])
     figures["decode_limit_decoder"] = limit
     figures["ratio_to_limit"] = round(figures["shard_records_dataloader"] / figures[f"decode_limit_{limit}"], 3)

@@ -120,6 +120,35 @@ def copy_build(source: Build, destination: str) -> str:
     return destination
 
 
+def flipped_targets(record: schema.Record, config) -> tuple[np.ndarray, object]:
+    """(the record's boxes flipped left-right, their targets encoded by the build's rule):
+    what a reader's flip must give, worked out here from reader.core alone."""
+    from reader.core import boxes as box_formats
+    from reader.core import targets
+
+    placement = box_formats.Placement.fit(record.original_width, record.original_height, config.input_size, config.resize)
+    flipped = box_formats.flip_rel_xyxy(record.boxes)
+    invalid = record.attributes[:, schema.ATTRIBUTES.index("invalid")]
+    is_target = targets.target_mask(record.boxes, invalid, config.min_face_px, config.input_size)
+    return flipped, targets.encode(flipped, is_target, config.grid_size, placement.source_areas(record.boxes))
+
+
+def damage_record(build: Build, data_dir: str, number: int) -> tuple[str, tfrecord.RecordSpan]:
+    """Flips one bit inside record `number`'s data in `data_dir` (a copy of `build`), which its
+    data checksum then fails; returns (its shard file, its span)."""
+    spans = []
+    for entry in build.manifest.shards:
+        with open(os.path.join(data_dir, entry.file), "rb") as f:
+            spans += [(entry.file, span) for span in tfrecord.index_records(f, entry.file)]
+    shard, span = spans[number]
+    with open(os.path.join(data_dir, shard), "r+b") as f:
+        f.seek(span.data_offset + 100)
+        byte = f.read(1)
+        f.seek(span.data_offset + 100)
+        f.write(bytes([byte[0] ^ 1]))
+    return shard, span
+
+
 def rewrite_manifest(data_dir: str, split: str, edit) -> None:
     """Applies edit(dict) to a build's manifest in place."""
     path = os.path.join(data_dir, layout.manifest_name(split))

@@ -11,14 +11,12 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from tests import cloud_fixtures
 from tests.test_shard_records import _gcs_env, _s3_env
 
 ROOT = pathlib.Path(__file__).parent.parent
 SECTION = (ROOT / "README.md").read_text().split("## Reading a build", 1)[1].split("\n## ", 1)[0]
-EXAMPLES = re.findall(r"```python\n(.*?)```", SECTION, flags=re.S)
+EXAMPLES = re.findall(r"```python\n(.*?)```", SECTION, flags=re.DOTALL)
 LOCAL = [code for code in EXAMPLES if "://" not in code]
 # Each block in a fresh namespace of one process: the start-up of torch, grain and TensorFlow paid once.
 RUNNER = """

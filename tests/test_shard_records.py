@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import reader
-from reader.core import boxes as box_formats
-from reader.core import schema, targets, tfrecord
+from reader.core import schema, tfrecord
 from reader.data.records import collate
 from tests import reader_fixtures
 from tests.test_sequence import INVALID, ROOT, scaled
@@ -95,10 +94,7 @@ def test_flip_follows_the_builds_rule_per_record_and_epoch(built_val):
             np.testing.assert_array_equal(grid[..., :5], stored.grid)
             continue
         np.testing.assert_allclose(image, scaled(stored)[:, ::-1], atol=1e-6)
-        placement = box_formats.Placement.fit(stored.original_width, stored.original_height, 224, config.resize)
-        flipped = box_formats.flip_rel_xyxy(stored.boxes)
-        is_target = targets.target_mask(stored.boxes, stored.attributes[:, INVALID], config.min_face_px, 224)
-        want = targets.encode(flipped, is_target, 7, placement.source_areas(stored.boxes))
+        flipped, want = reader_fixtures.flipped_targets(stored, config)
         np.testing.assert_array_equal(grid[..., :5], want.grid)
         np.testing.assert_array_equal(grid[..., 5], want.ignore)
         np.testing.assert_array_equal(meta["boxes"], flipped)  # the boxes flip with the image
@@ -119,15 +115,9 @@ def test_flip_follows_the_builds_rule_per_record_and_epoch(built_val):
 
 def test_a_damaged_record_names_shard_record_and_offset(built_val, tmp_path):
     data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
-    records = reader.ShardRecords(data_dir, "val", cache_index=False)
+    records = reader.ShardRecords(data_dir, "val", cache_index=False)  # indexed and hashed while whole
     number = 20
-    shard_number, span = records.index.locate(number)
-    shard = built_val.manifest.shards[shard_number].file
-    with open(os.path.join(data_dir, shard), "r+b") as f:
-        f.seek(span.data_offset + 100)
-        byte = f.read(1)
-        f.seek(span.data_offset + 100)
-        f.write(bytes([byte[0] ^ 1]))
+    shard, span = reader_fixtures.damage_record(built_val, data_dir, number)
     message = rf"{shard}: record {span.index} at byte {span.offset}: data checksum mismatch"
     with pytest.raises(tfrecord.CorruptRecordError, match=message):
         records[number]
