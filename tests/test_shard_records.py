@@ -175,6 +175,21 @@ def test_dataloader_workers_and_distributed_sampler_give_the_items_of_direct_ind
     assert sorted(seen) == list(range(len(records)))  # 46 records: 23 each, none twice
 
 
+def test_set_epoch_reaches_workers_forked_for_the_epoch_not_persistent_ones(built_val):
+    records = reader.ShardRecords(built_val.data_dir, "val", image_dtype="uint8", augment=True, seed=2)
+    for persistent, same in ((False, False), (True, True)):
+        loader = torch.utils.data.DataLoader(records, batch_size=len(records), num_workers=1, persistent_workers=persistent)
+        epochs = []
+        for epoch in (0, 1):
+            records.set_epoch(epoch)
+            [(images, _)] = list(loader)
+            epochs.append(images.numpy())
+        assert np.array_equal(*epochs) is same
+    # Persistent workers keep the epoch they were forked in: epoch 0's flips, every epoch.
+    fresh = reader.ShardRecords(built_val.data_dir, "val", image_dtype="uint8", augment=True, seed=2)
+    np.testing.assert_array_equal(epochs[1], stacked(fresh, range(len(fresh)))[0])
+
+
 def test_a_small_torch_model_learns_from_a_dataloader(built_val):
     torch.manual_seed(0)
     records = reader.ShardRecords(built_val.data_dir, "val", image_dtype="uint8", augment=True, seed=0)
