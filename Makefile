@@ -59,9 +59,9 @@ bench: $(FULL)
 # The big seeded fuzz runs behind BENCHMARKS.md's "Hostile input" figures (the test suite runs
 # a few thousand cases of each).
 fuzz: $(FULL)
-	$(PY) -m pipeline.annotation_fuzz --cases=200000 --seed=0
-	$(PY) -m benchmarks.fuzz_images --part=fuzz --cases=150000 --seed=0 --work_dir=build/fuzz
-	$(PY) -m benchmarks.fuzz_manifests --cases=6000 --seed=0 --cli=10 --rebuilds=6 --work_dir=build/fuzz
+	$(PY) -m fuzzing.annotation_fuzz --cases=200000 --seed=0
+	$(PY) -m fuzzing.image_fuzz --part=fuzz --cases=150000 --seed=0 --work_dir=build/fuzz
+	$(PY) -m fuzzing.manifest_fuzz --cases=6000 --seed=0 --cli=10 --rebuilds=6 --work_dir=build/fuzz
 
 clean:
 	rm -rf build

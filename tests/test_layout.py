@@ -54,7 +54,7 @@ FORBIDDEN = {
 @pytest.mark.parametrize("path", list(_modules()), ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_flow_one_way(path):
     package = _package(path)
-    if package == "pipeline" and path.name in ("sample.py", "synthetic.py", "annotation_fuzz.py"):
+    if package == "pipeline" and path.name in ("sample.py", "synthetic.py"):
         # Tools beside the job, never run on a worker: the sample draws its own images.
         forbidden = tuple(f for f in FORBIDDEN[package] if f not in ("reader.check",))
     else:
@@ -101,3 +101,33 @@ def test_the_readme_names_the_one_file_of_every_library_module():
             named.add(name)
     modules = {str(p.relative_to(ROOT)) for p in _modules() if p.name not in ("__init__.py", "__main__.py")}
     assert named == modules, {"not in the table": sorted(modules - named), "no such module": sorted(named - modules)}
+
+
+TOOLS = ("fuzzing", "benchmarks", "tests")  # run from the source tree, never installed
+
+
+def test_the_wheel_ships_the_product_and_no_tools():
+    """The packages the wheel holds (pyproject.toml's packages.find) are the library's; the fuzzers
+    live in fuzzing/, outside them, with the benchmarks and the tests."""
+    import tomllib
+
+    import setuptools
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = setuptools.find_packages(str(ROOT), include=include)
+    assert {name.split(".")[0] for name in shipped} == set(LIBRARY), shipped
+    fuzzers = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*fuzz*.py") if p.parts[len(ROOT.parts)] not in ("tests", ".venv", "build"))
+    assert fuzzers and all(name.startswith("fuzzing/") for name in fuzzers), fuzzers
+    assert (ROOT / "fuzzing" / "annotation_cases.py").is_file()
+
+
+def test_the_worker_image_ships_no_tools():
+    """deploy/Dockerfile copies the library's packages only, and its .dockerignore sends none of the
+    tools' folders to the build."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    copied = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    sources = {source.split("/")[0] for sources in copied for source in sources}
+    assert not sources & set(TOOLS), sources
+    assert sources - {"pyproject.toml", "README.md", "deploy"} <= set(LIBRARY), sources
+    allowed = [line[1:].rstrip("/") for line in (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")]
+    assert not {name.split("/")[0] for name in allowed} & set(TOOLS), allowed

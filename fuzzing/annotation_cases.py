@@ -1,4 +1,4 @@
-"""The cases of the annotation fuzzer (pipeline.annotation_fuzz, which checks them): excerpts of
+"""The cases of the annotation fuzzer (fuzzing.annotation_fuzz, which checks them): excerpts of
 the real WIDER files and the mutations put on them, seeded and reproducible.
 
 load_corpus reads the three real annotation files. make_case(corpus, seed, index) cuts an

@@ -16,7 +16,7 @@ LINE between 1 and one past the file's last line. Nothing else escapes; no case 
 bytes are parsed as a binary file (what the Beam job passes), and again through reads of random
 sizes and, when they are UTF-8, as a text file: all must agree.
 
-    python -m pipeline.annotation_fuzz [--cases=200000] [--seed=0] [--data_dir=...] [--show=I]
+    python -m fuzzing.annotation_fuzz [--cases=200000] [--seed=0] [--data_dir=...] [--show=I]
 
 prints cases run, accepted, refused, escapes (exceptions other than AnnotationError), violations
 (anything else breaking the invariant), the first failures and the slowest case; exits 1 on any
@@ -36,7 +36,8 @@ import time
 import numpy as np
 from absl import flags
 
-from pipeline import annotation_cases, annotations
+from fuzzing import annotation_cases
+from pipeline import annotations
 from reader.core.schema import ATTRIBUTE_MAX
 
 SOURCE = "gs://bucket/wider (fuzz).txt"  # regex metacharacters: the check must quote the name

@@ -1,7 +1,7 @@
 """Manifest fuzzing: every value of a real small build's manifest mutated, each case run through
 the checker, both readers and (a sample) a rebuild with reuse.
 
-    python -m benchmarks.fuzz_manifests [--cases=20000] [--seed=0] [--rebuilds=12] [--cli=20]
+    python -m fuzzing.manifest_fuzz [--cases=20000] [--seed=0] [--rebuilds=12] [--cli=20]
                                         [--work_dir=build/fuzz_manifests]
 
 The build: the checked-in fixture set (tests/fixtures/wider, 16 images, 10 usable) in 3 shards.

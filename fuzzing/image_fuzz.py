@@ -1,8 +1,8 @@
 """Robustness of image preparation: fuzzing, the cut-JPEG detector, and the pixel budget.
 
-    python -m benchmarks.fuzz_images --part=fuzz [--cases=120000] [--seed=0] [--processes=2]
-    python -m benchmarks.fuzz_images --part=detector [--photos=400]
-    python -m benchmarks.fuzz_images --part=memory [--work_dir=build/fuzz] [--pixel_budget=N]
+    python -m fuzzing.image_fuzz --part=fuzz [--cases=120000] [--seed=0] [--processes=2]
+    python -m fuzzing.image_fuzz --part=detector [--photos=400]
+    python -m fuzzing.image_fuzz --part=memory [--work_dir=build/fuzz] [--pixel_budget=N]
 
 fuzz: seeded cases, each a small image in one of the formats Pillow both writes and reads here
   (every format of Image.SAVE and Image.OPEN whose round trip works, in several modes and
@@ -460,7 +460,7 @@ def memory(work_dir: str, pixel_budget: int) -> dict:
     paths = _big_pngs(work_dir)
     runs = []
     for budget, block in ((2**62, "16M"), (pixel_budget, "16M"), (2**62, None), (pixel_budget, None)):
-        command = [sys.executable, "-m", "benchmarks.fuzz_images", "--part=_memory_child", f"--pixel_budget={budget}", f"--work_dir={work_dir}"]
+        command = [sys.executable, "-m", "fuzzing.image_fuzz", "--part=_memory_child", f"--pixel_budget={budget}", f"--work_dir={work_dir}"]
         environment = dict(os.environ, **({"PILLOW_BLOCK_SIZE": block} if block else {}))
         environment.pop("PILLOW_BLOCK_SIZE", None) if block is None else None
         child = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
