@@ -50,7 +50,9 @@ val: $(CORE)
 		--output_dir=$(VAL_DIR)/shards --split=val
 	$(PY) -m reader.check --data_dir=$(VAL_DIR)/shards --split=val --sheet=$(VAL_DIR)/val.png
 
+# The import contracts of pyproject.toml first (lint-imports: which package may import which).
 test: $(FULL)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist=loadgroup -q
 
 bench: $(FULL)

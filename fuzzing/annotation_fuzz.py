@@ -114,7 +114,7 @@ def _same(a, b) -> bool:
     if kind_a == "refused":
         return str(result_a) == str(result_b)
     return len(result_a) == len(result_b) and all(
-        x[:2] == y[:2] and np.array_equal(x[2], y[2]) for x, y in zip(result_a, result_b)
+        x[:2] == y[:2] and np.array_equal(x[2], y[2]) for x, y in zip(result_a, result_b, strict=True)
     )
 
 
@@ -186,8 +186,12 @@ def _define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("cases", 200_000, "Cases to run.", lower_bound=1, flag_values=values)
     flags.DEFINE_integer("seed", 0, "Same seed, same cases.", lower_bound=0, flag_values=values)
     flags.DEFINE_integer("start", 0, "Index of the first case.", lower_bound=0, flag_values=values)
-    flags.DEFINE_string("data_dir", str(annotation_cases.DATA_DIR), "The real annotation files (data/wider_face_split).", flag_values=values)
-    flags.DEFINE_integer("show", None, "Print case SHOW of --seed (its bytes and outcome) instead of a run.", lower_bound=0, flag_values=values)
+    flags.DEFINE_string(
+        "data_dir", str(annotation_cases.DATA_DIR), "The real annotation files (data/wider_face_split).", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "show", None, "Print case SHOW of --seed (its bytes and outcome) instead of a run.", lower_bound=0, flag_values=values
+    )
     return values
 
 

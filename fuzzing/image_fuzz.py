@@ -162,7 +162,10 @@ def mutate(seed: Seed, rng: np.random.Generator) -> tuple[str, bytes]:
     """(mutation kind, mutated bytes) for one case, drawn with `rng`."""
     data = seed.data
     n = len(data)
-    kind = str(rng.choice(("truncate", "truncate", "repaired", "zero_tail", "flip", "byte", "word", "insert", "delete", "duplicate")))
+    kind = str(
+        rng.choice(("truncate", "truncate", "repaired", "zero_tail", "flip", "byte", "word", "insert", "delete", "duplicate"))
+    )
+
     # Half the positions fall in the header, where a format's fields are.
     def position(limit: int = n) -> int:
         return int(rng.integers(0, min(limit, HEADER_BYTES) if rng.random() < 0.5 else limit))
@@ -242,7 +245,7 @@ def random_case(seeds: tuple[Seed, ...], run_seed: int, index: int) -> Case:
 
 
 def outcome(case: Case) -> str:
-    """"record", or the reason of the UnusableImage. Raises AssertionError for a record of the
+    """`record`, or the reason of the UnusableImage. Raises AssertionError for a record of the
     wrong size; any other exception escapes (that is what the fuzz looks for)."""
     try:
         prepared = images.prepare(case.data, case.config)
@@ -344,7 +347,8 @@ def _photo_jpegs(count: int) -> list[tuple[str, bytes]]:
         buffer = io.BytesIO()
         picture.save(buffer, "JPEG", quality=int(rng.choice((70, 85, 90, 95))), progressive=flavour == "progressive")
         out.append((f"sample {flavour}", buffer.getvalue()))
-    for name in ("astronaut", "coffee", "chelsea", "camera", "rocket", "immunohistochemistry", "brick", "grass", "gravel", "moon", "page", "text"):
+    scikit_photos = "astronaut coffee chelsea camera rocket immunohistochemistry brick grass gravel moon page text"
+    for name in scikit_photos.split():
         photo = Image.fromarray(getattr(photos, name)())
         for quality in (50, 75, 95):
             for progressive in (False, True):
@@ -397,7 +401,9 @@ def detector(count: int) -> dict:
                 row["cut stored"] += 1
                 # How visible the damage is: the worst row's mean difference, in grey levels.
                 size = config.input_size
-                difference = np.abs(np.frombuffer(stored, np.uint8).astype(int) - np.frombuffer(whole, np.uint8)).reshape(size, -1)
+                difference = np.abs(np.frombuffer(stored, np.uint8).astype(int) - np.frombuffer(whole, np.uint8)).reshape(
+                    size, -1
+                )
                 worst = float(difference.mean(axis=1).max())
                 row["cut stored, worst row mean difference"] = round(max(row["cut stored, worst row mean difference"], worst), 2)
     finally:
@@ -460,14 +466,24 @@ def memory(work_dir: str, pixel_budget: int) -> dict:
     paths = _big_pngs(work_dir)
     runs = []
     for budget, block in ((2**62, "16M"), (pixel_budget, "16M"), (2**62, None), (pixel_budget, None)):
-        command = [sys.executable, "-m", "fuzzing.image_fuzz", "--part=_memory_child", f"--pixel_budget={budget}", f"--work_dir={work_dir}"]
+        command = [
+            sys.executable,
+            "-m",
+            "fuzzing.image_fuzz",
+            "--part=_memory_child",
+            f"--pixel_budget={budget}",
+            f"--work_dir={work_dir}",
+        ]
         environment = dict(os.environ, **({"PILLOW_BLOCK_SIZE": block} if block else {}))
         environment.pop("PILLOW_BLOCK_SIZE", None) if block is None else None
         child = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
         run = json.loads(child.stdout.strip().splitlines()[-1])
         run["pillow_block_bytes"] = block or images.PILLOW_BLOCK_BYTES
         runs.append(run)
-    return {"files": f"{BIG_COUNT} PNGs of {BIG_SIDE}x{BIG_SIDE} RGB ({os.path.getsize(paths[0]) / 1e6:.1f} MB each)", "runs": runs}
+    return {
+        "files": f"{BIG_COUNT} PNGs of {BIG_SIDE}x{BIG_SIDE} RGB ({os.path.getsize(paths[0]) / 1e6:.1f} MB each)",
+        "runs": runs,
+    }
 
 
 # --- Entry point --------------------------------------------------------------------------
@@ -479,15 +495,22 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("seed", 0, "Seed of the fuzz cases.", flag_values=fv)
     flags.DEFINE_integer("processes", os.cpu_count() or 1, "Worker processes for the fuzz.", flag_values=fv)
     flags.DEFINE_float("case_seconds", 20.0, "A case running longer is a hang.", flag_values=fv)
-    flags.DEFINE_integer("photos", 300, "Rendered photos for the detector (plus scikit-image's and the fixtures).", flag_values=fv)
+    flags.DEFINE_integer(
+        "photos", 300, "Rendered photos for the detector (plus scikit-image's and the fixtures).", flag_values=fv
+    )
     flags.DEFINE_integer("pixel_budget", images.DEFAULT_PIXEL_BUDGET, "Pixel budget for the memory part.", flag_values=fv)
     flags.DEFINE_string("work_dir", "build/fuzz", "Where results (and the big PNGs) go.", flag_values=fv)
 
 
 def _report(part: str, result: dict) -> str:
     if part == "fuzz":
-        lines = [f"{result['cases']:,} cases (seed {result['seed']}) over {len(result['seeds'])} seed files in {result['formats']} formats, "
-                 f"{result['seconds']} s on {result['processes']} processes", "", "| format | cases |", "| --- | --- |"]
+        lines = [
+            f"{result['cases']:,} cases (seed {result['seed']}) over {len(result['seeds'])} seed files in {result['formats']} formats, "
+            f"{result['seconds']} s on {result['processes']} processes",
+            "",
+            "| format | cases |",
+            "| --- | --- |",
+        ]
         lines += [f"| {k} | {v:,} |" for k, v in result["by_format"].items()]
         lines += ["", "| outcome | cases |", "| --- | --- |"] + [f"| {k} | {v:,} |" for k, v in result["outcomes"].items()]
         lines += ["", f"escapes: {len(result['escapes'])}, hangs: {len(result['hangs'])}, slowest case {result['slowest_case']}"]

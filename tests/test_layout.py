@@ -131,3 +131,26 @@ def test_the_worker_image_ships_no_tools():
     assert sources - {"pyproject.toml", "README.md", "deploy"} <= set(LIBRARY), sources
     allowed = [line[1:].rstrip("/") for line in (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")]
     assert not {name.split("/")[0] for name in allowed} & set(TOOLS), allowed
+
+
+def test_the_static_import_contracts_are_this_layering():
+    """pyproject.toml's import-linter contracts (`lint-imports`, run by `make test`) forbid what
+    FORBIDDEN forbids, package by package; the format core's TensorFlow is forbidden there too,
+    bar the imports inside functions test_imports_flow_one_way allows."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert set(settings["root_packages"]) == set(LIBRARY)
+    contracts = {c["source_modules"][0]: c for c in settings["contracts"] if c["type"] == "forbidden"}
+    assert contracts.keys() == FORBIDDEN.keys()
+    for package, forbidden in FORBIDDEN.items():
+        extra = {"tensorflow", "keras"} if package == "reader.core" else set()
+        assert set(contracts[package]["forbidden_modules"]) == set(forbidden) | extra, package
+    assert contracts["reader"]["as_packages"] is False  # reader/__init__.py alone
+
+
+def test_make_test_runs_the_import_contracts():
+    """CI (.ci/run) runs `make test`, whose recipe checks the contracts before pytest."""
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert recipe.index("lint-imports") < recipe.index("pytest"), recipe
