@@ -437,7 +437,7 @@ def _prepare_all(paths: list[str], pixel_budget: int, threads: int) -> dict:
     """In this process: what a shard writer does (8 images at once on a thread pool, read then
     prepared), returning peak RSS and the budget's high-water mark."""
     from pipeline import sources
-    from pipeline.transforms import _prefetch
+    from pipeline.prefetch import prefetch
 
     budget = images.PixelBudget(pixel_budget)
     directory = os.path.dirname(paths[0])
@@ -447,7 +447,7 @@ def _prepare_all(paths: list[str], pixel_budget: int, threads: int) -> dict:
 
     began = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        results = [r for _, r in _prefetch(one, paths, pool, threads)]
+        results = [r for _, r in prefetch(one, paths, pool, threads)]
     errors = [repr(r) for r in results if isinstance(r, Exception)]
     return {
         "pixel_budget": pixel_budget,

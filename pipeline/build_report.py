@@ -20,6 +20,11 @@ from reader.core import manifest as manifests
 _RELAY = "apache_beam.runners.portability.local_job_service"
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 record`, `2 records`: a count and its noun, as the build's lines print them."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def setup_logging(verbose: bool) -> None:
     """Logs INFO and up to stderr: facegrid's progress, Beam's warnings. A failing step's
     traceback only when `verbose` (the build's one-line error says what failed)."""
