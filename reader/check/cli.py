@@ -14,7 +14,7 @@ ranges and targets (recomputed from its boxes), duplicates and leakage between s
 manifest's counts; prints pass/fail per check, the first problems as `shard:record: check:
 message`, and dataset statistics. Exit status: 0 when every check passes, 1 when any fails,
 2 on bad usage. `--sheet` also draws sample records with their boxes and grid targets; `--report`
-writes the dataset report (plots, report.html, report.json; see reader.check.dataset_report).
+writes the dataset report (plots, report.html, report.json; see reader.check.report.dataset).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import sys
 
 from absl import flags
 
-from reader.check import contact_sheet, dataset_report
+from reader.check.report import contact_sheet
+from reader.check.report import dataset as dataset_report
 from reader.check.split import SplitCheck, check_split
 from reader.core import files, layout, progress
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 
-from reader.check.report import Findings
+from reader.check.findings import Findings
 from reader.core import config, files, layout, manifest
 from reader.core.config import BuildConfig
 from reader.core.manifest import ErrorEntry

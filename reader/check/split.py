@@ -25,7 +25,7 @@ from reader.check import across_records, runner
 from reader.check import manifest as check_manifest
 from reader.check import shards as check_shards
 from reader.check.across_records import CheckedRecord, OtherKeys
-from reader.check.report import CHECKS, Findings, Report
+from reader.check.findings import CHECKS, Findings, Report
 from reader.check.runner import Progress, default_workers
 from reader.check.stats import Statistics
 from reader.core import files, layout, manifest

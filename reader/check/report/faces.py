@@ -1,7 +1,7 @@
 """The faces of a checked split, for the dataset report: every stored face's box and role.
 
     ROLES     a face's role in the targets: owner of its cell, dropped, ignored, not recomputable
-    Faces     the arrays the report's numbers are computed from (reader.check.report_numbers)
+    Faces     the arrays the report's numbers are computed from (reader.check.report.numbers)
     roles     one parsed record -> the role of each of its faces, by the build's rule
     collect   a SplitCheck -> Faces, reading every readable record again (no image decoding)
 
