@@ -32,6 +32,7 @@ from absl import flags
 
 from pipeline import annotations, preflight, synthetic
 from reader.core import progress as progress_display
+from reader.core import schema
 
 _EVENTS = (
     "0--Parade", "2--Demonstration", "7--Cheering", "12--Group", "13--Interview",
@@ -70,7 +71,7 @@ def _sample_faces(kind: str, height: int, rng: np.random.Generator) -> np.ndarra
     faces = synthetic.group_faces(rng, height)
     if kind != "edges":
         return faces
-    faces[0, 7] = 1  # invalid
+    faces[0, 4:][schema.INVALID_ATTRIBUTE] = 1  # its attributes (a view): flagged invalid
     x, y = rng.integers(0, width - 100, 4), rng.integers(0, height - 100, 4)
     quirks = np.array([
         [width - 30, y[0], 60, 75],  # past the right edge

@@ -154,3 +154,20 @@ def test_make_test_runs_the_import_contracts():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
     assert recipe.index("lint-imports") < recipe.index("pytest"), recipe
+
+
+def test_wider_attributes_are_named_in_one_library_file():
+    """WIDER's attribute names (blur ... pose) are spelled in reader/core/schema.py alone: the
+    annotation parser's fields and the records' keys derive from schema.ATTRIBUTES, and the
+    invalid flag is looked up one way (schema.invalid_flags). (A module may use one of the words
+    on its own: the readers' meta dict has an "invalid" entry.)"""
+    names = set(schema.ATTRIBUTES)
+    for path in _modules():
+        if path.name == "schema.py" and path.parent.name == "core":
+            continue
+        tree = ast.parse(path.read_text())
+        spelled = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)} & names
+        assert len(spelled) <= 1, f"{path.relative_to(ROOT)} spells {sorted(spelled)}"
+        lookups = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                   and n.func.attr == "index" and any(isinstance(a, ast.Constant) and a.value in names for a in n.args)]  # fmt: skip
+        assert not lookups, f"{path.relative_to(ROOT)}:{lookups[0]}: looks an attribute's column up itself"

@@ -63,7 +63,7 @@ def roles(fields: dict, config: BuildConfig) -> np.ndarray:
     count = len(fields["boxes"])
     if recomputed is None:
         return np.full(count, UNKNOWN, np.int8)
-    invalid = fields["attributes"][:, schema.ATTRIBUTES.index("invalid")] != 0
+    invalid = schema.invalid_flags(fields["attributes"]) != 0
     role = np.where(recomputed.is_target, DROPPED, np.where(invalid, INVALID, SMALL)).astype(np.int8)
     role[recomputed.owners[recomputed.owners >= 0]] = OWNER
     return role
