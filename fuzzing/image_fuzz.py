@@ -329,11 +329,11 @@ def fuzz(cases: int, run_seed: int, processes: int, case_seconds: float, chunk: 
 
 
 def _photo_jpegs(count: int) -> list[tuple[str, bytes]]:
-    """Photo-like JPEGs: pipeline.synthetic.photo (baseline, progressive, grey), scikit-image's
+    """Photo-like JPEGs: pipeline.sample.synthetic.photo (baseline, progressive, grey), scikit-image's
     photographs at several qualities and crops, and the checked-in fixture photos."""
     from skimage import data as photos
 
-    from pipeline import synthetic
+    from pipeline.sample import synthetic
     from tests.conftest import FIXTURE_IMAGES
 
     out = []

@@ -306,7 +306,7 @@ def test_wide_sixteen_bit_grey_converts_in_chunks_to_the_same_bytes(monkeypatch)
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
-    from pipeline import synthetic
+    from pipeline.sample import synthetic
 
     return synthetic.photo(synthetic.no_faces(), 683, np.random.default_rng(1))
 

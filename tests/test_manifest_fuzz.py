@@ -9,7 +9,8 @@ import random
 import pytest
 
 from fuzzing import manifest_fuzz as fuzz_manifests
-from pipeline import cli, synthetic
+from pipeline import cli
+from pipeline.sample import synthetic
 from reader.check.split import check_split
 from tests import check_fixtures as fx
 
