@@ -170,3 +170,14 @@ def test_wider_attributes_are_named_in_one_library_file():
         lookups = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
                    and n.func.attr == "index" and any(isinstance(a, ast.Constant) and a.value in names for a in n.args)]  # fmt: skip
         assert not lookups, f"{path.relative_to(ROOT)}:{lookups[0]}: looks an attribute's column up itself"
+
+
+def test_the_static_import_contracts_hold():
+    """`lint-imports` (what `make test` runs first) keeps every contract: a test run alone says so too."""
+    import subprocess
+    import sys
+
+    lint = pathlib.Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert f"Contracts: {len(FORBIDDEN)} kept, 0 broken." in done.stdout
