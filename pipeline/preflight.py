@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from pipeline import storage
+from reader.core import storage
 
 HEAD_BYTES = 64 * 1024  # enough for the first images of any WIDER file
 SAMPLED_IMAGES = 8

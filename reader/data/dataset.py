@@ -57,8 +57,10 @@ the parsed lengths and sizes (a few percent of the CPU time a batch takes, most 
 decoding). Python runs only for a batch they flag. (Messages passed through TensorFlow's
 assertion print quotes escaped: missing key \\'target/grid\\'.)
 
-Reads local and gs:// paths (tf.io.gfile); TensorFlow 2.21 has no s3:// filesystem, so an s3://
-data_dir is refused with a message saying so (`ShardSequence` reads s3://).
+Reads local, gs:// and s3:// paths. Local and gs:// shards are read by TensorFlow's own
+TFRecordDataset (native code, outside the GIL); TensorFlow 2.21 has no s3:// filesystem, so
+s3:// shards are read through reader.core.storage (`damage.records_through_storage`): the same
+records in the same order for a seed, and damage found and named the same way.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from reader.core import files
+from reader.core import storage
 from reader.core import manifest as manifests
 from reader.data import damage, parse
 
@@ -77,7 +79,7 @@ from reader.data import damage, parse
 from reader.data.damage import SkippedRecords
 
 AUTOTUNE = tf.data.AUTOTUNE
-READABLE_SCHEMES = ("file", "gs")  # what tf.io.gfile reads here (TensorFlow 2.21 has no s3 filesystem)
+NATIVE_SCHEMES = ("file", "gs")  # what TensorFlow's TFRecordDataset reads itself (2.21 has no s3 filesystem)
 
 
 def make_dataset(
@@ -98,7 +100,7 @@ def make_dataset(
     drop_remainder: bool | None = None,
     dct_method: str = "",
 ) -> tf.data.Dataset:
-    """The batches of one split, read from `data_dir` (a local path or gs://).
+    """The batches of one split, read from `data_dir` (a local path, gs:// or s3://).
 
     Elements (B = batch_size, S = grid size, usually 7, size = input size, usually 224):
       images  float32 [B, size, size, 3] in [-1, 1] (x / 127.5 - 1, as MobileNetV2 expects)
@@ -171,12 +173,8 @@ def _check_arguments(data_dir: str, batch_size: int, training: bool, augment: bo
         raise ValueError("augment applies to training=True only: evaluation reads records as stored")
     if skipped is not None and not skip_corrupt:
         raise ValueError("skipped counts the records that skip_corrupt=True leaves out; pass skip_corrupt=True")
-    if files.scheme(data_dir) not in READABLE_SCHEMES:
-        raise ValueError(
-            f"{data_dir}: make_dataset reads local and gs:// directories only: TensorFlow {tf.__version__} has no "
-            f"{files.scheme(data_dir)}:// filesystem. Use reader.ShardSequence (it reads s3://), or copy the split to "
-            f"local disk; python -m reader.check checks it where it is"
-        )
+    if storage.scheme(data_dir) not in storage.SCHEMES:
+        raise ValueError(f"{data_dir}: make_dataset reads local, gs:// and s3:// directories only")
 
 
 def _plan(
@@ -240,7 +238,7 @@ def _records(manifest: manifests.Manifest, plan: _Plan, gated: bool) -> tf.data.
             tf.constant([entry.records for entry in manifest.shards], tf.int64),
         )
     )
-    read = damage.shard_reader(plan.on_damage, gated)
+    read = damage.shard_reader(plan.on_damage, gated, native=storage.scheme(manifest.data_dir) in NATIVE_SCHEMES)
     if plan.shuffle_files:
         shards = shards.shuffle(len(paths), seed=plan.file_seed, reshuffle_each_iteration=True)
         records = shards.interleave(
