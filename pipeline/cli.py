@@ -151,7 +151,7 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
                 raise UsageError(f"--annotations={path}: {'a directory, not a file' if os.path.isdir(local) else 'no such file'}")
             with open(local, "rb") as f:  # PermissionError is an OSError: refused below
                 f.read(1)
-        elif not FileSystems.exists(path):
+        elif not storage.exists(path):
             raise UsageError(f"--annotations={path}: no such file")
     except UsageError:
         raise

@@ -39,21 +39,18 @@ from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, reuse, sources, worker_setup
 from pipeline.annotations import ImageAnnotation
-from reader.core import layout, progress, tfrecord
+from reader.core import layout, progress, storage, tfrecord
 from reader.core.targets import NUM_CHANNELS
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"
-_UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads in flight on gs://
 IMAGES_PER_TASK = 8  # images a thread takes at once (_prefetch), fewer where records are large:
 HELD_RECORD_BYTES = 32 * 2**20  # records done and waiting their turn, at most (threads + 1) chunks
@@ -103,7 +100,7 @@ def read_annotations(path: str, list_format: str) -> Iterator[ImageAnnotation]:
     """Streams the annotation file at a local, gs:// or s3:// path."""
     parsed = _counter("images_annotated")
     faces = _counter("faces_annotated")
-    with FileSystems.open(path, compression_type=_UNCOMPRESSED) as raw:
+    with storage.open_input(path) as raw:
         for annotation in annotation_formats.parse(raw, path, list_format):
             parsed.inc()
             faces.inc(len(annotation.faces))

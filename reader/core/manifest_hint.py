@@ -19,10 +19,10 @@ def _listing(directory: str) -> tuple[list[str] | None, str | None]:
     """(file names, None), or (None, what is wrong with the directory)."""
     try:
         return storage.list_names(directory), None
-    except Exception as e:  # OSError; TensorFlow's errors (gs://) have no common stdlib base
+    except OSError as e:  # the storage layer's, on every scheme
         if storage.scheme(directory) == "s3" and "NoSuchBucket" in str(e):
             return None, f"no bucket {directory.removeprefix('s3://').split('/')[0]} on S3"
-        if isinstance(e, FileNotFoundError) or type(e).__name__ == "NotFoundError":
+        if isinstance(e, FileNotFoundError):
             return None, f"no directory {directory}" if storage.is_local(directory) else f"nothing at {directory} (no such bucket or folder)"
         # S3 unreachable, no credentials, permissions: say so rather than guess
         return None, (str(e).strip().splitlines() or [type(e).__name__])[0].removeprefix(f"{directory}: ")

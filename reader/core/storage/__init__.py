@@ -9,7 +9,7 @@ build renames a file on an object store: docs/DESIGN.md, "Storage".
 
 Reading (the readers' way: FileNotFoundError when there is nothing, RefusedFile for what the rule
 refuses, OSError naming the path for the store's faults):
-    open_binary, read_bytes, exists, list_names, check_file
+    open_binary, read_bytes, exists, list_names, check_file; open_input for a user's input file
 Reading and writing a build (the build's way: None or [] when there is nothing, StorageError
 naming the path for the store's faults, RefusedFile for what the rule refuses):
     list_dir, stat, read_or_none, read_range, create, write_bytes, delete, ensure_dir
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -36,7 +37,7 @@ __all__ = [
     "ERRORS_FILE", "LEASE", "MANIFEST", "NO_CREDENTIALS", "READAHEAD", "SCHEMES", "Bound", "Entry", "GcsSettings",
     "RefusedFile", "S3Settings", "Settings", "StorageError", "check_file", "configure", "configure_s3", "create",
     "delete", "describe", "ensure_dir", "exists", "index_bound", "is_local", "join", "list_dir", "list_names",
-    "local_path", "open_binary", "open_fd", "read_bytes", "read_or_none", "read_range", "s3_settings", "scheme",
+    "local_path", "open_binary", "open_fd", "open_input", "read_bytes", "read_or_none", "read_range", "s3_settings", "scheme",
     "settings", "shard_bound", "stat", "write_bytes",
 ]  # fmt: skip
 
@@ -105,6 +106,15 @@ def open_binary(path: str, bound: Bound | None, readahead: int = READAHEAD) -> B
     exactly what each read asks, for random access)."""
     store = _store(path)
     return store.open_binary(path, bound) if store is local else store.open_binary(path, bound, readahead)
+
+
+def open_input(path: str) -> BinaryIO:
+    """A user's input file (the annotation file), not a build's: on local disk opened as the
+    user named it (a link anywhere followed, as any program would), on an object store read in
+    order, buffered. FileNotFoundError when there is nothing."""
+    if is_local(path):
+        return open(local_path(path), "rb")
+    return io.BufferedReader(open_binary(path, None), READAHEAD)
 
 
 def read_bytes(path: str, bound: Bound) -> bytes:
