@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import tempfile
-import threading
 from typing import BinaryIO
 
+from reader.core.storage.clients import Clients
 from reader.core.storage.ranged import READAHEAD, RangedFile
 from reader.core.storage.rule import Bound, Entry, StorageError, describe
 
@@ -30,34 +29,15 @@ class GcsSettings:
     project: str | None = None
 
 
-_settings = {"gcs": GcsSettings()}
-_clients: dict[tuple, object] = {}
-_lock = threading.Lock()
+def _make_client(settings: GcsSettings):
+    from google.cloud import storage
+
+    return storage.Client(project=settings.project)
 
 
-def configure(settings: GcsSettings) -> GcsSettings:
-    """Makes `settings` this process's gs:// settings; returns the previous ones (to restore)."""
-    previous, _settings["gcs"] = _settings["gcs"], settings
-    return previous
-
-
-def settings() -> GcsSettings:
-    return _settings["gcs"]
-
-
-def client():
-    """One client per process, settings and emulator (a forked child makes its own: a client's
-    connections must not be shared across processes)."""
-    key = (os.getpid(), _settings["gcs"], os.environ.get("STORAGE_EMULATOR_HOST"))
-    found = _clients.get(key)
-    if found is None:
-        with _lock:
-            found = _clients.get(key)
-            if found is None:
-                from google.cloud import storage
-
-                found = _clients[key] = storage.Client(project=key[1].project)
-    return found
+# A client per emulator too: it reads STORAGE_EMULATOR_HOST when it is made.
+_CLIENTS = Clients(GcsSettings(), _make_client, environment=("STORAGE_EMULATOR_HOST",))
+configure, settings, client = _CLIENTS.configure, _CLIENTS.settings, _CLIENTS.client
 
 
 def bucket_name(path: str) -> tuple[str, str]:

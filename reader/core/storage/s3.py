@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import tempfile
-import threading
 from typing import BinaryIO
 
+from reader.core.storage.clients import Clients
 from reader.core.storage.ranged import READAHEAD, RangedFile
 from reader.core.storage.rule import Bound, Entry, StorageError, describe
 
@@ -39,34 +38,14 @@ class S3Settings:
 
 NO_CREDENTIALS = ("give --s3_access_key_id and --s3_secret_access_key, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                   "(or ~/.aws/credentials)")  # fmt: skip
-_settings = {"s3": S3Settings()}
-_clients: dict[tuple[int, S3Settings], object] = {}
-_lock = threading.Lock()
+def _make_client(settings: S3Settings):
+    import boto3
+
+    return boto3.session.Session().client("s3", **_client_arguments(settings))
 
 
-def configure(settings: S3Settings) -> S3Settings:
-    """Makes `settings` this process's s3:// settings; returns the previous ones (to restore)."""
-    previous, _settings["s3"] = _settings["s3"], settings
-    return previous
-
-
-def settings() -> S3Settings:
-    return _settings["s3"]
-
-
-def client():
-    """One boto3 client per process and settings (clients are thread-safe; a forked child makes
-    its own, since a client's connections must not be shared across processes)."""
-    key = (os.getpid(), _settings["s3"])
-    found = _clients.get(key)
-    if found is None:
-        with _lock:
-            found = _clients.get(key)
-            if found is None:
-                import boto3
-
-                found = _clients[key] = boto3.session.Session().client("s3", **_client_arguments(key[1]))
-    return found
+_CLIENTS = Clients(S3Settings(), _make_client)
+configure, settings, client = _CLIENTS.configure, _CLIENTS.settings, _CLIENTS.client
 
 
 def _client_arguments(settings: S3Settings) -> dict:
@@ -81,6 +60,9 @@ def _client_arguments(settings: S3Settings) -> dict:
 def bucket_key(path: str) -> tuple[str, str]:
     bucket, _, key = path.removeprefix("s3://").partition("/")
     return bucket, key
+
+
+_MISSING = ("404", "NoSuchKey", "NotFound")  # the codes of an object that is not there
 
 
 def error_code(error: BaseException) -> str | None:
@@ -129,7 +111,7 @@ def stat(path: str) -> Entry | None:
     try:
         head = client().head_object(Bucket=bucket, Key=key)
     except Exception as e:
-        if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(e) in _MISSING:
             return None
         raise StorageError(path, describe(e)) from None
     return Entry(key.rsplit("/", 1)[-1], path, head["ContentLength"], head["LastModified"].timestamp())
@@ -165,7 +147,7 @@ def read_or_none(path: str, bound: Bound) -> bytes | None:
     try:
         response = client().get_object(Bucket=bucket, Key=key)
     except Exception as e:
-        if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(e) in _MISSING:
             return None
         raise
     try:
@@ -182,7 +164,7 @@ def get_range(path: str, offset: int, length: int) -> bytes | None:
         return client().get_object(Bucket=bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}")["Body"].read()
     except Exception as e:
         code = error_code(e)
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if code in _MISSING:
             return None
         if code == "InvalidRange":
             return b""  # past the end: an empty object has no byte 0
