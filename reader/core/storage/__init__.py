@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from typing import BinaryIO
 from reader.core.storage import gcs, local, s3
 from reader.core.storage.gcs import GcsSettings
 from reader.core.storage.local import local_path
-from reader.core.storage.ranged import READAHEAD
+from reader.core.storage.ranged import READAHEAD, RangedFile
 from reader.core.storage.rule import (
     ERRORS_FILE, LEASE, MANIFEST, Bound, Entry, RefusedFile, StorageError, describe, index_bound, open_fd, shard_bound,
 )  # fmt: skip
@@ -105,7 +106,12 @@ def open_binary(path: str, bound: Bound | None, readahead: int = READAHEAD) -> B
     refuses it. readahead: bytes fetched per request on an object store, read in order (0:
     exactly what each read asks, for random access)."""
     store = _store(path)
-    return store.open_binary(path, bound) if store is local else store.open_binary(path, bound, readahead)
+    if store is local:
+        return local.open_binary(path, bound)
+    size = store.size(path)
+    if bound is not None:
+        bound.check(path, size)
+    return RangedFile(path, size, functools.partial(store.get, path), readahead)
 
 
 def open_input(path: str) -> BinaryIO:
@@ -131,7 +137,14 @@ def check_file(path: str, bound: Bound | None) -> None:
 
 
 def exists(path: str) -> bool:
-    return _store(path).exists(path)
+    store = _store(path)
+    if store is local:
+        return local.exists(path)
+    try:
+        store.size(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def list_names(directory: str) -> list[str]:

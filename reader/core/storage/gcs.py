@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
-from typing import BinaryIO
 
 from reader.core.storage.clients import Clients
-from reader.core.storage.ranged import READAHEAD, RangedFile
 from reader.core.storage.rule import Bound, Entry, StorageError, describe
 
 _SPOOL_BYTES = 16 << 20  # an upload is held in memory up to this size, then on local disk
@@ -92,7 +90,8 @@ def stat(path: str) -> Entry | None:
     return None if blob is None else Entry(name.rsplit("/", 1)[-1], path, blob.size or 0, blob.updated.timestamp())
 
 
-def _size(path: str) -> int:
+def size(path: str) -> int:
+    """The object's size in bytes; FileNotFoundError when there is none."""
     bucket, name = bucket_name(path)
     try:
         blob = client().bucket(bucket).get_blob(name)
@@ -109,14 +108,8 @@ def _download(path: str, start: int | None = None, end: int | None = None) -> by
     return client().bucket(bucket).blob(name).download_as_bytes(start=start, end=end, raw_download=True, checksum=None)
 
 
-def open_binary(path: str, bound: Bound | None, readahead: int = READAHEAD) -> BinaryIO:
-    opened = RangedFile(path, _size(path), lambda start, end: _get(path, start, end), readahead)
-    if bound is not None:
-        bound.check(path, opened.size)
-    return opened
-
-
-def _get(path: str, start: int, end: int) -> bytes:
+def get(path: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the object: one ranged GET."""
     try:
         return _download(path, start, end - 1)
     except Exception as e:
@@ -169,11 +162,3 @@ def delete(paths: list[str]) -> None:
         for path, response in zip(chunk, batch._responses):
             if response.status_code >= 400 and response.status_code != 404:
                 raise StorageError(path, f"cannot delete: HTTP {response.status_code}")
-
-
-def exists(path: str) -> bool:
-    try:
-        _size(path)
-    except FileNotFoundError:
-        return False
-    return True

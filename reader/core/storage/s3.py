@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
-from typing import BinaryIO
 
 from reader.core.storage.clients import Clients
-from reader.core.storage.ranged import READAHEAD, RangedFile
 from reader.core.storage.rule import Bound, Entry, StorageError, describe
 
 _SPOOL_BYTES = 16 << 20  # an upload is held in memory up to this size, then on local disk
@@ -126,14 +124,8 @@ def size(path: str) -> int:
         raise reader_error(path, e) from None
 
 
-def open_binary(path: str, bound: Bound | None, readahead: int = READAHEAD) -> BinaryIO:
-    opened = RangedFile(path, size(path), lambda start, end: _get(path, start, end), readahead)
-    if bound is not None:
-        bound.check(path, opened.size)
-    return opened
-
-
-def _get(path: str, start: int, end: int) -> bytes:
+def get(path: str, start: int, end: int) -> bytes:
+    """Bytes [start, end) of the object: one ranged GET."""
     bucket, key = bucket_key(path)
     try:
         return client().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
@@ -194,11 +186,3 @@ def delete(paths: list[str]) -> None:
             for error in response.get("Errors", []):
                 if error.get("Code") != "NoSuchKey":
                     raise StorageError(f"s3://{bucket}/{error.get('Key')}", f"cannot delete: {error.get('Code')}: {error.get('Message')}")
-
-
-def exists(path: str) -> bool:
-    try:
-        size(path)
-    except FileNotFoundError:
-        return False
-    return True
