@@ -9,7 +9,7 @@ hands out three kinds of task, each a picklable tuple run by `run_task` in a wor
                 for the leakage check
 Workers open files themselves, so only paths and spans cross the process boundary, and they
 never import TensorFlow for local or s3:// files (reader.core.manifest reads s3:// with boto3).
-Every open is reader.core.storage' (regular files of the data directory only); a shard is held to
+Every open is reader.core.storage's (regular files of the data directory only); a shard is held to
 its manifest entry's size when indexed, and the tasks after stream it in fixed pieces.
 """
 

@@ -12,7 +12,7 @@ modules it hands work to:
                      into other splits (across_records); counts (check_manifest); statistics
 
 Library code: plain arguments in, a report out; the flags live in `reader.check`. Reads local,
-gs:// and s3:// directories (reader.core.storage); worker processes get this process's s3 settings.
+gs:// and s3:// directories (reader.core.storage); worker processes get this process's storage settings.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def check_shards(manifest: manifests.Manifest, strict: bool) -> bool:
 
 def _check_present(manifest: manifests.Manifest) -> None:
     # TensorFlow would retry a missing file forever under ignore_errors (see `shard_reader` for one
-    # that vanishes later), and block opening a FIFO: each shard is looked at by reader.core.storage'
+    # that vanishes later), and block opening a FIFO: each shard is looked at by reader.core.storage's
     # rule first (a regular file of the data directory, no larger than its entry).
     for entry, path in zip(manifest.shards, manifest.shard_paths()):
         try:
