@@ -17,7 +17,7 @@ checker (in-process) returns a report, which fails whenever the readers' reading
 manifest; the readers (ShardSequence and make_dataset) either yield exactly the records the
 checker read, in its order, from shards it found intact, or refuse with one line of a
 documented error class (ValueError and its subclasses ManifestError, CorruptRecordError,
-SchemaError; FileNotFoundError; reader.core.files.RefusedFile; TensorFlow's InvalidArgumentError while make_dataset reads).
+SchemaError; FileNotFoundError; reader.core.storage.RefusedFile; TensorFlow's InvalidArgumentError while make_dataset reads).
 Anything else (another exception, a traceback, two lines) is a finding. The readers' outcome is
 a function of the manifest's config and shard list alone (nothing else of it reaches them), so
 it is computed once per distinct pair (`--reader_keys` caps the distinct pairs given to the
@@ -45,15 +45,15 @@ import time
 
 from absl import flags
 
-from reader.core import files
+from reader.core import storage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "wider"
 SPLIT = "val"
 BUILD_FLAGS = ("--num_shards=3", "--max_error_fraction=0.5")
 _BIG = "\x00BIG\x00"  # a string dumped as the literal 1e400 (no Python float gives that text)
-# files.RefusedFile: a shard the manifest says is smaller than it is, refused unread (the files rule).
-_LEGAL = (ValueError, FileNotFoundError, files.RefusedFile)
+# storage.RefusedFile: a shard the manifest says is smaller than it is, refused unread (the files rule).
+_LEGAL = (ValueError, FileNotFoundError, storage.RefusedFile)
 # The checks of what the readers also hold records to: a reader yielding records means these pass.
 # ManifestError, CorruptRecordError, SchemaError are ValueErrors.
 _READ_CHECKS = {"framing", "record_counts", "shard_files", "shard_set", "schema", "images"}

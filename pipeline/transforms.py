@@ -33,27 +33,18 @@ import logging
 from collections.abc import Iterator
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, reuse, sources, worker_setup
 from pipeline.annotation_coder import ImageAnnotationCoder  # noqa: F401 (registers the coder of ImageAnnotation)
 from pipeline.annotations import ImageAnnotation
-from pipeline.build_report import plural
-from pipeline.hashing_writer import WRITE_BYTES as _WRITE_BYTES
-from pipeline.hashing_writer import HashingWriter as _HashingWriter
-from pipeline.prefetch import prefetch as _prefetch
-from pipeline.shard_progress import progress_of as _progress_of
-from reader.core import layout, tfrecord
 from reader.core.config import BuildConfig
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.targets import NUM_CHANNELS
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"
-_UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads in flight on gs://
 IMAGES_PER_TASK = 8  # images a thread takes at once (_prefetch), fewer where records are large:
 HELD_RECORD_BYTES = 32 * 2**20  # records done and waiting their turn, at most (threads + 1) chunks
@@ -82,7 +73,7 @@ def read_annotations(path: str, list_format: str) -> Iterator[ImageAnnotation]:
     """Streams the annotation file at a local, gs:// or s3:// path."""
     parsed = _counter("images_annotated")
     faces = _counter("faces_annotated")
-    with FileSystems.open(path, compression_type=_UNCOMPRESSED) as raw:
+    with storage.open_input(path) as raw:
         for annotation in annotation_formats.parse(raw, path, list_format):
             parsed.inc()
             faces.inc(len(annotation.faces))

@@ -11,7 +11,9 @@ and about forty vectorized ops per batch; Python runs (reader.data.damage) only 
 flag, so that every failure names its shard and record where TensorFlow's own errors name
 neither. What the reader promises (shapes, order, what damaged or foreign input gets,
 skip_corrupt, which paths it reads) is docs/DESIGN.md's: "Python API of the reader", "Bad
-input", "Files the tools open".
+input", "Files the tools open". Local and gs:// shards are read by TensorFlow's TFRecordDataset;
+TensorFlow 2.21 has no s3:// filesystem, so s3:// shards come through reader.core.storage
+(`damage.records_through_storage`), the same records in the same order.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from reader.core import files
+from reader.core import storage
 from reader.core import manifest as manifests
 from reader.data import damage, parse
 
@@ -30,7 +32,7 @@ from reader.data import damage, parse
 from reader.data.damage import SkippedRecords
 
 AUTOTUNE = tf.data.AUTOTUNE
-READABLE_SCHEMES = ("file", "gs")  # what tf.io.gfile reads here (TensorFlow 2.21 has no s3 filesystem)
+NATIVE_SCHEMES = ("file", "gs")  # what TensorFlow's TFRecordDataset reads itself (2.21 has no s3 filesystem)
 
 
 def make_dataset(
@@ -51,7 +53,7 @@ def make_dataset(
     drop_remainder: bool | None = None,
     dct_method: str = "",
 ) -> tf.data.Dataset:
-    """The batches of one split, read from `data_dir` (a local path or gs://).
+    """The batches of one split, read from `data_dir` (a local path, gs:// or s3://).
 
     Elements (B = batch_size, S = grid size, usually 7, size = input size, usually 224):
       images  float32 [B, size, size, 3] in [-1, 1] (x / 127.5 - 1, as MobileNetV2 expects)
@@ -124,12 +126,8 @@ def _check_arguments(data_dir: str, batch_size: int, training: bool, augment: bo
         raise ValueError("augment applies to training=True only: evaluation reads records as stored")
     if skipped is not None and not skip_corrupt:
         raise ValueError("skipped counts the records that skip_corrupt=True leaves out; pass skip_corrupt=True")
-    if files.scheme(data_dir) not in READABLE_SCHEMES:
-        raise ValueError(
-            f"{data_dir}: make_dataset reads local and gs:// directories only: TensorFlow {tf.__version__} has no "
-            f"{files.scheme(data_dir)}:// filesystem. Use reader.ShardSequence (it reads s3://), or copy the split to "
-            f"local disk; python -m reader.check checks it where it is"
-        )
+    if storage.scheme(data_dir) not in storage.SCHEMES:
+        raise ValueError(f"{data_dir}: make_dataset reads local, gs:// and s3:// directories only")
 
 
 def _plan(
@@ -193,7 +191,7 @@ def _records(manifest: manifests.Manifest, plan: _Plan, gated: bool) -> tf.data.
             tf.constant([entry.records for entry in manifest.shards], tf.int64),
         )
     )
-    read = damage.shard_reader(plan.on_damage, gated)
+    read = damage.shard_reader(plan.on_damage, gated, native=storage.scheme(manifest.data_dir) in NATIVE_SCHEMES)
     if plan.shuffle_files:
         shards = shards.shuffle(len(paths), seed=plan.file_seed, reshuffle_each_iteration=True)
         records = shards.interleave(

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from reader.check import records as check_records
 from reader.check.split import CheckedRecord, SplitCheck
-from reader.core import files, images, targets, tfrecord
+from reader.core import images, storage, targets, tfrecord
 
 GRID_LINE = (255, 255, 255, 90)
 TARGET_FILL = (0, 200, 90, 70)
@@ -87,7 +87,7 @@ def load_tiles(result: SplitCheck, chosen: Sequence[CheckedRecord]) -> list[Tile
     config = result.config
     spans = {file: {span.index: span for span in index.spans} for file, index in result.indexes.items()}
     for record in chosen:
-        with files.open_binary(result.paths[record.file], None) as f:
+        with storage.open_binary(result.paths[record.file], None) as f:
             data = tfrecord.read_record(f, record.file, spans[record.file][record.index])
         fields = check_records.parse(data, config)
         try:

@@ -21,7 +21,7 @@ import numpy as np
 from reader.check import records as check_records
 from reader.check.split import SplitCheck
 from reader.core import boxes as box_formats
-from reader.core import files, schema, tfrecord
+from reader.core import schema, storage, tfrecord
 from reader.core.config import BuildConfig
 
 # A face's role in the targets, as the build's rule gives it from the stored boxes.
@@ -93,7 +93,7 @@ def collect(result: SplitCheck) -> Faces:
     boxes, role, aspect = [], [], []
     for file, group in itertools.groupby(readable, key=lambda r: r.file):
         try:
-            with files.open_binary(result.paths[file], None) as f:
+            with storage.open_binary(result.paths[file], None) as f:
                 for record in group:
                     fields = _read_again(f, file, spans[file][record.index], record, config)
                     boxes.append(fields["boxes"])
