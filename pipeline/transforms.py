@@ -39,6 +39,12 @@ from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, reuse, sources, worker_setup
 from pipeline.annotation_coder import ImageAnnotationCoder  # noqa: F401 (registers the coder of ImageAnnotation)
 from pipeline.annotations import ImageAnnotation
+from pipeline.build_report import plural
+from pipeline.hashing_writer import WRITE_BYTES as _WRITE_BYTES
+from pipeline.hashing_writer import HashingWriter as _HashingWriter
+from pipeline.prefetch import prefetch as _prefetch
+from pipeline.shard_progress import progress_of as _progress_of
+from reader.core import layout, storage, tfrecord
 from reader.core.config import BuildConfig
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.targets import NUM_CHANNELS
