@@ -50,7 +50,9 @@ val: $(CORE)
 		--output_dir=$(VAL_DIR)/shards --split=val
 	$(PY) -m reader.check --data_dir=$(VAL_DIR)/shards --split=val --sheet=$(VAL_DIR)/val.png
 
+# The import contracts of pyproject.toml first (lint-imports: which package may import which).
 test: $(FULL)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist=loadgroup -q
 
 bench: $(FULL)
@@ -59,9 +61,9 @@ bench: $(FULL)
 # The big seeded fuzz runs behind BENCHMARKS.md's "Hostile input" figures (the test suite runs
 # a few thousand cases of each).
 fuzz: $(FULL)
-	$(PY) -m pipeline.annotation_fuzz --cases=200000 --seed=0
-	$(PY) -m benchmarks.fuzz_images --part=fuzz --cases=150000 --seed=0 --work_dir=build/fuzz
-	$(PY) -m benchmarks.fuzz_manifests --cases=6000 --seed=0 --cli=10 --rebuilds=6 --work_dir=build/fuzz
+	$(PY) -m fuzzing.annotation_fuzz --cases=200000 --seed=0
+	$(PY) -m fuzzing.image_fuzz --part=fuzz --cases=150000 --seed=0 --work_dir=build/fuzz
+	$(PY) -m fuzzing.manifest_fuzz --cases=6000 --seed=0 --cli=10 --rebuilds=6 --work_dir=build/fuzz
 
 clean:
 	rm -rf build

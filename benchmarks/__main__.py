@@ -1,11 +1,12 @@
 """`make bench`: every benchmark figure of BENCHMARKS.md, measured in one run on this machine.
 
-    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,records,check,incremental,dask,feed,concurrent]
+    python -m benchmarks --work_dir=build/bench [--train_memory] [--parts=build,read,read_s3,records,check,incremental,dask,feed,concurrent]
         [--incremental_splits=val,train] [--concurrent_runs=20] [--concurrent_burners=2]
 
 Generates photo-like images for the real WIDER val annotation file (3,226 images; and for the
-train file, 12,880, with --train_memory), builds them, then times the build, the readers and
-the checker, an incremental rebuild of an edited val file against a clean one (train's too,
+train file, 12,880, with --train_memory), builds them, then times the build, the readers (and
+make_dataset on s3:// against local disk, benchmarks/read_s3.py; ShardRecords through a PyTorch
+DataLoader against the 2-process decode limit, benchmarks/records.py) and the checker, an incremental rebuild of an edited val file against a clean one (train's too,
 with --incremental_splits=val,train), the val build on a 2-worker local Dask cluster against the
 local build (benchmarks/dask_build.py), training steps per second fed by make_dataset against
 batches in memory (benchmarks/feed.py, its small CPU setting, on the val build), and runs two
@@ -41,7 +42,7 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
     flags.DEFINE_string("split_dir", str(WIDER_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
     flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
-    flags.DEFINE_list("parts", ["build", "read", "records", "check", "incremental", "dask", "feed", "concurrent"], "Benchmarks to run.", flag_values=fv)
+    flags.DEFINE_list("parts", ["build", "read", "read_s3", "records", "check", "incremental", "dask", "feed", "concurrent"], "Benchmarks to run.", flag_values=fv)
     flags.DEFINE_list(
         "incremental_splits", ["val"], "Splits the incremental part edits and rebuilds: val, train (renders its 12,880 images).", flag_values=fv
     )
@@ -80,6 +81,10 @@ def main(argv: list[str]) -> int:
         from benchmarks import read
 
         results["read"] = read.run(data)
+    if "read_s3" in fv.parts:
+        from benchmarks import read_s3
+
+        results["read_s3"] = read_s3.run(data.shards_jpeg)
     if "records" in fv.parts:
         from benchmarks import records
 

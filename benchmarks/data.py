@@ -1,5 +1,5 @@
 """The benchmark's data: the real WIDER val annotation file, images generated for it (by
-`pipeline.sample.render_images`, seed 0: `pipeline.synthetic` photos), and its builds."""
+`pipeline.sample.render_images`, seed 0: `pipeline.sample.synthetic` photos), and its builds."""
 
 from __future__ import annotations
 

@@ -100,7 +100,8 @@ def _moved(faces: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
 def edit_inputs(annotations_path: str, images_dir: str, out_dir: str, split: str, seed: int = EDIT_SEED) -> Edit:
     """Writes out_dir/annotations.txt and out_dir/images: the inputs edited as the module says.
     The same seed gives the same edit, byte for byte."""
-    from pipeline import annotations, synthetic
+    from pipeline import annotations
+    from pipeline.sample import synthetic
 
     with open(annotations_path, "rb") as f:
         entries = [(a.filename, a.faces) for a in annotations.parse(f, annotations_path, "boxes")]

@@ -69,7 +69,7 @@ def wider_val_images(count: int, min_face: int = 0, max_faces: int = 1000, skip:
 def make_wider_build(root: str, entries: list, splits=("train", "val"), build_flags: tuple[str, ...] = ()) -> str:
     """Renders the images of `entries` (pipeline.sample) and builds them as they are into each
     of `splits` under root/shards (the real Beam job, in this process); returns that data_dir."""
-    from pipeline import synthetic
+    from pipeline.sample import synthetic
     from pipeline.sample import render_images
 
     os.makedirs(root, exist_ok=True)
@@ -88,7 +88,8 @@ def make_mirrored_build(source_root: str, root: str, splits=("val",), build_flag
     under root/shards; returns that data_dir."""
     from PIL import Image
 
-    from pipeline import annotations, synthetic
+    from pipeline import annotations
+    from pipeline.sample import synthetic
 
     os.makedirs(root, exist_ok=True)
     source_annotations = os.path.join(source_root, "wider_subset_bbx_gt.txt")

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.data import BenchData
-from reader.core import files
+from reader.core import storage
 
 BATCH_SIZE = 32
 SPLIT = "val"
@@ -97,7 +97,7 @@ def _stored_jpegs(data_dir: str) -> list[bytes]:
     m = manifest.load(data_dir, SPLIT)
     images = []
     for entry, path in zip(m.shards, m.shard_paths()):
-        with files.open_binary(path, files.shard_bound(entry.bytes)) as f:
+        with storage.open_binary(path, storage.shard_bound(entry.bytes)) as f:
             images += [schema.Record.parse(data).image for _, data in tfrecord.iter_records(f, entry.file)]
     return images
 

@@ -45,9 +45,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from reader.core.schema import ATTRIBUTE_MAX
+from reader.core.schema import ATTRIBUTE_MAX, ATTRIBUTES
 
-BOX_FIELDS = ("x", "y", "w", "h", "blur", "expression", "illumination", "invalid", "occlusion", "pose")
+BOX_FIELDS = ("x", "y", "w", "h", *ATTRIBUTES)  # a face line: its box (`xywh` source pixels), its attributes
 LIST_FORMATS = ("boxes", "names")
 MAX_LINE_BYTES = 64 * 1024  # the real files' longest line is 136 bytes
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

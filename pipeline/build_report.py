@@ -12,12 +12,17 @@ from __future__ import annotations
 import logging
 import re
 
-from pipeline import annotations, commit, storage
-from reader.core import files
+from pipeline import annotations, commit
+from reader.core import storage
 from reader.core import manifest as manifests
 
 # Where Beam's local runner relays its workers' log lines.
 _RELAY = "apache_beam.runners.portability.local_job_service"
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 record`, `2 records`: a count and its noun, as the build's lines print them."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def setup_logging(verbose: bool) -> None:
@@ -93,7 +98,7 @@ def summary(output: commit.OutputSpec, build_id: str) -> str:
     when the manifest names another build by now (or is gone), says so rather than show that
     build's counts as this one's."""
     try:  # parsed as every tool parses a manifest (nesting too deep for Python's json included)
-        data = storage.read_bytes(output.manifest_path, files.MANIFEST)
+        data = storage.read_or_none(output.manifest_path, storage.MANIFEST)
         manifest = manifests.loads(data, output.manifest_path) if data is not None else None
     except (ValueError, storage.RefusedFile):
         manifest = None

@@ -33,7 +33,8 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline import beam_flags, build_report, commit, job, leases, preflight, storage, transforms, worker_setup
+from pipeline import beam_flags, build_report, commit, job, leases, preflight, transforms, worker_setup
+from reader.core import storage
 from pipeline.beam_flags import UsageError
 from reader.core import layout
 from reader.core.boxes import RESIZE_MODES
@@ -141,6 +142,7 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
     """Before Beam starts: the annotation file and images directory exist, and the output
     directory takes a file. Raises UsageError with one line naming the flag."""
     FileSystems.set_options(options)  # what beam.Pipeline would do: gs:// and s3:// need them
+    worker_setup.apply(worker_setup.settings_of(options))  # and the storage layer
     path = build.annotations
     try:
         if storage.is_local(path):
@@ -149,7 +151,7 @@ def check_inputs(build: job.Job, options: PipelineOptions) -> None:
                 raise UsageError(f"--annotations={path}: {'a directory, not a file' if os.path.isdir(local) else 'no such file'}")
             with open(local, "rb") as f:  # PermissionError is an OSError: refused below
                 f.read(1)
-        elif not FileSystems.exists(path):
+        elif not storage.exists(path):
             raise UsageError(f"--annotations={path}: no such file")
     except UsageError:
         raise

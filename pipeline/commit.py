@@ -37,8 +37,8 @@ import logging
 import time
 import uuid
 
-from pipeline import leases, storage
-from reader.core import files, layout, schema, tfds_metadata
+from pipeline import leases
+from reader.core import layout, schema, storage, tfds_metadata
 from reader.core import manifest as manifests
 
 _LOG = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def _describable(output_dir: str) -> dict[str, manifests.Manifest]:
     for split in layout.SPLITS:
         path = storage.join(output_dir, layout.manifest_name(split))
         try:
-            data = storage.read_bytes(path, files.MANIFEST)
+            data = storage.read_or_none(path, storage.MANIFEST)
             if data is None:
                 continue
             built = manifests.from_raw(manifests.loads(data, path), output_dir, path, split=split)
@@ -286,7 +286,7 @@ def current_build(output: OutputSpec) -> str | None:
 def _read_current(output: OutputSpec) -> tuple[str | None, set[str]]:
     """(the build the manifest names, the files it names)."""
     try:
-        data = storage.read_bytes(output.manifest_path, files.MANIFEST)
+        data = storage.read_or_none(output.manifest_path, storage.MANIFEST)
     except storage.RefusedFile:  # a FIFO, a link out of the directory, too large: names no build
         return None, set()
     try:
@@ -337,7 +337,7 @@ def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | No
         if lease_entry is None:
             continue
         try:
-            lease = leases.Lease.from_bytes(storage.read_bytes(lease_entry.path, files.LEASE))
+            lease = leases.Lease.from_bytes(storage.read_or_none(lease_entry.path, storage.LEASE))
         except storage.RefusedFile as e:  # a FIFO or directory of that name, a link out, too large: never read
             _LOG.warning("%s; that lease is judged by its age alone", e)
             lease = None

@@ -13,7 +13,7 @@ dated more than LEASE_TIMEOUT_S ahead of now is not believed (no store's clock i
 a file touched with a future date would otherwise hold its build alive until then): that lease
 is over. A lease that cannot be read as one (not a regular file, a link out of the directory,
 too large, not a lease's JSON) is judged by its age alone; it is never read past
-reader.core.files.LEASE.
+reader.core.storage.LEASE.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 
-from pipeline import storage
+from reader.core import storage
 
 HEAD_BYTES = 64 * 1024  # enough for the first images of any WIDER file
 SAMPLED_IMAGES = 8
@@ -38,15 +38,12 @@ def local_paths_for_remote_runner(runner: str, paths: dict[str, str | None]) -> 
 
 def read_head(path: str, options=None) -> bytes:
     """The first HEAD_BYTES of a file (local, gs://, s3://; `options`: Beam's PipelineOptions,
-    which gs:// and s3:// need)."""
-    if storage.is_local(path):
-        with open(storage.local_path(path), "rb") as f:
-            return f.read(HEAD_BYTES)
-    from apache_beam.io.filesystems import FileSystems
-
+    whose storage settings gs:// and s3:// need)."""
     if options is not None:
-        FileSystems.set_options(options)
-    with FileSystems.open(path) as f:
+        from pipeline import worker_setup
+
+        worker_setup.apply(worker_setup.settings_of(options))
+    with storage.open_input(path) as f:
         return f.read(HEAD_BYTES)
 
 

@@ -50,7 +50,7 @@ def make_record(
     placement = prepared.placement
     rel, attributes, degenerate = stored_faces(annotation, placement)
     stored = ~degenerate
-    invalid = attributes[:, schema.ATTRIBUTES.index("invalid")]
+    invalid = schema.invalid_flags(attributes)
     grid = targets.encode_faces(rel, invalid, placement, config.grid_size, config.min_face_px)
 
     size = config.input_size

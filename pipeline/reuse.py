@@ -41,9 +41,9 @@ import apache_beam as beam
 import PIL
 from PIL import features as pil_features
 
-from pipeline import images, storage
+from pipeline import images
 from pipeline.reuse_index import Location, Locations
-from reader.core import files, layout, schema, tfrecord
+from reader.core import layout, schema, storage, tfrecord
 from reader.core import manifest as manifests
 from reader.core.boxes import Placement
 from reader.core.config import BuildConfig
@@ -108,7 +108,7 @@ class EarlierShardsFn(beam.DoFn):
     def process(self, directory: str):
         path = storage.join(directory, layout.manifest_name(self._split))
         try:
-            data = storage.read_bytes(path, files.MANIFEST)
+            data = storage.read_or_none(path, storage.MANIFEST)
             if data is None:
                 if self._explicit:  # asked for by --reuse_from: a typo must not go unsaid
                     yield f"no earlier build to reuse: {path} does not exist"
@@ -174,7 +174,7 @@ class IndexShardFn(beam.DoFn):
         found: list[tuple[str, Location]] = []
         count = 0
         try:
-            with storage.open_read(task.path, files.shard_bound(task.entry.bytes)) as f:
+            with storage.open_binary(task.path, storage.shard_bound(task.entry.bytes)) as f:
                 reader = _HashingReader(f)
                 for span, data, problem in tfrecord.walk_records(reader):
                     if problem is not None:
@@ -279,7 +279,7 @@ class EarlierRecords:
                 if len(self._fds) >= self.MAX_OPEN:
                     return None
                 try:  # indexed (and held to its entry's size) before: located spans only are read
-                    fd = self._fds[path] = files.open_fd(storage.local_path(path), None)
+                    fd = self._fds[path] = storage.open_fd(storage.local_path(path), None)
                 except OSError:
                     return None
             self._reading += 1

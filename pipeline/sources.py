@@ -12,9 +12,9 @@ concerns that one image and raises images.UnusableImage with a reason of images.
     file_too_large           over `max_bytes` (default MAX_SOURCE_BYTES)
     unreadable               anything else the file system refuses (permissions, I/O errors)
 
-Local paths (no scheme, or file://) are read with os.open; gs://, s3:// and other schemes
-through Beam's FileSystems. Object stores have no links, FIFOs or devices, so only the path
-gate and the size cap apply there.
+Local paths (no scheme, or file://) are read with os.open; gs:// and s3:// through the storage
+layer (reader.core.storage: one ranged request an image). Object stores have no links, FIFOs or
+devices, so only the path gate and the size cap apply there.
 
 Confinement is checked twice on local disk: on the resolved path before anything is opened
 (so a file outside is never opened, nor a device), then on the open descriptor itself, through
@@ -31,10 +31,8 @@ import os
 import posixpath
 import stat
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
-from pipeline import images, storage
+from pipeline import images
+from reader.core import storage
 from pipeline.images import UnusableImage
 
 # 256 MiB: Pillow's pixel limit (MAX_IMAGE_PIXELS, 89.5 Mpx) in uncompressed 8-bit RGB is one
@@ -56,7 +54,7 @@ def read_source(images_dir: str, filename: str, max_bytes: int = MAX_SOURCE_BYTE
     """
     relative = images.confined_path(filename)
     if "://" in images_dir and not images_dir.startswith("file://"):
-        return _read_remote(FileSystems.join(images_dir, relative), max_bytes)
+        return _read_remote(storage.join(images_dir, relative), max_bytes)
     return _read_local(images_dir.removeprefix("file://"), relative, filename, max_bytes)
 
 
@@ -179,24 +177,11 @@ def _unusable(path: str, error: OSError) -> UnusableImage:
 
 def _read_remote(path: str, max_bytes: int) -> bytes:
     try:
-        if path.startswith("s3://"):
-            data = storage.read_range(path, 0, max_bytes + 1)
-            if data is None:
-                raise FileNotFoundError(path)
-        else:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                data = f.read(max_bytes + 1)
-    except Exception as e:  # the store's own exception types vary (OSError, BeamIOError, botocore errors...)
-        if isinstance(e, FileNotFoundError) or not _exists(path):
-            raise UnusableImage("missing", f"no file at {path}") from None
-        raise UnusableImage("unreadable", f"{path}: {e}") from None
+        data = storage.read_range(path, 0, max_bytes + 1)
+    except Exception as e:  # the store's own exception types vary (OSError, botocore's, google's...)
+        raise UnusableImage("unreadable", f"{path}: {storage.describe(e)}") from None
+    if data is None:
+        raise UnusableImage("missing", f"no file at {path}")
     if len(data) > max_bytes:
         raise UnusableImage("file_too_large", f"{path} has more than the limit of {max_bytes} bytes")
     return data
-
-
-def _exists(path: str) -> bool:
-    try:
-        return FileSystems.exists(path)
-    except Exception:  # cannot even ask: report the read's failure, not a missing file
-        return True

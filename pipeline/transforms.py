@@ -25,35 +25,32 @@ order. So peak memory does not grow with the dataset.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
-import functools
-import itertools
 import dataclasses
+import functools
 import hashlib
 import logging
-import os
-import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
-import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, reuse, sources, worker_setup
+from pipeline.annotation_coder import ImageAnnotationCoder  # noqa: F401 (registers the coder of ImageAnnotation)
 from pipeline.annotations import ImageAnnotation
-from reader.core import layout, progress, tfrecord
-from reader.core.targets import NUM_CHANNELS
-from reader.core.manifest import ErrorEntry, ShardEntry
+from pipeline.build_report import plural
+from pipeline.hashing_writer import WRITE_BYTES as _WRITE_BYTES
+from pipeline.hashing_writer import HashingWriter as _HashingWriter
+from pipeline.prefetch import prefetch as _prefetch
+from pipeline.shard_progress import progress_of as _progress_of
+from reader.core import layout, storage, tfrecord
 from reader.core.config import BuildConfig
+from reader.core.manifest import ErrorEntry, ShardEntry
+from reader.core.targets import NUM_CHANNELS
 
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"
-_UNCOMPRESSED = CompressionTypes.UNCOMPRESSED
 IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads in flight on gs://
 IMAGES_PER_TASK = 8  # images a thread takes at once (_prefetch), fewer where records are large:
 HELD_RECORD_BYTES = 32 * 2**20  # records done and waiting their turn, at most (threads + 1) chunks
@@ -74,27 +71,6 @@ class ShardWritten:
     sources: tuple[tuple[str, str, int], ...] = ()  # (source sha256, filename, annotation line) of each record
 
 
-class ImageAnnotationCoder(beam.coders.Coder):
-    """An ImageAnnotation as (filename, line, faces as int32 bytes): compact and deterministic.
-    Pickled, the annotations of a split cost the local runner several times more memory as
-    they pass through GroupByShard."""
-
-    _PARTS = beam.coders.TupleCoder([beam.coders.StrUtf8Coder(), beam.coders.VarIntCoder(), beam.coders.BytesCoder()])
-
-    def encode(self, annotation: ImageAnnotation) -> bytes:
-        return self._PARTS.encode((annotation.filename, annotation.line, annotation.faces.astype("<i4").tobytes()))
-
-    def decode(self, encoded: bytes) -> ImageAnnotation:
-        filename, line, faces = self._PARTS.decode(encoded)
-        return ImageAnnotation(filename, line, np.frombuffer(faces, "<i4").reshape(-1, len(annotation_formats.BOX_FIELDS)))
-
-    def is_deterministic(self) -> bool:
-        return True
-
-
-beam.coders.registry.register_coder(ImageAnnotation, ImageAnnotationCoder)
-
-
 def _counter(name: str):
     return Metrics.counter(NAMESPACE, name)
 
@@ -103,7 +79,7 @@ def read_annotations(path: str, list_format: str) -> Iterator[ImageAnnotation]:
     """Streams the annotation file at a local, gs:// or s3:// path."""
     parsed = _counter("images_annotated")
     faces = _counter("faces_annotated")
-    with FileSystems.open(path, compression_type=_UNCOMPRESSED) as raw:
+    with storage.open_input(path) as raw:
         for annotation in annotation_formats.parse(raw, path, list_format):
             parsed.inc()
             faces.inc(len(annotation.faces))
@@ -135,46 +111,6 @@ class ParseAnnotations(beam.PTransform):
             | "AnnotationPath" >> beam.Create([self._path])
             | "Parse" >> beam.ParDo(worker_setup.Configured(ParseFn(self._list_format), self._settings)).with_output_types(ImageAnnotation)
         )
-
-
-def _prefetch(fn: Callable, items: Iterable, pool: concurrent.futures.Executor, depth: int, chunk: int = 1) -> Iterator:
-    """Yields (item, fn(item) or the exception it raised) in order. The pool gets the items
-    `chunk` at a time, at most `depth` chunks ahead: each hand-over between threads costs about
-    as much as reusing an image (a tenth of a millisecond here), so it is paid once a chunk.
-    Left early (the bundle failed), the chunks not yet started are cancelled."""
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    pending: collections.deque = collections.deque()
-    try:
-        for batch in _batched(items, chunk):
-            pending.append((batch, pool.submit(_call_each, fn, batch)))
-            if len(pending) > depth:
-                yield from _settle(*pending.popleft())
-        while pending:
-            yield from _settle(*pending.popleft())
-    finally:
-        for _, future in pending:
-            future.cancel()
-
-
-def _batched(items: Iterable, n: int) -> Iterator[tuple]:
-    iterator = iter(items)
-    while batch := tuple(itertools.islice(iterator, n)):
-        yield batch
-
-
-def _call_each(fn: Callable, batch: tuple) -> list:
-    results = []
-    for item in batch:
-        try:
-            results.append(fn(item))
-        except Exception as e:  # handed on in order: UnusableImage becomes an errors.jsonl entry, the rest is raised
-            results.append(e)
-    return results
-
-
-def _settle(batch: tuple, future) -> Iterator:
-    return zip(batch, future.result())
 
 
 class BeginBuildFn(beam.DoFn):
@@ -291,35 +227,10 @@ class WriteShardFn(beam.DoFn):
                 self._counters[key].inc(value)
 
 
-_WRITE_BYTES = 1 << 20
-
-
-class _HashingWriter:
-    """A file written and hashed (sha256) in pieces of about `chunk` bytes: every write and
-    every hash of a piece lets go of the GIL and waits to take it back from the image threads,
-    so a record at a time (25 KB) costs the shard's thread more than the writing itself."""
-
-    def __init__(self, file, chunk: int):
-        self._file, self._chunk, self._pending = file, chunk, bytearray()
-        self.digest, self.size = hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> None:
-        self._pending += data
-        self.size += len(data)
-        if len(self._pending) >= self._chunk:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            self.digest.update(self._pending)
-            self._file.write(self._pending)
-            self._pending.clear()
-
-
 class WriteShards(beam.PTransform):
     """ImageAnnotation, BuildHandle (singleton) [, annotated totals (singleton)] -> one
     ShardWritten per shard index, every shard written (empty when no image landed in it). With
-    the totals, the writers show the build's progress (pipeline.progress). `settings`: the
+    the totals, the writers show the build's progress (pipeline.shard_progress). `settings`: the
     storage settings the writers read and write with (pipeline.worker_setup).
     """
 
@@ -345,29 +256,6 @@ class WriteShards(beam.PTransform):
         if self._earlier is not None:  # the images an earlier build prepared (pipeline.reuse)
             side["earlier"] = beam.pvalue.AsSingleton(self._earlier)
         return side
-
-
-_PROGRESS: dict[str, progress.Progress] = {}
-_PROGRESS_LOCK = threading.Lock()
-
-
-def _progress_of(build: commit.BuildHandle, total: int) -> progress.Progress:
-    """The one Progress of `build` in this process, shared by its shard writers on every thread:
-    a bar on a terminal, a line in the log every 15 s. A worker process of several sees only its
-    own images: it writes lines, never a bar (they would overwrite each other's), of its count
-    and rate alone (on Dataflow the counters `records` and `errors` count them all)."""
-    with _PROGRESS_LOCK:
-        if build.build not in _PROGRESS:
-            if build.output.pid == os.getpid():  # the launching process does all the work
-                shown = progress.Progress(build.split, total, stream=sys.stderr, log=_LOG)
-            else:
-                shown = progress.Progress(build.split, None, share=f" in worker process {os.getpid()}", log=_LOG)
-            _PROGRESS[build.build] = shown
-        return _PROGRESS[build.build]
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _key_by_shard(annotation: ImageAnnotation, num_shards: int) -> tuple[int, ImageAnnotation]:

@@ -4,8 +4,10 @@ Beam's FnApiRunner and Dataflow hand each worker the pipeline options, and Beam'
 (gs://, s3://) are configured from them there. Beam's DaskRunner hands its workers nothing: a
 Dask worker would reach s3:// without --s3_endpoint_url and the keys, gs:// without --project.
 So the graph carries what the file systems read (the --s3_*, Google Cloud, Azure and HDFS
-options given, as plain values) and every step applies them as it is set up (`Configured`): on a
-runner that already set them this finds them equal and does nothing.
+options given, as plain values) and every step applies them as it is set up (`Configured`): to
+Beam's file systems (on a runner that already set them this finds them equal and does nothing)
+and to the storage layer the build reads and writes through (reader.core.storage), which takes
+plain settings and never Beam's options.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options import pipeline_options as beam_options
 
-# The option classes Beam's file systems (and pipeline.storage's S3 and GCS clients) read.
+from reader.core import storage
+
+# The option classes Beam's file systems read (reader.core.storage: S3's and Google Cloud's).
 _STORAGE_OPTIONS = (
     beam_options.S3Options,
     beam_options.GoogleCloudOptions,
@@ -37,10 +41,27 @@ def settings_of(options: beam_options.PipelineOptions | None) -> dict:
 
 def apply(settings: dict) -> None:
     """Configures Beam's file systems in this process with `settings` (from `settings_of`),
-    unless they already hold exactly those."""
+    unless they already hold exactly those, and the storage layer (`storage_settings`)."""
     with _LOCK:
         if settings_of(FileSystems._pipeline_options) != settings:
             FileSystems.set_options(beam_options.PipelineOptions(**settings))
+        storage.configure(storage_settings(settings))
+
+
+def storage_settings(settings: dict) -> storage.Settings:
+    """The storage layer's settings for Beam's option values `settings` (from `settings_of`):
+    --s3_* as Beam's S3 filesystem reads them, --project as its GCS filesystem does."""
+    s3 = storage.S3Settings(
+        endpoint_url=settings.get("s3_endpoint_url"),
+        region_name=settings.get("s3_region_name"),
+        access_key_id=settings.get("s3_access_key_id"),
+        secret_access_key=settings.get("s3_secret_access_key"),
+        session_token=settings.get("s3_session_token"),
+        api_version=settings.get("s3_api_version"),
+        verify=settings.get("s3_verify"),
+        disable_ssl=bool(settings.get("s3_disable_ssl")),
+    )
+    return storage.Settings(s3=s3, gcs=storage.GcsSettings(project=settings.get("project")))
 
 
 class Configured(beam.DoFn):

@@ -1,6 +1,6 @@
 """A small good build for the checker's tests, and the tools to break copies of it.
 
-`build` writes a tiny WIDER annotation file and JPEGs (`pipeline.synthetic.colour_field`s with a
+`build` writes a tiny WIDER annotation file and JPEGs (`pipeline.sample.synthetic.colour_field`s with a
 cartoon face in every box), then builds the val split into 3 shards with the in-memory runner;
 the `good_build` fixture (tests/conftest.py, session-scoped: one Beam build per test process) is
 that build. The images hold what a checker must not mistake for damage:
@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline import synthetic
+from pipeline.sample import synthetic
 from reader.core import layout, protowire, schema, tfrecord
 from tests.build_helpers import run_build
 

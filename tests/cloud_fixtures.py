@@ -2,8 +2,8 @@
 stand-in for Google's APIs that records every call (what gcloud would send, and proof that a
 launch never touched Cloud Storage).
 
-Nothing here replaces Beam: the build talks to these servers through Beam's own S3 and GCS
-filesystems (boto3 and google-cloud-storage underneath), exactly as it would to the real services.
+Nothing here replaces a client: the build, the readers and the checker talk to these servers
+through reader.core.storage (boto3 and google-cloud-storage), exactly as to the real services.
 """
 
 from __future__ import annotations

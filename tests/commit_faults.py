@@ -62,7 +62,7 @@ def finalize(pending: Pending) -> dict:
 @contextlib.contextmanager
 def operations(on_operation) -> Iterator[None]:
     """Calls on_operation(kind, name) before every operation that changes the store."""
-    from pipeline import storage
+    from reader.core import storage
 
     original_create, original_delete, original_replace = storage.create, storage.delete, os.replace
 
@@ -150,14 +150,15 @@ def main(argv: list[str]) -> int:
         return status
 
     if argv[0] == "--vanish":
-        from pipeline import cli, stores
+        from pipeline import cli
+        from reader.core.storage import s3
 
         k, bucket, build_flags = int(argv[1]), argv[2], argv[3:]
 
         def vanish(kind, name):
             nonlocal count
             if count == k:
-                client = stores.s3_client()
+                client = s3.client()
                 for o in client.list_objects_v2(Bucket=bucket).get("Contents", []):
                     client.delete_object(Bucket=bucket, Key=o["Key"])
                 client.delete_bucket(Bucket=bucket)
@@ -174,10 +175,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "--serve":
         return serve(argv[1], argv[2:])
     state, k, beam_flags = argv[0], int(argv[1]), argv[2:]
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    FileSystems.set_options(PipelineOptions(beam_flags))
+    _configure(beam_flags)
     pending = pickle.loads(pathlib.Path(state).read_bytes())
     with operations(maybe_crash):
         finalize(pending)
@@ -186,13 +184,19 @@ def main(argv: list[str]) -> int:
     return 0  # K was past the last operation
 
 
-def serve(state: str, beam_flags: list[str]) -> int:
-    from apache_beam.io.filesystems import FileSystems
+def _configure(beam_flags: list[str]) -> None:
+    """Beam's file systems and the storage layer set from `beam_flags`, as a worker sets them."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from pipeline import worker_setup
+
+    worker_setup.apply(worker_setup.settings_of(PipelineOptions(beam_flags)))
+
+
+def serve(state: str, beam_flags: list[str]) -> int:
     from pipeline import finalize  # noqa: F401  (imported before forking, once)
 
-    FileSystems.set_options(PipelineOptions(beam_flags))
+    _configure(beam_flags)
     for line in sys.stdin:
         pid = os.fork()
         if pid == 0:

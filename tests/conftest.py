@@ -1,5 +1,5 @@
 """Paths and fixtures shared by the tests: the checked-in fixture set, the real WIDER annotation
-files, and the small session-scoped Beam builds made from pipeline.synthetic's generated data.
+files, and the small session-scoped Beam builds made from pipeline.sample.synthetic's generated data.
 
 The builds' helpers (how each is generated, read back and broken) are plain functions in
 tests/reader_fixtures.py, tests/check_fixtures.py and tests/train_fixtures.py; they are imported

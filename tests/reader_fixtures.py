@@ -5,7 +5,7 @@ image, two faces sharing a cell (the larger wins), invalid faces (ignored, not t
 degenerate box, images without faces, and box centres lying exactly on a cell boundary, where
 a flipped image puts the face in another column than the mirrored one.
 
-Images are `pipeline.synthetic.pattern`s, asymmetric, so a horizontal flip is visible in the pixels.
+Images are `pipeline.sample.synthetic.pattern`s, asymmetric, so a horizontal flip is visible in the pixels.
 
 The fixtures `built_val` and `built_val_raw` (tests/conftest.py) are `make_build`s; session-scoped,
 one per test process.
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline import synthetic
+from pipeline.sample import synthetic
 from reader.core import layout, manifest, schema, tfrecord
 from tests.build_helpers import run_build
 

@@ -2,14 +2,15 @@
 files, fed as bytes, are either parsed into valid annotations or refused with one
 `FILE:LINE: expected ..., found ...` AnnotationError; nothing else escapes.
 
-The generator lives in pipeline.annotation_cases and the invariant in pipeline.annotation_fuzz,
-so that a bigger run is `python -m pipeline.annotation_fuzz --cases=200000`.
+The generator lives in fuzzing.annotation_cases and the invariant in fuzzing.annotation_fuzz,
+so that a bigger run is `python -m fuzzing.annotation_fuzz --cases=200000`.
 """
 
 import numpy as np
 import pytest
 
-from pipeline import annotation_cases, annotation_fuzz, annotations
+from fuzzing import annotation_cases, annotation_fuzz
+from pipeline import annotations
 
 CASES = 5_000  # about 3 s on one core
 

@@ -20,7 +20,7 @@ from PIL import Image
 from pipeline import records
 from pipeline.annotations import ImageAnnotation
 from reader.check import cli as check
-from reader.check import dataset_report
+from reader.check.report import dataset as dataset_report
 from reader.check import records as check_records
 from reader.check import runner as check_runner
 from reader.check import split as check_split

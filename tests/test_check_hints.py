@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from reader.core import files
+from reader.core import storage
 from tests import cloud_fixtures
 from tests.test_check import problems, run_check
 from tests.test_reader_hostile_s3 import BUCKET, s3  # noqa: F401 (s3: moto's server, a fixture)
@@ -55,7 +55,7 @@ def test_the_checker_takes_the_builds_s3_flags(s3, no_keys, good_build, capsys):
 
 def test_no_credentials_and_no_bucket_say_so(s3, no_keys, capsys):
     message = _manifest_problem(f"s3://{BUCKET}/none", "val", capsys, f"--s3_endpoint_url={s3.endpoint}")
-    assert message == f"unreadable manifest: no S3 credentials: {files.NO_CREDENTIALS}"
+    assert message == f"unreadable manifest: no S3 credentials: {storage.NO_CREDENTIALS}"
     keys = [flag for flag in s3.beam_flags() if "endpoint" not in flag]
     message = _manifest_problem("s3://no-such-bucket/shards", "val", capsys, f"--s3_endpoint_url={s3.endpoint}", *keys)
     assert message == "no manifest: no bucket no-such-bucket on S3"

@@ -9,7 +9,7 @@ import re
 from PIL import Image
 
 from reader.check import cli as check
-from reader.check import dataset_report
+from reader.check.report import dataset as dataset_report
 from tests.test_check import run_check
 
 

@@ -1,5 +1,5 @@
 """The build reading from and writing to cloud storage for real: s3:// on moto's S3 server and
-gs:// on a GCS emulator, both on loopback, reached through Beam's own filesystems.
+gs:// on a GCS emulator, both on loopback, reached through reader.core.storage.
 
 Each build runs as a user runs it, `python -m pipeline` with the default runner (FnApiRunner,
 multi_processing): the worker processes must get the storage settings too, not only the launcher.

@@ -21,11 +21,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import beam_flags, cli, commit, leases, storage, transforms
+from pipeline import beam_flags, cli, commit, leases, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from reader.check import split as check_split
-from reader.core import files, layout
+from reader.core import layout, storage
 from reader.core.config import BuildConfig
 from tests import build_helpers, cloud_fixtures, commit_faults
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
@@ -41,14 +41,14 @@ _COLLECTED: dict[str, list] = {}
 def s3():
     with cloud_fixtures.s3_server() as server:
         server.client.create_bucket(Bucket=BUCKET)
-        before = files.configure_s3(files.S3Settings(endpoint_url=server.endpoint, region_name=cloud_fixtures.S3_REGION))
+        before = storage.configure_s3(storage.S3Settings(endpoint_url=server.endpoint, region_name=cloud_fixtures.S3_REGION))
         keys = {"AWS_ACCESS_KEY_ID": cloud_fixtures.S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": cloud_fixtures.S3_SECRET}
         saved = {name: os.environ.get(name) for name in keys}
         os.environ.update(keys)  # the checker's boto3 finds them where users keep theirs
         try:
             yield server
         finally:
-            files.configure_s3(before)
+            storage.configure_s3(before)
             for name, value in saved.items():
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 

@@ -28,7 +28,7 @@ import pytest
 from benchmarks import dask_build
 from pipeline import beam_flags, cli, sample
 from reader.check import split as check_split
-from reader.core import files, layout, tfds_metadata
+from reader.core import layout, storage, tfds_metadata
 from tests import cloud_fixtures
 
 # One pytest-xdist process runs them all (make test: --dist=loadgroup), so one cluster serves them.
@@ -108,11 +108,10 @@ def local(source, tmp_path_factory) -> dict[str, bytes]:
 def _built(out) -> dict[str, bytes]:
     """{file with BUILD for its build id: bytes} of every shard and the errors file the manifest
     names, local or s3://."""
-    from pipeline import storage
 
-    manifest = json.loads(storage.read_bytes(storage.join(str(out), layout.manifest_name(SPLIT)), files.MANIFEST))
-    bounds = {s["file"]: files.shard_bound(s["bytes"]) for s in manifest["shards"]} | {manifest["errors_file"]: files.ERRORS_FILE}
-    return {name.replace(manifest["build"], "BUILD"): storage.read_bytes(storage.join(str(out), name), bound) for name, bound in bounds.items()}
+    manifest = json.loads(storage.read_or_none(storage.join(str(out), layout.manifest_name(SPLIT)), storage.MANIFEST))
+    bounds = {s["file"]: storage.shard_bound(s["bytes"]) for s in manifest["shards"]} | {manifest["errors_file"]: storage.ERRORS_FILE}
+    return {name.replace(manifest["build"], "BUILD"): storage.read_or_none(storage.join(str(out), name), bound) for name, bound in bounds.items()}
 
 
 def _command(source, out, cluster: Cluster, *extra: str) -> list[str]:

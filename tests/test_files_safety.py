@@ -29,9 +29,9 @@ import time
 
 import pytest
 
-from pipeline import commit, leases, storage
+from pipeline import commit, leases
 from reader.check import split as check_split
-from reader.core import files, layout, tfds_metadata
+from reader.core import layout, storage, tfds_metadata
 from tests import check_fixtures as fx
 from tests import cloud_fixtures
 from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
@@ -284,10 +284,10 @@ def test_a_lease_dated_a_little_ahead_is_clock_skew_and_holds(tmp_path):
 
 def test_a_lease_larger_than_a_lease_is_not_read_and_is_judged_by_its_age(tmp_path):
     now = time.time()
-    big = b" " * (files.LEASE.limit + 1)
+    big = b" " * (storage.LEASE.limit + 1)
     spec, shard = _lease_dir(tmp_path, now, big)
-    with pytest.raises(storage.RefusedFile, match=rf"{files.LEASE.limit + 1} bytes, more than a lease may hold"):
-        storage.read_bytes(str(tmp_path / "out" / layout.lease_name(fx.SPLIT, OTHER_BUILD)), files.LEASE)
+    with pytest.raises(storage.RefusedFile, match=rf"{storage.LEASE.limit + 1} bytes, more than a lease may hold"):
+        storage.read_or_none(str(tmp_path / "out" / layout.lease_name(fx.SPLIT, OTHER_BUILD)), storage.LEASE)
     commit.remove_leftovers(spec, now=now)
     assert shard.exists()  # fresh: judged alive
     commit.remove_leftovers(spec, now=now + leases.LEASE_TIMEOUT_S + 1)
@@ -301,38 +301,33 @@ BUCKET = "facegrid-bounds"
 
 
 def test_s3_objects_larger_than_their_kind_are_refused_before_they_are_read(good_build, monkeypatch):
-    """One oversized manifest on moto's S3 server: the readers' files (boto3) and the build's
-    storage (Beam's S3 options) refuse it from its size, in one line, without reading it."""
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+    """One oversized manifest on moto's S3 server: the readers' reads and the build's refuse it
+    from its size, in one line, without reading it."""
     from reader.core import manifest as manifests
 
     with cloud_fixtures.s3_server() as server:
         server.client.create_bucket(Bucket=BUCKET)
         server.upload_tree(BUCKET, "data", good_build)
         name = layout.manifest_name(fx.SPLIT)
-        size = files.MANIFEST.limit + 1
+        size = storage.MANIFEST.limit + 1
         server.client.put_object(Bucket=BUCKET, Key=f"data/{name}", Body=b" " * size)
         lease = layout.lease_name(fx.SPLIT, OTHER_BUILD)
-        server.client.put_object(Bucket=BUCKET, Key=f"data/{lease}", Body=b" " * (files.LEASE.limit + 1))
+        server.client.put_object(Bucket=BUCKET, Key=f"data/{lease}", Body=b" " * (storage.LEASE.limit + 1))
         data_dir = f"s3://{BUCKET}/data"
 
-        previous = files.configure_s3(files.S3Settings(server.endpoint, cloud_fixtures.S3_REGION))
+        previous = storage.configure_s3(storage.S3Settings(server.endpoint, cloud_fixtures.S3_REGION))
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", cloud_fixtures.S3_KEY_ID)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", cloud_fixtures.S3_SECRET)
         try:
             with pytest.raises(manifests.ManifestError) as raised:
                 manifests.load(data_dir, fx.SPLIT)
+            with pytest.raises(storage.RefusedFile, match=r"more than a lease may hold"):
+                storage.read_or_none(f"{data_dir}/{lease}", storage.LEASE)
+            with pytest.raises(storage.RefusedFile, match=r"more than a manifest may hold"):
+                storage.read_or_none(f"{data_dir}/{name}", storage.MANIFEST)
         finally:
-            files.configure_s3(previous)
-        assert str(raised.value) == f"{data_dir}/{name}: {size} bytes, more than a manifest may hold ({files.MANIFEST.limit})"
-
-        monkeypatch.setattr(FileSystems, "_pipeline_options", PipelineOptions(server.beam_flags()))
-        with pytest.raises(storage.RefusedFile, match=r"more than a lease may hold"):
-            storage.read_bytes(f"{data_dir}/{lease}", files.LEASE)
-        with pytest.raises(storage.RefusedFile, match=r"more than a manifest may hold"):
-            storage.read_bytes(f"{data_dir}/{name}", files.MANIFEST)
+            storage.configure_s3(previous)
+        assert str(raised.value) == f"{data_dir}/{name}: {size} bytes, more than a manifest may hold ({storage.MANIFEST.limit})"
 
 
 def test_a_link_inside_the_data_directory_is_followed(tmp_path, good_build):
@@ -356,6 +351,6 @@ def test_a_refusal_pickles_whole():
     """Refusals cross process boundaries (the checker's workers, Beam's) with their path and problem."""
     import pickle
 
-    for refused in (files.RefusedFile("/d/f", "not a regular file (a FIFO)"), storage.RefusedFile("/d/f", "not a regular file (a FIFO)")):
+    for refused in (storage.RefusedFile("/d/f", "not a regular file (a FIFO)"), storage.StorageError("/d/f", "cannot list: EIO")):
         again = pickle.loads(pickle.dumps(refused))
-        assert (type(again), str(again), again.path, again.problem) == (type(refused), "/d/f: not a regular file (a FIFO)", "/d/f", refused.problem)
+        assert (type(again), str(again), again.path, again.problem) == (type(refused), str(refused), "/d/f", refused.problem)

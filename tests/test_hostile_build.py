@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from pipeline import synthetic
+from pipeline.sample import synthetic
 from reader.check import split as check_split
 from reader.core import layout
 

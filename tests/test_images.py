@@ -306,7 +306,7 @@ def test_wide_sixteen_bit_grey_converts_in_chunks_to_the_same_bytes(monkeypatch)
 
 @pytest.fixture(scope="module")
 def photo() -> Image.Image:
-    from pipeline import synthetic
+    from pipeline.sample import synthetic
 
     return synthetic.photo(synthetic.no_faces(), 683, np.random.default_rng(1))
 
@@ -726,20 +726,27 @@ def test_a_file_that_grows_past_the_cap_while_read_is_refused(tree, monkeypatch)
     assert _reason(root, "event/a.jpg", max_bytes=len(photo) + 100).reason == "file_too_large"
 
 
-def test_remote_images_are_read_through_beam_filesystems(monkeypatch):
-    stored = {"gs://bucket/images/event/a.jpg": b"JPEG bytes"}
+def test_remote_images_are_read_through_the_storage_layer():
+    """On moto's S3 server: one ranged read an image, the same reasons as on local disk."""
+    from reader.core import storage
+    from tests import cloud_fixtures
 
-    def fake_open(path, compression_type):
-        if path not in stored:
-            raise FileNotFoundError(path)
-        return io.BytesIO(stored[path])
-
-    monkeypatch.setattr(sources.FileSystems, "open", fake_open)
-    monkeypatch.setattr(sources.FileSystems, "exists", lambda path: path in stored)
-    assert sources.read_source("gs://bucket/images", "event/a.jpg") == b"JPEG bytes"
-    assert _reason("gs://bucket/images", "event/none.jpg").reason == "missing"
-    assert _reason("gs://bucket/images", "event/a.jpg", max_bytes=4).reason == "file_too_large"
-    assert _reason("gs://bucket/images", "../a.jpg").reason == "path_escapes_images_dir"
+    with cloud_fixtures.s3_server() as server:
+        server.client.create_bucket(Bucket="images")
+        server.client.put_object(Bucket="images", Key="event/a.jpg", Body=b"JPEG bytes")
+        server.client.put_object(Bucket="images", Key="event/empty.jpg", Body=b"")
+        previous = storage.configure_s3(
+            storage.S3Settings(server.endpoint, cloud_fixtures.S3_REGION, cloud_fixtures.S3_KEY_ID, cloud_fixtures.S3_SECRET)
+        )
+        try:
+            assert sources.read_source("s3://images", "event/a.jpg") == b"JPEG bytes"
+            assert sources.read_source("s3://images", "event/empty.jpg") == b""
+            assert _reason("s3://images", "event/none.jpg").reason == "missing"
+            assert _reason("s3://images", "event/a.jpg", max_bytes=4).reason == "file_too_large"
+            assert _reason("s3://images", "../a.jpg").reason == "path_escapes_images_dir"
+            assert _reason("s3://no-such-bucket", "event/a.jpg").reason in ("missing", "unreadable")
+        finally:
+            storage.configure_s3(previous)
 
 
 def test_a_long_run_of_fill_bytes_is_walked_in_linear_time():

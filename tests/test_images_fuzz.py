@@ -2,8 +2,8 @@
 
 Invariant: prepare() returns a PreparedImage of the configured size, or raises UnusableImage
 with a reason of REASONS; nothing else escapes and no case hangs. The corpus, the mutations
-and the invariant live in benchmarks/fuzz_images.py, whose runner does the big run
-(`python -m benchmarks.fuzz_images --part=fuzz`, figures in BENCHMARKS.md).
+and the invariant live in fuzzing/image_fuzz.py, whose runner does the big run
+(`python -m fuzzing.image_fuzz --part=fuzz`, figures in BENCHMARKS.md).
 """
 
 import collections
@@ -14,7 +14,7 @@ import warnings
 import pytest
 from PIL import Image
 
-from benchmarks import fuzz_images
+from fuzzing import image_fuzz as fuzz_images
 from pipeline import images
 
 RANDOM_CASES = 6000

@@ -1,4 +1,4 @@
-"""The seeded manifest fuzz of benchmarks/fuzz_manifests.py, a few thousand cases in process
+"""The seeded manifest fuzz of fuzzing/manifest_fuzz.py, a few thousand cases in process
 (`make fuzz` runs many more, with more of them through the commands): every case is accepted
 and read exactly as the checker reads it, or refused in one line naming the manifest."""
 
@@ -8,8 +8,9 @@ import random
 
 import pytest
 
-from benchmarks import fuzz_manifests
-from pipeline import cli, synthetic
+from fuzzing import manifest_fuzz as fuzz_manifests
+from pipeline import cli
+from pipeline.sample import synthetic
 from reader.check.split import check_split
 from tests import check_fixtures as fx
 

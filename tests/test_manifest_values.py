@@ -19,7 +19,8 @@ import pytest
 import tensorflow as tf
 
 import reader
-from pipeline import cli, synthetic
+from pipeline import cli
+from pipeline.sample import synthetic
 from reader.check import cli as check_cli
 from reader.check.split import check_split
 from reader.core import layout, manifest, schema, tfrecord

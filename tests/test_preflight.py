@@ -88,7 +88,7 @@ def test_an_images_dir_one_level_off_names_the_folder_that_holds_them(capsys, tm
 
 
 def test_file_formats_of_generated_files_are_told_apart():
-    """Seeded: WIDER-format box files and file lists as pipeline.synthetic writes them, cut anywhere."""
+    """Seeded: WIDER-format box files and file lists as pipeline.sample.synthetic writes them, cut anywhere."""
     rng = random.Random(0)
     for case in range(200):
         entries = [(f"{rng.randrange(62)}--Event/{rng.randrange(10**6)}_x.jpg",

@@ -1,5 +1,6 @@
-"""The checker and ShardSequence on s3://, as builds write there: moto's S3 server on loopback,
-reached with boto3 alone (TensorFlow 2.21 has no s3 filesystem, and reader/ never imports Beam).
+"""The checker, ShardSequence and make_dataset on s3://, as builds write there: moto's S3 server
+on loopback, reached through reader.core.storage (boto3; TensorFlow 2.21 has no s3 filesystem,
+and reader/ never imports Beam).
 
 The checker's small build (tests/check_fixtures.py) is uploaded as it is; file names come from
 its manifest.
@@ -109,6 +110,72 @@ def test_shard_sequence_reads_s3_with_ranged_gets(s3, keys, good_build, monkeypa
         reader.ShardSequence(data_dir, fx.SPLIT, 4, shuffle=False)
 
 
-def test_make_dataset_refuses_s3_saying_why(s3, keys):
-    with pytest.raises(ValueError, match=r"s3://.*: make_dataset reads local and gs:// directories only: TensorFlow .* has no s3:// filesystem"):
-        reader.make_dataset(f"s3://{BUCKET}/anything", "val", 4, training=False)
+def _batches(dataset, epochs: int = 1) -> list:
+    """Every batch of `epochs` passes over `dataset`, as NumPy arrays (ragged ones as lists)."""
+    out = []
+    for _ in range(epochs):
+        for batch in dataset:
+            out.append([part.to_list() if hasattr(part, "to_list") else part.numpy() for part in _flat(batch)])
+    return out
+
+
+def _flat(batch) -> list:
+    if isinstance(batch, dict):
+        return [batch[k] for k in sorted(batch)]
+    if isinstance(batch, tuple):
+        return [leaf for part in batch for leaf in _flat(part)]
+    return [batch]
+
+
+def _assert_same(got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for got_batch, want_batch in zip(got, want):
+        for a, b in zip(got_batch, want_batch, strict=True):
+            np.testing.assert_array_equal(np.asarray(a, dtype=object) if isinstance(a, list) else a,
+                                          np.asarray(b, dtype=object) if isinstance(b, list) else b)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["evaluation", "training"])
+def test_make_dataset_reads_s3_as_it_reads_local_disk(s3, keys, good_build, monkeypatch, training):
+    """Through the storage layer on S3, TensorFlow's own reader locally: the same batches, in the
+    same order for a seed, epoch after epoch (flips included)."""
+    data_dir = upload(s3, good_build, f"dataset-{training}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)  # boto3's own chain, as a training job would set it
+    options = {"training": True, "seed": 5, "augment": True, "shuffle_buffer": 16} if training else {"training": False, "with_boxes": True}
+    remote = _batches(reader.make_dataset(data_dir, fx.SPLIT, 4, **options), epochs=2 if training else 1)
+    local = _batches(reader.make_dataset(str(good_build), fx.SPLIT, 4, **options), epochs=2 if training else 1)
+    assert len(local) >= 2
+    _assert_same(remote, local)
+
+
+def test_make_dataset_names_a_damaged_record_on_s3_as_on_local_disk(s3, keys, good_build, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from reader.data.dataset import SkippedRecords
+
+    broken = fx.copy_build(good_build, tmp_path / "broken")
+    file = fx.shard_files(broken)[0]
+    data = bytearray((broken / file).read_bytes())
+    data[-10] ^= 0x40  # inside the last record's data
+    (broken / file).write_bytes(bytes(data))
+    data_dir = upload(s3, broken, "dataset-damaged")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    last = len(fx.read_records(good_build / file)) - 1
+
+    with pytest.raises(ValueError) as on_local:  # hashed when the dataset is made: found at once
+        reader.make_dataset(str(broken), fx.SPLIT, 4, training=False)
+    with pytest.raises(tf.errors.InvalidArgumentError) as on_s3:  # found by the read, named by the batch
+        _batches(reader.make_dataset(data_dir, fx.SPLIT, 4, training=False))
+    problem = f"{file}: record {last} at byte "
+    assert str(on_local.value).startswith(f"{broken / file}: record {last} at byte ") and "data checksum mismatch" in str(on_local.value)
+    named = str(on_local.value).removeprefix(str(broken) + "/")
+    assert problem in named and f"{data_dir}/{named}" in str(on_s3.value)
+
+    skipped = {"local": SkippedRecords(), "s3": SkippedRecords()}
+    read = {
+        where: _batches(reader.make_dataset(directory, fx.SPLIT, 4, training=False, skip_corrupt=True, skipped=skipped[where]))
+        for where, directory in (("local", str(broken)), ("s3", data_dir))
+    }
+    _assert_same(read["s3"], read["local"])
+    assert skipped["s3"].count == skipped["local"].count == 1
+    assert [p.replace(data_dir, "DIR") for p in skipped["s3"].problems] == [p.replace(str(broken), "DIR") for p in skipped["local"].problems]

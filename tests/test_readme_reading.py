@@ -58,8 +58,6 @@ def test_the_s3_example_runs(tiny_build, tmp_path):
 
 
 def test_the_gs_example_runs(tiny_build, tmp_path):
-    """Passes once gs:// goes through the storage layer (issue 21, points 1-2): today
-    reader.core.files reads gs:// with tf.io.gfile, which does not call an emulator."""
     with cloud_fixtures.gcs_emulator("my-bucket") as gcs:
         gcs.upload_tree("my-bucket", "shards", pathlib.Path(tiny_build))
         run_examples([_remote("gs")], tmp_path, _gcs_env(gcs, tmp_path))

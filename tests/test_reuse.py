@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, reuse, storage, stores
+from pipeline import cli, reuse
+from reader.core import storage
 from reader.core import layout, schema, tfrecord
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
@@ -551,13 +552,10 @@ def gcs(tmp_path_factory):
     with cloud_fixtures.gcs_emulator(BUCKET) as emulator:
         env["STORAGE_EMULATOR_HOST"] = emulator.endpoint
         saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)  # this process builds there, through Beam's GCS client
-        # A client made for another test's emulator (cached per process) would call a closed port.
-        stores._GCS_CLIENTS.clear()
+        os.environ.update(env)  # this process builds there (a client per emulator: reader.core.storage.gcs)
         try:
             yield emulator
         finally:
-            stores._GCS_CLIENTS.clear()
             for name, value in saved.items():
                 os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 

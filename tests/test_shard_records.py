@@ -318,8 +318,7 @@ def test_nothing_imports_tensorflow_on_local_disk_and_s3(good_build):
 
 
 def test_nothing_imports_tensorflow_on_gcs(good_build, tmp_path):
-    """Passes once gs:// goes through the storage layer's google-cloud-storage client (issue 21,
-    points 1-2); reader.core.files reads gs:// through tf.io.gfile until then."""
+    """gs:// through the storage layer's google-cloud-storage client, on the GCS emulator."""
     from tests import cloud_fixtures
 
     with cloud_fixtures.gcs_emulator("records") as gcs:

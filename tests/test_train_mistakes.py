@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import synthetic
+from pipeline.sample import synthetic
 from reader.core import manifest as manifests
 from tests import train_fixtures
 from tests.build_helpers import run_build

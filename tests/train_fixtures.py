@@ -1,6 +1,6 @@
 """A tiny train + val build for the training tests: small JPEGs with easy "faces", real Beam job.
 
-Each image is `pipeline.synthetic.noise` with 1-3 of `synthetic.paint_faces`' cartoon faces
+Each image is `pipeline.sample.synthetic.noise` with 1-3 of `synthetic.paint_faces`' cartoon faces
 at random places, sizes 1/8 to 1/3 of the image, so a small network sees something learnable
 within a few steps. One face in each val image is flagged invalid every third image, and one
 image per split has no face at all.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline import synthetic
+from pipeline.sample import synthetic
 from tests.build_helpers import run_build
 
 

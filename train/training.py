@@ -109,8 +109,9 @@ class EpochScalars(keras.callbacks.Callback):
     (log_dir/train/epoch_loss, log_dir/validation/epoch_loss, .../epoch_ap50), at step = the
     epoch counted from 1, as log.csv counts it.
 
-    Written with TensorFlow's own summary op: tensorflow-cpu does not bring the tensorboard
-    package, without which Keras' callback fails; reading the logs needs it, writing does not.
+    Keras' TensorBoard callback would count epochs from 0 (its step is Keras' epoch index); here
+    epochs count from 1 in log.csv, metrics.json and TensorBoard alike, and only the scalars are
+    written (no graph, no histograms).
     """
 
     def __init__(self, log_dir: str):

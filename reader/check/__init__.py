@@ -8,10 +8,7 @@
     records         the per-record checks: one serialized record in, its problems and facts out
     across_records  the checks across a split's records: placement, duplicates, leakage
     stats           dataset statistics for the report
-    report          what was found, shown for people or as JSON
-    contact_sheet   sample records drawn with their grid, so a person sees targets sit on faces
-    dataset_report  `--report=DIR`: the checked split in plots, and the files that hold them
-    report_faces    the report's faces: every stored box and its role, read again from the check
-    report_numbers  the numbers behind each plot of the report, and its caption
+    findings        what was found, shown for people or as JSON
+    report/         the pictures of a checked split (`--sheet`, `--report`), apart from the checks
 No TensorFlow: Pillow decodes the stored images.
 """

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from reader.check import records as check_records
-from reader.check.report import Findings
+from reader.check.findings import Findings
 from reader.core import layout
 from reader.core.manifest import ErrorEntry
 

@@ -14,7 +14,7 @@ ranges and targets (recomputed from its boxes), duplicates and leakage between s
 manifest's counts; prints pass/fail per check, the first problems as `shard:record: check:
 message`, and dataset statistics. Exit status: 0 when every check passes, 1 when any fails,
 2 on bad usage. `--sheet` also draws sample records with their boxes and grid targets; `--report`
-writes the dataset report (plots, report.html, report.json; see reader.check.dataset_report).
+writes the dataset report (plots, report.html, report.json; see reader.check.report.dataset).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import sys
 
 from absl import flags
 
-from reader.check import contact_sheet, dataset_report
+from reader.check.report import contact_sheet
+from reader.check.report import dataset as dataset_report
 from reader.check.split import SplitCheck, check_split
-from reader.core import files, layout, progress
+from reader.core import layout, progress, storage
 
 PROGRAM = "facegrid-check"
 SCHEMES = ("file", "gs", "s3")  # every scheme a build writes
@@ -78,9 +79,9 @@ def parse_args(argv: list[str]) -> flags.FlagValues:
     missing = [name for name in ("data_dir", "split") if fv[name].value is None]
     if missing:
         raise UsageError("missing required flags: " + ", ".join(f"--{m}" for m in missing))
-    if files.is_local(fv.data_dir) and not os.path.isdir(fv.data_dir.removeprefix("file://")):
+    if storage.is_local(fv.data_dir) and not os.path.isdir(fv.data_dir.removeprefix("file://")):
         raise UsageError(f"--data_dir={fv.data_dir}: no such directory")
-    if files.scheme(fv.data_dir) not in SCHEMES:
+    if storage.scheme(fv.data_dir) not in SCHEMES:
         raise UsageError(f"--data_dir={fv.data_dir}: expected a local, gs:// or s3:// path")
     if fv.sheet is not None:
         parent = os.path.dirname(os.path.abspath(fv.sheet))
@@ -121,14 +122,14 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     # Counts the records read, the other splits' for leakage included: a bar on a terminal, a line
     # every 15 s elsewhere (logs), as the build does; --progress=never: nothing.
     bar = None if fv.progress == "never" else progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1)
-    files.configure_s3(s3_settings(fv))
+    storage.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv
 
 
-def s3_settings(fv: flags.FlagValues) -> files.S3Settings:
+def s3_settings(fv: flags.FlagValues) -> storage.S3Settings:
     others = {name.removeprefix("s3_"): fv[name].value for name in S3_FLAGS}
-    return files.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name, disable_ssl=fv.s3_disable_ssl, **others)
+    return storage.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name, disable_ssl=fv.s3_disable_ssl, **others)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv):
         print(_help())
         return 0
-    previous = files.s3_settings()
+    previous = storage.s3_settings()
     try:
         return _main(argv)
     finally:
-        files.configure_s3(previous)  # the flags hold for this run only (tests call main in-process)
+        storage.configure_s3(previous)  # the flags hold for this run only (tests call main in-process)
 
 
 def _main(argv: list[str]) -> int:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import collections
 
-from reader.check.report import Findings
-from reader.core import config, files, layout, manifest
+from reader.check.findings import Findings
+from reader.core import config, layout, manifest, storage
 from reader.core.config import BuildConfig
 from reader.core.manifest import ErrorEntry
 
@@ -84,8 +84,8 @@ def read_errors(built: manifest.Manifest, findings: Findings) -> list[tuple[int,
         findings.note("counts", "errors file not read: the manifest names no file in the data directory")
         return None
     try:
-        text = files.read_bytes(files.join(built.data_dir, file), files.ERRORS_FILE).decode("utf-8")
-    except files.RefusedFile as e:  # never read, never quoted: it may lead out of the data directory
+        text = storage.read_bytes(storage.join(built.data_dir, file), storage.ERRORS_FILE).decode("utf-8")
+    except storage.RefusedFile as e:  # never read, never quoted: it may lead out of the data directory
         findings.add("counts", file, None, e.problem)
         return None
     except FileNotFoundError:

@@ -44,7 +44,6 @@ from reader.core.config import BuildConfig
 
 # Largest value of each WIDER attribute (all start at 0); see the WIDER FACE readme.
 _ATTRIBUTE_MAX = np.array([schema.ATTRIBUTE_MAX[name] for name in schema.ATTRIBUTES])
-_INVALID = schema.ATTRIBUTES.index("invalid")
 _SHOWN_CELLS = 3  # cells named per targets problem; the rest are counted
 _AREA_RTOL = 1e-5  # of the recomputed area (at least 1 pixel): float32 rounding is far below it
 
@@ -135,7 +134,7 @@ def recompute_targets(fields: dict, config: BuildConfig) -> targets.GridTargets 
     if not np.isfinite(fields["boxes"]).all() or min(fields["original_width"], fields["original_height"]) < 1:
         return None
     placement = box_formats.Placement.fit(fields["original_width"], fields["original_height"], config.input_size, config.resize)
-    invalid = fields["attributes"][:, _INVALID]
+    invalid = schema.invalid_flags(fields["attributes"])
     return targets.encode_faces(fields["boxes"], invalid, placement, config.grid_size, config.min_face_px)
 
 
@@ -298,7 +297,7 @@ def _derived_problems(fields: dict) -> list[str]:
                         f"found {fields['class_text'][face][:60]!r} ({count} such faces)")
     if not faces:
         return problems
-    invalid = fields["attributes"][:, _INVALID]
+    invalid = schema.invalid_flags(fields["attributes"])
     if (fields["is_crowd"] != invalid).any():
         face, count = _first(fields["is_crowd"] != invalid)
         problems.append(f"face {face}: {schema.IS_CROWD} expected {invalid[face]} (its invalid flag), "

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from reader.check import shards as check_shards
-from reader.core import files
+from reader.core import storage
 from reader.core.config import BuildConfig
 
 INLINE_BELOW = 256  # records: fewer are checked in this process; worker start-up would cost more
@@ -108,7 +108,7 @@ def run_tasks(tasks: list[check_shards.Task], workers: int, progress: Progress |
 def _pool(processes: int):
     """A pool of `processes` workers, each configured with this process's s3 settings: spawned
     workers would otherwise start with the defaults, not the endpoint the flags gave."""
-    return _start_method().Pool(processes, initializer=files.configure_s3, initargs=(files.s3_settings(),))
+    return _start_method().Pool(processes, initializer=storage.configure, initargs=(storage.settings(),))
 
 
 def _start_method():

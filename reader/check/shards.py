@@ -9,7 +9,7 @@ hands out three kinds of task, each a picklable tuple run by `run_task` in a wor
                 for the leakage check
 Workers open files themselves, so only paths and spans cross the process boundary, and they
 never import TensorFlow for local or s3:// files (reader.core.manifest reads s3:// with boto3).
-Every open is reader.core.files' (regular files of the data directory only); a shard is held to
+Every open is reader.core.storage's (regular files of the data directory only); a shard is held to
 its manifest entry's size when indexed, and the tasks after stream it in fixed pieces.
 """
 
@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Sequence
 
 from reader.check import records as check_records
-from reader.core import files, schema, tfrecord
+from reader.core import schema, storage, tfrecord
 from reader.core.config import BuildConfig
 
 _HASH_BLOCK = 1 << 20
@@ -46,8 +46,8 @@ class ShardIndex:
 
 def index_shard(path: str, file: str, size: int) -> ShardIndex:
     """Walks the record headers of the shard at `path` (named `file` in problems), which its
-    manifest says holds `size` bytes (files.RefusedFile for a larger one, or not a regular file)."""
-    with files.open_binary(path, files.shard_bound(size)) as f:
+    manifest says holds `size` bytes (storage.RefusedFile for a larger one, or not a regular file)."""
+    with storage.open_binary(path, storage.shard_bound(size)) as f:
         try:
             return ShardIndex(file, tuple(tfrecord.index_records(f, file)))
         except tfrecord.CorruptRecordError as e:
@@ -140,7 +140,7 @@ def run_task(task: Task) -> Result:
 
 def hash_shard(task: HashTask) -> HashResult:
     digest, size = hashlib.sha256(), 0
-    with files.open_binary(task.path, None) as f:
+    with storage.open_binary(task.path, None) as f:
         while block := f.read(_HASH_BLOCK):
             digest.update(block)
             size += len(block)
@@ -150,7 +150,7 @@ def hash_shard(task: HashTask) -> HashResult:
 def check_chunk(task: ChunkTask) -> ChunkResult:
     """Reads each record of the chunk (checking its data checksum) and checks it."""
     results = []
-    with files.open_binary(task.path, None) as f:
+    with storage.open_binary(task.path, None) as f:
         for span in task.spans:
             try:
                 data = tfrecord.read_record(f, task.file, span)
@@ -168,7 +168,7 @@ def check_chunk(task: ChunkTask) -> ChunkResult:
 def read_keys(task: KeysTask) -> KeysResult:
     """The source sha256 and filename of every readable record of a shard."""
     keys, error = [], None
-    with files.open_binary(task.path, None) as f:
+    with storage.open_binary(task.path, None) as f:
         try:
             for span, data in tfrecord.iter_records(f, task.file):
                 try:

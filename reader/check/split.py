@@ -12,7 +12,7 @@ modules it hands work to:
                      into other splits (across_records); counts (check_manifest); statistics
 
 Library code: plain arguments in, a report out; the flags live in `reader.check`. Reads local,
-gs:// and s3:// directories (reader.core.files); worker processes get this process's s3 settings.
+gs:// and s3:// directories (reader.core.storage); worker processes get this process's storage settings.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from reader.check import across_records, runner
 from reader.check import manifest as check_manifest
 from reader.check import shards as check_shards
 from reader.check.across_records import CheckedRecord, OtherKeys
-from reader.check.report import CHECKS, Findings, Report
+from reader.check.findings import CHECKS, Findings, Report
 from reader.check.runner import Progress, default_workers
 from reader.check.stats import Statistics
-from reader.core import files, layout, manifest
+from reader.core import layout, manifest, storage
 from reader.core.config import BuildConfig
 from reader.core.manifest import ErrorEntry, ShardEntry
 
@@ -82,7 +82,7 @@ def check_split(
     config = check_manifest.check_manifest(built, split, findings)
     present = _present_files(data_dir, built, findings)
     listed = check_manifest.check_shard_set(built, split, present, findings)
-    paths = {entry.file: files.join(data_dir, entry.file) for entry in listed}
+    paths = {entry.file: storage.join(data_dir, entry.file) for entry in listed}
     indexes = _index_shards(listed, paths, findings)
     listed = [entry for entry in listed if entry.file in indexes]
     _check_framing_and_record_counts(listed, indexes, findings)
@@ -112,7 +112,7 @@ def _without_manifest(data_dir: str, split: str, error: manifest.ManifestError, 
     """The check of a split whose manifest cannot be read: that one problem, every other check
     skipped (nothing says what the shards should hold), no records."""
     manifest_file = layout.manifest_name(split)
-    findings.add("manifest", manifest_file, None, str(error).removeprefix(files.join(data_dir, manifest_file) + ": "))
+    findings.add("manifest", manifest_file, None, str(error).removeprefix(storage.join(data_dir, manifest_file) + ": "))
     for name in CHECKS:
         if name != "manifest":
             findings.skipped[name] = "no readable manifest"
@@ -123,7 +123,7 @@ def _present_files(data_dir: str, built: manifest.Manifest, findings: Findings) 
     """The file names in `data_dir`; when it cannot be listed (a shard_set problem), the
     manifest's shards, so that reading each of them says what is wrong."""
     try:
-        return set(files.list_dir(data_dir))
+        return set(storage.list_names(data_dir))
     except OSError as e:  # gone since the manifest was read, or the store refuses to list
         findings.add("shard_set", ".", None, f"cannot list the data directory: {e}")
         return {entry.file for entry in built.shards}
@@ -136,7 +136,7 @@ def _index_shards(listed: Sequence[ShardEntry], paths: dict[str, str], findings:
     for entry in listed:
         try:
             indexes[entry.file] = check_shards.index_shard(paths[entry.file], entry.file, entry.bytes)
-        except files.RefusedFile as e:  # a FIFO, a device, a link out of the directory, too large: never read
+        except storage.RefusedFile as e:  # a FIFO, a device, a link out of the directory, too large: never read
             findings.add("shard_files", entry.file, None, e.problem)
         except FileNotFoundError:  # listed, then gone: removed by a build that committed since
             findings.add("shard_set", entry.file, None, "missing: removed while the check ran")
@@ -178,7 +178,7 @@ def _other_splits(data_dir: str, split: str, present: set[str], findings: Findin
             shards = [(name, 0) for name in sorted(present) if (layout.parse_shard_name(name) or ("",))[0] == other]
             listed = False
         if shards or listed:
-            others[other] = [(files.join(data_dir, file), file, records) for file, records in shards]
+            others[other] = [(storage.join(data_dir, file), file, records) for file, records in shards]
     return others
 
 

@@ -24,7 +24,7 @@ def bin_counts(
     """Counts per bin, labelled "a-b" (or "a" for a one-value integer bin, "a+" for the last).
 
     edges: the lower edge of each bin, ascending; the last bin is open. weights: what each value
-    adds to its bin (1 by default). The dataset report (reader.check.dataset_report) bins by this
+    adds to its bin (1 by default). The dataset report (reader.check.report.dataset) bins by this
     function too, so its numbers are the checker's."""
     if len(values):
         counts = np.histogram(values, bins=[*edges, np.inf], weights=weights)[0]

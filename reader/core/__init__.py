@@ -7,7 +7,7 @@
     protowire      `tf.train.Example` on the wire, without TensorFlow
     tfrecord       TFRecord framing and its checksums
     manifest       a split's manifest: its config, counts, shard entries, errors-file lines
-    files          the readers' file access for local, gs:// and s3:// directories
+    storage        every file of a build on local disk, gs:// and s3://, for every tool (a package)
     boxes          the box formats and the placement of a source image on the stored canvas
     targets        the S x S x NUM_CHANNELS (5) grid targets: encode and decode, pure NumPy
     tfds_metadata  the files TensorFlow Datasets and the Object Detection API read beside the shards

@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import json
 
-from reader.core import files, layout, schema
+from reader.core import layout, schema, storage
 from reader.core.config import BuildConfig
 
 # Re-exported: the values and their rules live in manifest_values; callers import them from here.
@@ -116,7 +116,7 @@ class Manifest:
         return self.config.input_size
 
     def shard_paths(self) -> list[str]:
-        return [files.join(self.data_dir, s.file) for s in self.shards]
+        return [storage.join(self.data_dir, s.file) for s in self.shards]
 
 
 def missing_shard(path: str, split: str) -> str:
@@ -139,17 +139,17 @@ def other_bytes(path: str, found: str, entry: ShardEntry) -> str:
 
 def no_records(data_dir: str, split: str) -> str:
     """The message for a split whose manifest lists no record: nothing to read."""
-    return f"{files.join(data_dir, layout.manifest_name(split))}: no records in {split}: its shards hold none, nothing to read"
+    return f"{storage.join(data_dir, layout.manifest_name(split))}: no records in {split}: its shards hold none, nothing to read"
 
 
 def load(data_dir: str, split: str, *, salvage: bool = False) -> Manifest:
     """Reads `data_dir/{split}.manifest.json` and validates every value (`from_raw`); raises
     ManifestError saying what is wrong, in one line naming the file and the field.
     salvage: the checker's reading: take what can still be checked (see `from_raw`)."""
-    path = files.join(data_dir, layout.manifest_name(split))
+    path = storage.join(data_dir, layout.manifest_name(split))
     try:
-        data = files.read_bytes(path, files.MANIFEST)
-    except files.RefusedFile as e:  # a FIFO, a device, a link out of data_dir, too large: never read
+        data = storage.read_bytes(path, storage.MANIFEST)
+    except storage.RefusedFile as e:  # a FIFO, a device, a link out of data_dir, too large: never read
         raise ManifestError(str(e)) from None
     except Exception as e:  # tf.errors.NotFoundError and friends have no common stdlib base
         if isinstance(e, FileNotFoundError) or type(e).__name__ == "NotFoundError":

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from reader.core import files, layout
+from reader.core import layout, storage
 
 _SUBFOLDERS = 64  # looked into, at most, for manifests one level down (local directories)
 
@@ -18,12 +18,12 @@ def _splits(names: list[str]) -> list[str]:
 def _listing(directory: str) -> tuple[list[str] | None, str | None]:
     """(file names, None), or (None, what is wrong with the directory)."""
     try:
-        return files.list_dir(directory), None
-    except Exception as e:  # OSError; TensorFlow's errors (gs://) have no common stdlib base
-        if files.scheme(directory) == "s3" and "NoSuchBucket" in str(e):
+        return storage.list_names(directory), None
+    except OSError as e:  # the storage layer's, on every scheme
+        if storage.scheme(directory) == "s3" and "NoSuchBucket" in str(e):
             return None, f"no bucket {directory.removeprefix('s3://').split('/')[0]} on S3"
-        if isinstance(e, FileNotFoundError) or type(e).__name__ == "NotFoundError":
-            return None, f"no directory {directory}" if files.is_local(directory) else f"nothing at {directory} (no such bucket or folder)"
+        if isinstance(e, FileNotFoundError):
+            return None, f"no directory {directory}" if storage.is_local(directory) else f"nothing at {directory} (no such bucket or folder)"
         # S3 unreachable, no credentials, permissions: say so rather than guess
         return None, (str(e).strip().splitlines() or [type(e).__name__])[0].removeprefix(f"{directory}: ")
 
@@ -38,7 +38,7 @@ def missing(data_dir: str, split: str) -> str:
     if here:
         return f"no manifest; {data_dir} holds the splits {', '.join(here)}: give one of them, or {build}"
     below = {}
-    if files.is_local(data_dir):
+    if storage.is_local(data_dir):
         for name in names[:_SUBFOLDERS]:
             folder = os.path.join(data_dir.removeprefix("file://"), name)
             if os.path.isdir(folder) and os.access(folder, os.R_OK) and (found := _splits(sorted(os.listdir(folder)))):

@@ -10,13 +10,9 @@ anywhere else.
 Bbox keys and names follow the TensorFlow Object Detection API, so its tools read the shards.
 Normalized coordinates are relative to the stored square image.
 
-Four keys exist for other tools and hold nothing new: `serialize` derives them from the fields of
-`Record`, so they can never disagree with the rest of the record (the checker holds them to it):
-    image/source_id          the image's id for TF Model Garden and COCO evaluation (`source_id`)
-    image/object/class/text  the label's name per face (LABEL_MAP)
-    image/object/is_crowd    WIDER's invalid flag per face: COCO evaluation ignores such faces
-    image/object/area        each box's area in pixels of the stored image (`box_areas`)
-Records of builds made before them lack these keys; `Record.parse` still reads such records.
+Four keys exist for other tools and hold nothing new (source_id, class/text, is_crowd, area; see
+docs/DESIGN.md, "Record"): `serialize` derives them from `Record`'s fields, so they never disagree
+with the rest of the record (the checker holds them to it); `Record.parse` reads records without them.
 """
 
 from __future__ import annotations
@@ -55,11 +51,12 @@ LABEL = "image/object/class/label"
 CLASS_TEXT = "image/object/class/text"
 IS_CROWD = "image/object/is_crowd"
 AREA = "image/object/area"
-ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
-# The largest value of each WIDER attribute (all start at 0).
+# WIDER's face attributes (named here alone) in its files' order, each with its largest value (all from 0).
 ATTRIBUTE_MAX = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
+ATTRIBUTES = tuple(ATTRIBUTE_MAX)
 ATTRIBUTE_KEYS = tuple(f"image/object/{name}" for name in ATTRIBUTES)
-INVALID = ATTRIBUTE_KEYS[ATTRIBUTES.index("invalid")]  # WIDER's invalid flag per face: what the targets leave out
+INVALID_ATTRIBUTE = ATTRIBUTES.index("invalid")  # WIDER's invalid flag per face: what the targets leave out
+INVALID = ATTRIBUTE_KEYS[INVALID_ATTRIBUTE]
 GRID = "target/grid"
 IGNORE = "target/ignore"
 DROPPED = "target/dropped"
@@ -114,7 +111,6 @@ FEATURES: tuple[Feature, ...] = (
 )
 FEATURES_BY_KEY: Mapping[str, Feature] = {f.key: f for f in FEATURES}
 DERIVED_KEYS = tuple(f.key for f in FEATURES if f.derived)
-_INVALID_COLUMN = ATTRIBUTES.index("invalid")
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 
 
@@ -164,6 +160,11 @@ class SchemaError(ValueError):
     """A record that does not match the schema: a key missing, of the wrong kind or length."""
 
 
+def invalid_flags(attributes) -> np.ndarray:
+    """int64 [N]: WIDER's invalid flag of each face, from its attributes [N, len(ATTRIBUTES)]."""
+    return np.asarray(attributes, np.int64).reshape(-1, len(ATTRIBUTES))[:, INVALID_ATTRIBUTE]
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Record:
     """One image and its targets, as stored.
@@ -199,7 +200,7 @@ class Record:
     @property
     def is_crowd(self) -> np.ndarray:
         """int64 [N]: WIDER's invalid flag of each face."""
-        return np.asarray(self.attributes, np.int64).reshape(-1, len(ATTRIBUTES))[:, _INVALID_COLUMN]
+        return invalid_flags(self.attributes)
 
     @property
     def areas(self) -> np.ndarray:
@@ -229,7 +230,7 @@ class Record:
             **{key: boxes[:, i] for i, key in enumerate(BOX_KEYS)},
             LABEL: np.full(len(boxes), FACE_LABEL, np.int64),
             CLASS_TEXT: [FACE_NAME.encode()] * len(boxes),
-            IS_CROWD: attributes[:, _INVALID_COLUMN],
+            IS_CROWD: invalid_flags(attributes),
             AREA: box_areas(boxes, self.height, self.width),
             **{key: attributes[:, i] for i, key in enumerate(ATTRIBUTE_KEYS)},
             GRID: np.asarray(self.grid, np.float32).ravel(),

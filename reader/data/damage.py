@@ -26,7 +26,7 @@ import threading
 
 import tensorflow as tf
 
-from reader.core import files, schema, tfrecord
+from reader.core import schema, storage, tfrecord
 from reader.core import manifest as manifests
 
 _READ_BUFFER = 1 << 20  # bytes buffered per open shard
@@ -71,11 +71,11 @@ def check_shards(manifest: manifests.Manifest, strict: bool) -> bool:
 
 def _check_present(manifest: manifests.Manifest) -> None:
     # TensorFlow would retry a missing file forever under ignore_errors (see `shard_reader` for one
-    # that vanishes later), and block opening a FIFO: each shard is looked at by reader.core.files'
+    # that vanishes later), and block opening a FIFO: each shard is looked at by reader.core.storage's
     # rule first (a regular file of the data directory, no larger than its entry).
     for entry, path in zip(manifest.shards, manifest.shard_paths()):
         try:
-            files.check_file(path, files.shard_bound(entry.bytes))
+            storage.check_file(path, storage.shard_bound(entry.bytes))
         except FileNotFoundError:
             raise FileNotFoundError(manifests.missing_shard(path, manifest.split)) from None
 
@@ -87,7 +87,7 @@ def _check_sizes(manifest: manifests.Manifest) -> None:
     it leaves the shard in the page cache for the first epoch); remote shards are not hashed
     (that would read them twice): their size and counts are found while reading."""
     for entry, path in zip(manifest.shards, manifest.shard_paths()):
-        if not files.is_local(path):
+        if not storage.is_local(path):
             continue
         local = path.removeprefix("file://")
         try:
@@ -111,9 +111,9 @@ def count_local(manifest: manifests.Manifest, strict: bool) -> bool:
     and when a shard's framing is damaged (its read names the damage)."""
     whole = True
     for entry, path in zip(manifest.shards, manifest.shard_paths()):
-        if not files.is_local(path):
+        if not storage.is_local(path):
             return False
-        with os.fdopen(files.open_fd(path, None), "rb", buffering=0) as f:  # unbuffered: seeks, not reads
+        with os.fdopen(storage.open_fd(path, None), "rb", buffering=0) as f:  # unbuffered: seeks, not reads
             try:
                 held = len(tfrecord.index_records(f, path))
             except tfrecord.CorruptRecordError:
@@ -132,7 +132,7 @@ def _marker_offset(gated: bool) -> int:
     return 1 if gated else 0
 
 
-def shard_reader(on_damage: SkippedRecords | None, gated: bool):
+def shard_reader(on_damage: SkippedRecords | None, gated: bool, native: bool = True):
     """(shard number, path, records the manifest promises) -> (index, (shard, record)) per record,
     with a marker where the shard disagrees with its promise, p:
 
@@ -160,6 +160,10 @@ def shard_reader(on_damage: SkippedRecords | None, gated: bool):
     that vanished: it retries the open on every call) ends the shard after p + 1 tries instead
     of spinning forever under `ignore_errors`.
 
+    native: read by TensorFlow's TFRecordDataset (local disk, gs://); False: through the
+    storage layer (`records_through_storage`: s3://, which TensorFlow has no filesystem for).
+    The same records either way, and a read that ends at the same place.
+
     Without `on_damage`, markers travel on and the batch step fails on them, naming the shard.
     With it, records go in chunks through a check that swaps an end marker for the intact records
     found after the damage by a Python scan of the shard, counting the damaged ones.
@@ -167,7 +171,8 @@ def shard_reader(on_damage: SkippedRecords | None, gated: bool):
 
     def read_shard(shard, path, promised):
         tries = tf.data.Dataset.from_tensors(shard).repeat(promised + 1)
-        read = tf.data.Dataset.zip((tries, tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER))).ignore_errors(log_warning=False)
+        records = tf.data.TFRecordDataset(path, buffer_size=_READ_BUFFER) if native else records_through_storage(path)
+        read = tf.data.Dataset.zip((tries, records)).ignore_errors(log_warning=False)
         if gated:
             tail = tf.data.Dataset.from_tensors((tf.fill([2], shard), tf.fill([2], _END)))
             tail = tail.concatenate(tf.data.Dataset.from_tensors((tf.fill([1], shard), tf.fill([1], _END))))
@@ -183,6 +188,32 @@ def shard_reader(on_damage: SkippedRecords | None, gated: bool):
         return located.batch(_CHUNK).map(recover).unbatch()
 
     return read_shard
+
+
+def records_through_storage(path) -> tf.data.Dataset:
+    """The records of the shard `path` (a string tensor), read through reader.core.storage in
+    sequential requests of `_READ_BUFFER` bytes and handed to TensorFlow `_CHUNK` at a time.
+    The read ends at the first damaged record, or when the store fails, where TFRecordDataset's
+    read ends under ignore_errors: `_rescan` then says what is wrong, as for any shard."""
+    spec = tf.TensorSpec([None], tf.string)
+    return tf.data.Dataset.from_generator(_record_chunks, args=(path,), output_signature=spec).unbatch()
+
+
+def _record_chunks(path: bytes):
+    path, chunk = path.decode(), []
+    try:
+        with storage.open_binary(path, None, readahead=_READ_BUFFER) as f:
+            for _, data, problem in tfrecord.walk_records(f):
+                if problem is not None:
+                    break
+                chunk.append(data)
+                if len(chunk) == _CHUNK:
+                    yield chunk
+                    chunk = []
+    except OSError:  # gone, or the store failed: the shard ends here, as a native read's would
+        pass
+    if chunk:
+        yield chunk
 
 
 def _recoverer(path, promised, on_damage: SkippedRecords, marker_offset: int):
@@ -224,7 +255,7 @@ def _rescan(path: str, already_read: int, expected: int, on_damage: SkippedRecor
     `already_read`, problem). The problem is "" when `on_damage` takes the damage (it is then
     counted there); otherwise it names shard, record and byte offset."""
     try:
-        f = files.open_binary(path, None)
+        f = storage.open_binary(path, None)
     except Exception as e:  # FileNotFoundError, tf.errors.NotFoundError, permissions
         return [], f"{path}: cannot open shard: {e}"
     intact, damage, end = [], [], 0

@@ -1,64 +1,19 @@
-"""`make_dataset`: a split's shards as a `tf.data.Dataset` of batches for MobileNetV2.
+"""`make_dataset`: a split's shards as a `tf.data.Dataset` of (images, targets) batches for
+MobileNetV2, of the length its manifest gives (Keras needs no `steps_per_epoch`).
 
     dataset = reader.make_dataset("shards", "train", batch_size=32, training=True, seed=0, augment=True)
-    model.fit(dataset, validation_data=reader.make_dataset("shards", "val", 32, training=False), shuffle=False)
 
-The pipeline, per epoch (one pass over the dataset is one epoch; Keras re-iterates it):
-
-    shard files --(shuffled with the seed, when training)--> parallel interleave of the shards
-    --> records, numbered per shard --(shuffle buffer, when training)--> checks + parse +
-    decode (+ flip), in parallel --> batch --> scale to [-1, 1], per batch --> prefetch
-
-Evaluation (`training=False`) reads the shards one after the other, in manifest order, each in
-file order, and yields every record exactly once, the last batch possibly short. Training reads
-several shards at once, shuffles files and records from the seed (a new order each epoch, the
-same sequence of orders for the same seed) and drops the last partial batch. The build places
-records by a hash of their file name, so each shard is already a well-mixed sample and a buffer
-over interleaved shards shuffles close to globally.
-
-The dataset's length (`cardinality()`) comes from the manifest, so Keras shows progress and
-needs no `steps_per_epoch`.
-
-Shards that disagree with the manifest, and records that do not parse, fail with an error that
-names the shard (and record); TensorFlow's own errors (`DataLossError: corrupted record at N`,
-`Could not parse example input`, a failed reshape) name neither:
-- A shard the manifest lists but the directory lacks fails `make_dataset` at once
-  (FileNotFoundError), with or without skip_corrupt; local shards are also measured and hashed
-  against the manifest (a size or sha256 that differs fails at once, naming the first damaged
-  record when a scan finds one), unless skip_corrupt. A manifest holding a value no build writes
-  fails `reader.core.manifest.load` (ManifestError, one line naming file and field), and a split
-  whose shards hold no record fails at once (ValueError, "no records in val"). A shard that vanishes later (a new build
-  committed and removed it) ends its read and is named as missing, instead of TensorFlow
-  retrying the open forever.
-- Each shard must yield exactly the records its manifest entry promises. Local shards are
-  counted from their record headers when the dataset is made (a seek per record, no data read):
-  one holding another count fails at once (ValueError, "...: holds 310 records, the manifest
-  promises 309"). While reading, the reader marks a shard that comes up short (damage:
-  TensorFlow's read errors are caught, ending the shard at its first damaged record) and, where
-  shards were not counted (remote ones), one that holds more (`reader.data.damage`). The batch
-  step fails on a marker with an `InvalidArgumentError` whose message comes from a Python scan
-  of that shard (`reader.core.tfrecord` framing): the shard, the record's index, its byte offset and
-  what is wrong ("val-00003-of-00008.<build>.tfrecord: record 17 at byte 401923: data checksum
-  mismatch"), or the counts.
-- A record of another schema (a key missing or of another count), another grid or image size
-  than the manifest's config, targets or boxes that are not finite numbers, or bytes that are
-  not an Example fails with the shard, record and problem, as the checker would say it ("...tfrecord: record 17: missing key 'target/grid'",
-  "...: expected 320 values for the manifest's grid_size 8, found 245 (a 7x7 grid)"). A value of
-  another kind fails TensorFlow's parse, which is given the record's name to say
-  ("Name: ...tfrecord: record 17, Key: image/height ... Data types don't match").
-With `skip_corrupt=True` damaged records are left out instead and counted in a `SkippedRecords`;
-the intact records after a bad data checksum are still read (after a bad length the rest of the
-shard cannot be found, and counts as skipped). A shard holding more records than promised, or
-records that do not parse, still fail.
-
-Intact shards cost little for this: per record only native tf.data steps run (no function
-call); per batch, about forty vectorized ops check the markers, the framing of each Example and
-the parsed lengths and sizes (a few percent of the CPU time a batch takes, most of it JPEG
-decoding). Python runs only for a batch they flag. (Messages passed through TensorFlow's
-assertion print quotes escaped: missing key \\'target/grid\\'.)
-
-Reads local and gs:// paths (tf.io.gfile); TensorFlow 2.21 has no s3:// filesystem, so an s3://
-data_dir is refused with a message saying so (`ShardSequence` reads s3://).
+Per epoch: shard files (shuffled from the seed when training) -> parallel interleave -> records
+numbered per shard (-> shuffle buffer when training) -> checks, parse, decode (, flip) -> batch
+-> scale to [-1, 1] -> prefetch. Evaluation reads every record once, in manifest and file order.
+Why the checks look the way they do: an intact shard costs only native tf.data steps per record
+and about forty vectorized ops per batch; Python runs (reader.data.damage) only for a batch they
+flag, so that every failure names its shard and record where TensorFlow's own errors name
+neither. What the reader promises (shapes, order, what damaged or foreign input gets,
+skip_corrupt, which paths it reads) is docs/DESIGN.md's: "Python API of the reader", "Bad
+input", "Files the tools open". Local and gs:// shards are read by TensorFlow's TFRecordDataset;
+TensorFlow 2.21 has no s3:// filesystem, so s3:// shards come through reader.core.storage
+(`damage.records_through_storage`), the same records in the same order.
 """
 
 from __future__ import annotations
@@ -69,7 +24,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from reader.core import files
+from reader.core import storage
 from reader.core import manifest as manifests
 from reader.data import damage, parse
 
@@ -77,7 +32,7 @@ from reader.data import damage, parse
 from reader.data.damage import SkippedRecords
 
 AUTOTUNE = tf.data.AUTOTUNE
-READABLE_SCHEMES = ("file", "gs")  # what tf.io.gfile reads here (TensorFlow 2.21 has no s3 filesystem)
+NATIVE_SCHEMES = ("file", "gs")  # what TensorFlow's TFRecordDataset reads itself (2.21 has no s3 filesystem)
 
 
 def make_dataset(
@@ -98,7 +53,7 @@ def make_dataset(
     drop_remainder: bool | None = None,
     dct_method: str = "",
 ) -> tf.data.Dataset:
-    """The batches of one split, read from `data_dir` (a local path or gs://).
+    """The batches of one split, read from `data_dir` (a local path, gs:// or s3://).
 
     Elements (B = batch_size, S = grid size, usually 7, size = input size, usually 224):
       images  float32 [B, size, size, 3] in [-1, 1] (x / 127.5 - 1, as MobileNetV2 expects)
@@ -171,12 +126,8 @@ def _check_arguments(data_dir: str, batch_size: int, training: bool, augment: bo
         raise ValueError("augment applies to training=True only: evaluation reads records as stored")
     if skipped is not None and not skip_corrupt:
         raise ValueError("skipped counts the records that skip_corrupt=True leaves out; pass skip_corrupt=True")
-    if files.scheme(data_dir) not in READABLE_SCHEMES:
-        raise ValueError(
-            f"{data_dir}: make_dataset reads local and gs:// directories only: TensorFlow {tf.__version__} has no "
-            f"{files.scheme(data_dir)}:// filesystem. Use reader.ShardSequence (it reads s3://), or copy the split to "
-            f"local disk; python -m reader.check checks it where it is"
-        )
+    if storage.scheme(data_dir) not in storage.SCHEMES:
+        raise ValueError(f"{data_dir}: make_dataset reads local, gs:// and s3:// directories only")
 
 
 def _plan(
@@ -240,7 +191,7 @@ def _records(manifest: manifests.Manifest, plan: _Plan, gated: bool) -> tf.data.
             tf.constant([entry.records for entry in manifest.shards], tf.int64),
         )
     )
-    read = damage.shard_reader(plan.on_damage, gated)
+    read = damage.shard_reader(plan.on_damage, gated, native=storage.scheme(manifest.data_dir) in NATIVE_SCHEMES)
     if plan.shuffle_files:
         shards = shards.shuffle(len(paths), seed=plan.file_seed, reshuffle_each_iteration=True)
         records = shards.interleave(

@@ -32,8 +32,8 @@ that record.
 
 Flips (augment=True) are drawn per record from (seed, epoch) (`ShardRecords.flipped`):
 `set_epoch(epoch)` before each epoch's pass (a DataLoader without persistent workers, a new
-grain iterator) gives that epoch's. Nothing here imports TensorFlow, except
-`reader.core.files` for gs:// paths.
+grain iterator) gives that epoch's. Nothing here imports TensorFlow: gs:// and s3:// are read
+through `reader.core.storage`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ import threading
 import numpy as np
 
 from reader.core import boxes as box_formats
-from reader.core import files, images, schema, targets, tfrecord
+from reader.core import images, schema, targets, tfrecord
+from reader.core import storage as files
 from reader.core import manifest as manifests
 from reader.data import augment as augmentation
 from reader.data.shard_index import load_index

@@ -21,7 +21,7 @@ run that the seed alone decides.
 Workers: `workers=N` reads batches in N threads (JPEG decoding releases the GIL), or in N
 processes with `use_multiprocessing=True`; the object pickles without open files. Works under
 the TensorFlow, JAX and PyTorch Keras backends: batches are plain numpy, and nothing here
-imports TensorFlow (except `tf.io.gfile` for gs:// paths, in reader.core.files; s3:// goes through boto3).
+imports TensorFlow (gs:// and s3:// go through reader.core.storage).
 """
 
 from __future__ import annotations

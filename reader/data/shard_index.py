@@ -21,7 +21,8 @@ import threading
 
 import numpy as np
 
-from reader.core import files, layout, tfrecord
+from reader.core import layout, tfrecord
+from reader.core import storage as files
 from reader.core import manifest as manifests
 from reader.core.config import is_int
 

@@ -1,40 +1,18 @@
-"""The dataset report of `facegrid-check --report=DIR`: a checked split in pictures, for people who
-would rather look than read (ultralytics' labels.jpg, but for the grid).
+"""The dataset report's plots (reader.check.report.dataset writes them): the numbers of
+reader.check.report.numbers in, one matplotlib Figure per plot out.
 
-    DIR/report.html          the plots (inside the page: it travels alone), each with one sentence
-                             saying what it shows on this split; `--report=NAME.html` writes it alone
-    DIR/report.json          the numbers behind every plot, and the checker's statistics
-    DIR/faces_per_image.png  images, and the faces they hold, by their number of faces
-    DIR/face_sizes.png       face width, height and shorter side, in pixels of the stored image
-    DIR/aspect_ratios.png    face width / height, on the stored canvas and in the source image
-    DIR/centres.png          where face centres fall on the canvas, under the S x S grid
-    DIR/cells.png            per cell: faces that own it (targets), faces that lost it (dropped)
-    DIR/lost_by_size.png     per face size: the share kept as targets, dropped, ignored
-
-Three modules make it, built from the check rather than from a second check:
-    report_faces     every stored face's box and role, read again from the checked records
-    report_numbers   the numbers behind each plot and its caption (pure NumPy, JSON-ready)
-    dataset_report   this module: the drawing (`plot_*`, one per plot) and the files (`write`)
-
-Plots are drawn with matplotlib's object-oriented API on its Agg canvas (no pyplot, no global
-backend), imported only when a report is drawn.
+Drawn with matplotlib's object-oriented API on its Agg canvas (no pyplot, no global backend),
+imported only when a report is drawn.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from reader.check import report_faces, report_numbers
-from reader.check.report_faces import ROLES, ReportError
-from reader.check.report_numbers import FACES_PER_IMAGE_EDGES, PLOTS, share
-from reader.check.split import SplitCheck
+from reader.check.report.faces import ROLES
+from reader.check.report.numbers import FACES_PER_IMAGE_EDGES, share
 from reader.core.config import BuildConfig
 
 ROLE_MEANING = {
@@ -48,52 +26,6 @@ ROLE_MEANING = {
 ROLE_COLOURS = ("#00c85a", "#ff00ff", "#ff8c00", "#9e9e9e", "#444444")
 BLUE, RED, GREEN = "#4a7ebb", "#c0504d", "#2f9e44"
 DPI = 110
-_STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-    "figure{margin:2em 0}img{max-width:100%;border:1px solid #ddd}figcaption{margin-top:.4em}"
-)
-
-
-def write(result: SplitCheck, directory: str) -> dict:
-    """Writes the report of a checked split into `directory` (created if need be; local).
-
-    Returns what report.json holds. Raises ReportError when the check has no statistics (no
-    readable manifest) or a record changed since it was checked, OSError when the directory
-    cannot be written.
-    """
-    document, images = _render(result)
-    os.makedirs(directory, exist_ok=True)
-    for name, png in images.items():
-        with open(os.path.join(directory, f"{name}.png"), "wb") as f:
-            f.write(png)
-    with open(os.path.join(directory, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(document, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(directory, "report.html"), "w", encoding="utf-8") as f:
-        f.write(_html(document, images))
-    return document
-
-
-def write_html(result: SplitCheck, path: str) -> dict:
-    """Writes report.html alone, plots and numbers inside it, to the file `path` (what
-    `--report=NAME.html` asks for); returns what report.json would hold. Raises as `write`."""
-    document, images = _render(result)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(_html(document, images))
-    return document
-
-
-def _render(result: SplitCheck) -> tuple[dict, dict[str, bytes]]:
-    """(report.json's document, {plot name: its PNG bytes})."""
-    if result.report.stats is None:
-        raise ReportError("nothing to report: the split has no readable manifest")
-    n = report_numbers.numbers(report_faces.collect(result), result.config)
-    images = {}
-    for name, figure in draw(n, result.report.split, result.config).items():
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png")
-        images[name] = buffer.getvalue()
-    return _document(result, n), images
 
 
 def draw(n: dict, title: str, config: BuildConfig) -> dict:
@@ -107,53 +39,6 @@ def draw(n: dict, title: str, config: BuildConfig) -> dict:
         "cells": plot_cells(n, title, config),
         "lost_by_size": plot_lost_by_size(n, title),
     }
-
-
-def _document(result: SplitCheck, n: dict) -> dict:
-    """What report.json holds: the check's verdict, config and statistics, and per plot its
-    file, caption and numbers."""
-    report = result.report
-    sentences = report_numbers.captions(n)
-    return {
-        "split": report.split,
-        "data_dir": report.data_dir,
-        "ok": report.ok,
-        "records": report.records,
-        # The settings the numbers depend on, as report.json has always listed them.
-        "config": {key: getattr(result.config, key) for key in ("input_size", "grid_size", "min_face_px", "image_format", "resize")},
-        "checker_stats": report.stats.as_json(),
-        "plots": {name: {"file": f"{name}.png", "caption": sentences[name], **n[name]} for name in PLOTS},
-    }
-
-
-def _html(document: dict, images: dict[str, bytes]) -> str:
-    """report.html of report.json's `document`: a head line of the check, then each plot (its
-    PNG inside the page, so that the page travels alone, by mail too) with its caption."""
-    stats = document["checker_stats"]
-    t = stats["targets"]
-    verdict = "every check passed" if document["ok"] else "some checks FAILED (see the checker's output)"
-    head = (
-        f"{document['records']} records checked, {verdict}; {t['faces_stored']} faces stored: {t['targets']} targets "
-        f"({t['targets_share']:.1%}), {t['dropped']} dropped by cell collisions ({t['dropped_share']:.1%}), "
-        f"{t['ignored']} ignored ({t['ignored_share']:.1%})."
-    )
-    parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>facegrid dataset report: {html.escape(document['split'])}</title>",
-        f"<style>{_STYLE}</style>",
-        "</head><body>",
-        f"<h1>Split {html.escape(document['split'])} in {html.escape(document['data_dir'])}</h1>",
-        f"<p>{html.escape(head)} The numbers behind every plot are in report.json (beside this page when the report was written to a directory).</p>",
-    ]
-    for name in PLOTS:
-        plot = document["plots"][name]
-        parts += [
-            f'<figure id="{name}"><img src="data:image/png;base64,{base64.b64encode(images[name]).decode()}" alt="{name}">',
-            f"<figcaption><b>{name}</b>: {html.escape(plot['caption'])}</figcaption></figure>",
-        ]
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
 
 
 # -- the plots: each takes the numbers (and a title), returns a Figure ---------------------------
@@ -175,7 +60,7 @@ def _bars_with_labels(ax, labels: Sequence[str], counts: Sequence[int], total: i
     ax.bar(x, counts, color=colour, width=0.8)
     ax.set_xticks(x, labels, rotation=0)
     top = max(counts) if len(counts) and max(counts) else 1
-    for xi, count in zip(x, counts):
+    for xi, count in zip(x, counts, strict=True):
         ax.text(xi, count + top * 0.01, f"{count}\n{share(count, total):.0%}", ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, top * 1.18)
 
@@ -185,8 +70,12 @@ def _power_of_two_label(value: float) -> str:
     return f"1/{round(1 / value)}" if value < 1 else f"{value:g}"
 
 
-def _log2_histograms(edges: Sequence[float], filled: tuple[Sequence[int], float, str],
-                     lines: Sequence[tuple[Sequence[int], str, str]], ticks: Sequence[float]):
+def _log2_histograms(
+    edges: Sequence[float],
+    filled: tuple[Sequence[int], float, str],
+    lines: Sequence[tuple[Sequence[int], str, str]],
+    ticks: Sequence[float],
+):
     """A figure of face counts over power-of-two `edges` on a log2 x axis: `filled` (counts,
     alpha, label) as a blue area, each of `lines` (counts, colour, label) as a line, x ticks
     at `ticks`. Returns (figure, axes); the caller adds its marks, title and legend."""
@@ -224,9 +113,14 @@ def plot_faces_per_image(n: dict, title: str):
         for ax in (top, bottom):
             ax.axvline(first - 0.5, color="black", linestyle="--", linewidth=1)
         crowd = f["more_faces_than_cells"]
-        top.text(first - 0.4, top.get_ylim()[1] * 0.9,
-                 f"more faces than the grid's {cells} cells: {crowd['images']} images,\n"
-                 f"holding {crowd['faces']} faces ({crowd['faces_share']:.0%} of all)", fontsize=8, va="top")
+        top.text(
+            first - 0.4,
+            top.get_ylim()[1] * 0.9,
+            f"more faces than the grid's {cells} cells: {crowd['images']} images,\n"
+            f"holding {crowd['faces']} faces ({crowd['faces_share']:.0%} of all)",
+            fontsize=8,
+            va="top",
+        )
     return figure
 
 
@@ -234,7 +128,8 @@ def plot_face_sizes(n: dict, title: str):
     """Shorter side, width and height of the faces in stored px, marked at 1/4 cell and 1 cell."""
     z = n["face_sizes"]
     figure, ax = _log2_histograms(
-        z["edges_px"], (z["shorter_side_counts"], 0.55, "shorter side"),
+        z["edges_px"],
+        (z["shorter_side_counts"], 0.55, "shorter side"),
         [(z["width_counts"], RED, "width"), (z["height_counts"], GREEN, "height")],
         [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256],
     )
@@ -253,7 +148,8 @@ def plot_aspect_ratios(n: dict, title: str):
     """Face width / height on the stored canvas and in the source image, marked at 1 (square)."""
     a = n["aspect_ratios"]
     figure, ax = _log2_histograms(
-        a["edges"], (a["stored_counts"], 0.6, f"stored canvas (median {a['stored']['p50']:.2f})"),
+        a["edges"],
+        (a["stored_counts"], 0.6, f"stored canvas (median {a['stored']['p50']:.2f})"),
         [(a["source_counts"], RED, f"source image (median {a['source']['p50']:.2f})")],
         [0.25, 0.5, 1, 2, 4],
     )
@@ -284,19 +180,26 @@ def plot_centres(n: dict, title: str, config: BuildConfig):
     ax = figure.subplots()
     heat = np.ma.masked_equal(np.array(c["heatmap"], float), 0)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#ececec")  # squares without a face
-    image = ax.imshow(heat, extent=(0, size, size, 0), cmap=cmap, norm=LogNorm(vmin=1, vmax=max(1, heat.max() or 1)),
-                      interpolation="nearest")
+    image = ax.imshow(
+        heat, extent=(0, size, size, 0), cmap=cmap, norm=LogNorm(vmin=1, vmax=max(1, heat.max() or 1)), interpolation="nearest"
+    )
     _grid_lines(ax, size, s, "#e8452c")
     for r, row in enumerate(c["per_cell"]):
         for col, count in enumerate(row):
-            ax.text((col + 0.04) * size / s, (r + 0.06) * size / s, str(count), color="white", fontsize=7, va="top",
-                    path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+            ax.text(
+                (col + 0.04) * size / s,
+                (r + 0.06) * size / s,
+                str(count),
+                color="white",
+                fontsize=7,
+                va="top",
+                path_effects=[patheffects.withStroke(linewidth=2, foreground="black")],
+            )
     ax.set_xticks(np.linspace(0, size, s + 1))
     ax.set_yticks(np.linspace(0, size, s + 1))
     ax.set_xlabel("x, px of the stored image")
     ax.set_ylabel("y, px")
-    ax.set_title(f"{title}: face centres ({c['faces']}), {c['bin_px']:g}-px squares;\n"
-                 f"corner numbers: faces centred in each cell")
+    ax.set_title(f"{title}: face centres ({c['faces']}), {c['bin_px']:g}-px squares;\ncorner numbers: faces centred in each cell")
     top = max(1.0, float(heat.max() or 1))
     ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if t <= top]
     bar = figure.colorbar(image, ax=ax, label=f"faces per {c['bin_px']:g} x {c['bin_px']:g} px square", shrink=0.85, ticks=ticks)
@@ -313,10 +216,14 @@ def plot_cells(n: dict, title: str, config: BuildConfig):
     panels = (
         (np.array(g["targets"]), "Greens", f"targets: faces owning the cell ({g['targets_total']})", False),
         (np.array(g["dropped"]), "RdPu", f"dropped: faces that lost it ({g['dropped_total']})", False),
-        (np.array(g["dropped_share"], float), "magma_r",
-         f"share dropped, dropped / (targets + dropped): {g['dropped_share_total']:.0%} in all", True),
+        (
+            np.array(g["dropped_share"], float),
+            "magma_r",
+            f"share dropped, dropped / (targets + dropped): {g['dropped_share_total']:.0%} in all",
+            True,
+        ),
     )
-    for ax, (values, cmap, label, shares) in zip(axes, panels):
+    for ax, (values, cmap, label, shares) in zip(axes, panels, strict=True):
         _cell_panel(figure, ax, values, cmap, label, shares, config.grid_size)
     figure.suptitle(f"{title}: which cells win and lose collisions (one face per cell; the larger face wins)")
     return figure
@@ -340,8 +247,15 @@ def _cell_panel(figure, ax, values: np.ndarray, cmap: str, label: str, shares: b
                 ax.text(col, r, "-", ha="center", va="center", fontsize=8, color="#777777")
                 continue
             dark = (value - vmin) > (vmax - vmin) * 0.55
-            ax.text(col, r, f"{value.item():.0%}" if shares else f"{int(value):d}", ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
+            ax.text(
+                col,
+                r,
+                f"{value.item():.0%}" if shares else f"{int(value):d}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
     ax.set_xticks(range(s))
     ax.set_yticks(range(s))
     ax.set_xlabel("col")
@@ -367,11 +281,11 @@ def plot_lost_by_size(n: dict, title: str):
         if name == "not_recomputed" and not shares.any():
             continue
         ax.bar(x, shares, bottom=bottom, color=ROLE_COLOURS[r], label=ROLE_MEANING[name], width=0.75)
-        for xi, part, b in zip(x, shares, bottom):
+        for xi, part, b in zip(x, shares, bottom, strict=True):
             if part >= 0.06:
                 ax.text(xi, b + part / 2, f"{part:.0%}", ha="center", va="center", fontsize=8)
         bottom += shares
-    for xi, label in zip(x, labels):
+    for xi, label in zip(x, labels, strict=True):
         ax.text(xi, 1.01, f"n={buckets[label]['faces']}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, labels)
     ax.set_ylim(0, 1.08)

@@ -71,14 +71,17 @@ def attributes(rng: np.random.Generator, sizes: np.ndarray, invalid_rate: float)
     """
     n = len(sizes)
     blur = np.minimum(2, (sizes < 40).astype(int) + (sizes < 12) + (rng.random(n) < 0.1))
-    return np.stack([
-        blur,
-        rng.random(n) < 0.05,  # expression: exaggerated
-        rng.random(n) < 0.05,  # illumination: extreme
-        rng.random(n) < invalid_rate,
-        rng.choice(3, n, p=(0.7, 0.2, 0.1)),  # occlusion: none, partial, heavy
-        rng.random(n) < 0.08,  # pose: atypical
-    ], axis=1).astype(int)
+    return np.stack(
+        [
+            blur,
+            rng.random(n) < 0.05,  # expression: exaggerated
+            rng.random(n) < 0.05,  # illumination: extreme
+            rng.random(n) < invalid_rate,
+            rng.choice(3, n, p=(0.7, 0.2, 0.1)),  # occlusion: none, partial, heavy
+            rng.random(n) < 0.08,  # pose: atypical
+        ],
+        axis=1,
+    ).astype(int)
 
 
 def random_faces(rng: np.random.Generator, widths: np.ndarray, height: int, invalid_rate: float = 0.05) -> np.ndarray:
@@ -160,7 +163,7 @@ def photo(faces: np.ndarray, height: int, rng: np.random.Generator) -> Image.Ima
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     mirrored = (rng.random(len(faces)) < 0.5).tolist()
-    for (x, y, w, h), flip in zip(faces[:, :4].tolist(), mirrored):
+    for (x, y, w, h), flip in zip(faces[:, :4].tolist(), mirrored, strict=True):
         if w > 0 and h > 0:
             face, mask = _face(w, h, flip)
             image.paste(face, (x, y), mask)

@@ -1,7 +1,7 @@
 """Manifest fuzzing: every value of a real small build's manifest mutated, each case run through
 the checker, both readers and (a sample) a rebuild with reuse.
 
-    python -m benchmarks.fuzz_manifests [--cases=20000] [--seed=0] [--rebuilds=12] [--cli=20]
+    python -m fuzzing.manifest_fuzz [--cases=20000] [--seed=0] [--rebuilds=12] [--cli=20]
                                         [--work_dir=build/fuzz_manifests]
 
 The build: the checked-in fixture set (tests/fixtures/wider, 16 images, 10 usable) in 3 shards.
@@ -17,7 +17,7 @@ checker (in-process) returns a report, which fails whenever the readers' reading
 manifest; the readers (ShardSequence and make_dataset) either yield exactly the records the
 checker read, in its order, from shards it found intact, or refuse with one line of a
 documented error class (ValueError and its subclasses ManifestError, CorruptRecordError,
-SchemaError; FileNotFoundError; reader.core.files.RefusedFile; TensorFlow's InvalidArgumentError while make_dataset reads).
+SchemaError; FileNotFoundError; reader.core.storage.RefusedFile; TensorFlow's InvalidArgumentError while make_dataset reads).
 Anything else (another exception, a traceback, two lines) is a finding. The readers' outcome is
 a function of the manifest's config and shard list alone (nothing else of it reaches them), so
 it is computed once per distinct pair (`--reader_keys` caps the distinct pairs given to the
@@ -45,17 +45,18 @@ import time
 
 from absl import flags
 
-from reader.core import files
+from reader.core import storage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "wider"
 SPLIT = "val"
 BUILD_FLAGS = ("--num_shards=3", "--max_error_fraction=0.5")
 _BIG = "\x00BIG\x00"  # a string dumped as the literal 1e400 (no Python float gives that text)
-# files.RefusedFile: a shard the manifest says is smaller than it is, refused unread (the files rule).
-_LEGAL = (ValueError, FileNotFoundError, files.RefusedFile)
+# storage.RefusedFile: a shard the manifest says is smaller than it is, refused unread (the files rule).
+_LEGAL = (ValueError, FileNotFoundError, storage.RefusedFile)
 # The checks of what the readers also hold records to: a reader yielding records means these pass.
-_READ_CHECKS = {"framing", "record_counts", "shard_files", "shard_set", "schema", "images"}  # ManifestError, CorruptRecordError, SchemaError are ValueErrors
+# ManifestError, CorruptRecordError, SchemaError are ValueErrors.
+_READ_CHECKS = {"framing", "record_counts", "shard_files", "shard_set", "schema", "images"}
 
 
 # --- Mutations ------------------------------------------------------------------------------
@@ -148,14 +149,18 @@ def _shard_list(raw: dict, rng: random.Random) -> str:
         if isinstance(shards[j], dict) and isinstance(shards[j].get("records"), int):
             shards[i]["records"], shards[j]["records"] = shards[j]["records"], shards[i]["records"]
     elif kind == "sha256":
-        entry["sha256"] = "%064x" % rng.getrandbits(256)
+        entry["sha256"] = f"{rng.getrandbits(256):064x}"
     elif kind == "bytes" and isinstance(entry.get("bytes"), int):
         entry["bytes"] += rng.choice((-1, 1, 16, -16))
     elif kind == "records_in_step" and isinstance(entry.get("records"), int):
         change = rng.choice((-1, 1))
         entry["records"] += change
         counts = raw.get("counts")
-        if isinstance(counts, dict) and isinstance(counts.get("records"), int) and isinstance(counts.get("images_annotated"), int):
+        if (
+            isinstance(counts, dict)
+            and isinstance(counts.get("records"), int)
+            and isinstance(counts.get("images_annotated"), int)
+        ):
             counts["records"] += change
             counts["images_annotated"] += change
             if isinstance(raw.get("reuse"), dict) and isinstance(raw["reuse"].get("prepared"), int):
@@ -339,9 +344,13 @@ class Harness:
             return
         checked, failed, names = expected
         if seq_records is not None and (seq_records != checked or failed):
-            out.findings.append(f"ShardSequence yielded {len(seq_records)} records; the checker read {len(checked)} and failed {sorted(failed)}")
+            out.findings.append(
+                f"ShardSequence yielded {len(seq_records)} records; the checker read {len(checked)} and failed {sorted(failed)}"
+            )
         if ds_names is not None and (ds_names != names or failed):
-            out.findings.append(f"make_dataset yielded {len(ds_names)} records; the checker read {len(names)} and failed {sorted(failed)}")
+            out.findings.append(
+                f"make_dataset yielded {len(ds_names)} records; the checker read {len(names)} and failed {sorted(failed)}"
+            )
 
     def _sequence(self):
         import reader
@@ -361,8 +370,9 @@ class Harness:
     def _dataset(self):
         if self._reader_keys is not None and len(self._reader_cache) >= self._reader_keys:
             return None, None  # over the cap: make_dataset not run for this pair
-        import reader
         import tensorflow as tf
+
+        import reader
 
         try:
             dataset = reader.make_dataset(self.data_dir, self.split, 4, training=False, with_boxes=True)
@@ -405,7 +415,9 @@ def rebuild(data_dir: str, annotations: str, images: str, split: str = SPLIT) ->
     if done.returncode != 0:
         return [f"rebuild exited {done.returncode}: {(done.stdout + done.stderr).strip().splitlines()[-1:]}"]
     report = check_split(data_dir, split, workers=1, leakage=False).report
-    return [] if report.ok else [f"checker fails after the rebuild: {sorted(c.name for c in report.checks if c.status == 'fail')}"]
+    return (
+        [] if report.ok else [f"checker fails after the rebuild: {sorted(c.name for c in report.checks if c.status == 'fail')}"]
+    )
 
 
 # --- The run --------------------------------------------------------------------------------
@@ -459,11 +471,15 @@ def main(argv) -> int:
         "seconds": round(seconds, 1), "mutations": dict(kinds),
     }  # fmt: skip
     (work / "fuzz_manifests.json").write_text(json.dumps(summary, indent=2))
-    print(f"| cases (seed {FLAGS.seed}) | accepted by the readers' reading | refused, one line | distinct (config, shards) read "
-          f"| through reader.check | rebuilt in place | findings | time |")
+    print(
+        f"| cases (seed {FLAGS.seed}) | accepted by the readers' reading | refused, one line | distinct (config, shards) read "
+        f"| through reader.check | rebuilt in place | findings | time |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {FLAGS.cases:,} | {summary['accepted']:,} | {summary['refused']:,} | {summary['reader_pairs']} | {cli_done} | "
-          f"{rebuilt} | {len(findings)} | {seconds:.0f} s |")
+    print(
+        f"| {FLAGS.cases:,} | {summary['accepted']:,} | {summary['refused']:,} | {summary['reader_pairs']} | {cli_done} | "
+        f"{rebuilt} | {len(findings)} | {seconds:.0f} s |"
+    )
     for finding in findings[:50]:
         print("-", finding)
     return 1 if findings else 0

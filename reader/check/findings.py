@@ -178,7 +178,10 @@ class Report:
             lines.append(f"  {c.status.upper():4}  {c.name:{width}}  {c.description}{count}{note}")
         if self.problems:
             shown = self.problems[:max_problems]
-            lines += ["", f"problems (first {len(shown)} of {len(self.problems)}):" if len(shown) < len(self.problems) else "problems:"]
+            lines += [
+                "",
+                f"problems (first {len(shown)} of {len(self.problems)}):" if len(shown) < len(self.problems) else "problems:",
+            ]
             lines += [f"  {p}" for p in shown]
         if self.stats is not None and self.stats.records:
             lines += ["", "statistics:"] + [f"  {line}" for line in self.stats.lines()]

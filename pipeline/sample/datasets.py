@@ -1,4 +1,4 @@
-"""`python -m pipeline.sample`: WIDER-layout datasets of photo-like images, made with pipeline.synthetic.
+"""`python -m pipeline.sample`: WIDER-layout datasets of photo-like images, made with pipeline.sample.synthetic.
 
 - `write_sample` writes a small dataset in the WIDER layout: JPEGs under `images/<event>/` and
   train and val `*_bbx_gt.txt` files holding every quirk of the real files (trailing spaces, both
@@ -30,12 +30,20 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from absl import flags
 
-from pipeline import annotations, preflight, synthetic
+from pipeline import annotations, preflight
+from pipeline.sample import synthetic
 from reader.core import progress as progress_display
+from reader.core import schema
 
 _EVENTS = (
-    "0--Parade", "2--Demonstration", "7--Cheering", "12--Group", "13--Interview",
-    "20--Family_Group", "29--Students_Schoolkids", "50--Celebration_Or_Party",
+    "0--Parade",
+    "2--Demonstration",
+    "7--Cheering",
+    "12--Group",
+    "13--Interview",
+    "20--Family_Group",
+    "29--Students_Schoolkids",
+    "50--Celebration_Or_Party",
 )
 # The images each split opens with, so a sample of any allowed size holds every quirk. The rest
 # are "group" images; "gray" and "progressive" are group images stored in that JPEG flavour.
@@ -70,19 +78,23 @@ def _sample_faces(kind: str, height: int, rng: np.random.Generator) -> np.ndarra
     faces = synthetic.group_faces(rng, height)
     if kind != "edges":
         return faces
-    faces[0, 7] = 1  # invalid
+    faces[0, 4:][schema.INVALID_ATTRIBUTE] = 1  # its attributes (a view): flagged invalid
     x, y = rng.integers(0, width - 100, 4), rng.integers(0, height - 100, 4)
-    quirks = np.array([
-        [width - 30, y[0], 60, 75],  # past the right edge
-        [x[1], height - 40, 64, 80],  # past the bottom edge
-        [x[2], y[2], 0, 14],  # zero width, not flagged invalid (as in WIDER)
-        [x[3], y[3], 12, 0],  # zero height
-    ])
+    quirks = np.array(
+        [
+            [width - 30, y[0], 60, 75],  # past the right edge
+            [x[1], height - 40, 64, 80],  # past the bottom edge
+            [x[2], y[2], 0, 14],  # zero width, not flagged invalid (as in WIDER)
+            [x[3], y[3], 12, 0],  # zero height
+        ]
+    )
     attributes = synthetic.attributes(rng, np.minimum(quirks[:, 2], quirks[:, 3]), invalid_rate=0)
     return np.concatenate([faces, np.concatenate([quirks, attributes], axis=1)]).astype(np.int32)
 
 
-def _sample_pictures(rng: np.random.Generator, seed: int, count: int, kinds: tuple[str, ...], first: int) -> Iterator[synthetic.Picture]:
+def _sample_pictures(
+    rng: np.random.Generator, seed: int, count: int, kinds: tuple[str, ...], first: int
+) -> Iterator[synthetic.Picture]:
     """`count` images of one split, numbered from `first`, opening with `kinds`."""
     for position in range(count):
         kind = kinds[position] if position < len(kinds) else "group"
@@ -110,7 +122,9 @@ def write_sample(output_dir: str, num_images: int = 48, seed: int = 0) -> Sample
         raise ValueError(f"seed must be non-negative, got {seed}")
     rng = np.random.default_rng(seed)  # one stream for both splits, in this order: train, then val
     num_val = num_images // 4
-    train, images_dir = synthetic.write_split(output_dir, "train", _sample_pictures(rng, seed, num_images - num_val, _TRAIN_KINDS, 0))
+    train, images_dir = synthetic.write_split(
+        output_dir, "train", _sample_pictures(rng, seed, num_images - num_val, _TRAIN_KINDS, 0)
+    )
     val, _ = synthetic.write_split(output_dir, "val", _sample_pictures(rng, seed, num_val, _VAL_KINDS, num_images - num_val))
     return Sample(images_dir=images_dir, train_annotations=train, val_annotations=val)
 
@@ -190,12 +204,22 @@ def _no_progress(done: int, total: int) -> None:
 def _define_flags() -> flags.FlagValues:
     values = flags.FlagValues()
     flags.DEFINE_string("output_dir", None, "Write a sample dataset here.", flag_values=values)
-    flags.DEFINE_integer("num_images", 48, "Images in the sample, about 3:1 train:val.", lower_bound=MIN_SAMPLE_IMAGES, flag_values=values)
+    flags.DEFINE_integer(
+        "num_images", 48, "Images in the sample, about 3:1 train:val.", lower_bound=MIN_SAMPLE_IMAGES, flag_values=values
+    )
     flags.DEFINE_integer("seed", 0, "Same seed, byte-identical files.", lower_bound=0, flag_values=values)
     flags.DEFINE_string("render_for", None, "Render images for this existing annotation file.", flag_values=values)
     flags.DEFINE_string("images_dir", None, "With --render_for: the images root.", flag_values=values)
-    flags.DEFINE_enum("list_format", "boxes", annotations.LIST_FORMATS, "With --render_for: boxes (*_bbx_gt.txt) or names (test file list).", flag_values=values)
-    flags.DEFINE_integer("processes", None, "With --render_for: worker processes (default: one per CPU).", lower_bound=1, flag_values=values)
+    flags.DEFINE_enum(
+        "list_format",
+        "boxes",
+        annotations.LIST_FORMATS,
+        "With --render_for: boxes (*_bbx_gt.txt) or names (test file list).",
+        flag_values=values,
+    )
+    flags.DEFINE_integer(
+        "processes", None, "With --render_for: worker processes (default: one per CPU).", lower_bound=1, flag_values=values
+    )
     flags.DEFINE_boolean("skip_existing", True, "With --render_for: keep images already written.", flag_values=values)
     return values
 
@@ -223,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise flags.Error(f"--{name}={values[name].value}: a file, not a directory")
         if values.render_for is not None and not os.path.isfile(values.render_for):
             raise flags.Error(f"--render_for={values.render_for}: no such file")
-        if values.render_for is not None and (mismatch := preflight.sample_format_mismatch(values.render_for, values.list_format)):
+        if values.render_for is not None and (
+            mismatch := preflight.sample_format_mismatch(values.render_for, values.list_format)
+        ):
             raise flags.Error(mismatch)
     except flags.Error as error:
         print(f"pipeline.sample: {error}; --help lists every flag", file=sys.stderr)
@@ -243,7 +269,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline.sample: {error}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,7 @@ LINE between 1 and one past the file's last line. Nothing else escapes; no case 
 bytes are parsed as a binary file (what the Beam job passes), and again through reads of random
 sizes and, when they are UTF-8, as a text file: all must agree.
 
-    python -m pipeline.annotation_fuzz [--cases=200000] [--seed=0] [--data_dir=...] [--show=I]
+    python -m fuzzing.annotation_fuzz [--cases=200000] [--seed=0] [--data_dir=...] [--show=I]
 
 prints cases run, accepted, refused, escapes (exceptions other than AnnotationError), violations
 (anything else breaking the invariant), the first failures and the slowest case; exits 1 on any
@@ -36,7 +36,8 @@ import time
 import numpy as np
 from absl import flags
 
-from pipeline import annotation_cases, annotations
+from fuzzing import annotation_cases
+from pipeline import annotations
 from reader.core.schema import ATTRIBUTE_MAX
 
 SOURCE = "gs://bucket/wider (fuzz).txt"  # regex metacharacters: the check must quote the name
@@ -113,7 +114,7 @@ def _same(a, b) -> bool:
     if kind_a == "refused":
         return str(result_a) == str(result_b)
     return len(result_a) == len(result_b) and all(
-        x[:2] == y[:2] and np.array_equal(x[2], y[2]) for x, y in zip(result_a, result_b)
+        x[:2] == y[:2] and np.array_equal(x[2], y[2]) for x, y in zip(result_a, result_b, strict=True)
     )
 
 
@@ -185,8 +186,12 @@ def _define_flags() -> flags.FlagValues:
     flags.DEFINE_integer("cases", 200_000, "Cases to run.", lower_bound=1, flag_values=values)
     flags.DEFINE_integer("seed", 0, "Same seed, same cases.", lower_bound=0, flag_values=values)
     flags.DEFINE_integer("start", 0, "Index of the first case.", lower_bound=0, flag_values=values)
-    flags.DEFINE_string("data_dir", str(annotation_cases.DATA_DIR), "The real annotation files (data/wider_face_split).", flag_values=values)
-    flags.DEFINE_integer("show", None, "Print case SHOW of --seed (its bytes and outcome) instead of a run.", lower_bound=0, flag_values=values)
+    flags.DEFINE_string(
+        "data_dir", str(annotation_cases.DATA_DIR), "The real annotation files (data/wider_face_split).", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "show", None, "Print case SHOW of --seed (its bytes and outcome) instead of a run.", lower_bound=0, flag_values=values
+    )
     return values
 
 

@@ -1,8 +1,8 @@
 """Robustness of image preparation: fuzzing, the cut-JPEG detector, and the pixel budget.
 
-    python -m benchmarks.fuzz_images --part=fuzz [--cases=120000] [--seed=0] [--processes=2]
-    python -m benchmarks.fuzz_images --part=detector [--photos=400]
-    python -m benchmarks.fuzz_images --part=memory [--work_dir=build/fuzz] [--pixel_budget=N]
+    python -m fuzzing.image_fuzz --part=fuzz [--cases=120000] [--seed=0] [--processes=2]
+    python -m fuzzing.image_fuzz --part=detector [--photos=400]
+    python -m fuzzing.image_fuzz --part=memory [--work_dir=build/fuzz] [--pixel_budget=N]
 
 fuzz: seeded cases, each a small image in one of the formats Pillow both writes and reads here
   (every format of Image.SAVE and Image.OPEN whose round trip works, in several modes and
@@ -162,7 +162,10 @@ def mutate(seed: Seed, rng: np.random.Generator) -> tuple[str, bytes]:
     """(mutation kind, mutated bytes) for one case, drawn with `rng`."""
     data = seed.data
     n = len(data)
-    kind = str(rng.choice(("truncate", "truncate", "repaired", "zero_tail", "flip", "byte", "word", "insert", "delete", "duplicate")))
+    kind = str(
+        rng.choice(("truncate", "truncate", "repaired", "zero_tail", "flip", "byte", "word", "insert", "delete", "duplicate"))
+    )
+
     # Half the positions fall in the header, where a format's fields are.
     def position(limit: int = n) -> int:
         return int(rng.integers(0, min(limit, HEADER_BYTES) if rng.random() < 0.5 else limit))
@@ -242,7 +245,7 @@ def random_case(seeds: tuple[Seed, ...], run_seed: int, index: int) -> Case:
 
 
 def outcome(case: Case) -> str:
-    """"record", or the reason of the UnusableImage. Raises AssertionError for a record of the
+    """`record`, or the reason of the UnusableImage. Raises AssertionError for a record of the
     wrong size; any other exception escapes (that is what the fuzz looks for)."""
     try:
         prepared = images.prepare(case.data, case.config)
@@ -326,11 +329,11 @@ def fuzz(cases: int, run_seed: int, processes: int, case_seconds: float, chunk: 
 
 
 def _photo_jpegs(count: int) -> list[tuple[str, bytes]]:
-    """Photo-like JPEGs: pipeline.synthetic.photo (baseline, progressive, grey), scikit-image's
+    """Photo-like JPEGs: pipeline.sample.synthetic.photo (baseline, progressive, grey), scikit-image's
     photographs at several qualities and crops, and the checked-in fixture photos."""
     from skimage import data as photos
 
-    from pipeline import synthetic
+    from pipeline.sample import synthetic
     from tests.conftest import FIXTURE_IMAGES
 
     out = []
@@ -344,7 +347,8 @@ def _photo_jpegs(count: int) -> list[tuple[str, bytes]]:
         buffer = io.BytesIO()
         picture.save(buffer, "JPEG", quality=int(rng.choice((70, 85, 90, 95))), progressive=flavour == "progressive")
         out.append((f"sample {flavour}", buffer.getvalue()))
-    for name in ("astronaut", "coffee", "chelsea", "camera", "rocket", "immunohistochemistry", "brick", "grass", "gravel", "moon", "page", "text"):
+    scikit_photos = "astronaut coffee chelsea camera rocket immunohistochemistry brick grass gravel moon page text"
+    for name in scikit_photos.split():
         photo = Image.fromarray(getattr(photos, name)())
         for quality in (50, 75, 95):
             for progressive in (False, True):
@@ -397,7 +401,9 @@ def detector(count: int) -> dict:
                 row["cut stored"] += 1
                 # How visible the damage is: the worst row's mean difference, in grey levels.
                 size = config.input_size
-                difference = np.abs(np.frombuffer(stored, np.uint8).astype(int) - np.frombuffer(whole, np.uint8)).reshape(size, -1)
+                difference = np.abs(np.frombuffer(stored, np.uint8).astype(int) - np.frombuffer(whole, np.uint8)).reshape(
+                    size, -1
+                )
                 worst = float(difference.mean(axis=1).max())
                 row["cut stored, worst row mean difference"] = round(max(row["cut stored, worst row mean difference"], worst), 2)
     finally:
@@ -431,7 +437,7 @@ def _prepare_all(paths: list[str], pixel_budget: int, threads: int) -> dict:
     """In this process: what a shard writer does (8 images at once on a thread pool, read then
     prepared), returning peak RSS and the budget's high-water mark."""
     from pipeline import sources
-    from pipeline.transforms import _prefetch
+    from pipeline.prefetch import prefetch
 
     budget = images.PixelBudget(pixel_budget)
     directory = os.path.dirname(paths[0])
@@ -441,7 +447,7 @@ def _prepare_all(paths: list[str], pixel_budget: int, threads: int) -> dict:
 
     began = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        results = [r for _, r in _prefetch(one, paths, pool, threads)]
+        results = [r for _, r in prefetch(one, paths, pool, threads)]
     errors = [repr(r) for r in results if isinstance(r, Exception)]
     return {
         "pixel_budget": pixel_budget,
@@ -460,14 +466,24 @@ def memory(work_dir: str, pixel_budget: int) -> dict:
     paths = _big_pngs(work_dir)
     runs = []
     for budget, block in ((2**62, "16M"), (pixel_budget, "16M"), (2**62, None), (pixel_budget, None)):
-        command = [sys.executable, "-m", "benchmarks.fuzz_images", "--part=_memory_child", f"--pixel_budget={budget}", f"--work_dir={work_dir}"]
+        command = [
+            sys.executable,
+            "-m",
+            "fuzzing.image_fuzz",
+            "--part=_memory_child",
+            f"--pixel_budget={budget}",
+            f"--work_dir={work_dir}",
+        ]
         environment = dict(os.environ, **({"PILLOW_BLOCK_SIZE": block} if block else {}))
         environment.pop("PILLOW_BLOCK_SIZE", None) if block is None else None
         child = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
         run = json.loads(child.stdout.strip().splitlines()[-1])
         run["pillow_block_bytes"] = block or images.PILLOW_BLOCK_BYTES
         runs.append(run)
-    return {"files": f"{BIG_COUNT} PNGs of {BIG_SIDE}x{BIG_SIDE} RGB ({os.path.getsize(paths[0]) / 1e6:.1f} MB each)", "runs": runs}
+    return {
+        "files": f"{BIG_COUNT} PNGs of {BIG_SIDE}x{BIG_SIDE} RGB ({os.path.getsize(paths[0]) / 1e6:.1f} MB each)",
+        "runs": runs,
+    }
 
 
 # --- Entry point --------------------------------------------------------------------------
@@ -479,15 +495,22 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("seed", 0, "Seed of the fuzz cases.", flag_values=fv)
     flags.DEFINE_integer("processes", os.cpu_count() or 1, "Worker processes for the fuzz.", flag_values=fv)
     flags.DEFINE_float("case_seconds", 20.0, "A case running longer is a hang.", flag_values=fv)
-    flags.DEFINE_integer("photos", 300, "Rendered photos for the detector (plus scikit-image's and the fixtures).", flag_values=fv)
+    flags.DEFINE_integer(
+        "photos", 300, "Rendered photos for the detector (plus scikit-image's and the fixtures).", flag_values=fv
+    )
     flags.DEFINE_integer("pixel_budget", images.DEFAULT_PIXEL_BUDGET, "Pixel budget for the memory part.", flag_values=fv)
     flags.DEFINE_string("work_dir", "build/fuzz", "Where results (and the big PNGs) go.", flag_values=fv)
 
 
 def _report(part: str, result: dict) -> str:
     if part == "fuzz":
-        lines = [f"{result['cases']:,} cases (seed {result['seed']}) over {len(result['seeds'])} seed files in {result['formats']} formats, "
-                 f"{result['seconds']} s on {result['processes']} processes", "", "| format | cases |", "| --- | --- |"]
+        lines = [
+            f"{result['cases']:,} cases (seed {result['seed']}) over {len(result['seeds'])} seed files in {result['formats']} formats, "
+            f"{result['seconds']} s on {result['processes']} processes",
+            "",
+            "| format | cases |",
+            "| --- | --- |",
+        ]
         lines += [f"| {k} | {v:,} |" for k, v in result["by_format"].items()]
         lines += ["", "| outcome | cases |", "| --- | --- |"] + [f"| {k} | {v:,} |" for k, v in result["outcomes"].items()]
         lines += ["", f"escapes: {len(result['escapes'])}, hangs: {len(result['hangs'])}, slowest case {result['slowest_case']}"]

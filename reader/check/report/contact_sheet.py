@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from reader.check import records as check_records
 from reader.check.split import CheckedRecord, SplitCheck
-from reader.core import files, images, targets, tfrecord
+from reader.core import images, storage, targets, tfrecord
 
 GRID_LINE = (255, 255, 255, 90)
 TARGET_FILL = (0, 200, 90, 70)
@@ -87,7 +87,7 @@ def load_tiles(result: SplitCheck, chosen: Sequence[CheckedRecord]) -> list[Tile
     config = result.config
     spans = {file: {span.index: span for span in index.spans} for file, index in result.indexes.items()}
     for record in chosen:
-        with files.open_binary(result.paths[record.file], None) as f:
+        with storage.open_binary(result.paths[record.file], None) as f:
             data = tfrecord.read_record(f, record.file, spans[record.file][record.index])
         fields = check_records.parse(data, config)
         try:
@@ -101,8 +101,16 @@ def load_tiles(result: SplitCheck, chosen: Sequence[CheckedRecord]) -> list[Tile
         else:
             is_target, owners = recomputed.is_target, recomputed.owners
         tiles.append(
-            Tile(f"{record.file.removesuffix('.tfrecord')}:{record.index}", pixels, fields["boxes"], is_target,
-                 owners, fields["grid"], fields["ignore"], tuple(sorted(record.failed)))
+            Tile(
+                f"{record.file.removesuffix('.tfrecord')}:{record.index}",
+                pixels,
+                fields["boxes"],
+                is_target,
+                owners,
+                fields["grid"],
+                fields["ignore"],
+                tuple(sorted(record.failed)),
+            )
         )
     return tiles
 
@@ -135,8 +143,10 @@ def draw_tile(tile: Tile, size: int) -> Image.Image:
             elif tile.ignore[row, col] >= 0.5:
                 draw.rectangle(box, fill=IGNORE_FILL, outline=IGNORE_FILL[:3] + (255,), width=2)
                 for k in range(0, int(2 * cell), 8):  # hatched, so ignore never reads as a target
-                    draw.line([(box[0] + max(0, k - cell), box[1] + min(k, cell)),
-                               (box[0] + min(k, cell), box[1] + max(0, k - cell))], fill=IGNORE_FILL[:3] + (160,))
+                    draw.line(
+                        [(box[0] + max(0, k - cell), box[1] + min(k, cell)), (box[0] + min(k, cell), box[1] + max(0, k - cell))],
+                        fill=IGNORE_FILL[:3] + (160,),
+                    )
     for i in range(1, s):
         draw.line([(i * cell, 0), (i * cell, size)], fill=GRID_LINE)
         draw.line([(0, i * cell), (size, i * cell)], fill=GRID_LINE)
@@ -162,8 +172,11 @@ def _caption(tile: Tile) -> list[tuple[str, tuple]]:
     kept_out = faces - int(tile.is_target.sum())
     lines = [
         (tile.title, TEXT),
-        (f"{faces} face{'s' if faces != 1 else ''} ({kept_out} ignored); stored: {target_cells} target cells, "
-         f"{ignored_cells} ignored of {s * s}", TEXT),
+        (
+            f"{faces} face{'s' if faces != 1 else ''} ({kept_out} ignored); stored: {target_cells} target cells, "
+            f"{ignored_cells} ignored of {s * s}",
+            TEXT,
+        ),
     ]
     if tile.failed:
         lines.append(("FAILED " + ", ".join(tile.failed), FAIL_TEXT))

@@ -10,8 +10,8 @@ and, per plot, the function that computes its numbers from NumPy arrays:
     cell_numbers             per cell: faces that own it (targets), faces that lost it (dropped)
     lost_by_size_numbers     per face size: the share kept as targets, dropped, ignored
 
-Pure NumPy, no reading and no drawing: reader.check.report_faces gathers the faces,
-reader.check.dataset_report draws these numbers and writes the files.
+Pure NumPy, no reading and no drawing: reader.check.report.faces gathers the faces,
+reader.check.report.dataset draws these numbers and writes the files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from reader.check import stats as check_stats
-from reader.check.report_faces import DROPPED, OWNER, ROLES, Faces
+from reader.check.report.faces import DROPPED, OWNER, ROLES, Faces
 from reader.core import targets
 from reader.core.config import BuildConfig
 
@@ -96,9 +96,13 @@ def faces_per_image_numbers(per_image: np.ndarray, cells: int) -> dict:
         "images_by_count": check_stats.bin_counts(per_image, FACES_PER_IMAGE_EDGES, integer=True),
         "faces_by_count": check_stats.bin_counts(per_image, FACES_PER_IMAGE_EDGES, integer=True, weights=per_image),
         "checker_histogram": check_stats.bin_counts(per_image, check_stats.FACES_PER_IMAGE_BINS, integer=True),
-        "more_faces_than_cells": {"cells": cells, "images": int(crowded.sum()), "faces": int(per_image[crowded].sum()),
-                                  "images_share": share(crowded.sum(), len(per_image)),
-                                  "faces_share": share(per_image[crowded].sum(), total)},
+        "more_faces_than_cells": {
+            "cells": cells,
+            "images": int(crowded.sum()),
+            "faces": int(per_image[crowded].sum()),
+            "images_share": share(crowded.sum(), len(per_image)),
+            "faces_share": share(per_image[crowded].sum(), total),
+        },
     }
 
 
@@ -110,15 +114,26 @@ def face_size_numbers(sides: np.ndarray, width: np.ndarray, height: np.ndarray, 
     return {
         "unit": "px of the stored image",
         "cell_px": cell_px,
-        "shorter_side": {**_quantiles(sides, 1), "histogram": check_stats.bin_counts(sides, check_stats.FACE_SIDE_BINS, integer=False)},
+        "shorter_side": {
+            **_quantiles(sides, 1),
+            "histogram": check_stats.bin_counts(sides, check_stats.FACE_SIDE_BINS, integer=False),
+        },
         "width": _quantiles(width, 1),
         "height": _quantiles(height, 1),
         "edges_px": _edges(SIDE_EDGES_PX),
         "shorter_side_counts": _histogram(sides.astype(np.float64), SIDE_EDGES_PX),
         "width_counts": _histogram(width, SIDE_EDGES_PX),
         "height_counts": _histogram(height, SIDE_EDGES_PX),
-        "under_quarter_cell": {"px": cell_px / 4, "faces": int((sides < cell_px / 4).sum()), "share": share((sides < cell_px / 4).sum(), total)},
-        "at_least_a_cell": {"px": cell_px, "faces": int((sides >= cell_px).sum()), "share": share((sides >= cell_px).sum(), total)},
+        "under_quarter_cell": {
+            "px": cell_px / 4,
+            "faces": int((sides < cell_px / 4).sum()),
+            "share": share((sides < cell_px / 4).sum(), total),
+        },
+        "at_least_a_cell": {
+            "px": cell_px,
+            "faces": int((sides >= cell_px).sum()),
+            "share": share((sides >= cell_px).sum(), total),
+        },
     }
 
 
@@ -153,8 +168,12 @@ def centre_numbers(rel: np.ndarray, placed: np.ndarray, row: np.ndarray, col: np
         "bin_px": size / bins,
         "heatmap": heat.astype(int).tolist(),  # [row][col] of bin_px x bin_px squares
         "per_cell": per_cell.tolist(),
-        "busiest_cell": {"row": int(busiest[0]), "col": int(busiest[1]), "faces": int(per_cell[busiest]),
-                         "share": share(per_cell[busiest], total)},
+        "busiest_cell": {
+            "row": int(busiest[0]),
+            "col": int(busiest[1]),
+            "faces": int(per_cell[busiest]),
+            "share": share(per_cell[busiest], total),
+        },
         "emptiest_cell_faces": int(per_cell.min()),
     }
 
@@ -174,8 +193,12 @@ def cell_numbers(role: np.ndarray, placed: np.ndarray, row: np.ndarray, col: np.
         "targets_total": int(owned.sum()),
         "dropped_total": int(lost.sum()),
         "dropped_share_total": share(lost.sum(), owned.sum() + lost.sum()),
-        "most_dropped_cell": {"row": int(most_lost[0]), "col": int(most_lost[1]), "dropped": int(lost[most_lost]),
-                              "share": round(float(np.nan_to_num(lost_share[most_lost])), 4)},
+        "most_dropped_cell": {
+            "row": int(most_lost[0]),
+            "col": int(most_lost[1]),
+            "dropped": int(lost[most_lost]),
+            "share": round(float(np.nan_to_num(lost_share[most_lost])), 4),
+        },
     }
 
 
@@ -189,8 +212,11 @@ def lost_by_size_numbers(sides: np.ndarray, role: np.ndarray) -> dict:
     for b, label in enumerate(labels):
         in_bucket = role[which == b]
         counts = {name: int((in_bucket == r).sum()) for r, name in enumerate(ROLES)}
-        buckets[label] = {"faces": len(in_bucket), **counts,
-                          **{f"{name}_share": share(counts[name], len(in_bucket)) for name in ROLES}}
+        buckets[label] = {
+            "faces": len(in_bucket),
+            **counts,
+            **{f"{name}_share": share(counts[name], len(in_bucket)) for name in ROLES},
+        }
     totals = {name: int((role == r).sum()) for r, name in enumerate(ROLES)}
     return {"unit": "px, shorter side on the stored image", "buckets": buckets, "totals": totals}
 
@@ -200,9 +226,7 @@ def captions(n: dict) -> dict[str, str]:
     f, z, a, c, g, lb = (n[k] for k in PLOTS)
     crowd = f["more_faces_than_cells"]
     side = z["shorter_side"]
-    dropped_by_size = ", ".join(
-        f"{label} px {b['dropped_share']:.0%}" for label, b in lb["buckets"].items() if b["faces"]
-    )
+    dropped_by_size = ", ".join(f"{label} px {b['dropped_share']:.0%}" for label, b in lb["buckets"].items() if b["faces"])
     ignored = lb["totals"]["ignored_invalid"] + lb["totals"]["ignored_small"]
     first_label, first = next(iter(lb["buckets"].items()))
     ignored_first = first["ignored_invalid"] + first["ignored_small"]

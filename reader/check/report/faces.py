@@ -1,7 +1,7 @@
 """The faces of a checked split, for the dataset report: every stored face's box and role.
 
     ROLES     a face's role in the targets: owner of its cell, dropped, ignored, not recomputable
-    Faces     the arrays the report's numbers are computed from (reader.check.report_numbers)
+    Faces     the arrays the report's numbers are computed from (reader.check.report.numbers)
     roles     one parsed record -> the role of each of its faces, by the build's rule
     collect   a SplitCheck -> Faces, reading every readable record again (no image decoding)
 
@@ -21,7 +21,7 @@ import numpy as np
 from reader.check import records as check_records
 from reader.check.split import SplitCheck
 from reader.core import boxes as box_formats
-from reader.core import files, schema, tfrecord
+from reader.core import schema, storage, tfrecord
 from reader.core.config import BuildConfig
 
 # A face's role in the targets, as the build's rule gives it from the stored boxes.
@@ -63,7 +63,7 @@ def roles(fields: dict, config: BuildConfig) -> np.ndarray:
     count = len(fields["boxes"])
     if recomputed is None:
         return np.full(count, UNKNOWN, np.int8)
-    invalid = fields["attributes"][:, schema.ATTRIBUTES.index("invalid")] != 0
+    invalid = schema.invalid_flags(fields["attributes"]) != 0
     role = np.where(recomputed.is_target, DROPPED, np.where(invalid, INVALID, SMALL)).astype(np.int8)
     role[recomputed.owners[recomputed.owners >= 0]] = OWNER
     return role
@@ -93,7 +93,7 @@ def collect(result: SplitCheck) -> Faces:
     boxes, role, aspect = [], [], []
     for file, group in itertools.groupby(readable, key=lambda r: r.file):
         try:
-            with files.open_binary(result.paths[file], None) as f:
+            with storage.open_binary(result.paths[file], None) as f:
                 for record in group:
                     fields = _read_again(f, file, spans[file][record.index], record, config)
                     boxes.append(fields["boxes"])

@@ -1,4 +1,4 @@
-"""The cases of the annotation fuzzer (pipeline.annotation_fuzz, which checks them): excerpts of
+"""The cases of the annotation fuzzer (fuzzing.annotation_fuzz, which checks them): excerpts of
 the real WIDER files and the mutations put on them, seeded and reproducible.
 
 load_corpus reads the three real annotation files. make_case(corpus, seed, index) cuts an
@@ -22,7 +22,11 @@ from collections.abc import Callable, Iterator
 from pipeline import annotations
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "wider_face_split"
-_FILES = (("wider_face_train_bbx_gt.txt", "boxes"), ("wider_face_val_bbx_gt.txt", "boxes"), ("wider_face_test_filelist.txt", "names"))
+_FILES = (
+    ("wider_face_train_bbx_gt.txt", "boxes"),
+    ("wider_face_val_bbx_gt.txt", "boxes"),
+    ("wider_face_test_filelist.txt", "names"),
+)
 _PATH_LINE = re.compile(rb"^[^\n]*\.jpg\r?$", re.M)  # where an image starts in a *_bbx_gt.txt
 _ANY_LINE = re.compile(rb"^.", re.M)
 
@@ -85,6 +89,7 @@ def cases(corpus: Corpus, seed: int, count: int, start: int = 0) -> Iterator[Cas
 
 # --- mutations: (rng, data) -> data -------------------------------------------------------
 
+# fmt: off
 _NUMBERS = (
     "99999999999", "2147483647", "2147483648", "-2147483648", "-2147483649", "4294967296", "9" * 5000,
     "0" * 3000 + "1", "3_37", "1_0", "\u00b2", "\u0661", "\uff11", "\u0967", "\u07c1", "\U0001d7d9", "+1", "-1", "-0",
@@ -96,6 +101,7 @@ _TOKENS = (
     b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"_", b"-", b"+", b"./", b"//", b"../", b"/", b"\\", b"0",
     b"99999999999", "\u00b2".encode(), "\u0661".encode(), "\u00e9".encode(), "\u00e9".encode("latin-1"), b"\xf0\x9f\x98\x80",
 )
+# fmt: on
 _SPACES = ("\t", "  ", "\u00a0", "\u3000", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\x00", "")
 _NUMBER = re.compile(rb"-?[0-9]+")
 _SPACE = re.compile(rb" ")
@@ -191,7 +197,9 @@ def _respell_path(rng, data):
         return data
     i = rng.randrange(len(paths))
     path = paths[i].group().rstrip(b"\r")
-    spelled = rng.choice((b"./" + path, path.replace(b"/", b"//", 1), path.replace(b"/", b"/./", 1), b"../" + path, b"/" + path, path + b"/"))
+    spelled = rng.choice(
+        (b"./" + path, path.replace(b"/", b"//", 1), path.replace(b"/", b"/./", 1), b"../" + path, b"/" + path, path + b"/")
+    )
     block = spelled + data[paths[i].end() : paths[i + 1].start() if i + 1 < len(paths) else len(data)]
     return data + (b"" if data.endswith(b"\n") else b"\n") + block
 
@@ -268,6 +276,7 @@ def _replace_whole(rng, data):
     return bytes(rng.choice(b"0123456789 -\n\r\t") for _ in range(rng.randint(1, 300)))
 
 
+# fmt: off
 _MUTATIONS: tuple[tuple[str, Callable[[random.Random, bytes], bytes]], ...] = tuple(
     (f.__name__.lstrip("_"), f)
     for f in (
@@ -276,3 +285,4 @@ _MUTATIONS: tuple[tuple[str, Callable[[random.Random, bytes], bytes]], ...] = tu
         _respell_path, _huge_count, _long_line, _encode, _encode, _line_endings, _blank_lines, _replace_whole,
     )
 )
+# fmt: on

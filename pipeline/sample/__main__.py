@@ -1,0 +1,5 @@
+import sys
+
+from pipeline.sample.datasets import main
+
+sys.exit(main())
