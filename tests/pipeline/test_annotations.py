@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import annotations
 from pipeline.annotations import AnnotationError, parse_boxes, parse_names
-from tests.conftest import FIXTURE_ANNOTATIONS
+from tests.support.paths import FIXTURE_ANNOTATIONS
 
 
 def _parse(text: str | bytes, source: str = "gt.txt"):

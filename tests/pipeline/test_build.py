@@ -15,9 +15,9 @@ import pytest
 from pipeline import annotations as annotations_format
 from pipeline import build_report, cli, leases
 from reader.core import layout, targets, tfds_metadata
-from tests import build_helpers
-from tests.build_helpers import build, files, read_split, without_build_ids
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import build_helpers
+from tests.support.build_helpers import build, files, read_split, without_build_ids
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 EXPECTED_COUNTS = {
     "images_annotated": 16,

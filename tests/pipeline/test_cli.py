@@ -9,9 +9,9 @@ import pathlib
 import pytest
 
 from pipeline import beam_flags, cli
-from tests import build_helpers
-from tests.build_helpers import files
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import build_helpers
+from tests.support.build_helpers import files
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 REQUIRED = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", "--split=val", "--max_error_fraction=0.5"]
 
@@ -125,7 +125,7 @@ def _bad_annotations(tmp_path: pathlib.Path, data: bytes) -> pathlib.Path:
     "data, message",
     [
         (b"0--Parade/caf\xe9.jpg\n1\n1 2 3 4 0 0 0 0 0 0 \n", ":1: expected UTF-8 text, found "),
-        ((pathlib.Path(__file__).parent / "fixtures/wider/images/0--Parade/0_Parade_rgb_1.jpg").read_bytes(), ":1: expected "),
+        ((FIXTURE_IMAGES / "0--Parade/0_Parade_rgb_1.jpg").read_bytes(), ":1: expected "),
         (b"0--Parade/a.jpg\n1\n1 2 3 99999999999 0 0 0 0 0 0 \n", ":3: expected h within int32"),
         (b"0--Parade/a.jpg\n\xc2\xb2\n", ":2: expected a face count"),
         (b"", ":1: expected at least one image, found an empty file"),

@@ -15,9 +15,9 @@ import sys
 import pytest
 
 from reader.core import layout
-from tests import cloud_fixtures
-from tests.build_helpers import build, without_build_ids
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import cloud_fixtures
+from tests.support.build_helpers import build, without_build_ids
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 BUCKET = "facegrid-test"
 SPLIT = "train"

@@ -4,7 +4,7 @@ finalize step run again (as a runner retries it) completes the new one. Then the
 a build tells leftovers of crashed builds from files of builds still running.
 
 The crashes are real: a process runs the build's finalize step and dies with os._exit right
-before its K-th operation on the store (tests/commit_faults.py), for every K.
+before its K-th operation on the store (tests/support/commit_faults.py), for every K.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from pipeline.commit import OutputSpec
 from reader.check import split as check_split
 from reader.core import files, layout
 from reader.core.config import BuildConfig
-from tests import build_helpers, cloud_fixtures, commit_faults
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import build_helpers, cloud_fixtures, commit_faults
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, ROOT
 
-ROOT = pathlib.Path(__file__).parent.parent
 SPLIT = "val"
 BUCKET = "facegrid-commit"
 B = "b0b0b0b0b0b0"  # the id of the build that is committing in these tests

@@ -29,11 +29,11 @@ from benchmarks import dask_build
 from pipeline import beam_flags, cli, sample
 from reader.check import split as check_split
 from reader.core import files, layout, tfds_metadata
-from tests import cloud_fixtures
+from tests.support import cloud_fixtures
+from tests.support.paths import ROOT
 
 # One pytest-xdist process runs them all (make test: --dist=loadgroup), so one cluster serves them.
 pytestmark = pytest.mark.xdist_group("dask")
-ROOT = pathlib.Path(__file__).parents[1]
 SPLIT = "train"
 NUM_SHARDS = 4
 TIMEOUT = 120

@@ -2,7 +2,7 @@
 the launch script and the flex entry point hand it the right settings, the container files stay in
 step with pyproject.toml, and no launch reads or writes Cloud Storage (the workers do that).
 
-Google's APIs are replaced by a recorder on loopback (tests/cloud_fixtures.py): google-cloud-storage
+Google's APIs are replaced by a recorder on loopback (tests/support/cloud_fixtures.py): google-cloud-storage
 is pointed at it through STORAGE_EMULATOR_HOST, gcloud through its endpoint overrides.
 """
 
@@ -22,10 +22,9 @@ from apache_beam.portability import common_urns, python_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from pipeline import cli, finalize, transforms, worker_setup
-from tests import cloud_fixtures
-from tests.conftest import FIXTURE_ANNOTATIONS
+from tests.support import cloud_fixtures
+from tests.support.paths import FIXTURE_ANNOTATIONS, ROOT
 
-ROOT = pathlib.Path(__file__).parents[1]
 DEPLOY = ROOT / "deploy"
 PROJECT = "facegrid-project"
 REGION = "us-central1"

@@ -17,9 +17,9 @@ import time
 import pytest
 
 from reader.core import layout
-from tests import cloud_fixtures, commit_faults
+from tests.support import cloud_fixtures, commit_faults
+from tests.support.paths import ROOT
 
-ROOT = pathlib.Path(__file__).parent.parent
 SPLIT = "val"
 TIMEOUT = 120
 
@@ -96,7 +96,7 @@ def test_a_build_killed_with_sigkill_changes_nothing_and_the_rerun_clears_it(tmp
 @pytest.mark.parametrize("stagger", [0.0, 1.5])
 def test_two_builds_at_once_end_as_one_whole_build(tmp_path, stagger):
     """Both exit 0, each naming its build; the one that committed last is the split, whole, and
-    nothing else is left (tests.commit_faults.two_builds_at_once; benchmarks.concurrent_builds
+    nothing else is left (tests.support.commit_faults.two_builds_at_once; benchmarks.concurrent_builds
     runs it many times)."""
     problem = commit_faults.two_builds_at_once(tmp_path / "out", stagger, TIMEOUT)
     assert problem is None, problem

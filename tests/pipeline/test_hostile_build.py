@@ -21,8 +21,8 @@ from PIL import Image
 from pipeline import synthetic
 from reader.check import split as check_split
 from reader.core import layout
+from tests.support.paths import ROOT
 
-ROOT = pathlib.Path(__file__).parent.parent
 SECRET = b"secret password of someone else\n"
 
 

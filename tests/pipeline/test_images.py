@@ -14,7 +14,7 @@ from PIL import Image, ImageFile, JpegImagePlugin
 from pipeline import images
 from pipeline.images import UnusableImage
 from reader.core.config import BuildConfig
-from tests.conftest import FIXTURE_IMAGES
+from tests.support.paths import FIXTURE_IMAGES
 
 JPEG = BuildConfig()
 RAW = BuildConfig(image_format="raw")

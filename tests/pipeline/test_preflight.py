@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 from pipeline import annotations, cli, preflight
-from tests import build_helpers
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import build_helpers
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 ROOT = FIXTURE_ANNOTATIONS.parent.parent.parent.parent
 TEST_LIST = ROOT / "data" / "wider_face_split" / "wider_face_test_filelist.txt"

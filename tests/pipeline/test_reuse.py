@@ -27,8 +27,8 @@ from pipeline import cli, reuse, storage, stores
 from reader.core import layout, schema, tfrecord
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
-from tests import build_helpers, check_fixtures, cloud_fixtures
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import build_helpers, check_fixtures, cloud_fixtures
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 SPLIT = "val"
 FLAGS = ["--max_error_fraction=0.5", "--num_shards=3"]

@@ -15,9 +15,9 @@ from pipeline.transforms import ShardWritten
 from reader.core import tfds_metadata
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
-from tests import build_helpers
-from tests.build_helpers import IN_MEMORY
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import build_helpers
+from tests.support.build_helpers import IN_MEMORY
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 
 def _annotations():

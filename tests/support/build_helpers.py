@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline import cli
 from reader.core import schema, tfrecord
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 

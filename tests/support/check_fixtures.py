@@ -28,7 +28,7 @@ import numpy as np
 
 from pipeline import synthetic
 from reader.core import layout, protowire, schema, tfrecord
-from tests.build_helpers import run_build
+from tests.support.build_helpers import run_build
 
 SPLIT = "val"
 NUM_SHARDS = 3

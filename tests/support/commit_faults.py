@@ -34,8 +34,9 @@ import sys
 import time
 from collections.abc import Iterator
 
+from tests.support.paths import ROOT
+
 CRASHED = 86  # the exit status of a process that died at its planned operation
-ROOT = pathlib.Path(__file__).parent.parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +233,7 @@ class Crasher:
 
 def build_flags(out, *extra: str, split: str = "val") -> list[str]:
     """`python -m pipeline`'s flags for a build of the fixture set into `out`."""
-    from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+    from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
     return [
         f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}", f"--split={split}",
@@ -258,7 +259,7 @@ def whole_build_problem(out: pathlib.Path, split: str = "val", leftovers_allowed
 
 
 def two_builds_at_once(out: pathlib.Path, stagger: float, timeout: float = 120) -> str | None:
-    """The concurrent-build scenario of tests/test_faults.py, as processes: a build of 2 shards,
+    """The concurrent-build scenario of tests/pipeline/test_faults.py, as processes: a build of 2 shards,
     then two builds of the same split into the same directory at once (3 shards; 5 shards at
     another JPEG quality), the second started `stagger` seconds after the first. Both must exit
     0, each naming the build it ran (in its summary, or as committed over), and the split must

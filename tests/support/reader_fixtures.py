@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline import synthetic
 from reader.core import layout, manifest, schema, tfrecord
-from tests.build_helpers import run_build
+from tests.support.build_helpers import run_build
 
 GRID = 7
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipeline import synthetic
-from tests.build_helpers import run_build
+from tests.support.build_helpers import run_build
 
 
 def _faces(rng: np.random.Generator, width: int, height: int, count: int) -> list[list[int]]:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from reader.core import boxes as box_formats
 from reader.core import targets
 from train import detect, metrics, wider
-from tests.fakes import GuessingModel
+from tests.support.fakes import GuessingModel
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():

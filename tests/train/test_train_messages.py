@@ -4,11 +4,10 @@ what to give instead, exit status 1, no traceback), and the TensorBoard logs nam
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).parent.parent
+from tests.support.paths import ROOT
 
 
 def test_imagenet_weights_without_network_is_one_line(tiny_build, tmp_path):

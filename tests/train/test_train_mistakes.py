@@ -16,11 +16,11 @@ import pytest
 
 from pipeline import synthetic
 from reader.core import manifest as manifests
-from tests import train_fixtures
-from tests.build_helpers import run_build
+from tests.support import train_fixtures
+from tests.support.build_helpers import run_build
+from tests.support.paths import ROOT
 from train import cli, run_state
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--alpha=0.35", "--freeze_backbone", "--head_filters=8", "--batch_size=8", "--pictures=0", "--nowrite_predictions",
         "--progress=lines", "--progress_interval=0"]  # fmt: skip
 

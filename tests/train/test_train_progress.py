@@ -5,7 +5,7 @@ import io
 import pytest
 
 from reader.core.progress import duration
-from tests.fakes import Clock, Terminal
+from tests.support.fakes import Clock, Terminal
 from train import run_state, training
 from train.progress import Reporter, StepLines
 

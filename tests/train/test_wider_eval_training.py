@@ -11,7 +11,7 @@ import pytest
 import reader
 from train import validation, wider_ap, wider_predictions, wider_report
 from train.detect import DetectSettings
-from tests.fakes import GuessingModel
+from tests.support.fakes import GuessingModel
 
 NO_NMS = DetectSettings(score_threshold=0.5, iou_threshold=1.0)  # every cell's box kept
 

@@ -18,7 +18,8 @@ import pytest
 
 from reader.core import manifest, schema, tfds_metadata
 from reader.core.config import BuildConfig
-from tests.build_helpers import build, read_split
+from tests.support.build_helpers import build, read_split
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def test_metadata_never_imports_tensorflow():
         "import sys, reader.core.tfds_metadata\n"
         "assert not {'tensorflow', 'tensorflow_datasets'} & set(sys.modules), sorted(m for m in sys.modules if 'tensor' in m)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=pathlib.Path(__file__).parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_the_card_is_wider_faces(jpeg_build):

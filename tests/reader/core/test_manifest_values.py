@@ -1,7 +1,7 @@
 """Every value read from a manifest is validated in one place (reader.core.manifest_values), and
 the readers hold what they read to the manifest as the checker does (issue 19, items 2 and 4).
 
-Each test takes a copy of tests/check_fixtures.py's val build (10 records in 3 shards) and damages
+Each test takes a copy of tests/support/check_fixtures.py's val build (10 records in 3 shards) and damages
 its manifest or its shards; the build's source is beside it, for the rebuilds.
 """
 
@@ -23,9 +23,9 @@ from pipeline import cli, synthetic
 from reader.check import cli as check_cli
 from reader.check.split import check_split
 from reader.core import layout, manifest, schema, tfrecord
-from tests import check_fixtures as fx
+from tests.support import check_fixtures as fx
+from tests.support.paths import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 PATH_RECORDS = f"expected an integer in [0, {manifest.MAX_COUNT}]"
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from reader.core.progress import Progress, duration
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
-from tests.fakes import Clock, Terminal
+from tests.support.fakes import Clock, Terminal
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 
 def test_off_a_terminal_a_line_at_the_start_every_interval_and_at_the_end():

@@ -1,5 +1,5 @@
 """reader.make_dataset, reader.data.augment and reader.data.targets_tf against real builds
-(tests/reader_fixtures.py)."""
+(tests/support/reader_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from reader.core import boxes as box_formats
 from reader.core import schema, targets, tfrecord
 from reader.data import augment, targets_tf
 from reader.data.dataset import SkippedRecords
-from tests import reader_fixtures
-from tests.check_fixtures import count_records
+from tests.support import reader_fixtures
+from tests.support.check_fixtures import count_records
 
 INVALID = schema.ATTRIBUTES.index("invalid")
 

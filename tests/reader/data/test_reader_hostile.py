@@ -1,7 +1,7 @@
 """Hostile builds: make_dataset, ShardSequence and the checker each name the shard (and record)
 of what is wrong, and none hangs.
 
-Each test breaks a copy of the checker's small build (tests/check_fixtures.py: 10 records in 3
+Each test breaks a copy of the checker's small build (tests/support/check_fixtures.py: 10 records in 3
 shards); file names come from its manifest, whichever layout the pipeline writes.
 """
 
@@ -16,8 +16,8 @@ import tensorflow as tf
 
 import reader
 from reader.core import protowire, schema
-from tests import check_fixtures as fx
-from tests.test_check import failed, problems, run_check
+from tests.reader.check.test_check import failed, problems, run_check
+from tests.support import check_fixtures as fx
 
 BATCH = 2
 

@@ -1,4 +1,4 @@
-"""reader.ShardSequence against real builds (tests/reader_fixtures.py)."""
+"""reader.ShardSequence against real builds (tests/support/reader_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pytest
 import reader
 from reader.core import boxes as box_formats
 from reader.core import layout, schema, targets, tfrecord
-from tests import reader_fixtures
+from tests.support import reader_fixtures
+from tests.support.paths import ROOT
 
 INVALID = schema.ATTRIBUTES.index("invalid")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def whole_epoch(seq) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +236,7 @@ def test_model_fit_under_tensorflow_with_worker_processes(built_val):
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_model_fit_under_other_backends_with_worker_threads(built_val, backend):
-    script = f"from tests.test_sequence import fit_two_epochs; print('backend', fit_two_epochs({built_val.data_dir!r}, 2, False))"
+    script = f"from tests.reader.data.test_sequence import fit_two_epochs; print('backend', fit_two_epochs({built_val.data_dir!r}, 2, False))"
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]

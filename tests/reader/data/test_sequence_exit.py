@@ -4,11 +4,10 @@ shard files are closed by a finalizer that needs no module global (they are None
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).parent.parent
+from tests.support.paths import ROOT
 
 
 def test_a_global_sequence_exits_without_a_word(good_build):
