@@ -32,7 +32,7 @@ import pytest
 from pipeline import commit, leases, storage
 from reader.check import split as check_split
 from reader.core import files, layout, tfds_metadata
-from tests.support import check_fixtures as fx
+from tests.support import build_edits as fx
 from tests.support import cloud_fixtures
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, ROOT
 

@@ -15,8 +15,8 @@ import pytest
 from pipeline import annotations as annotations_format
 from pipeline import build_report, cli, leases
 from reader.core import layout, targets, tfds_metadata
-from tests.support import build_helpers
-from tests.support.build_helpers import build, files, read_split, without_build_ids
+from tests.support import builds
+from tests.support.builds import build, files, read_split, without_build_ids
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 EXPECTED_COUNTS = {
@@ -228,7 +228,7 @@ def test_test_split_reads_the_file_list(tmp_path):
 
 
 def test_cli_exit_codes_and_summary(tmp_path, capsys):
-    common = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", *build_helpers.IN_MEMORY]
+    common = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", *builds.IN_MEMORY]
     assert cli.main(["--help"]) == 0
     assert "--max_error_fraction: Fail the build" in capsys.readouterr().out
     assert cli.main([*common, f"--output_dir={tmp_path}"]) == 2  # no --split
@@ -252,7 +252,7 @@ def test_workers_never_import_tensorflow():
 def test_beam_metrics_count_everything(tmp_path):
     from apache_beam.metrics.metric import MetricsFilter
 
-    result = build_helpers.run_build(FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, tmp_path, "val", "--max_error_fraction=0.5")
+    result = builds.run_build(FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, tmp_path, "val", "--max_error_fraction=0.5")
     counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("facegrid"))["counters"]}
     assert {k: counters.get(k, 0) for k in EXPECTED_COUNTS} == EXPECTED_COUNTS
     assert {k.removeprefix("errors_"): v for k, v in counters.items() if k.startswith("errors_")} == {
@@ -308,7 +308,7 @@ def test_one_image_under_two_names_stops_the_build_naming_both(tmp_path, capsys,
 
     out = tmp_path / "out"
     flags = [f"--images_dir={images}", f"--output_dir={out}", "--split=val", "--max_error_fraction=0.5", f"--num_shards={1 + 2 * seed}",
-             *build_helpers.IN_MEMORY]  # fmt: skip
+             *builds.IN_MEMORY]  # fmt: skip
     argv = [f"--annotations={annotations}", *flags]
     assert cli.main([f"--annotations={FIXTURE_ANNOTATIONS}", *flags]) == 0  # an earlier build, without the copies
     before = files(out)

@@ -9,15 +9,15 @@ import pathlib
 import pytest
 
 from pipeline import beam_flags, cli
-from tests.support import build_helpers
-from tests.support.build_helpers import files
+from tests.support import builds
+from tests.support.builds import files
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 REQUIRED = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", "--split=val", "--max_error_fraction=0.5"]
 
 
 def _main(capsys, *argv: str) -> tuple[int, str, str]:
-    status = cli.main([*build_helpers.IN_MEMORY, *argv])  # the test's flags win
+    status = cli.main([*builds.IN_MEMORY, *argv])  # the test's flags win
     out, err = capsys.readouterr()
     return status, out, err
 
@@ -186,7 +186,7 @@ def test_the_summary_is_of_the_build_that_ran_even_when_a_later_one_committed_ov
         result = run_job(build, options)
         if not ran:
             ran.append(build.output.build_id)
-            later.update(build_helpers.build(tmp_path, "--num_shards=1"))
+            later.update(builds.build(tmp_path, "--num_shards=1"))
         return result
 
     monkeypatch.setattr(cli, "parse_args", parsing)

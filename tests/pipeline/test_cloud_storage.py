@@ -16,7 +16,7 @@ import pytest
 
 from reader.core import layout
 from tests.support import cloud_fixtures
-from tests.support.build_helpers import build, without_build_ids
+from tests.support.builds import build, without_build_ids
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 BUCKET = "facegrid-test"

@@ -27,7 +27,7 @@ from pipeline.commit import OutputSpec
 from reader.check import split as check_split
 from reader.core import files, layout
 from reader.core.config import BuildConfig
-from tests.support import build_helpers, cloud_fixtures, commit_faults
+from tests.support import builds, cloud_fixtures, commit_faults
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, ROOT
 
 SPLIT = "val"
@@ -91,7 +91,7 @@ def _pending(store: commit_faults.Store, num_shards: int, *flags: str) -> commit
         annotations = list(parse_boxes(f, str(FIXTURE_ANNOTATIONS)))
     handle = commit.begin(OutputSpec(store.root, SPLIT, num_shards, B))
     _COLLECTED.clear()
-    options = PipelineOptions([*build_helpers.IN_MEMORY, *store.flags, *flags])
+    options = PipelineOptions([*builds.IN_MEMORY, *store.flags, *flags])
     with beam.Pipeline(runner=beam_flags.local_runner(options), options=options) as p:  # workers get the store's flags
         written = p | beam.Create(annotations) | transforms.WriteShards(
             str(FIXTURE_IMAGES), num_shards, config, p | "Handle" >> beam.Create([handle])
@@ -102,8 +102,8 @@ def _pending(store: commit_faults.Store, num_shards: int, *flags: str) -> commit
 
 
 def _build(store: commit_faults.Store, *flags: str) -> dict[str, bytes]:
-    build_helpers.run_build(
-        FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, store.root, SPLIT, "--max_error_fraction=0.5", *flags, runner=[*build_helpers.IN_MEMORY, *store.flags]
+    builds.run_build(
+        FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, store.root, SPLIT, "--max_error_fraction=0.5", *flags, runner=[*builds.IN_MEMORY, *store.flags]
     )
     return store.files()
 
@@ -266,8 +266,8 @@ def test_a_build_starting_while_another_tidies_the_directory_keeps_its_files(tmp
     files are never taken for a crashed build's. A temporary file renamed into place once
     preceded the lease (and the probe): with no lease, it was removed and the start failed."""
     out = tmp_path / "out"
-    build_helpers.build(out, "--num_shards=2")  # the build that tidies up after its commit
-    build, options = cli.parse_args([cli.PROGRAM, *commit_faults.build_flags(out, "--num_shards=3"), *build_helpers.IN_MEMORY])
+    builds.build(out, "--num_shards=2")  # the build that tidies up after its commit
+    build, options = cli.parse_args([cli.PROGRAM, *commit_faults.build_flags(out, "--num_shards=3"), *builds.IN_MEMORY])
     seen, busy = [], []
 
     def tidy(kind, name):
@@ -341,8 +341,8 @@ def test_a_directory_name_with_glob_characters_touches_no_other_directory(kind, 
     plain = _store(kind, request, tmp_path)
     pattern = commit_faults.Store(plain.root.rstrip("/") + "[1]*?", plain.flags, plain.env, None, None, None)
     committed = _build(plain, "--num_shards=2")
-    build_helpers.run_build(
+    builds.run_build(
         FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, pattern.root, SPLIT, "--max_error_fraction=0.5", "--num_shards=3",
-        runner=[*build_helpers.IN_MEMORY, *plain.flags],
+        runner=[*builds.IN_MEMORY, *plain.flags],
     )
     assert plain.files() == committed

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from pipeline import annotations, cli, preflight
-from tests.support import build_helpers
+from tests.support import builds
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 ROOT = FIXTURE_ANNOTATIONS.parent.parent.parent.parent
@@ -19,7 +19,7 @@ VAL_BOXES = ROOT / "data" / "wider_face_split" / "wider_face_val_bbx_gt.txt"
 
 
 def _refused(capsys, *argv: str) -> str:
-    status = cli.main([*build_helpers.IN_MEMORY, *argv])
+    status = cli.main([*builds.IN_MEMORY, *argv])
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert status == 2 and len(lines) == 1 and "Traceback" not in err, err

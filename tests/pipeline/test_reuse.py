@@ -27,14 +27,14 @@ from pipeline import cli, reuse, storage, stores
 from reader.core import layout, schema, tfrecord
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
-from tests.support import build_helpers, check_fixtures, cloud_fixtures
+from tests.support import build_edits, builds, cloud_fixtures
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 SPLIT = "val"
 FLAGS = ["--max_error_fraction=0.5", "--num_shards=3"]
 ANNOTATED, USABLE = 16, 10
 MANIFEST = layout.manifest_name(SPLIT)
-IN_MEMORY = build_helpers.IN_MEMORY
+IN_MEMORY = builds.IN_MEMORY
 MULTI_PROCESSING = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 MULTI_THREADING = ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"]
 REPLACED = "0--Parade/0_Parade_rgb_1.jpg"  # a usable image, the one the tests replace or move a box of
@@ -46,7 +46,7 @@ BUCKET = "facegrid-reuse"
 
 def _build(out, *flags: str, annotations=FIXTURE_ANNOTATIONS, images=FIXTURE_IMAGES, runner=IN_MEMORY):
     """The real build through pipeline.cli.run; returns its PipelineResult."""
-    return build_helpers.run_build(annotations, images, out, SPLIT, *FLAGS, *flags, runner=runner)
+    return builds.run_build(annotations, images, out, SPLIT, *FLAGS, *flags, runner=runner)
 
 
 def _counters(result) -> dict[str, int]:
@@ -57,7 +57,7 @@ def _counters(result) -> dict[str, int]:
 
 
 def _files(out) -> dict[str, bytes]:
-    return build_helpers.files(out)
+    return builds.files(out)
 
 
 def _manifest(files: dict[str, bytes]) -> dict:
@@ -104,21 +104,9 @@ def _records(files: dict[str, bytes]) -> dict[str, schema.Record]:
     return found
 
 
-def _copy_build(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
-    shutil.copytree(source, target)
-    return target
-
-
 def _spans(path: pathlib.Path) -> list[tfrecord.RecordSpan]:
     with open(path, "rb") as f:
         return [span for span, _, _ in tfrecord.walk_records(f)]
-
-
-def _edit_manifest(out: pathlib.Path, edit) -> None:
-    path = out / MANIFEST
-    raw = json.loads(path.read_text())
-    edit(raw)
-    path.write_text(json.dumps(raw, indent=2) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +129,7 @@ def clean(tmp_path_factory):
 @pytest.fixture(scope="module")
 def first(tmp_path_factory) -> pathlib.Path:
     """A finished build of the fixture set (default flags): the earlier build most tests reuse
-    from. Do not build over it: copy it with _copy_build."""
+    from. Do not build over it: copy it with build_edits.copy_build."""
     out = tmp_path_factory.mktemp("first")
     _build(out)
     return out
@@ -158,7 +146,7 @@ def test_a_rebuild_in_place_reuses_every_usable_image_and_writes_the_clean_build
     """The default: the build in --output_dir is the earlier one. Every usable image is taken
     from it (the unusable ones have nothing to reuse), and what is written is exactly what
     preparing everything again writes."""
-    out = _copy_build(first, tmp_path / "out")
+    out = build_edits.copy_build(first, tmp_path / "out")
     result = _build(out)
     found = _files(out)
     assert _reuse(found) == {"from": _first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
@@ -254,7 +242,7 @@ def test_target_only_settings_still_reuse(first, clean, tmp_path):
 
 def _rebuild_damaged(first, tmp_path, damage) -> tuple[dict[str, bytes], dict, dict[str, int]]:
     """Copies the first build, damages it, rebuilds in place: (files, reuse block, counters)."""
-    out = _copy_build(first, tmp_path / "out")
+    out = build_edits.copy_build(first, tmp_path / "out")
     manifest = json.loads((out / MANIFEST).read_text())
     damage(out, manifest)
     result = _build(out)
@@ -306,7 +294,7 @@ def test_a_missing_earlier_shard_has_its_images_prepared_again(first, clean, tmp
 def test_a_garbage_manifest_reuses_nothing_and_the_build_replaces_it(first, clean, tmp_path, capsys):
     """An unreadable manifest names no build to trust. The build still works (the commit takes
     an unreadable manifest as no build) and its summary says why nothing was reused."""
-    out = _copy_build(first, tmp_path / "out")
+    out = build_edits.copy_build(first, tmp_path / "out")
     (out / MANIFEST).write_bytes(b'{"schema_version": 1, "shards": [garbage')
     capsys.readouterr()
     assert cli.main([f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}",
@@ -322,7 +310,7 @@ def test_a_garbage_manifest_reuses_nothing_and_the_build_replaces_it(first, clea
 
 def test_a_manifest_of_another_schema_version_reuses_nothing(first, clean, tmp_path):
     def edit(out, manifest):
-        _edit_manifest(out, lambda raw: raw.update(schema_version=schema.SCHEMA_VERSION + 1))
+        build_edits.rewrite_manifest(out, lambda raw: raw.update(schema_version=schema.SCHEMA_VERSION + 1))
 
     found, block, counters = _rebuild_damaged(first, tmp_path, edit)
     assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
@@ -337,7 +325,7 @@ def test_images_prepared_by_other_libraries_are_not_reused(first, clean, tmp_pat
     prepared its images (None: the key removed) is not trusted either."""
 
     def edit(out, manifest):
-        _edit_manifest(out, lambda raw: raw.update(preparation=preparation) if preparation else raw.pop("preparation"))
+        build_edits.rewrite_manifest(out, lambda raw: raw.update(preparation=preparation) if preparation else raw.pop("preparation"))
 
     found, block, _ = _rebuild_damaged(first, tmp_path, edit)
     assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
@@ -395,7 +383,7 @@ def test_a_source_over_the_pixel_limit_is_never_taken(first, tmp_path, monkeypat
     build that finds an earlier record of it, whatever that record says."""
     from PIL import Image as PILImage
 
-    out = _copy_build(first, tmp_path / "out")
+    out = build_edits.copy_build(first, tmp_path / "out")
     record = _records(_files(first))[REPLACED]
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", record.original_width * record.original_height - 1)
     result = _build(out, "--max_error_fraction=1")  # the larger images are bombs too
@@ -443,7 +431,7 @@ def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
 def test_a_record_whose_source_sha256_is_not_64_hex_digits_is_never_indexed(sha256):
     """The index keeps sha256 keys in 64 bytes: a longer one cut to a real source's would find
     that source's image in a record that is not of it. Such a record makes its shard not trusted."""
-    record = build_helpers.blank_record(sha256=sha256)
+    record = builds.blank_record(sha256=sha256)
     span = tfrecord.RecordSpan(3, 0, 0)
     with pytest.raises(reuse.NotReusable, match="record 3: its source sha256 is not 64 hex digits"):
         reuse._locate(record.serialize(), "shard", span, BuildConfig(image_format="raw"))
@@ -502,7 +490,7 @@ def test_incremental_builds_on_other_runners_write_the_in_memory_clean_builds_by
     """Worker processes and threads get the index as a side input and read the earlier shards
     themselves: same bytes whatever runs them."""
     for name, runner in (("processes", MULTI_PROCESSING), ("threads", MULTI_THREADING)):
-        out = _copy_build(first, tmp_path / name)
+        out = build_edits.copy_build(first, tmp_path / name)
         _build(out, runner=runner)
         found = _files(out)
         assert _reuse(found)["reused"] == USABLE, name
@@ -528,10 +516,10 @@ def test_the_summary_says_what_was_reused_and_prepared(first, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(argv(tmp_path / "new")) == 0  # nothing earlier
     assert "reused" not in capsys.readouterr().out
-    assert cli.main(argv(_copy_build(first, tmp_path / "again"))) == 0
+    assert cli.main(argv(build_edits.copy_build(first, tmp_path / "again"))) == 0
     printed = capsys.readouterr().out
     assert f"images: {USABLE} reused from build {_first_id(first)}, {ANNOTATED - USABLE} prepared" in printed.splitlines(), printed
-    assert cli.main([*argv(_copy_build(first, tmp_path / "clean")), "--noreuse"]) == 0
+    assert cli.main([*argv(build_edits.copy_build(first, tmp_path / "clean")), "--noreuse"]) == 0
     assert "reused" not in capsys.readouterr().out
 
 
@@ -607,10 +595,10 @@ def _reseal(out: pathlib.Path, edits: dict[str, object]) -> None:
     whose filename `edits` names gets that edit (a function of its features, in place), with
     fresh TFRecord checksums, and the manifest's shard entries (bytes, sha256, records) made to
     match, so nothing the index checks can tell."""
-    for located in check_fixtures.records_of(out):
+    for located in build_edits.records_of(out):
         filename = located.features[schema.FILENAME][1][0].decode()
         if filename in edits:
-            check_fixtures.edit_record(out, located.file, located.index, edits[filename])
+            build_edits.edit_record(out, located.file, located.index, edits[filename])
 
 
 def _check_passes(out) -> None:
@@ -632,7 +620,7 @@ def test_an_earlier_record_whose_source_size_is_not_its_sources_is_prepared_agai
     """image/original/width doubled and resealed: the source's header (read, not decoded) says
     otherwise, so the record is not trusted. Its image is prepared again, the note says why, and
     the build is the clean build's byte for byte (boxes where they are, not at half their x)."""
-    out = _copy_build(first, tmp_path / "out")
+    out = build_edits.copy_build(first, tmp_path / "out")
     width = _records(_files(first))[REPLACED].original_width
     _reseal(out, {REPLACED: _set(schema.ORIGINAL_WIDTH, [2 * width])})
     _build(out)
@@ -648,7 +636,7 @@ def test_an_earlier_record_with_its_targets_zeroed_is_not_copied(first, clean, t
     """A target grid zeroed and resealed: the build's records hold targets computed from the
     current annotations, never the earlier record's, and the committed manifest's counts are
     those of the shards it wrote (the clean build's)."""
-    out = _copy_build(first, tmp_path / "out")
+    out = build_edits.copy_build(first, tmp_path / "out")
     grid = _records(_files(first))[REPLACED].grid
     assert grid.any()
     _reseal(out, {REPLACED: _set(schema.GRID, np.zeros(grid.size, np.float32))})
@@ -666,7 +654,7 @@ def test_every_field_but_the_pixels_of_resealed_earlier_records_is_made_anew(fir
     image's format and size: the index refuses the whole shard of such a record.)"""
     rng = np.random.default_rng(19)
     keys = sorted(set(schema.FEATURES_BY_KEY) - {schema.ENCODED, schema.SHA256, schema.FORMAT, schema.HEIGHT, schema.WIDTH})
-    out = _copy_build(first, tmp_path / "out")
+    out = build_edits.copy_build(first, tmp_path / "out")
     edits, edited = {}, []
     for filename in sorted(_records(_files(first))):
         key = keys[rng.integers(len(keys))]

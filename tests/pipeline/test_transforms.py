@@ -15,8 +15,8 @@ from pipeline.transforms import ShardWritten
 from reader.core import tfds_metadata
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
-from tests.support import build_helpers
-from tests.support.build_helpers import IN_MEMORY
+from tests.support import builds
+from tests.support.builds import IN_MEMORY
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 
@@ -140,7 +140,7 @@ def test_images_per_task_keeps_every_thread_busy_and_the_records_held_under_the_
     for size, grid in ((64, 7), (224, 7), (224, 224), (448, 14), (1024, 32), (4096, 7)):
         for threads in (1, 3, 8, 32):
             fn = transforms.WriteShardFn(str(FIXTURE_IMAGES), BuildConfig(input_size=size, grid_size=grid), threads)
-            record = build_helpers.blank_record(size, grid)  # the largest record of that config
+            record = builds.blank_record(size, grid)  # the largest record of that config
             for images in (1, 5, 8 * threads, 10_000):
                 chunk = fn._images_per_task(images)
                 assert 1 <= chunk <= transforms.IMAGES_PER_TASK

@@ -11,13 +11,12 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from pipeline import synthetic
 from reader.core import manifest as manifests
-from tests.support import train_fixtures
-from tests.support.build_helpers import run_build
+from tests.support import build_edits, sources
+from tests.support.builds import run_build
 from tests.support.paths import ROOT
 from train import cli, run_state
 
@@ -26,7 +25,7 @@ TINY = ["--alpha=0.35", "--freeze_backbone", "--head_filters=8", "--batch_size=8
 
 
 def _copy(data_dir: str, to) -> str:
-    return shutil.copytree(data_dir, str(to))
+    return str(build_edits.copy_build(data_dir, to))
 
 
 def _rebuild(data_dir: str, root, split: str, pictures, *flags: str) -> str:
@@ -37,7 +36,7 @@ def _rebuild(data_dir: str, root, split: str, pictures, *flags: str) -> str:
 
 
 def _tiny_pictures(split: str, count: int, seed: int):
-    return train_fixtures._pictures(split, count, np.random.default_rng(seed))
+    return sources.LEARNABLE.pictures(split, count, seed)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The checker: a good build passes; copies broken one way each fail, naming the shard (and record).
 
-Each fault test breaks a copy of one small Beam build (tests/support/check_fixtures.py) and runs the
+Each fault test breaks a copy of one small Beam build (tests/support/sources.py's CHECKER_CASES) and runs the
 checker through its command line entry point, reading the --json report.
 """
 
@@ -27,7 +27,7 @@ from reader.check import split as check_split
 from reader.core import layout, progress, protowire, schema, targets, tfrecord
 from reader.core.boxes import Placement
 from reader.core.config import BuildConfig
-from tests.support import check_fixtures as fx
+from tests.support import build_edits as fx
 from tests.support.fakes import Terminal
 
 

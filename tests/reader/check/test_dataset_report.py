@@ -16,7 +16,7 @@ from reader.check import dataset_report, report_faces, report_numbers
 from reader.check import split as check_split
 from reader.core import schema
 from reader.core.config import BuildConfig
-from tests.support import check_fixtures as fx
+from tests.support import build_edits as fx
 
 CONFIG = BuildConfig(min_face_px=2.0)
 INVALID = schema.ATTRIBUTES.index("invalid")

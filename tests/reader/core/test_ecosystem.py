@@ -18,7 +18,7 @@ import pytest
 
 from reader.core import manifest, schema, tfds_metadata
 from reader.core.config import BuildConfig
-from tests.support.build_helpers import build, read_split
+from tests.support.builds import build, read_split
 from tests.support.paths import ROOT
 
 

@@ -11,7 +11,7 @@ import pytest
 from benchmarks import fuzz_manifests
 from pipeline import cli, synthetic
 from reader.check.split import check_split
-from tests.support import check_fixtures as fx
+from tests.support import build_edits as fx
 
 CASES = 2000
 CHECK_EVERY = 20  # the checker runs on every 20th case, and on the first case of each new shard list

@@ -1,7 +1,7 @@
 """Every value read from a manifest is validated in one place (reader.core.manifest_values), and
 the readers hold what they read to the manifest as the checker does (issue 19, items 2 and 4).
 
-Each test takes a copy of tests/support/check_fixtures.py's val build (10 records in 3 shards) and damages
+Each test takes a copy of tests/support/sources.py's CHECKER_CASES build (10 records in 3 shards) and damages
 its manifest or its shards; the build's source is beside it, for the rebuilds.
 """
 
@@ -23,7 +23,7 @@ from pipeline import cli, synthetic
 from reader.check import cli as check_cli
 from reader.check.split import check_split
 from reader.core import layout, manifest, schema, tfrecord
-from tests.support import check_fixtures as fx
+from tests.support import build_edits as fx
 from tests.support.paths import ROOT
 
 PATH_RECORDS = f"expected an integer in [0, {manifest.MAX_COUNT}]"
@@ -35,7 +35,7 @@ def broken(tmp_path, good_build) -> pathlib.Path:
 
 
 def _source(good_build: pathlib.Path) -> tuple[str, str]:
-    """(annotations, images_dir) the good build was made from (check_fixtures.build)."""
+    """(annotations, images_dir) the good build was made from (builds.make_build)."""
     return synthetic.split_paths(good_build.parent / "source", fx.SPLIT)
 
 
@@ -104,9 +104,7 @@ def test_every_number_is_checked_wherever_it_is(broken, where):
 
 
 def test_leakage_reads_another_split_whose_manifest_is_damaged(tmp_path, tiny_build, capsys):
-    import shutil
-
-    data_dir = pathlib.Path(shutil.copytree(tiny_build, tmp_path / "copy"))
+    data_dir = fx.copy_build(tiny_build, tmp_path)
     _write_with_literal(data_dir, lambda raw, x: raw["shards"][0].update(records=x), "Infinity", split="train")
     code, printed = _check(data_dir, capsys, split="val")
     assert code == 0 and "Traceback" not in printed, printed

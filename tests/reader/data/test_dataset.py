@@ -1,5 +1,5 @@
 """reader.make_dataset, reader.data.augment and reader.data.targets_tf against real builds
-(tests/support/reader_fixtures.py)."""
+(tests/support/sources.py's HARD_CASES)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from reader.core import boxes as box_formats
 from reader.core import schema, targets, tfrecord
 from reader.data import augment, targets_tf
 from reader.data.dataset import SkippedRecords
-from tests.support import reader_fixtures
-from tests.support.check_fixtures import count_records
+from tests.support import build_edits
+from tests.support.build_edits import count_records
 
 INVALID = schema.ATTRIBUTES.index("invalid")
 
@@ -290,7 +290,7 @@ def damage(data_dir: str, shard: str, record: int, where: str) -> tfrecord.Recor
 
 @pytest.mark.parametrize("training", [False, True])
 def test_a_damaged_record_raises_an_error_naming_shard_record_and_offset(built_val, tmp_path, training, monkeypatch):
-    data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
+    data_dir = str(build_edits.copy_build(built_val.data_dir, tmp_path / "copy"))
     shard = built_val.manifest.shards[1].file
     span = damage(data_dir, shard, 4, "data")
     expected = f"{shard}: record 4 at byte {span.offset}: data checksum mismatch"
@@ -307,7 +307,7 @@ def test_a_damaged_record_raises_an_error_naming_shard_record_and_offset(built_v
 
 
 def test_a_shard_cut_short_is_named(built_val, tmp_path):
-    data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
+    data_dir = str(build_edits.copy_build(built_val.data_dir, tmp_path / "copy"))
     shard = built_val.manifest.shards[2].file
     path = os.path.join(data_dir, shard)
     with open(path, "rb") as f:
@@ -320,15 +320,15 @@ def test_a_shard_cut_short_is_named(built_val, tmp_path):
     # manifest that agrees with the cut file.
     with open(path, "rb") as f:
         cut = hashlib.sha256(f.read()).hexdigest()
-    reader_fixtures.rewrite_manifest(data_dir, "val", lambda m: m["shards"][2].update(bytes=spans[-1].offset + 20, sha256=cut))
+    build_edits.rewrite_manifest(data_dir, lambda m: m["shards"][2].update(bytes=spans[-1].offset + 20, sha256=cut))
     with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{shard}: record {len(spans) - 1} at byte {spans[-1].offset}: truncated data"):
         collect(reader.make_dataset(data_dir, "val", 4, training=False))
 
 
 def test_a_shard_with_fewer_records_than_the_manifest_is_named(built_val, tmp_path, monkeypatch):
-    data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
+    data_dir = str(build_edits.copy_build(built_val.data_dir, tmp_path / "copy"))
     entry = built_val.manifest.shards[0]
-    reader_fixtures.rewrite_manifest(data_dir, "val", lambda m: (m["shards"][0].update(records=entry.records + 1), count_records(m, +1)))
+    build_edits.rewrite_manifest(data_dir, lambda m: (m["shards"][0].update(records=entry.records + 1), count_records(m, +1)))
     message = rf"{entry.file}: holds {entry.records} records, the manifest promises {entry.records + 1}"
     # Local shards are counted from their headers when the dataset is made: the error comes at once...
     with pytest.raises(ValueError, match=message):
@@ -340,7 +340,7 @@ def test_a_shard_with_fewer_records_than_the_manifest_is_named(built_val, tmp_pa
 
 
 def test_skip_corrupt_leaves_damaged_records_out_and_counts_them(built_val, tmp_path):
-    data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
+    data_dir = str(build_edits.copy_build(built_val.data_dir, tmp_path / "copy"))
     shards = built_val.manifest.shards
     damage(data_dir, shards[0].file, 2, "data")  # the records after it are still read
     span = damage(data_dir, shards[2].file, shards[2].records - 3, "header")  # the rest of this shard is lost

@@ -1,7 +1,7 @@
 """Hostile builds: make_dataset, ShardSequence and the checker each name the shard (and record)
 of what is wrong, and none hangs.
 
-Each test breaks a copy of the checker's small build (tests/support/check_fixtures.py: 10 records in 3
+Each test breaks a copy of the checker's small build (tests/support/sources.py's CHECKER_CASES: 10 records in 3
 shards); file names come from its manifest, whichever layout the pipeline writes.
 """
 
@@ -17,7 +17,7 @@ import tensorflow as tf
 import reader
 from reader.core import protowire, schema
 from tests.reader.check.test_check import failed, problems, run_check
-from tests.support import check_fixtures as fx
+from tests.support import build_edits as fx
 
 BATCH = 2
 

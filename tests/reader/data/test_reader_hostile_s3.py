@@ -1,7 +1,7 @@
 """The checker and ShardSequence on s3://, as builds write there: moto's S3 server on loopback,
 reached with boto3 alone (TensorFlow 2.21 has no s3 filesystem, and reader/ never imports Beam).
 
-The checker's small build (tests/support/check_fixtures.py) is uploaded as it is; file names come from
+The checker's small build (tests/support/sources.py's CHECKER_CASES) is uploaded as it is; file names come from
 its manifest.
 """
 
@@ -18,7 +18,7 @@ import reader
 from reader.check import cli as check
 from reader.check import runner as check_runner
 from tests.reader.check.test_check import failed, problems, run_check
-from tests.support import check_fixtures as fx
+from tests.support import build_edits as fx
 from tests.support import cloud_fixtures
 from tests.support.paths import TESTS
 

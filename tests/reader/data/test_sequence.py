@@ -1,4 +1,4 @@
-"""reader.ShardSequence against real builds (tests/support/reader_fixtures.py)."""
+"""reader.ShardSequence against real builds (tests/support/sources.py's HARD_CASES)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import reader
 from reader.core import boxes as box_formats
 from reader.core import layout, schema, targets, tfrecord
-from tests.support import reader_fixtures
+from tests.support import build_edits
 from tests.support.paths import ROOT
 
 INVALID = schema.ATTRIBUTES.index("invalid")
@@ -127,7 +127,7 @@ def test_flip_keeps_targets_true_to_the_image(built_val):
 
 
 def test_index_matches_the_headers_and_is_cached_next_to_the_shards(built_val, tmp_path):
-    data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
+    data_dir = str(build_edits.copy_build(built_val.data_dir, tmp_path / "copy"))
     seq = reader.ShardSequence(data_dir, "val", 4, shuffle=False)
     cache = os.path.join(data_dir, layout.index_name("val"))
     assert os.path.exists(cache)
@@ -165,7 +165,7 @@ def test_index_matches_the_headers_and_is_cached_next_to_the_shards(built_val, t
 
 
 def test_a_damaged_record_names_shard_record_and_offset(built_val, tmp_path):
-    data_dir = reader_fixtures.copy_build(built_val, str(tmp_path / "copy"))
+    data_dir = str(build_edits.copy_build(built_val.data_dir, tmp_path / "copy"))
     seq = reader.ShardSequence(data_dir, "val", 4, shuffle=False, cache_index=False)
     number = 20
     shard_number, span = seq.index.locate(number)

@@ -1,14 +1,24 @@
-"""Runs the Beam build on the checked-in fixture set and reads what it wrote."""
+"""The tests' one small-build factory: runs the real Beam build (in memory) on the checked-in
+fixture set or on a recipe's generated sources (tests/support/sources.py), and reads back what it
+wrote. tests/support/build_edits.py copies and breaks builds.
+
+The session fixtures of tests/conftest.py are `make_build`s: `built_val` (HARD_CASES, 46 images in
+3 JPEG shards), `built_val_raw` (12 of them in 2 raw shards), `good_build` (CHECKER_CASES, 10
+records in 3 shards), `tiny_build` (LEARNABLE, 24 train images in 2 shards, 8 val in 1).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import pathlib
 
 import numpy as np
 
 from pipeline import cli
-from reader.core import schema, tfrecord
+from reader.core import manifest, schema, tfrecord
+from tests.support import sources
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
 IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
@@ -25,6 +35,48 @@ def build(output_dir, *flags: str, split: str = "val", annotations=FIXTURE_ANNOT
     """Builds `split` of the checked-in fixture set into output_dir; returns its manifest."""
     run_build(annotations, FIXTURE_IMAGES, output_dir, split, "--max_error_fraction=0.5", *flags, runner=runner)
     return json.loads((pathlib.Path(output_dir) / f"{split}.manifest.json").read_text())
+
+
+def make_build(
+    root: str | os.PathLike, recipe: sources.Recipe, splits: dict[str, tuple[int, int]], *, seed: int = 0, image_format: str = "jpeg"
+) -> pathlib.Path:
+    """Writes each split's sources under root/source (`splits`: {split: (num_images, num_shards)},
+    the k-th split drawn with seed + k) and builds them into root/shards; returns that data_dir."""
+    root = pathlib.Path(root)
+    data_dir = root / "shards"
+    for k, (split, (num_images, num_shards)) in enumerate(splits.items()):
+        annotations, images_dir = sources.write_source(root / "source", recipe, split, num_images, seed + k)
+        run_build(annotations, images_dir, data_dir, split, f"--num_shards={num_shards}", f"--image_format={image_format}", *recipe.flags)
+    return data_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """One built split: where it is and the records as written (read back without TensorFlow)."""
+
+    data_dir: str
+    split: str
+    records: tuple[schema.Record, ...]  # in shard order, then file order
+    locations: tuple[tuple[str, int], ...]  # (shard file, record index) per record
+
+    @property
+    def manifest(self) -> manifest.Manifest:
+        return manifest.load(self.data_dir, self.split)
+
+    def by_filename(self) -> dict[str, schema.Record]:
+        return {r.filename: r for r in self.records}
+
+
+def read_back(data_dir: str | os.PathLike, split: str = "val") -> Build:
+    """The records of a build, read without TensorFlow, in shard then file order."""
+    m = manifest.load(str(data_dir), split)
+    records, locations = [], []
+    for entry, path in zip(m.shards, m.shard_paths()):
+        with open(path, "rb") as f:
+            for span, data in tfrecord.iter_records(f, entry.file):
+                records.append(schema.Record.parse(data))
+                locations.append((entry.file, span.index))
+    return Build(str(data_dir), split, tuple(records), tuple(locations))
 
 
 def read_shard(path) -> list[schema.Record]:
