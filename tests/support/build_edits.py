@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from reader.core import layout, protowire, schema, tfrecord
+from reader.core import layout, protowire, schema, targets, tfrecord
 
 SPLIT = "val"
 NUM_SHARDS = 3  # good_build's (tests/conftest.py)
@@ -129,6 +129,17 @@ def edit_record(data_dir: str | os.PathLike, file: str, index: int, edit: Callab
     write_records(path, records)
     if refresh:
         refresh_manifest(data_dir)
+
+
+def move_target(features: Features) -> None:
+    """Moves the first target cell's values to the first empty cell."""
+    grid = np.asarray(features[schema.GRID][1]).reshape(7, 7, 5).copy()
+    ignore = np.asarray(features[schema.IGNORE][1]).reshape(7, 7)
+    full = np.argwhere(grid[..., targets.OBJ] == 1)[0]
+    empty = np.argwhere((grid[..., targets.OBJ] == 0) & (ignore == 0))[0]
+    grid[tuple(empty)] = grid[tuple(full)]
+    grid[tuple(full)] = 0
+    features[schema.GRID] = ("float", grid.ravel())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from reader.core import files
-from tests.reader.check.test_check import problems, run_check
 from tests.reader.data.test_reader_hostile_s3 import BUCKET, s3  # noqa: F401 (s3: moto's server, a fixture)
 from tests.support import cloud_fixtures
+from tests.support.checker import problems, run_check
 
 
 def _manifest_problem(data_dir, split, capsys, *flags) -> str:

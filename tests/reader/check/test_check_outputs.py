@@ -10,7 +10,7 @@ from PIL import Image
 
 from reader.check import cli as check
 from reader.check import dataset_report
-from tests.reader.check.test_check import run_check
+from tests.support.checker import run_check
 
 
 def test_report_named_html_is_one_page_with_its_plots_inside(good_build, tmp_path, capsys):

@@ -16,8 +16,8 @@ import tensorflow as tf
 
 import reader
 from reader.core import protowire, schema
-from tests.reader.check.test_check import failed, problems, run_check
 from tests.support import build_edits as fx
+from tests.support.checker import failed, problems, run_check
 
 BATCH = 2
 

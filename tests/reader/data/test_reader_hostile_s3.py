@@ -17,9 +17,9 @@ import pytest
 import reader
 from reader.check import cli as check
 from reader.check import runner as check_runner
-from tests.reader.check.test_check import failed, problems, run_check
 from tests.support import build_edits as fx
 from tests.support import cloud_fixtures
+from tests.support.checker import failed, problems, run_check
 from tests.support.paths import TESTS
 
 BUCKET = "facegrid-check"
