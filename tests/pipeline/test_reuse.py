@@ -11,7 +11,6 @@ before a test rebuilds over them.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import io
 import json
@@ -23,120 +22,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, reuse, storage, stores
-from reader.core import layout, schema, tfrecord
+from pipeline import cli, reuse, storage
 from reader.core import manifest as manifests
+from reader.core import schema, tfrecord
 from reader.core.config import BuildConfig
-from tests.support import build_edits, builds, cloud_fixtures
+from tests.support import build_edits, builds
+from tests.support import incremental as inc
+from tests.support.incremental import FLAGS, IN_MEMORY, MANIFEST, SPLIT
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
 
-SPLIT = "val"
-FLAGS = ["--max_error_fraction=0.5", "--num_shards=3"]
 ANNOTATED, USABLE = 16, 10
-MANIFEST = layout.manifest_name(SPLIT)
-IN_MEMORY = builds.IN_MEMORY
-MULTI_PROCESSING = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-MULTI_THREADING = ["--runner=FnApiRunner", "--direct_running_mode=multi_threading", "--direct_num_workers=2"]
 REPLACED = "0--Parade/0_Parade_rgb_1.jpg"  # a usable image, the one the tests replace or move a box of
-BUCKET = "facegrid-reuse"
-
-
-# ---- helpers ---------------------------------------------------------------------------------
-
-
-def _build(out, *flags: str, annotations=FIXTURE_ANNOTATIONS, images=FIXTURE_IMAGES, runner=IN_MEMORY):
-    """The real build through pipeline.cli.run; returns its PipelineResult."""
-    return builds.run_build(annotations, images, out, SPLIT, *FLAGS, *flags, runner=runner)
-
-
-def _counters(result) -> dict[str, int]:
-    from apache_beam.metrics.metric import MetricsFilter
-
-    found = result.metrics().query(MetricsFilter().with_namespace("facegrid"))["counters"]
-    return {c.key.metric.name: c.committed for c in found if c.key.metric.name in ("images_reused", "images_prepared")}
-
-
-def _files(out) -> dict[str, bytes]:
-    return builds.files(out)
-
-
-def _manifest(files: dict[str, bytes]) -> dict:
-    return json.loads(files[MANIFEST])
-
-
-def _reuse(files: dict[str, bytes]) -> dict:
-    block = _manifest(files)["reuse"]
-    assert block["reused"] + block["prepared"] == _manifest(files)["counts"]["images_annotated"], block
-    return block
-
-
-def _shards(files: dict[str, bytes]) -> list[bytes]:
-    """The split's shards' bytes, by shard index."""
-    return [files[s["file"]] for s in _manifest(files)["shards"]]
-
-
-def _comparable(manifest: dict) -> dict:
-    """The manifest without what may differ between an incremental and a clean build."""
-    kept = {k: v for k, v in manifest.items() if k not in ("build", "errors_file", "reuse")}
-    kept["shards"] = [{k: v for k, v in s.items() if k != "file"} for s in manifest["shards"]]
-    return kept
-
-
-def assert_same_as_clean(incremental: dict[str, bytes], clean: dict[str, bytes]) -> None:
-    """Shards (by index) and errors file byte for byte; manifests equal but for build,
-    errors_file, shard file names and reuse."""
-    a, b = _manifest(incremental), _manifest(clean)
-    assert len(_shards(incremental)) == len(_shards(clean))
-    for index, (mine, theirs) in enumerate(zip(_shards(incremental), _shards(clean))):
-        assert mine == theirs, f"shard {index} differs from the clean build's"
-    assert incremental[a["errors_file"]] == clean[b["errors_file"]]
-    assert _comparable(a) == _comparable(b)
-    assert b["reuse"]["reused"] == 0  # the clean build really was clean
-
-
-def _records(files: dict[str, bytes]) -> dict[str, schema.Record]:
-    """filename -> record, over every shard of the split."""
-    found = {}
-    for s in _manifest(files)["shards"]:
-        for _, data in tfrecord.iter_records(io.BytesIO(files[s["file"]]), s["file"]):
-            record = schema.Record.parse(data)
-            found[record.filename] = record
-    return found
-
-
-def _spans(path: pathlib.Path) -> list[tfrecord.RecordSpan]:
-    with open(path, "rb") as f:
-        return [span for span, _, _ in tfrecord.walk_records(f)]
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    """clean(*flags, annotations=, images=) -> the files of a --noreuse build of those inputs
-    (built once per module for each set of inputs)."""
-    cache: dict[tuple, dict[str, bytes]] = {}
-
-    def get(*flags: str, annotations=FIXTURE_ANNOTATIONS, images=FIXTURE_IMAGES) -> dict[str, bytes]:
-        key = (flags, str(annotations), str(images))
-        if key not in cache:
-            out = tmp_path_factory.mktemp("clean")
-            _build(out, "--noreuse", *flags, annotations=annotations, images=images)
-            cache[key] = _files(out)
-        return cache[key]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def first(tmp_path_factory) -> pathlib.Path:
-    """A finished build of the fixture set (default flags): the earlier build most tests reuse
-    from. Do not build over it: copy it with build_edits.copy_build."""
-    out = tmp_path_factory.mktemp("first")
-    _build(out)
-    return out
-
-
-def _first_id(first: pathlib.Path) -> str:
-    return json.loads((first / MANIFEST).read_text())["build"]
 
 
 # ---- reuse by content -------------------------------------------------------------------------
@@ -147,34 +43,34 @@ def test_a_rebuild_in_place_reuses_every_usable_image_and_writes_the_clean_build
     from it (the unusable ones have nothing to reuse), and what is written is exactly what
     preparing everything again writes."""
     out = build_edits.copy_build(first, tmp_path / "out")
-    result = _build(out)
-    found = _files(out)
-    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
-    assert _counters(result) == {"images_reused": USABLE, "images_prepared": ANNOTATED - USABLE}
-    assert_same_as_clean(found, clean())
-    assert _manifest(found)["build"] != _first_id(first)
+    result = inc.build(out)
+    found = inc.files(out)
+    assert inc.reuse_block(found) == {"from": inc.first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    assert inc.counters(result) == {"images_reused": USABLE, "images_prepared": ANNOTATED - USABLE}
+    inc.assert_same_as_clean(found, clean())
+    assert inc.manifest(found)["build"] != inc.first_id(first)
 
 
 def test_a_moved_images_folder_still_reuses(first, clean, tmp_path):
     """Reuse is by content, never by path: the same images under another directory are the same
     sources. --reuse_from names the earlier build, which is read and left as it was."""
     moved = shutil.copytree(FIXTURE_IMAGES, tmp_path / "elsewhere" / "pictures")
-    before = _files(first)
-    result = _build(tmp_path / "out", f"--reuse_from={first}", images=moved)
-    found = _files(tmp_path / "out")
-    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
-    assert _counters(result)["images_reused"] == USABLE
-    assert_same_as_clean(found, clean(images=moved))  # its errors file names the moved directory
-    assert _files(first) == before
+    before = inc.files(first)
+    result = inc.build(tmp_path / "out", f"--reuse_from={first}", images=moved)
+    found = inc.files(tmp_path / "out")
+    assert inc.reuse_block(found) == {"from": inc.first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    assert inc.counters(result)["images_reused"] == USABLE
+    inc.assert_same_as_clean(found, clean(images=moved))  # its errors file names the moved directory
+    assert inc.files(first) == before
 
 
 def test_another_shard_count_still_reuses_and_writes_the_clean_builds_bytes(first, clean, tmp_path):
     """The earlier build's shard count is its own: records are found by their source, wherever
     they lie, and every record is rewritten into this build's shards."""
-    _build(tmp_path / "out", f"--reuse_from={first}", "--num_shards=5")
-    found = _files(tmp_path / "out")
-    assert _reuse(found)["reused"] == USABLE and len(_manifest(found)["shards"]) == 5
-    assert_same_as_clean(found, clean("--num_shards=5"))
+    inc.build(tmp_path / "out", f"--reuse_from={first}", "--num_shards=5")
+    found = inc.files(tmp_path / "out")
+    assert inc.reuse_block(found)["reused"] == USABLE and len(inc.manifest(found)["shards"]) == 5
+    inc.assert_same_as_clean(found, clean("--num_shards=5"))
 
 
 def test_a_file_replaced_under_the_same_name_is_prepared_again(first, clean, tmp_path):
@@ -188,12 +84,12 @@ def test_a_file_replaced_under_the_same_name_is_prepared_again(first, clean, tmp
     assert buffer.getvalue() != (FIXTURE_IMAGES / REPLACED).read_bytes()
     (images / REPLACED).write_bytes(buffer.getvalue())
 
-    result = _build(tmp_path / "out", f"--reuse_from={first}", images=images)
-    found = _files(tmp_path / "out")
-    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE - 1, "prepared": ANNOTATED - USABLE + 1, "notes": []}
-    assert _counters(result) == {"images_reused": USABLE - 1, "images_prepared": ANNOTATED - USABLE + 1}
-    assert_same_as_clean(found, clean(images=images))
-    assert _records(found)[REPLACED].image != _records(_files(first))[REPLACED].image
+    result = inc.build(tmp_path / "out", f"--reuse_from={first}", images=images)
+    found = inc.files(tmp_path / "out")
+    assert inc.reuse_block(found) == {"from": inc.first_id(first), "reused": USABLE - 1, "prepared": ANNOTATED - USABLE + 1, "notes": []}
+    assert inc.counters(result) == {"images_reused": USABLE - 1, "images_prepared": ANNOTATED - USABLE + 1}
+    inc.assert_same_as_clean(found, clean(images=images))
+    assert inc.records(found)[REPLACED].image != inc.records(inc.files(first))[REPLACED].image
 
 
 def test_a_moved_box_reuses_the_image_and_recomputes_its_targets(first, clean, tmp_path):
@@ -205,11 +101,11 @@ def test_a_moved_box_reuses_the_image_and_recomputes_its_targets(first, clean, t
     annotations = tmp_path / FIXTURE_ANNOTATIONS.name
     annotations.write_text(text.replace(old, f"{REPLACED}\n1\n20 120 60 50 ", 1))
 
-    _build(tmp_path / "out", f"--reuse_from={first}", annotations=annotations)
-    found = _files(tmp_path / "out")
-    assert _reuse(found)["reused"] == USABLE
-    assert_same_as_clean(found, clean(annotations=annotations))
-    now, then = _records(found)[REPLACED], _records(_files(first))[REPLACED]
+    inc.build(tmp_path / "out", f"--reuse_from={first}", annotations=annotations)
+    found = inc.files(tmp_path / "out")
+    assert inc.reuse_block(found)["reused"] == USABLE
+    inc.assert_same_as_clean(found, clean(annotations=annotations))
+    now, then = inc.records(found)[REPLACED], inc.records(inc.files(first))[REPLACED]
     assert now.image == then.image
     assert not (now.boxes.tolist() == then.boxes.tolist() and now.grid.tolist() == then.grid.tolist())
 
@@ -217,24 +113,24 @@ def test_a_moved_box_reuses_the_image_and_recomputes_its_targets(first, clean, t
 def test_other_jpeg_quality_reuses_nothing_and_says_why(first, clean, tmp_path):
     """jpeg_quality decides the stored bytes: an earlier build stored with another quality has
     no image this build may take, and its note names the setting."""
-    result = _build(tmp_path / "out", f"--reuse_from={first}", "--jpeg_quality=80")
-    found = _files(tmp_path / "out")
-    block = _reuse(found)
+    result = inc.build(tmp_path / "out", f"--reuse_from={first}", "--jpeg_quality=80")
+    found = inc.files(tmp_path / "out")
+    block = inc.reuse_block(found)
     assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
-    assert _counters(result).get("images_reused", 0) == 0
+    assert inc.counters(result).get("images_reused", 0) == 0
     assert len(block["notes"]) == 1 and "jpeg_quality" in block["notes"][0], block["notes"]
-    assert_same_as_clean(found, clean("--jpeg_quality=80"))
+    inc.assert_same_as_clean(found, clean("--jpeg_quality=80"))
 
 
 def test_target_only_settings_still_reuse(first, clean, tmp_path):
     """grid_size and min_face_px only change targets, which are recomputed from the annotations:
     every image is reused and the bytes are a clean build's with those flags."""
     flags = ("--grid_size=5", "--min_face_px=12")
-    _build(tmp_path / "out", f"--reuse_from={first}", *flags)
-    found = _files(tmp_path / "out")
-    assert _reuse(found) == {"from": _first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
-    assert_same_as_clean(found, clean(*flags))
-    assert _manifest(found)["counts"] != _manifest(clean())["counts"]  # the flags did change the targets
+    inc.build(tmp_path / "out", f"--reuse_from={first}", *flags)
+    found = inc.files(tmp_path / "out")
+    assert inc.reuse_block(found) == {"from": inc.first_id(first), "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
+    inc.assert_same_as_clean(found, clean(*flags))
+    assert inc.manifest(found)["counts"] != inc.manifest(clean())["counts"]  # the flags did change the targets
 
 
 # ---- nothing damaged is trusted ---------------------------------------------------------------
@@ -245,9 +141,9 @@ def _rebuild_damaged(first, tmp_path, damage) -> tuple[dict[str, bytes], dict, d
     out = build_edits.copy_build(first, tmp_path / "out")
     manifest = json.loads((out / MANIFEST).read_text())
     damage(out, manifest)
-    result = _build(out)
-    found = _files(out)
-    return found, _reuse(found), _counters(result)
+    result = inc.build(out)
+    found = inc.files(out)
+    return found, inc.reuse_block(found), inc.counters(result)
 
 
 def test_a_flipped_byte_in_an_earlier_shard_has_its_images_prepared_again(first, clean, tmp_path):
@@ -256,7 +152,7 @@ def test_a_flipped_byte_in_an_earlier_shard_has_its_images_prepared_again(first,
 
     def flip(out, manifest):
         path = out / entry["file"]
-        span = _spans(path)[1]
+        span = inc.spans(path)[1]
         data = bytearray(path.read_bytes())
         data[span.offset + tfrecord.HEADER_BYTES + span.length // 2] ^= 0x40
         path.write_bytes(bytes(data))
@@ -265,7 +161,7 @@ def test_a_flipped_byte_in_an_earlier_shard_has_its_images_prepared_again(first,
     assert block["reused"] == USABLE - entry["records"]
     assert counters["images_reused"] == USABLE - entry["records"]
     assert len(block["notes"]) == 1 and entry["file"] in block["notes"][0] and "checksum" in block["notes"][0], block["notes"]
-    assert_same_as_clean(found, clean())
+    inc.assert_same_as_clean(found, clean())
 
 
 def test_an_earlier_shard_cut_at_a_record_boundary_is_not_trusted(first, clean, tmp_path):
@@ -275,12 +171,12 @@ def test_an_earlier_shard_cut_at_a_record_boundary_is_not_trusted(first, clean, 
 
     def cut(out, manifest):
         path = out / entry["file"]
-        path.write_bytes(path.read_bytes()[: _spans(path)[2].offset])
+        path.write_bytes(path.read_bytes()[: inc.spans(path)[2].offset])
 
     found, block, _ = _rebuild_damaged(first, tmp_path, cut)
     assert block["reused"] == USABLE - entry["records"]
     assert len(block["notes"]) == 1 and entry["file"] in block["notes"][0] and "manifest" in block["notes"][0], block["notes"]
-    assert_same_as_clean(found, clean())
+    inc.assert_same_as_clean(found, clean())
 
 
 def test_a_missing_earlier_shard_has_its_images_prepared_again(first, clean, tmp_path):
@@ -288,7 +184,7 @@ def test_a_missing_earlier_shard_has_its_images_prepared_again(first, clean, tmp
     found, block, _ = _rebuild_damaged(first, tmp_path, lambda out, m: (out / entry["file"]).unlink())
     assert block["reused"] == USABLE - entry["records"]
     assert len(block["notes"]) == 1 and entry["file"] in block["notes"][0], block["notes"]
-    assert_same_as_clean(found, clean())
+    inc.assert_same_as_clean(found, clean())
 
 
 def test_a_garbage_manifest_reuses_nothing_and_the_build_replaces_it(first, clean, tmp_path, capsys):
@@ -300,12 +196,12 @@ def test_a_garbage_manifest_reuses_nothing_and_the_build_replaces_it(first, clea
     assert cli.main([f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}",
                      f"--split={SPLIT}", *FLAGS, *IN_MEMORY]) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    found = _files(out)
-    block = _reuse(found)
+    found = inc.files(out)
+    block = inc.reuse_block(found)
     assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
     assert len(block["notes"]) == 1 and "earlier build not reused" in block["notes"][0], block["notes"]
     assert "images: 0 reused" in printed and "not reused:" in printed and block["notes"][0] in printed, printed
-    assert_same_as_clean(found, clean())
+    inc.assert_same_as_clean(found, clean())
 
 
 def test_a_manifest_of_another_schema_version_reuses_nothing(first, clean, tmp_path):
@@ -316,7 +212,7 @@ def test_a_manifest_of_another_schema_version_reuses_nothing(first, clean, tmp_p
     assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
     assert counters.get("images_reused", 0) == 0
     assert len(block["notes"]) == 1 and "schema_version" in block["notes"][0], block["notes"]
-    assert_same_as_clean(found, clean())
+    inc.assert_same_as_clean(found, clean())
 
 
 @pytest.mark.parametrize("preparation", [{"pillow": "0.0.1", "libjpeg": "6.2", "libjpeg_turbo": "0.0"}, None])
@@ -330,7 +226,7 @@ def test_images_prepared_by_other_libraries_are_not_reused(first, clean, tmp_pat
     found, block, _ = _rebuild_damaged(first, tmp_path, edit)
     assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
     assert len(block["notes"]) == 1 and "prepared by" in block["notes"][0], block["notes"]
-    assert_same_as_clean(found, clean())
+    inc.assert_same_as_clean(found, clean())
 
 
 def test_take_checks_the_record_it_reads_and_the_sources_header(first, tmp_path):
@@ -384,15 +280,15 @@ def test_a_source_over_the_pixel_limit_is_never_taken(first, tmp_path, monkeypat
     from PIL import Image as PILImage
 
     out = build_edits.copy_build(first, tmp_path / "out")
-    record = _records(_files(first))[REPLACED]
+    record = inc.records(inc.files(first))[REPLACED]
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", record.original_width * record.original_height - 1)
-    result = _build(out, "--max_error_fraction=1")  # the larger images are bombs too
-    _build(tmp_path / "clean", "--noreuse", "--max_error_fraction=1")
-    found = _files(out)
-    errors = [json.loads(line) for line in found[_manifest(found)["errors_file"]].splitlines()]
+    result = inc.build(out, "--max_error_fraction=1")  # the larger images are bombs too
+    inc.build(tmp_path / "clean", "--noreuse", "--max_error_fraction=1")
+    found = inc.files(out)
+    errors = [json.loads(line) for line in found[inc.manifest(found)["errors_file"]].splitlines()]
     assert next(e for e in errors if e["filename"] == REPLACED)["reason"] == "decompression_bomb"
-    assert _counters(result)["images_reused"] < USABLE
-    assert_same_as_clean(found, _files(tmp_path / "clean"))
+    assert inc.counters(result)["images_reused"] < USABLE
+    inc.assert_same_as_clean(found, inc.files(tmp_path / "clean"))
 
 
 def test_the_index_in_columns_finds_what_a_dict_finds_and_stays_small():
@@ -483,110 +379,6 @@ def test_earlier_records_keep_a_bounded_number_of_shards_open(tmp_path, monkeypa
     assert closed[-1] == fd
 
 
-# ---- runners, command line --------------------------------------------------------------------
-
-
-def test_incremental_builds_on_other_runners_write_the_in_memory_clean_builds_bytes(first, clean, tmp_path):
-    """Worker processes and threads get the index as a side input and read the earlier shards
-    themselves: same bytes whatever runs them."""
-    for name, runner in (("processes", MULTI_PROCESSING), ("threads", MULTI_THREADING)):
-        out = build_edits.copy_build(first, tmp_path / name)
-        _build(out, runner=runner)
-        found = _files(out)
-        assert _reuse(found)["reused"] == USABLE, name
-        assert_same_as_clean(found, clean())
-
-
-def test_reuse_from_with_noreuse_is_a_usage_error(tmp_path, capsys):
-    argv = [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={tmp_path / 'out'}",
-            f"--split={SPLIT}", "--noreuse", f"--reuse_from={tmp_path}"]  # fmt: skip
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "--reuse_from" in err and "--noreuse" in err, err
-    assert not (tmp_path / "out").exists()
-
-
-def test_the_summary_says_what_was_reused_and_prepared(first, tmp_path, capsys):
-    """The line a user reads: how many images came from which build, and none when the build
-    reused nothing (first build, --noreuse)."""
-    def argv(out):
-        return [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}",
-                f"--split={SPLIT}", *FLAGS, *IN_MEMORY]  # fmt: skip
-
-    capsys.readouterr()
-    assert cli.main(argv(tmp_path / "new")) == 0  # nothing earlier
-    assert "reused" not in capsys.readouterr().out
-    assert cli.main(argv(build_edits.copy_build(first, tmp_path / "again"))) == 0
-    printed = capsys.readouterr().out
-    assert f"images: {USABLE} reused from build {_first_id(first)}, {ANNOTATED - USABLE} prepared" in printed.splitlines(), printed
-    assert cli.main([*argv(build_edits.copy_build(first, tmp_path / "clean")), "--noreuse"]) == 0
-    assert "reused" not in capsys.readouterr().out
-
-
-# ---- cloud storage ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with cloud_fixtures.s3_server() as server:
-        server.client.create_bucket(Bucket=BUCKET)
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(cloud_fixtures.write_fake_google_credentials(tmp_path_factory.mktemp("adc") / "adc.json"))}
-    with cloud_fixtures.gcs_emulator(BUCKET) as emulator:
-        env["STORAGE_EMULATOR_HOST"] = emulator.endpoint
-        saved = {name: os.environ.get(name) for name in env}
-        os.environ.update(env)  # this process builds there, through Beam's GCS client
-        # A client made for another test's emulator (cached per process) would call a closed port.
-        stores._GCS_CLIENTS.clear()
-        try:
-            yield emulator
-        finally:
-            stores._GCS_CLIENTS.clear()
-            for name, value in saved.items():
-                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
-
-
-@contextlib.contextmanager
-def _remote(kind: str, request):
-    """(root URL, Beam flags, files(prefix) -> {name: bytes}) of the store."""
-    if kind == "s3":
-        server = request.getfixturevalue("s3")
-        yield f"s3://{BUCKET}", server.beam_flags(), lambda prefix: server.files(BUCKET, prefix)
-    else:
-        emulator = request.getfixturevalue("gcs")
-        yield f"gs://{BUCKET}", ["--project=facegrid-test"], lambda prefix: emulator.files(BUCKET, prefix)
-
-
-@pytest.mark.parametrize("kind", ["s3", "gs"])
-def test_a_rebuild_in_place_on_cloud_storage_reuses(kind, request, clean):
-    """The earlier build's shards are indexed and read back (ranged reads) from the store."""
-    with _remote(kind, request) as (root, flags, files):
-        runner = [*IN_MEMORY, *flags]
-        _build(f"{root}/inplace", runner=runner)
-        earlier = _manifest(files("inplace"))["build"]
-        result = _build(f"{root}/inplace", runner=runner)
-        found = files("inplace")
-    assert _reuse(found) == {"from": earlier, "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
-    assert _counters(result)["images_reused"] == USABLE
-    assert_same_as_clean(found, clean())
-
-
-@pytest.mark.parametrize("kind", ["s3", "gs"])
-def test_reuse_from_cloud_storage_into_a_local_build(kind, request, clean, tmp_path):
-    with _remote(kind, request) as (root, flags, files):
-        runner = [*IN_MEMORY, *flags]
-        _build(f"{root}/earlier", runner=runner)
-        earlier = _manifest(files("earlier"))["build"]
-        _build(tmp_path / "out", f"--reuse_from={root}/earlier", runner=runner)
-    found = _files(tmp_path / "out")
-    assert _reuse(found) == {"from": earlier, "reused": USABLE, "prepared": ANNOTATED - USABLE, "notes": []}
-    assert_same_as_clean(found, clean())
-
-
 # ---- a resealed earlier build: valid checksums, values changed ---------------------------------
 
 
@@ -621,14 +413,14 @@ def test_an_earlier_record_whose_source_size_is_not_its_sources_is_prepared_agai
     otherwise, so the record is not trusted. Its image is prepared again, the note says why, and
     the build is the clean build's byte for byte (boxes where they are, not at half their x)."""
     out = build_edits.copy_build(first, tmp_path / "out")
-    width = _records(_files(first))[REPLACED].original_width
+    width = inc.records(inc.files(first))[REPLACED].original_width
     _reseal(out, {REPLACED: _set(schema.ORIGINAL_WIDTH, [2 * width])})
-    _build(out)
-    found = _files(out)
-    block = _reuse(found)
+    inc.build(out)
+    found = inc.files(out)
+    block = inc.reuse_block(found)
     assert (block["reused"], block["prepared"]) == (USABLE - 1, ANNOTATED - USABLE + 1)
     assert len(block["notes"]) == 1 and REPLACED in block["notes"][0] and f"{2 * width}x" in block["notes"][0], block["notes"]
-    assert_same_as_clean(found, clean())
+    inc.assert_same_as_clean(found, clean())
     _check_passes(out)
 
 
@@ -637,13 +429,13 @@ def test_an_earlier_record_with_its_targets_zeroed_is_not_copied(first, clean, t
     current annotations, never the earlier record's, and the committed manifest's counts are
     those of the shards it wrote (the clean build's)."""
     out = build_edits.copy_build(first, tmp_path / "out")
-    grid = _records(_files(first))[REPLACED].grid
+    grid = inc.records(inc.files(first))[REPLACED].grid
     assert grid.any()
     _reseal(out, {REPLACED: _set(schema.GRID, np.zeros(grid.size, np.float32))})
-    _build(out)
-    found = _files(out)
-    assert _reuse(found)["reused"] == USABLE  # only its pixels are kept: they are the same
-    assert_same_as_clean(found, clean())
+    inc.build(out)
+    found = inc.files(out)
+    assert inc.reuse_block(found)["reused"] == USABLE  # only its pixels are kept: they are the same
+    inc.assert_same_as_clean(found, clean())
     _check_passes(out)
 
 
@@ -656,7 +448,7 @@ def test_every_field_but_the_pixels_of_resealed_earlier_records_is_made_anew(fir
     keys = sorted(set(schema.FEATURES_BY_KEY) - {schema.ENCODED, schema.SHA256, schema.FORMAT, schema.HEIGHT, schema.WIDTH})
     out = build_edits.copy_build(first, tmp_path / "out")
     edits, edited = {}, []
-    for filename in sorted(_records(_files(first))):
+    for filename in sorted(inc.records(inc.files(first))):
         key = keys[rng.integers(len(keys))]
         kind = schema.FEATURES_BY_KEY[key].kind
         size = int(rng.integers(0, 4))
@@ -669,8 +461,8 @@ def test_every_field_but_the_pixels_of_resealed_earlier_records_is_made_anew(fir
         edits[filename] = _set(key, values)
         edited.append(key)
     _reseal(out, edits)
-    _build(out)
-    found = _files(out)
-    assert _reuse(found)["reused"] >= USABLE // 2, (edited, _reuse(found))  # most images still came from it
-    assert_same_as_clean(found, clean())
+    inc.build(out)
+    found = inc.files(out)
+    assert inc.reuse_block(found)["reused"] >= USABLE // 2, (edited, inc.reuse_block(found))  # most images still came from it
+    inc.assert_same_as_clean(found, clean())
     _check_passes(out)
