@@ -33,7 +33,7 @@ def _build(out, *extra: str, crash_at: int | None = None) -> subprocess.Complete
     operation)."""
     command = [sys.executable, "-m", "pipeline", *_flags(out, *extra)]
     if crash_at is not None:
-        command = [sys.executable, "-m", "tests.commit_faults", "--build", str(crash_at), *_flags(out, *extra)]
+        command = [sys.executable, "-m", "tests.support.commit_faults", "--build", str(crash_at), *_flags(out, *extra)]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -155,7 +155,7 @@ def test_a_bucket_that_vanishes_during_the_build_fails_it_in_one_line(at):
     with cloud_fixtures.s3_server() as s3:
         s3.client.create_bucket(Bucket="vanishing")
         done = subprocess.run(
-            [sys.executable, "-m", "tests.commit_faults", "--vanish", str(at), "vanishing",
+            [sys.executable, "-m", "tests.support.commit_faults", "--vanish", str(at), "vanishing",
              *_flags("s3://vanishing/out", "--num_shards=3"), *s3.beam_flags()],
             cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
         )  # fmt: skip

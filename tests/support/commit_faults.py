@@ -1,11 +1,11 @@
 """Fault injection for the commit: stores to run it on, a build caught just before its commit,
 and a process that dies at a chosen storage operation of that commit.
 
-    python -m tests.commit_faults STATE K [BEAM FLAGS...]
-    python -m tests.commit_faults --serve STATE [BEAM FLAGS...]
-    python -m tests.commit_faults --build K [FLAGS OF python -m pipeline...]
-    python -m tests.commit_faults --vanish K BUCKET [FLAGS OF python -m pipeline...]
-    python -m tests.commit_faults --two_at_once OUTPUT_DIR STAGGER
+    python -m tests.support.commit_faults STATE K [BEAM FLAGS...]
+    python -m tests.support.commit_faults --serve STATE [BEAM FLAGS...]
+    python -m tests.support.commit_faults --build K [FLAGS OF python -m pipeline...]
+    python -m tests.support.commit_faults --vanish K BUCKET [FLAGS OF python -m pipeline...]
+    python -m tests.support.commit_faults --two_at_once OUTPUT_DIR STAGGER
 
 The first loads a pickled `Pending` build and runs its finalize step (the FinalizeFn, as a
 runner runs it); the second runs a whole build as `python -m pipeline` does. Either process
@@ -214,7 +214,7 @@ class Crasher:
         import subprocess
 
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.commit_faults", "--serve", str(state), *flags],
+            [sys.executable, "-m", "tests.support.commit_faults", "--serve", str(state), *flags],
             cwd=cwd, env={**os.environ, **env}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
 
