@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images, synthetic
+from pipeline import images
+from pipeline.sample import synthetic
 from pipeline.images import UnusableImage
 from reader.core.config import BuildConfig
 
