@@ -11,7 +11,7 @@ VAL_DIR ?= build/val
 BENCH_DIR ?= build/bench
 WIDER := data/wider_face_split
 # Tests spread over both cores; Beam pipelines inside tests run their own workers too. Tests
-# marked with one xdist_group run in one process (tests/test_dask.py: one Dask cluster for all).
+# marked with one xdist_group run in one process (tests/pipeline/test_dask.py: one Dask cluster for all).
 PYTEST_WORKERS ?= 2
 
 .PHONY: venv demo val test bench fuzz clean

@@ -3,7 +3,7 @@
     python -m benchmarks.concurrent_builds --runs=N [--work_dir=build/bench/concurrent]
         [--burners=2] [--stagger=0]
 
-Each run is tests/test_faults.py's scenario (tests.commit_faults.two_builds_at_once): a build of
+Each run is tests/pipeline/test_faults.py's scenario (tests.support.commit_faults.two_builds_at_once): a build of
 the fixture set, then two more started `stagger` seconds apart (0: together, where the
 commits and their tidying overlap most). A run fails when either build does not exit 0, when
 they do not each name their build, or when the directory is not the later commit, whole,
@@ -24,7 +24,7 @@ import time
 
 from absl import flags
 
-from tests import commit_faults
+from tests.support import commit_faults
 
 
 def _burn() -> None:

@@ -41,7 +41,7 @@ def run(shards: str, repeats: int = 3) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import reader
     from reader.core import storage
-    from tests import cloud_fixtures
+    from tests.support import cloud_fixtures
 
     with cloud_fixtures.s3_server() as s3:
         s3.client.create_bucket(Bucket=BUCKET)

@@ -14,7 +14,7 @@ detector: false positives and detection rate of the cut-JPEG detector on photo-l
 memory: peak RSS of a shard writer's 8 threads preparing 16 PNGs of 9000x9000 pixels (81 Mpx
   each, under Pillow's bomb limit), with the process-wide pixel budget and without it.
 
-Prints a Markdown report and writes WORK_DIR/<part>.json. tests/test_images_fuzz.py runs a
+Prints a Markdown report and writes WORK_DIR/<part>.json. tests/pipeline/test_images_fuzz.py runs a
 few thousand of the same cases.
 """
 
@@ -334,7 +334,7 @@ def _photo_jpegs(count: int) -> list[tuple[str, bytes]]:
     from skimage import data as photos
 
     from pipeline.sample import synthetic
-    from tests.conftest import FIXTURE_IMAGES
+    from tests.support.paths import FIXTURE_IMAGES
 
     out = []
     rng = np.random.default_rng(0)

@@ -25,7 +25,7 @@ slow make_dataset, about 0.6 s each). A sample goes through `python -m reader.ch
 line, no traceback) and a sample through `python -m pipeline` over the damaged build (exit 0, the
 checker passing after, reuse.notes saying why the earlier build was not reused when it was not).
 
-Prints a Markdown report and writes WORK_DIR/fuzz_manifests.json. tests/test_manifest_fuzz.py
+Prints a Markdown report and writes WORK_DIR/fuzz_manifests.json. tests/reader/core/test_manifest_fuzz.py
 runs a few thousand of the same cases in process.
 """
 

@@ -1,22 +1,14 @@
-"""Paths and fixtures shared by the tests: the checked-in fixture set, the real WIDER annotation
-files, and the small session-scoped Beam builds made from pipeline.sample.synthetic's generated data.
-
-The builds' helpers (how each is generated, read back and broken) are plain functions in
-tests/reader_fixtures.py, tests/check_fixtures.py and tests/train_fixtures.py; they are imported
-inside the fixtures, so that tests needing no build do not import Beam for them.
+"""The session-scoped fixtures shared by the tests: the real WIDER annotation files and the small
+Beam builds made from pipeline.sample.synthetic's generated data (tests/support/ holds how each is made,
+read back and broken; it is imported inside the fixtures, so that tests needing no build do not
+import Beam for them).
 """
 
-import os
 import pathlib
 
 import pytest
 
-TESTS = pathlib.Path(__file__).parent
-FIXTURE = TESTS / "fixtures" / "wider"
-FIXTURE_ANNOTATIONS = FIXTURE / "wider_face_fixture_bbx_gt.txt"
-FIXTURE_IMAGES = FIXTURE / "images"
-# The real annotation files, checked in under data/ (a copy of the project's shared/data/).
-WIDER_DATA = pathlib.Path(os.environ.get("FACEGRID_WIDER_DATA", TESTS.parent / "data"))
+from tests.support.paths import WIDER_DATA
 
 
 @pytest.fixture(scope="session")
@@ -28,36 +20,37 @@ def wider_split_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def built_val(tmp_path_factory):
-    """tests/reader_fixtures.py's val split: 46 images in 3 JPEG shards (a reader_fixtures.Build)."""
-    from tests import reader_fixtures
+    """HARD_CASES' val split: 46 images (not a multiple of the tests' batch sizes) in 3 JPEG
+    shards, read back (a tests.support.builds.Build)."""
+    from tests.support import builds, sources
 
-    return reader_fixtures.make_build(str(tmp_path_factory.mktemp("reader-jpeg")), reader_fixtures.NUM_IMAGES, num_shards=3)
+    return builds.read_back(builds.make_build(tmp_path_factory.mktemp("reader-jpeg"), sources.HARD_CASES, {"val": (46, 3)}))
 
 
 @pytest.fixture(scope="session")
 def built_val_raw(tmp_path_factory):
     """The first 12 of those images in 2 raw shards."""
-    from tests import reader_fixtures
+    from tests.support import builds, sources
 
-    return reader_fixtures.make_build(str(tmp_path_factory.mktemp("reader-raw")), 12, num_shards=2, image_format="raw")
+    root = tmp_path_factory.mktemp("reader-raw")
+    return builds.read_back(builds.make_build(root, sources.HARD_CASES, {"val": (12, 2)}, image_format="raw"))
 
 
 @pytest.fixture(scope="session")
 def good_build(tmp_path_factory) -> pathlib.Path:
-    """tests/check_fixtures.py's finished val build (do not modify: copy it with `copy_build`)."""
-    from tests import check_fixtures
+    """CHECKER_CASES' val build: 10 records in 3 shards, its source beside it (good_build.parent /
+    "source"). Do not modify it: copy it with build_edits.copy_build."""
+    from tests.support import build_edits, builds, sources
 
-    root = tmp_path_factory.mktemp("check_good_build")
-    check_fixtures.build(root / "source", root / "shards")
-    return root / "shards"
+    return builds.make_build(tmp_path_factory.mktemp("check_good_build"), sources.CHECKER_CASES, {"val": (sources.CHECKER_IMAGES, build_edits.NUM_SHARDS)})
 
 
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory) -> str:
-    """tests/train_fixtures.py's data_dir: a 24-image train, 8-image val build."""
-    from tests import train_fixtures
+    """LEARNABLE's data_dir: a 24-image train split in 2 shards, an 8-image val split in 1."""
+    from tests.support import builds, sources
 
-    return train_fixtures.make_build(str(tmp_path_factory.mktemp("train-build")))
+    return str(builds.make_build(tmp_path_factory.mktemp("train-build"), sources.LEARNABLE, {"train": (24, 2), "val": (8, 1)}))
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,14 @@ record keys, the make targets, and nothing that points outside the repository.""
 
 from __future__ import annotations
 
-import pathlib
 import re
 
 from absl import flags
 
 from pipeline import cli
 from reader.core import schema
+from tests.support.paths import ROOT
 
-ROOT = pathlib.Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
 DESIGN = (ROOT / "docs" / "DESIGN.md").read_text()
 

@@ -7,7 +7,7 @@ directory whose lines must never be printed, a directory), kept where a tool ope
     the checker         python -m reader.check, a process bounded by a timeout
     make_dataset        where it reads the file (the manifest, the shards)
     ShardSequence       the manifest, the shards, the index cache
-    a rebuild in place  python -m pipeline, as tests/test_faults.py runs it: the cases where the
+    a rebuild in place  python -m pipeline, as tests/pipeline/test_faults.py runs it: the cases where the
                         build opens the file (reuse reads the manifest and the shards, the commit
                         reads other builds' leases and writes the TFDS files), one per refusal
                         the build can meet, since a rebuild costs seconds
@@ -32,11 +32,10 @@ import pytest
 from pipeline import commit, leases
 from reader.check import split as check_split
 from reader.core import layout, storage, tfds_metadata
-from tests import check_fixtures as fx
-from tests import cloud_fixtures
-from tests.conftest import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES
+from tests.support import build_edits as fx
+from tests.support import cloud_fixtures
+from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, ROOT
 
-ROOT = pathlib.Path(__file__).parent.parent
 TIMEOUT = 120  # seconds: a tool still running by then hangs
 SECRET = "root:x:0:0:LEAKED-OUTSIDE-THE-DATA-DIRECTORY:/root:/bin/bash"
 OTHER_BUILD = "0123456789ab"  # another build, still running or crashed, beside the committed one

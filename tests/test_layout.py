@@ -10,7 +10,8 @@ import pytest
 
 from reader.core import schema
 
-ROOT = pathlib.Path(__file__).parents[1]
+from tests.support.paths import ROOT
+
 LIBRARY = ("pipeline", "reader", "train")
 MAX_LINES = 400
 

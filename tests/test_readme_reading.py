@@ -1,6 +1,6 @@
 """README.md's "Reading a build": every example runs as written, the local ones against a copy
-of a small build in `shards/` (tests/train_fixtures.py's: train and val), the remote ones with
-`my-bucket` on moto's S3 server and on the GCS emulator (tests/cloud_fixtures.py)."""
+of a small build in `shards/` (the tiny_build fixture's: train and val), the remote ones with
+`my-bucket` on moto's S3 server and on the GCS emulator (tests/support/cloud_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import shutil
 import subprocess
 import sys
 
-from tests import cloud_fixtures
-from tests.test_shard_records import _gcs_env, _s3_env
+from tests.reader.data.test_shard_records import _gcs_env, _s3_env
+from tests.support import cloud_fixtures
 
 ROOT = pathlib.Path(__file__).parent.parent
 SECTION = (ROOT / "README.md").read_text().split("## Reading a build", 1)[1].split("\n## ", 1)[0]

@@ -6,7 +6,7 @@
 
 Every flag of `pipeline.cli.define_flags` becomes one template parameter, with its help text,
 its default, and a regex for Dataflow to check a value with (enum choices, numbers).
-Flags are optional but for cli.REQUIRED. tests/test_dataflow.py runs the check, so a flag
+Flags are optional but for cli.REQUIRED. tests/pipeline/test_dataflow.py runs the check, so a flag
 added to the pipeline without regenerating this file fails the tests.
 """
 

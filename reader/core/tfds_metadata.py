@@ -22,7 +22,7 @@ tests hold every file to what TFDS itself writes and reads. What each key become
                       splits' grid sizes differ)
 The boxes stay four per-face coordinate lists, as the records hold them: TFDS's `BBoxFeature`
 reads one [N, 4] list under one key that the records do not have, and inside a `Sequence` TFDS
-reads a missing key as no box at all (tests/test_ecosystem.py shows it), so describing them so
+reads a missing key as no box at all (tests/reader/core/test_ecosystem.py shows it), so describing them so
 would hand every image to TFDS with zero faces. TFDS's visualizers, which draw BBoxFeatures only,
 therefore draw the images without their boxes; `reader.check --sheet` draws them.
 

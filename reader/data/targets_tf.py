@@ -2,7 +2,7 @@
 TensorFlow, for tf.data (no Python in the input pipeline, so it runs in parallel).
 
 Each function ports one NumPy function, with the same float64 arithmetic, and the tests
-(tests/test_dataset.py) hold them equal value for value, eagerly and inside tf.data:
+(tests/reader/data/test_dataset.py) hold them equal value for value, eagerly and inside tf.data:
 - `placement_tf`: `reader.core.boxes.Placement.fit` (the scaled size);
 - `source_areas_tf`: `Placement.source_areas`;
 - `target_mask_tf`: `reader.core.targets.target_mask`;
