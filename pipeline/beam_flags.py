@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import logging
 import os
 
 from apache_beam.options import pipeline_options as beam_options
@@ -45,13 +46,18 @@ class UsageError(ValueError):
 
 def load_dask(required: bool = True) -> bool:
     """Imports Beam's DaskRunner, which makes its flags (--dask_client_address, ...) known.
-    Without the `dask` extra: UsageError when `required`, else False."""
+    Without the `dask` extra: UsageError when `required`, else False. Importing Dask sets its
+    loggers to INFO (Dask's own config): the level the command set (build_report.setup_logging)
+    is put back, and the workers of a local cluster, forked from this process, keep it."""
+    level = logging.getLogger("distributed").level
     try:
         import apache_beam.runners.dask.dask_runner  # noqa: F401  (registers DaskOptions)
     except ImportError as e:
         if required:
             raise UsageError(f"Beam's DaskRunner needs Dask: pip install 'facegrid[dask]' ({last_line(e)})") from None
         return False
+    if level:
+        logging.getLogger("distributed").setLevel(level)
     return True
 
 

@@ -332,3 +332,5 @@ def test_with_no_scheduler_named_the_local_cluster_forks_its_workers_and_builds_
     forked = [pid for pid, cmdline in seen.items() if cmdline == command]
     assert len(forked) >= 2, seen  # one worker process per core, at least 2 (of 1 thread each on 2 cores)
     assert not [cmdline for cmdline in seen.values() if "spawn_main" in " ".join(cmdline)], seen
+    # Dask's INFO lines (every scheduler, nanny and worker start and close) stay out of the build's output.
+    assert not [line for line in stderr.splitlines() if "Nanny" in line or "Scheduler" in line or "worker at" in line], stderr[-3000:]
