@@ -4,7 +4,8 @@ Both run as a user runs them, as fresh processes, start-up included, in interlea
 (local, Dask, local, Dask, ...) so that a slow minute of a shared machine hits both; each side's
 figure is its best round. The Dask build is `python -m pipeline ... --runner=DaskRunner` with
 no scheduler named: Beam's DaskRunner starts a local cluster sized to the machine (on 2 cores:
-2 worker processes of 1 thread), runs the build on it and closes it, all inside the timing.
+2 worker processes of 1 thread, which facegrid has Dask fork from the command's process), runs
+the build on it and closes it, all inside the timing.
 
 Then where the difference goes: the same build against a cluster already running (`dask
 scheduler` and 2 `dask worker` processes, started and waited for outside the timing), once

@@ -208,7 +208,8 @@ def run_job(build: job.Job, options: PipelineOptions) -> beam.runners.runner.Pip
     wait = not options.view_as(StandardOptions).no_wait_until_finish
     result = None
     try:
-        result = pipeline.run()
+        with beam_flags.starting_local_cluster(options):
+            result = pipeline.run()
         if wait:
             result.wait_until_finish()
     except BaseException:

@@ -1,7 +1,7 @@
 """The build's last step: the shards' counts added up and checked, then the split committed.
 
-    Finalize   ShardWritten (one per shard, each with its errors-file lines), BuildHandle,
-               annotated totals [, ReuseIndex]
+    Finalize   ShardWritten (one per shard, each with its errors-file lines and the annotation
+               file's totals), BuildHandle [, ReuseIndex]
                -> the manifest, once committed (pipeline.commit): the errors file written, the
                manifest written as the one atomic step, files of builds that are over removed.
                Safe to retry.
@@ -9,8 +9,9 @@
 The shards reach the commit as its main input, gathered into one element by a GroupByKey on a
 single key: the commit is the graph's last step, it runs once every shard is written on every
 runner, and what it commits is what it received. It takes no runner metrics: the counts are
-the shards' own, added up and checked against the parse totals, and it refuses a set of shards
-that is not exactly one of each index (a runner that lost or repeated one).
+the shards' own, added up and checked against the annotation file's totals (which every shard
+carries, as its writer read the file: they must agree), and it refuses a set of shards that is
+not exactly one of each index (a runner that lost or repeated one).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ class FinalizeFn(beam.DoFn):
         super().__init__()
         self._config, self._max_error_fraction, self._annotations = config, max_error_fraction, annotations
 
-    def process(self, element, build: commit.BuildHandle, annotated, earlier: reuse.ReuseIndex | None = None):
+    def process(self, element, build: commit.BuildHandle, earlier: reuse.ReuseIndex | None = None):
         shards = _one_of_each(build, element[1])
-        counts = _added_up(build, annotated, shards)
+        counts = _added_up(build, _annotated(build, shards, self._annotations), shards)
         _refuse_one_source_twice(build, shards, self._annotations)
         errors = sorted((e for s in shards for e in s.errors), key=lambda e: (e.filename, e.line))
         errors_file = manifests.errors_file_bytes(errors)
@@ -84,6 +85,20 @@ def _one_of_each(build: commit.BuildHandle, shards) -> list[ShardWritten]:
             f"{f' (missing: {missing[:5]})' if missing else ''}{f' (more than once: {repeated[:5]})' if repeated else ''}"
         )
     return found
+
+
+def _annotated(build: commit.BuildHandle, shards: list[ShardWritten], annotations: str) -> dict:
+    """The annotation file's totals, as every shard's writer read the file; abandons the build
+    with BuildError when the writers read different bytes (the file changed during the build)."""
+    read = {(s.annotations_sha256, tuple(sorted(s.annotated.items()))) for s in shards}
+    if len(read) > 1:
+        build.abandon()
+        raise commit.BuildError(
+            f"{build.split}: {annotations} changed while the build ran: its shard writers read {len(read)} different versions "
+            f"({', '.join(sorted(str(dict(totals)['images_annotated']) + ' images' for _, totals in read))}). "
+            "Nothing was committed: the earlier build, if any, is untouched; build again once the file stays put."
+        )
+    return dict(next(iter(read))[1]) if read else {}
 
 
 def _reuse_record(earlier: reuse.ReuseIndex, shards, counts: records.Counts) -> dict:
@@ -131,20 +146,19 @@ def _refuse_one_source_twice(build: commit.BuildHandle, shards, annotations: str
 
 
 class Finalize(beam.PTransform):
-    """ShardWritten (one per shard), BuildHandle, annotated totals [, ReuseIndex] -> the
-    manifest dict, once committed. `settings`: the storage settings the commit writes with
+    """ShardWritten (one per shard), BuildHandle [, ReuseIndex] -> the manifest dict, once
+    committed. `settings`: the storage settings the commit writes with
     (pipeline.worker_setup)."""
 
     def __init__(
-        self, config: BuildConfig, max_error_fraction: float, build, annotated, earlier=None, settings: dict | None = None,
-        annotations: str = "annotations",
+        self, config: BuildConfig, max_error_fraction: float, build, earlier=None, settings: dict | None = None, annotations: str = "annotations",
     ):
         super().__init__()
         self._fn = worker_setup.Configured(FinalizeFn(config, max_error_fraction, annotations), settings)
-        self._build, self._annotated, self._earlier = build, annotated, earlier
+        self._build, self._earlier = build, earlier
 
     def expand(self, shards):
-        side = {"build": beam.pvalue.AsSingleton(self._build), "annotated": beam.pvalue.AsSingleton(self._annotated)}
+        side = {"build": beam.pvalue.AsSingleton(self._build)}
         if self._earlier is not None:
             side["earlier"] = beam.pvalue.AsSingleton(self._earlier_notes())
         return (

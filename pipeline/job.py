@@ -1,4 +1,5 @@
-"""The whole build of one split as a Beam graph: begin, parse, prepare and write shards, commit.
+"""The whole build of one split as a Beam graph: begin, write the shards (each writer reading the
+annotation file and preparing its images), commit.
 
 The commit is the graph's last step and every other step feeds it (Beam's DaskRunner computes
 the last step and what it reads, nothing else)."""
@@ -42,16 +43,11 @@ def build(pipeline: beam.Pipeline, job: Job):
     list_format = annotations.list_format_for_split(job.output.split)
     settings = job.storage_settings
     handle = pipeline | "Begin" >> beam.Create([None]) | "BeginBuild" >> beam.ParDo(_configured(transforms.BeginBuildFn(job.output), job))
-    parsed = pipeline | "ParseAnnotations" >> transforms.ParseAnnotations(job.annotations, list_format, settings)
-    totals = parsed | "CountAnnotated" >> beam.CombineGlobally(transforms.AnnotatedTotals())
     earlier = None if job.reuse_from is None else pipeline | "IndexEarlierBuild" >> _index_earlier(job)
-    written = parsed | "WriteShards" >> transforms.WriteShards(
-        job.images_dir, job.output.num_shards, job.config, handle, job.image_threads, totals=totals, earlier=earlier, settings=settings
+    written = pipeline | "WriteShards" >> transforms.WriteShards(
+        job.images_dir, job.output.num_shards, job.config, handle, job.annotations, list_format, job.image_threads, earlier=earlier, settings=settings
     )
-    return written | "Finalize" >> finalize.Finalize(
-        job.config, job.max_error_fraction, handle, totals, earlier, settings, annotations=job.annotations
-    )
-
+    return written | "Finalize" >> finalize.Finalize(job.config, job.max_error_fraction, handle, earlier, settings, annotations=job.annotations)
 
 def _configured(fn: beam.DoFn, job: Job) -> beam.DoFn:
     return worker_setup.Configured(fn, job.storage_settings)

@@ -1,43 +1,45 @@
 """The Beam job's composite transforms, one job each.
 
-    ParseAnnotations   begin -> ImageAnnotation per image of the annotation file
-    WriteShards        ImageAnnotation -> one ShardWritten per shard index (written under the
-                                        build's id, empty when no image landed in it), carrying
-                                        the errors-file lines of its images that could not be
-                                        used; the images an earlier build prepared are reused
-                                        (pipeline.reuse)
-Those, plus the parse totals, go to pipeline.finalize, which commits the build.
-BeginBuildFn, run first, draws the build id and writes its lease; every other step gets the
-BuildHandle as a side input.
+    WriteShards        begin -> one ShardWritten per shard index (written under the build's id,
+                                empty when no image landed in it), carrying the errors-file lines
+                                of its images that could not be used and the annotation file's
+                                totals; the images an earlier build prepared are reused
+                                (pipeline.reuse)
+Those go to pipeline.finalize, which commits the build. BeginBuildFn, run first, draws the build
+id and writes its lease; every other step gets the BuildHandle as a side input.
 
 The graph asks of a runner only what every Beam runner does, Beam's DaskRunner included (see
 docs/DESIGN.md, "Runners"): every ParDo has one output (a shard's errors travel in its
 ShardWritten, never on a second tagged output a runner could mix with the first), and nothing
 is counted by runner metrics alone (the commit adds up the ShardWritten it receives). The shards
-are the elements of `Create(range(num_shards))`, spread by a Reshuffle, and each shard's writer
-looks its annotations up in a multimap side input keyed by shard: so every runner can place
-the shards on as many workers as it has (the Dask runner splits a Create, never a grouping).
+are the elements of `Create(range(num_shards))`, spread by a Reshuffle, so that every runner can
+place them on as many workers as it has (the Dask runner splits a Create, never a grouping).
+Each shard's writer reads the annotation file itself, once per worker process and build
+(AnnotationsByShard), and takes its own images from it: no step hands the annotations to the
+writers, neither a grouping (which the Dask runner would not split) nor a side input (which it
+computes again inside every task that reads it).
 
-Image bytes never cross a shuffle: only the small annotations are keyed by shard, then each
-shard's writer reads and prepares its images a few at a time on threads and writes them in hash
-order. So peak memory does not grow with the dataset.
+Image bytes never cross a shuffle: each shard's writer reads and prepares its images a few at a
+time on threads and writes them in hash order. So peak memory does not grow with the dataset
+beyond the annotations each worker process holds.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
 import hashlib
+import io
 import logging
-from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
 
 from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, reuse, sources, worker_setup
-from pipeline.annotation_coder import ImageAnnotationCoder  # noqa: F401 (registers the coder of ImageAnnotation)
 from pipeline.annotations import ImageAnnotation
 from pipeline.build_report import plural
 from pipeline.hashing_writer import WRITE_BYTES as _WRITE_BYTES
@@ -69,48 +71,37 @@ class ShardWritten:
     reuse_failures: tuple[str, ...] = ()  # earlier records found but not taken, and why
     errors: tuple[ErrorEntry, ...] = ()  # the errors-file lines of its unusable images
     sources: tuple[tuple[str, str, int], ...] = ()  # (source sha256, filename, annotation line) of each record
+    # The annotation file as this shard's writer read it: its totals and the sha256 of its bytes.
+    annotated: dict[str, int] = dataclasses.field(default_factory=dict)
+    annotations_sha256: str = ""
 
 
 def _counter(name: str):
     return Metrics.counter(NAMESPACE, name)
 
 
-def read_annotations(path: str, list_format: str) -> Iterator[ImageAnnotation]:
-    """Streams the annotation file at a local, gs:// or s3:// path."""
-    parsed = _counter("images_annotated")
-    faces = _counter("faces_annotated")
-    with storage.open_input(path) as raw:
-        for annotation in annotation_formats.parse(raw, path, list_format):
-            parsed.inc()
-            faces.inc(len(annotation.faces))
-            yield annotation
+@dataclasses.dataclass(eq=False)
+class AnnotationsByShard:
+    """The annotation file as one worker process's shard writers take it: each shard's images
+    in the file's order, the file's totals and the sha256 of its bytes (the commit refuses a
+    build whose writers read different files)."""
 
+    by_shard: dict[int, list[ImageAnnotation]]
+    totals: dict[str, int]  # {"images_annotated": n, "faces_annotated": n}
+    sha256: str
 
-class ParseFn(beam.DoFn):
-    """The annotation file's path -> one ImageAnnotation per image of it."""
-
-    def __init__(self, list_format: str):
-        super().__init__()
-        self._list_format = list_format
-
-    def process(self, path: str):
-        yield from read_annotations(path, self._list_format)
-
-
-class ParseAnnotations(beam.PTransform):
-    """Begin -> one ImageAnnotation per image of the file. Fails on a malformed file.
-    `settings`: the storage settings the file is read with (pipeline.worker_setup)."""
-
-    def __init__(self, path: str, list_format: str, settings: dict | None = None):
-        super().__init__()
-        self._path, self._list_format, self._settings = path, list_format, settings
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "AnnotationPath" >> beam.Create([self._path])
-            | "Parse" >> beam.ParDo(worker_setup.Configured(ParseFn(self._list_format), self._settings)).with_output_types(ImageAnnotation)
-        )
+    @classmethod
+    def read(cls, path: str, list_format: str, num_shards: int) -> AnnotationsByShard:
+        """Reads and parses the annotation file at a local, gs:// or s3:// path; raises
+        AnnotationError on a malformed file."""
+        with storage.open_input(path) as raw:
+            data = raw.read()
+        by_shard: dict[int, list[ImageAnnotation]] = collections.defaultdict(list)
+        images = faces = 0
+        for annotation in annotation_formats.parse(io.BytesIO(data), path, list_format):
+            by_shard[layout.shard_of(annotation.filename, num_shards)].append(annotation)
+            images, faces = images + 1, faces + len(annotation.faces)
+        return cls(dict(by_shard), {"images_annotated": images, "faces_annotated": faces}, hashlib.sha256(data).hexdigest())
 
 
 class BeginBuildFn(beam.DoFn):
@@ -126,8 +117,12 @@ class BeginBuildFn(beam.DoFn):
 
 
 class WriteShardFn(beam.DoFn):
-    """Shard index, BuildHandle, the annotations by shard (a multimap) -> ShardWritten, with the
-    errors-file lines of the shard's unusable images.
+    """Shard index, BuildHandle -> ShardWritten, with the errors-file lines of the shard's
+    unusable images and the annotation file's totals.
+
+    The shard's images are those of the annotation file that land in it (layout.shard_of). The
+    file is read and parsed once per worker process and build, by the first of its shard
+    writers to need it; the others of that process share it (Beam's Shared).
 
     Up to `threads` images of the shard are read and prepared at once, on a thread pool, and
     written in hash order as they come back. Threads pay twice: Pillow releases the GIL while it
@@ -139,16 +134,18 @@ class WriteShardFn(beam.DoFn):
     A shard no image landed in is written empty.
     """
 
-    def __init__(self, images_dir: str, config: BuildConfig, threads: int):
+    def __init__(self, images_dir: str, config: BuildConfig, threads: int, annotations: str = "", list_format: str = "boxes", num_shards: int = 1):
         super().__init__()
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self._images_dir, self._config, self._threads = images_dir, config, threads
+        self._annotations, self._list_format, self._num_shards = annotations, list_format, num_shards
+        self._shared = shared.Shared()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def setup(self):
         self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, thread_name_prefix="facegrid-image")
-        self._counters = {key: _counter(key) for key in records.COUNT_KEYS if key not in ("images_annotated", "faces_annotated")}
+        self._counters = {key: _counter(key) for key in records.COUNT_KEYS}
         self._reasons = {reason: _counter(f"errors_{reason}") for reason in images.REASONS}
         self._reuse_counters = {key: _counter(key) for key in ("images_reused", "images_prepared")}
 
@@ -173,20 +170,29 @@ class WriteShardFn(beam.DoFn):
         record, image_counts = records.make_record(annotation, data, self._config, prepared, sha256)
         return tfrecord.encode_record(record.serialize()), image_counts, prepared is not None, failure, sha256
 
-    def process(self, index: int, build: commit.BuildHandle, annotations, totals=None, earlier: reuse.ReuseIndex | None = None):
-        ordered = sorted(annotations[index], key=lambda a: layout.record_key(a.filename))
+    def _read_annotations(self, build: commit.BuildHandle) -> AnnotationsByShard:
+        """The annotation file, read once per process and build: a later build, even of the
+        same id, reads it again."""
+        def read():
+            return AnnotationsByShard.read(self._annotations, self._list_format, self._num_shards)
+
+        return self._shared.acquire(read, tag=(build.build, self._annotations, self._list_format, self._num_shards))
+
+    def process(self, index: int, build: commit.BuildHandle, earlier: reuse.ReuseIndex | None = None):
+        annotations = self._read_annotations(build)
+        mine = annotations.by_shard.get(index, [])
+        ordered = sorted(mine, key=lambda a: layout.record_key(a.filename))
         name = build.shard_name(index)
         counts = records.Counts()
         reused, failures, errors, written = 0, [], [], []
-        shown = None if totals is None else _progress_of(build, totals["images_annotated"])
+        shown = _progress_of(build, annotations.totals["images_annotated"])
         build.heartbeat()
         with build.create(name) as file, reuse.EarlierRecords() as earlier_records:
             f = _HashingWriter(file, _WRITE_BYTES)
             framed_record = functools.partial(self._framed_record, earlier=earlier, earlier_records=earlier_records)
             for annotation, result in _prefetch(framed_record, ordered, self._pool, self._threads, self._images_per_task(len(ordered))):
                 build.heartbeat()
-                if shown is not None:
-                    shown.advance()
+                shown.advance()
                 try:
                     if isinstance(result, Exception):
                         raise result
@@ -202,13 +208,16 @@ class WriteShardFn(beam.DoFn):
                 counts.update(image_counts)
                 written.append((sha256, annotation.filename, annotation.line))
             f.flush()
-        self._count(counts)  # once a shard: per image, the counters cost as much as reusing it
+        # once a shard: per image, the counters cost as much as reusing it
+        self._count(records.Counts(counts, images_annotated=len(mine), faces_annotated=sum(len(a.faces) for a in mine)))
         self._reuse_counters["images_reused"].inc(reused)
         self._reuse_counters["images_prepared"].inc(counts["records"] + counts["errors"] - reused)
-        level = logging.DEBUG if shown is not None and shown.is_bar else logging.INFO
+        level = logging.DEBUG if shown.is_bar else logging.INFO
         _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], f.size / 1e6)
         entry = ShardEntry(name, counts["records"], f.size, f.digest.hexdigest())
-        yield ShardWritten(index, entry, counts.as_dict(), reused, tuple(failures), tuple(errors), tuple(written))
+        yield ShardWritten(
+            index, entry, counts.as_dict(), reused, tuple(failures), tuple(errors), tuple(written), annotations.totals, annotations.sha256
+        )
 
     def _images_per_task(self, images: int) -> int:
         """Images a thread takes at once from a shard of `images`: IMAGES_PER_TASK, or fewer
@@ -228,52 +237,32 @@ class WriteShardFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-    """ImageAnnotation, BuildHandle (singleton) [, annotated totals (singleton)] -> one
-    ShardWritten per shard index, every shard written (empty when no image landed in it). With
-    the totals, the writers show the build's progress (pipeline.shard_progress). `settings`: the
-    storage settings the writers read and write with (pipeline.worker_setup).
+    """Begin, BuildHandle (singleton) -> one ShardWritten per shard index, every shard written
+    (empty when no image landed in it), each writer taking its images from the annotation file
+    at `annotations` (of `list_format`). The writers show the build's progress
+    (pipeline.shard_progress). `settings`: the storage settings the writers read and write with
+    (pipeline.worker_setup).
     """
 
-    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, threads: int = IMAGE_THREADS, totals=None, earlier=None,
-                 settings: dict | None = None):
+    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, annotations: str, list_format: str = "boxes",
+                 threads: int = IMAGE_THREADS, earlier=None, settings: dict | None = None):
         super().__init__()
-        self._write = worker_setup.Configured(WriteShardFn(images_dir, config, threads), settings)
-        self._num_shards, self._build, self._totals, self._earlier = num_shards, build, totals, earlier
+        fn = WriteShardFn(images_dir, config, threads, annotations, list_format, num_shards)
+        self._write = worker_setup.Configured(fn, settings)
+        self._num_shards, self._build, self._earlier = num_shards, build, earlier
 
-    def expand(self, annotations):
-        by_shard = annotations | "KeyByShard" >> beam.Map(_key_by_shard, self._num_shards).with_output_types(tuple[int, ImageAnnotation])
+    def expand(self, pbegin):
         return (
-            annotations.pipeline
+            pbegin
             | "ShardIndices" >> beam.Create(range(self._num_shards))
             | "SpreadShards" >> beam.Reshuffle()
-            | "PrepareAndWrite" >> beam.ParDo(self._write, annotations=beam.pvalue.AsMultiMap(by_shard), **self._side_inputs())
+            | "PrepareAndWrite" >> beam.ParDo(self._write, **self._side_inputs())
         )
 
     def _side_inputs(self) -> dict:
         side = {"build": beam.pvalue.AsSingleton(self._build)}
-        if self._totals is not None:  # for the progress line: images done of all
-            side["totals"] = beam.pvalue.AsSingleton(self._totals)
         if self._earlier is not None:  # the images an earlier build prepared (pipeline.reuse)
             side["earlier"] = beam.pvalue.AsSingleton(self._earlier)
         return side
 
 
-def _key_by_shard(annotation: ImageAnnotation, num_shards: int) -> tuple[int, ImageAnnotation]:
-    return layout.shard_of(annotation.filename, num_shards), annotation
-
-
-class AnnotatedTotals(beam.CombineFn):
-    """ImageAnnotation -> {"images_annotated": n, "faces_annotated": n}."""
-
-    def create_accumulator(self):
-        return (0, 0)
-
-    def add_input(self, acc, annotation):
-        return acc[0] + 1, acc[1] + len(annotation.faces)
-
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        return sum(a[0] for a in accs), sum(a[1] for a in accs)
-
-    def extract_output(self, acc):
-        return {"images_annotated": acc[0], "faces_annotated": acc[1]}

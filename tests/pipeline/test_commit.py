@@ -22,7 +22,6 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import beam_flags, cli, commit, leases, transforms
-from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from reader.check import split as check_split
 from reader.core import layout, storage
@@ -87,18 +86,15 @@ def _pending(store: commit_faults.Store, num_shards: int, *flags: str) -> commit
     """Build B of the fixture set with its shards written and its finalize step not yet run.
     Its lease names no process (as on Dataflow): alive by its heartbeat."""
     config = BuildConfig(jpeg_quality=80)
-    with open(FIXTURE_ANNOTATIONS) as f:
-        annotations = list(parse_boxes(f, str(FIXTURE_ANNOTATIONS)))
     handle = commit.begin(OutputSpec(store.root, SPLIT, num_shards, B))
     _COLLECTED.clear()
     options = PipelineOptions([*builds.IN_MEMORY, *store.flags, *flags])
     with beam.Pipeline(runner=beam_flags.local_runner(options), options=options) as p:  # workers get the store's flags
-        written = p | beam.Create(annotations) | transforms.WriteShards(
-            str(FIXTURE_IMAGES), num_shards, config, p | "Handle" >> beam.Create([handle])
+        written = p | transforms.WriteShards(
+            str(FIXTURE_IMAGES), num_shards, config, p | "Handle" >> beam.Create([handle]), str(FIXTURE_ANNOTATIONS)
         )
         _ = written | "Shards" >> beam.Map(_collect, "shards")
-    annotated = {"images_annotated": len(annotations), "faces_annotated": sum(len(a.faces) for a in annotations)}
-    return commit_faults.Pending(handle, list(_COLLECTED.get("shards", [])), annotated, config)
+    return commit_faults.Pending(handle, list(_COLLECTED.get("shards", [])), config)
 
 
 def _build(store: commit_faults.Store, *flags: str) -> dict[str, bytes]:

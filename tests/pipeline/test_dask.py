@@ -311,3 +311,25 @@ def test_relative_local_paths_reach_the_workers_as_the_command_line_meant_them(c
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _built(tmp_path / "out") == local
+
+
+def test_with_no_scheduler_named_the_local_cluster_forks_its_workers_and_builds_the_same_bytes(source, local, tmp_path):
+    # Beam starts a local cluster when no scheduler is named. Its workers are forked from the
+    # command's process (started afresh by multiprocessing's spawn, each imported Beam and
+    # facegrid again, and the cluster took seconds to start and to close).
+    command = [sys.executable, "-m", "pipeline", *_flags(source, tmp_path / "out", "--runner=DaskRunner")]
+    with subprocess.Popen(command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as build:
+        seen: dict[int, list[str]] = {}
+        while build.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(build.pid).children(recursive=True):
+                    seen.setdefault(child.pid, _cmdline(child))
+            time.sleep(0.02)
+        _, stderr = build.communicate(timeout=TIMEOUT)
+    assert build.returncode == 0, stderr[-3000:]
+    assert _built(tmp_path / "out") == local
+    forked = [pid for pid, cmdline in seen.items() if cmdline == command]
+    assert len(forked) >= 2, seen  # one worker process per core, at least 2 (of 1 thread each on 2 cores)
+    assert not [cmdline for cmdline in seen.values() if "spawn_main" in " ".join(cmdline)], seen
+    # Dask's INFO lines (every scheduler, nanny and worker start and close) stay out of the build's output.
+    assert not [line for line in stderr.splitlines() if "Nanny" in line or "Scheduler" in line or "worker at" in line], stderr[-3000:]

@@ -35,12 +35,9 @@ ACCOUNT = f"facegrid-runner@{PROJECT}.iam.gserviceaccount.com"
 WORKER_SETTINGS = ["--machine_type=n2-highcpu-8", "--max_num_workers=4"]
 OUR_STEPS = {
     "BeginBuild",
-    "ParseAnnotations/Parse",
-    "WriteShards/KeyByShard",
     "WriteShards/ShardIndices",
     "WriteShards/SpreadShards",
     "WriteShards/PrepareAndWrite",
-    "CountAnnotated",
     "Finalize/Gather",
     "Finalize/Commit",
 }
@@ -95,13 +92,13 @@ def _check_graph(proto: beam_runner_api_pb2.Pipeline, template: bool = False) ->
     (write_fn,) = [fn for name, fn in dofns.items() if name.startswith("WriteShards/PrepareAndWrite")]
     assert isinstance(write_fn, transforms.WriteShardFn)
     assert f"gs://{BUCKET}/images" in repr(vars(write_fn))  # what the workers get, untouched at launch
+    assert write_fn._annotations.startswith(f"gs://{BUCKET}/wider_face_split/")  # each writer reads the annotation file
     begin = dofns["BeginBuild"]
     assert isinstance(begin, transforms.BeginBuildFn) and begin._output.output_dir == f"gs://{BUCKET}/shards"
     # A template's graph runs many times: each run draws its own build id, none is baked in.
     # Nor is the launcher's process: on Dataflow a lease lives by its heartbeats.
     assert (begin._output.build_id is None) == template and begin._output.pid is None
     assert isinstance(dofns["Finalize/Commit"], finalize.FinalizeFn)
-    assert isinstance(dofns["ParseAnnotations/Parse"], transforms.ParseFn)
 
     used = {t.environment_id for t in proto.components.transforms.values() if t.environment_id}
     assert used

@@ -1,5 +1,6 @@
 """Each composite transform alone, under TestPipeline with assert_that."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -12,7 +13,7 @@ from pipeline import commit, finalize, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from pipeline.transforms import ShardWritten
-from reader.core import tfds_metadata
+from reader.core import layout, tfds_metadata
 from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
 from tests.support import builds
@@ -25,17 +26,17 @@ def _annotations():
         return list(parse_boxes(f, str(FIXTURE_ANNOTATIONS)))
 
 
-def test_parse_annotations_reads_every_image():
+def test_annotations_by_shard_hold_every_image_in_the_file_order_with_the_totals():
     expected = [(a.filename, a.line, len(a.faces)) for a in _annotations()]
-    with TestPipeline(argv=IN_MEMORY) as p:
-        parsed = p | transforms.ParseAnnotations(str(FIXTURE_ANNOTATIONS), "boxes")
-        assert_that(parsed | beam.Map(lambda a: (a.filename, a.line, len(a.faces))), equal_to(expected))
-
-
-def test_annotated_totals():
-    with TestPipeline(argv=IN_MEMORY) as p:
-        totals = p | beam.Create(_annotations()) | beam.CombineGlobally(transforms.AnnotatedTotals())
-        assert_that(totals, equal_to([{"images_annotated": 16, "faces_annotated": 21}]))
+    read = transforms.AnnotationsByShard.read(str(FIXTURE_ANNOTATIONS), "boxes", 3)
+    assert sorted(read.by_shard) == [0, 1, 2]
+    for index, mine in read.by_shard.items():
+        assert all(layout.shard_of(a.filename, 3) == index for a in mine)
+        assert [a.line for a in mine] == sorted(a.line for a in mine)
+    found = sorted((a.filename, a.line, len(a.faces)) for mine in read.by_shard.values() for a in mine)
+    assert found == sorted(expected)
+    assert read.totals == {"images_annotated": 16, "faces_annotated": 21}
+    assert read.sha256 == hashlib.sha256(FIXTURE_ANNOTATIONS.read_bytes()).hexdigest()
 
 
 BUILD = "0123456789ab"
@@ -49,7 +50,7 @@ def test_write_shards_splits_records_and_errors(tmp_path):
     handle = _begin(tmp_path, 2)
     with TestPipeline(argv=IN_MEMORY) as p:
         build = p | "Handle" >> beam.Create([handle])
-        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, BuildConfig(), build)
+        written = p | transforms.WriteShards(str(FIXTURE_IMAGES), 2, BuildConfig(), build, str(FIXTURE_ANNOTATIONS))
         assert_that(
             written | beam.Map(lambda s: (s.index, s.entry.file)),
             equal_to([(0, f"val-00000-of-00002.{BUILD}.tfrecord"), (1, f"val-00001-of-00002.{BUILD}.tfrecord")]),
@@ -78,7 +79,7 @@ def test_a_bug_while_preparing_fails_the_build_instead_of_becoming_an_error_entr
     handle = _begin(tmp_path, 2)
     with pytest.raises(Exception, match="bug while preparing"), TestPipeline(argv=IN_MEMORY) as p:
         build = p | "Handle" >> beam.Create([handle])
-        _ = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 2, BuildConfig(), build, threads=3)
+        _ = p | transforms.WriteShards(str(FIXTURE_IMAGES), 2, BuildConfig(), build, str(FIXTURE_ANNOTATIONS), threads=3)
     # The shard being written was never renamed into place: only the lease is there.
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".val.{BUILD}.lease"]
 
@@ -155,7 +156,7 @@ def test_write_shards_writes_every_shard_once_even_those_no_image_lands_in(tmp_p
     handle = _begin(tmp_path, 40)
     with TestPipeline(argv=IN_MEMORY) as p:
         build = p | "Handle" >> beam.Create([handle])
-        written = p | beam.Create(_annotations()) | transforms.WriteShards(str(FIXTURE_IMAGES), 40, BuildConfig(), build)
+        written = p | transforms.WriteShards(str(FIXTURE_IMAGES), 40, BuildConfig(), build, str(FIXTURE_ANNOTATIONS))
         assert_that(written | beam.Map(lambda s: s.index), equal_to(list(range(40))), label="indices")
         images = written | beam.Map(lambda s: (s.entry.records, len(s.errors))) | beam.CombineGlobally(lambda c: tuple(map(sum, zip(*c))))
         assert_that(images, equal_to([(10, 6)]), label="images")
@@ -164,10 +165,12 @@ def test_write_shards_writes_every_shard_once_even_those_no_image_lands_in(tmp_p
 
 
 def _finalize(tmp_path, shards, annotated, max_error_fraction=0.5, num_shards=3):
+    """Commits `shards` whose writers all read one annotation file, of totals `annotated`."""
     handle = commit.begin(OutputSpec(str(tmp_path), "val", num_shards, BUILD))
+    shards = [dataclasses.replace(s, annotated=s.annotated or annotated, annotations_sha256=s.annotations_sha256 or "a" * 64) for s in shards]
     with TestPipeline(argv=IN_MEMORY) as p:
         result = (p | "shards" >> beam.Create(shards)) | finalize.Finalize(
-            BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle]), p | "annotated" >> beam.Create([annotated])
+            BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle])
         )
         assert_that(result | beam.Map(lambda m: m["counts"]["records"]), equal_to([sum(s.entry.records for s in shards)]))
 
@@ -209,6 +212,17 @@ def test_finalize_refuses_counts_that_do_not_add_up(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended
 
 
+def test_finalize_refuses_shards_whose_writers_read_different_annotation_files(tmp_path):
+    # Each shard's writer reads the annotation file itself: edited while the build ran, the
+    # shards would come from two versions of it, whatever the counts say.
+    annotated = {"images_annotated": 3, "faces_annotated": 3}
+    later = dataclasses.replace(_shard(tmp_path, 2, 1), annotated={"images_annotated": 4, "faces_annotated": 3}, annotations_sha256="b" * 64)
+    shards = [_shard(tmp_path, 0, 1), _shard(tmp_path, 1, 1), later]
+    with pytest.raises(Exception, match=r"val: annotations changed while the build ran: its shard writers read 2 different versions \(3 images, 4 images\)"):
+        _finalize(tmp_path, shards, annotated)
+    assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended
+
+
 @pytest.mark.parametrize("indices, said", [((0, 2), r"missing: \[1\]"), ((0, 1, 1, 2), r"more than once: \[1\]")])
 def test_finalize_refuses_a_shard_lost_or_delivered_twice_by_the_runner(tmp_path, indices, said):
     # What the commit gets is what it commits: a runner that drops or repeats a shard's result
@@ -218,14 +232,3 @@ def test_finalize_refuses_a_shard_lost_or_delivered_twice_by_the_runner(tmp_path
     with pytest.raises(Exception, match=rf"not committed: the runner delivered {len(indices)} shard results for 3 shards \({said}\)"):
         _finalize(tmp_path, shards, {"images_annotated": images, "faces_annotated": images})
     assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended
-
-
-def test_annotation_coder_round_trips_and_is_deterministic():
-    coder = transforms.ImageAnnotationCoder()
-    annotations = _annotations()
-    for annotation in annotations:
-        again = coder.decode(coder.encode(annotation))
-        assert (again.filename, again.line) == (annotation.filename, annotation.line)
-        assert again.faces.shape == annotation.faces.shape and (again.faces == annotation.faces).all()
-    assert coder.is_deterministic() and coder.encode(annotations[7]) == coder.encode(annotations[7])
-    assert beam.coders.registry.get_coder(type(annotations[0])).__class__ is transforms.ImageAnnotationCoder

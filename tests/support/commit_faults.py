@@ -42,11 +42,11 @@ CRASHED = 86  # the exit status of a process that died at its planned operation
 @dataclasses.dataclass(frozen=True)
 class Pending:
     """A build whose shards are written and whose finalize step has not run: what FinalizeFn
-    gets (the shards, each with its errors-file lines; the handle and totals as side inputs)."""
+    gets (the shards, each with its errors-file lines and the annotation file's totals; the
+    handle as a side input)."""
 
     handle: object  # commit.BuildHandle
     shards: list
-    annotated: dict
     config: object  # records.BuildConfig
     max_error_fraction: float = 0.5
 
@@ -56,7 +56,7 @@ def finalize(pending: Pending) -> dict:
     from pipeline import finalize as finalize_step
 
     fn = finalize_step.FinalizeFn(pending.config, pending.max_error_fraction)
-    (manifest,) = fn.process((0, pending.shards), pending.handle, pending.annotated)
+    (manifest,) = fn.process((0, pending.shards), pending.handle)
     return manifest
 
 
