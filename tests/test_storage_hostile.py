@@ -1,0 +1,64 @@
+"""Red-team cases against the storage layer (reader.core.storage) and the build's wiring to it:
+real faults (an endpoint that refuses connections, a bucket that is not there, a fork while a
+client is being made), run through the real CLIs in their own processes where a user would meet
+them. Each case failed before the fix it came with."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests import cloud_fixtures
+from tests.conftest import FIXTURE_ANNOTATIONS
+
+ROOT = pathlib.Path(__file__).parent.parent
+TIMEOUT = 120
+
+
+def _refusing_endpoint() -> str:
+    """http://127.0.0.1:PORT where nothing listens (the port bound, then let go): connections refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _build(out: pathlib.Path, images_dir: str, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pipeline", f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={images_dir}",
+               f"--output_dir={out}", "--split=val", "--num_shards=2", "--max_error_fraction=1", *extra]  # fmt: skip
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": cloud_fixtures.S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": cloud_fixtures.S3_SECRET}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+
+
+def _one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("facegrid-build: ")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("fault", ["endpoint refuses connections", "no such bucket"])
+def test_a_store_fault_reading_the_source_images_fails_the_build_and_drops_no_image(fault, tmp_path):
+    """Before: every image of an s3:// images_dir the store could not serve was an errors-file
+    line ("unreadable: EndpointConnectionError ..."), and with --max_error_fraction=1 the build
+    committed a build of 0 records, exit 0: good images dropped for a fault of the store."""
+    out = tmp_path / "out"
+    if fault == "no such bucket":
+        with cloud_fixtures.s3_server() as s3:
+            done = _build(out, "s3://no-such-images-bucket/images", *s3.beam_flags())
+        expected = "NoSuchBucket"
+    else:
+        done = _build(out, "s3://images/images", f"--s3_endpoint_url={_refusing_endpoint()}",
+                      f"--s3_region_name={cloud_fixtures.S3_REGION}")  # fmt: skip
+        expected = "EndpointConnectionError"
+    assert done.returncode == 1, done.stderr[-3000:]
+    line = _one_error_line(done)
+    assert line.startswith("facegrid-build: s3://") and "/images/" in line and ": cannot read: " in line, line
+    assert expected in line, line
+    assert not (out / "val.manifest.json").exists()
+    assert not [p.name for p in out.glob("*") if p.suffix == ".tfrecord"] if out.exists() else True
