@@ -62,3 +62,26 @@ def test_a_store_fault_reading_the_source_images_fails_the_build_and_drops_no_im
     assert expected in line, line
     assert not (out / "val.manifest.json").exists()
     assert not [p.name for p in out.glob("*") if p.suffix == ".tfrecord"] if out.exists() else True
+
+
+def test_an_s3_client_made_from_the_environment_is_not_reused_once_the_environment_changes(monkeypatch):
+    """Settings left to boto3's chain (None) are read from AWS_* when the client is made. Before:
+    the client cache was keyed by settings and pid only, so after AWS_ENDPOINT_URL (or the keys,
+    region, profile) changed in the process, the client of the old values was reused: here the
+    second server's object read as the first server's endpoint, refused connections."""
+    from reader.core import storage
+
+    for name, value in (("AWS_ACCESS_KEY_ID", cloud_fixtures.S3_KEY_ID), ("AWS_SECRET_ACCESS_KEY", cloud_fixtures.S3_SECRET),
+                        ("AWS_DEFAULT_REGION", cloud_fixtures.S3_REGION)):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    previous = storage.configure_s3(storage.S3Settings())
+    try:
+        for content in (b"first server", b"second server"):
+            with cloud_fixtures.s3_server() as s3:
+                s3.client.create_bucket(Bucket="env")
+                s3.client.put_object(Bucket="env", Key="f", Body=content)
+                monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+                assert storage.read_or_none("s3://env/f", storage.MANIFEST) == content
+    finally:
+        storage.configure_s3(previous)
