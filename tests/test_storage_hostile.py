@@ -85,3 +85,16 @@ def test_an_s3_client_made_from_the_environment_is_not_reused_once_the_environme
                 assert storage.read_or_none("s3://env/f", storage.MANIFEST) == content
     finally:
         storage.configure_s3(previous)
+
+
+def test_a_store_fault_in_a_worker_process_is_one_line_without_a_traceback(tmp_path):
+    """--direct_running_mode=multi_processing: before, Beam's worker process printed the failing
+    step's traceback (some 140 lines) straight to the launcher's stderr above the one line; the
+    in-process runners printed the line alone. (The fault: the images' endpoint refuses.)"""
+    done = _build(tmp_path / "out", "s3://images/images", f"--s3_endpoint_url={_refusing_endpoint()}",
+                  f"--s3_region_name={cloud_fixtures.S3_REGION}", "--direct_running_mode=multi_processing",
+                  "--direct_num_workers=2")  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "EndpointConnectionError" in _one_error_line(done)
+    shown = [line for line in done.stderr.splitlines() if " INFO " not in line and line.strip()]
+    assert len(shown) == 1, "\n".join(shown[:20])
