@@ -252,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = _verbose(argv)
     build_report.setup_logging(verbose)
+    if verbose:  # the local multi-process runner's workers show a failing step's traceback too
+        os.environ[worker_setup.VERBOSE_ENV] = "1"
     if {"-h", "--help", "-help"} & set(argv):
         print(usage())
         return 0

@@ -14,7 +14,9 @@ concerns that one image and raises images.UnusableImage with a reason of images.
 
 Local paths (no scheme, or file://) are read with os.open; gs:// and s3:// through the storage
 layer (reader.core.storage: one ranged request an image). Object stores have no links, FIFOs or
-devices, so only the path gate and the size cap apply there.
+devices, so only the path gate and the size cap apply there; there, a fault of the store itself
+(unreachable, no credentials, no bucket, throttled, access refused) raises StorageError and
+fails the build in one line naming the path, as a fault of its output does.
 
 Confinement is checked twice on local disk: on the resolved path before anything is opened
 (so a file outside is never opened, nor a device), then on the open descriptor itself, through
@@ -179,7 +181,10 @@ def _read_remote(path: str, max_bytes: int) -> bytes:
     try:
         data = storage.read_range(path, 0, max_bytes + 1)
     except Exception as e:  # the store's own exception types vary (OSError, botocore's, google's...)
-        raise UnusableImage("unreadable", f"{path}: {storage.describe(e)}") from None
+        # A fault of the store (unreachable, no credentials, no bucket, throttled, refused) is
+        # the build's, never this image's: recorded as unusable, every image would be dropped
+        # and the build committed without them.
+        raise storage.StorageError(path, f"cannot read: {storage.describe(e)}") from None
     if data is None:
         raise UnusableImage("missing", f"no file at {path}")
     if len(data) > max_bytes:

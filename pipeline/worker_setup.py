@@ -12,6 +12,8 @@ plain settings and never Beam's options.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import apache_beam as beam
@@ -28,6 +30,8 @@ _STORAGE_OPTIONS = (
     beam_options.HadoopFileSystemOptions,
 )
 _LOCK = threading.Lock()
+# Set by the launcher for --verbose: its worker processes then print a failing step's traceback too.
+VERBOSE_ENV = "FACEGRID_VERBOSE"
 
 
 def settings_of(options: beam_options.PipelineOptions | None) -> dict:
@@ -64,6 +68,19 @@ def storage_settings(settings: dict) -> storage.Settings:
     return storage.Settings(s3=s3, gcs=storage.GcsSettings(project=settings.get("project")))
 
 
+def quiet_worker_tracebacks() -> None:
+    """In a worker process of Beam's local multi-process runner (sdk_worker_main), Beam prints a
+    failing step's traceback straight to stderr, the launcher's, besides sending it to the
+    launcher, whose one line says what failed (and, with --verbose, shows the traceback): that
+    print is silenced here, unless the launcher runs with --verbose. Elsewhere nothing changes."""
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(main, "name", None) != "apache_beam.runners.worker.sdk_worker_main" or os.environ.get(VERBOSE_ENV):
+        return
+    from apache_beam.runners.worker import sdk_worker
+
+    sdk_worker.print = lambda *args, **kwargs: None  # its one print: the traceback of a failed instruction
+
+
 class Configured(beam.DoFn):
     """`fn` with the storage `settings` applied before it is set up (None: left as the runner
     set them); otherwise `fn` itself (its side inputs, bundles and teardown)."""
@@ -73,6 +90,7 @@ class Configured(beam.DoFn):
         self._fn, self._settings = fn, None if settings is None else dict(settings)
 
     def setup(self):
+        quiet_worker_tracebacks()
         if self._settings is not None:
             apply(self._settings)
         self._fn.setup()

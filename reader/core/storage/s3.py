@@ -42,7 +42,10 @@ def _make_client(settings: S3Settings):
     return boto3.session.Session().client("s3", **_client_arguments(settings))
 
 
-_CLIENTS = Clients(S3Settings(), _make_client)
+# A client per environment too: boto3 reads these when the client is made, for what the settings leave to it.
+_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")  # fmt: skip
+_CLIENTS = Clients(S3Settings(), _make_client, environment=_ENVIRONMENT)
 configure, settings, client = _CLIENTS.configure, _CLIENTS.settings, _CLIENTS.client
 
 
