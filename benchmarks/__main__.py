@@ -42,12 +42,24 @@ def _define(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("work_dir", "build/bench", "Where generated images, shards and results go.", flag_values=fv)
     flags.DEFINE_string("split_dir", str(WIDER_SPLIT), "Folder of the real WIDER annotation files.", flag_values=fv)
     flags.DEFINE_bool("train_memory", True, "Also build the train file (12,880 images) to compare peak memory.", flag_values=fv)
-    flags.DEFINE_list("parts", ["build", "read", "read_s3", "records", "check", "incremental", "dask", "feed", "concurrent"], "Benchmarks to run.", flag_values=fv)
     flags.DEFINE_list(
-        "incremental_splits", ["val"], "Splits the incremental part edits and rebuilds: val, train (renders its 12,880 images).", flag_values=fv
+        "parts",
+        ["build", "read", "read_s3", "records", "check", "incremental", "dask", "feed", "concurrent"],
+        "Benchmarks to run.",
+        flag_values=fv,
     )
-    flags.DEFINE_integer("concurrent_runs", 20, "Runs of two builds at once (the concurrent part).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("concurrent_burners", 2, "CPU-bound processes running meanwhile (the concurrent part).", lower_bound=0, flag_values=fv)
+    flags.DEFINE_list(
+        "incremental_splits",
+        ["val"],
+        "Splits the incremental part edits and rebuilds: val, train (renders its 12,880 images).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "concurrent_runs", 20, "Runs of two builds at once (the concurrent part).", lower_bound=1, flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "concurrent_burners", 2, "CPU-bound processes running meanwhile (the concurrent part).", lower_bound=0, flag_values=fv
+    )
 
 
 def main(argv: list[str]) -> int:

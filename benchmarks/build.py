@@ -23,8 +23,15 @@ MULTI_PROCESSING = ["--direct_running_mode=multi_processing", f"--direct_num_wor
 
 def beam_command(annotations: str, images_dir: str, output_dir: str, split: str, *flags: str) -> list[str]:
     return [
-        sys.executable, "-m", "pipeline", f"--annotations={annotations}", f"--images_dir={images_dir}",
-        f"--output_dir={output_dir}", f"--split={split}", f"--num_shards={NUM_SHARDS}", *flags,
+        sys.executable,
+        "-m",
+        "pipeline",
+        f"--annotations={annotations}",
+        f"--images_dir={images_dir}",
+        f"--output_dir={output_dir}",
+        f"--split={split}",
+        f"--num_shards={NUM_SHARDS}",
+        *flags,
     ]
 
 
@@ -41,19 +48,34 @@ def run(data: BenchData, work_dir: str, train: tuple[str, str] | None = None, ro
     """Times the val build both ways (writing data.shards_jpeg and data.shards_raw as it goes);
     with `train` = (annotations, images_dir), also the train build's peak memory."""
     loop_command = [
-        sys.executable, "-m", "benchmarks.build_loop", data.annotations, data.images_dir, f"{work_dir}/loop_shards", "val", str(NUM_SHARDS)
+        sys.executable,
+        "-m",
+        "benchmarks.build_loop",
+        data.annotations,
+        data.images_dir,
+        f"{work_dir}/loop_shards",
+        "val",
+        str(NUM_SHARDS),
     ]
     loops, beams = [], []
     for round_ in range(rounds):
         _fresh(f"{work_dir}/loop_shards")
         loops.append(measure(loop_command, log_path=f"{work_dir}/build_loop.log"))
-        beams.append(measure(beam_command(data.annotations, data.images_dir, _fresh(data.shards_jpeg), "val"), log_path=f"{work_dir}/build_val.log"))
+        beams.append(
+            measure(
+                beam_command(data.annotations, data.images_dir, _fresh(data.shards_jpeg), "val"),
+                log_path=f"{work_dir}/build_val.log",
+            )
+        )
         print(f"build round {round_ + 1}/{rounds}: loop {loops[-1].seconds:.1f} s, Beam {beams[-1].seconds:.1f} s", flush=True)
     processes = measure(
         beam_command(data.annotations, data.images_dir, _fresh(f"{work_dir}/val_shards_mp"), "val", *MULTI_PROCESSING),
         log_path=f"{work_dir}/build_val_mp.log",
     )
-    measure(beam_command(data.annotations, data.images_dir, _fresh(data.shards_raw), "val", "--image_format=raw"), log_path=f"{work_dir}/build_val_raw.log")
+    measure(
+        beam_command(data.annotations, data.images_dir, _fresh(data.shards_raw), "val", "--image_format=raw"),
+        log_path=f"{work_dir}/build_val_raw.log",
+    )
     loop, beam = _best(loops), _best(beams)
     figures = {
         "images": 3226,
@@ -72,7 +94,9 @@ def run(data: BenchData, work_dir: str, train: tuple[str, str] | None = None, ro
         "multi_processing_peak_total_mb": processes.peak_total_mb,
     }
     if train is not None:
-        big = measure(beam_command(train[0], train[1], _fresh(f"{work_dir}/train_shards"), "train"), log_path=f"{work_dir}/build_train.log")
+        big = measure(
+            beam_command(train[0], train[1], _fresh(f"{work_dir}/train_shards"), "train"), log_path=f"{work_dir}/build_train.log"
+        )
         figures.update(
             train_images=12880,
             beam_train_seconds=big.seconds,

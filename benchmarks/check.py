@@ -43,7 +43,9 @@ def time_check(data_dir: str, split: str = "val", runs: int = RUNS) -> dict:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
-            raise RuntimeError(f"facegrid-check exited with {done.returncode} on {data_dir}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            raise RuntimeError(
+                f"facegrid-check exited with {done.returncode} on {data_dir}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
         report = json.loads(done.stdout)
         records = report["records"]
         seconds.append(elapsed)

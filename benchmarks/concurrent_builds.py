@@ -70,7 +70,12 @@ def run(runs: int, work_dir: str, burn: int = 0, stagger: float = 0.0) -> dict:
 
 def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("runs", 20, "Times to run the two builds at once.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_string("work_dir", "build/bench/concurrent", "Where the builds go (each run's directory is removed when it passed).", flag_values=fv)
+    flags.DEFINE_string(
+        "work_dir",
+        "build/bench/concurrent",
+        "Where the builds go (each run's directory is removed when it passed).",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("burners", 2, "CPU-bound processes running meanwhile (0: none).", lower_bound=0, flag_values=fv)
     flags.DEFINE_float("stagger", 0.0, "Seconds between the starts of the two builds.", lower_bound=0, flag_values=fv)
 

@@ -143,8 +143,17 @@ def run(data: BenchData, work_dir: str, rounds: int = ROUNDS) -> dict:
     local_dir, dask_dir = f"{work_dir}/val_shards_local_vs_dask", f"{work_dir}/val_shards_dask"
     locals_, dasks = [], []
     for round_ in range(rounds):
-        locals_.append(measure(beam_command(data.annotations, data.images_dir, _fresh(local_dir), "val"), log_path=f"{work_dir}/dask_local.log"))
-        dasks.append(measure(beam_command(data.annotations, data.images_dir, _fresh(dask_dir), "val", *DASK), log_path=f"{work_dir}/dask_build.log"))
+        locals_.append(
+            measure(
+                beam_command(data.annotations, data.images_dir, _fresh(local_dir), "val"), log_path=f"{work_dir}/dask_local.log"
+            )
+        )
+        dasks.append(
+            measure(
+                beam_command(data.annotations, data.images_dir, _fresh(dask_dir), "val", *DASK),
+                log_path=f"{work_dir}/dask_build.log",
+            )
+        )
         print(f"dask round {round_ + 1}/{rounds}: local {locals_[-1].seconds:.1f} s, Dask {dasks[-1].seconds:.1f} s", flush=True)
     same = _same_bytes(local_dir, dask_dir)
     local: Measurement = min(locals_, key=lambda m: m.seconds)
@@ -158,8 +167,11 @@ def run(data: BenchData, work_dir: str, rounds: int = ROUNDS) -> dict:
         for _ in range(2):
             _fresh(dask_dir)
             warm.append(measure(command, log_path=f"{work_dir}/dask_warm.log").seconds)
-        streamed_seconds, stream = task_stream(scheduler_file, beam_command(data.annotations, data.images_dir, _fresh(dask_dir), "val", *flags),
-                                               f"{work_dir}/dask_stream.log")
+        streamed_seconds, stream = task_stream(
+            scheduler_file,
+            beam_command(data.annotations, data.images_dir, _fresh(dask_dir), "val", *flags),
+            f"{work_dir}/dask_stream.log",
+        )
     return {
         "images": 3226,
         "rounds": rounds,

@@ -146,14 +146,22 @@ def edit_inputs(annotations_path: str, images_dir: str, out_dir: str, split: str
         image_rng = synthetic.image_rng(seed, filename)
         height = synthetic.typical_height(image_rng)
         faces = synthetic.group_faces(image_rng, height)
-        synthetic.write_file(os.path.join(edited_dir, filename), synthetic.encode_photo(synthetic.photo(faces, height, image_rng)))
+        synthetic.write_file(
+            os.path.join(edited_dir, filename), synthetic.encode_photo(synthetic.photo(faces, height, image_rng))
+        )
         last = max((i for i, (f, _) in enumerate(edited) if f.startswith(event + "/")), default=len(edited) - 1)
         edited.insert(last + 1, (filename, faces))
 
     edited_annotations = os.path.join(out_dir, os.path.basename(annotations_path))
     synthetic.write_annotations(edited_annotations, edited, split)
     return Edit(
-        edited_annotations, edited_dir, len(edited), moved_count, len(dropped), len(replaced), ADDED,
+        edited_annotations,
+        edited_dir,
+        len(edited),
+        moved_count,
+        len(dropped),
+        len(replaced),
+        ADDED,
         unchanged=len(entries) - len(dropped) - len(replaced),
     )
 
@@ -181,7 +189,9 @@ def compare(incremental_dir: str, clean_dir: str, split: str) -> dict:
         with open(os.path.join(data_dir, layout.manifest_name(split)), "rb") as f:
             manifest = json.loads(f.read())
         build = manifest["build"]
-        shards.append({layout.parse_shard_name(s["file"])[1]: _sha256(os.path.join(data_dir, s["file"])) for s in manifest["shards"]})
+        shards.append(
+            {layout.parse_shard_name(s["file"])[1]: _sha256(os.path.join(data_dir, s["file"])) for s in manifest["shards"]}
+        )
         errors.append(_sha256(os.path.join(data_dir, manifest["errors_file"])))
         reuse = manifest.pop("reuse", None)
         manifests.append((json.loads(json.dumps(manifest).replace(build, "BUILD")), reuse, build))
@@ -224,7 +234,9 @@ def run(split: str, annotations: str, images_dir: str, work_dir: str, rounds: in
         flush=True,
     )
     earlier_dir = os.path.join(base, "earlier")
-    earlier = measure(beam_command(annotations, images_dir, _fresh(earlier_dir), split), log_path=os.path.join(base, "earlier.log"))
+    earlier = measure(
+        beam_command(annotations, images_dir, _fresh(earlier_dir), split), log_path=os.path.join(base, "earlier.log")
+    )
     earlier_id = _earlier_build(earlier_dir, split)
     print(f"incremental ({split}): earlier build {earlier_id}, {earlier.seconds:.1f} s", flush=True)
     incremental_dir, clean_dir = os.path.join(base, "incremental"), os.path.join(base, "clean")
@@ -232,10 +244,16 @@ def run(split: str, annotations: str, images_dir: str, work_dir: str, rounds: in
     for round_ in range(rounds):
         shutil.copytree(earlier_dir, _fresh(incremental_dir))
         incrementals.append(
-            measure(beam_command(edit.annotations, edit.images_dir, incremental_dir, split), log_path=os.path.join(base, "incremental.log"))
+            measure(
+                beam_command(edit.annotations, edit.images_dir, incremental_dir, split),
+                log_path=os.path.join(base, "incremental.log"),
+            )
         )
         cleans.append(
-            measure(beam_command(edit.annotations, edit.images_dir, _fresh(clean_dir), split, "--noreuse"), log_path=os.path.join(base, "clean.log"))
+            measure(
+                beam_command(edit.annotations, edit.images_dir, _fresh(clean_dir), split, "--noreuse"),
+                log_path=os.path.join(base, "clean.log"),
+            )
         )
         print(
             f"incremental ({split}) round {round_ + 1}/{rounds}: incremental {incrementals[-1].seconds:.1f} s "
@@ -269,15 +287,28 @@ def run(split: str, annotations: str, images_dir: str, work_dir: str, rounds: in
         "expected_prepared": edit.new,
         "reuse": reuse,
         "reuse_from_earlier_build": reuse.get("from") == earlier_id,
-        "reuse_counts_as_expected": reuse.get("reused") == edit.unchanged and reuse.get("prepared") == edit.new + check["counts"]["errors"],
-        **{key: check[key] for key in ("shards_identical", "shards_differing", "errors_file_identical", "manifests_equal_but_build_and_reuse", "manifest_keys_differing", "clean_reuse")},
+        "reuse_counts_as_expected": reuse.get("reused") == edit.unchanged
+        and reuse.get("prepared") == edit.new + check["counts"]["errors"],
+        **{
+            key: check[key]
+            for key in (
+                "shards_identical",
+                "shards_differing",
+                "errors_file_identical",
+                "manifests_equal_but_build_and_reuse",
+                "manifest_keys_differing",
+                "clean_reuse",
+            )
+        },
     }
 
 
 def report(figures: dict[str, dict]) -> None:
     """Prints the figures of every split measured as a table."""
     print("\nincremental rebuild: edited inputs built over the earlier build vs --noreuse, best of interleaved rounds")
-    print(f"{'split':6s} {'images':>7s} {'incr s':>7s} {'clean s':>8s} {'ratio':>6s} {'incr MB':>8s} {'clean MB':>9s} {'reused':>7s} {'prepared':>9s}  bytes")
+    print(
+        f"{'split':6s} {'images':>7s} {'incr s':>7s} {'clean s':>8s} {'ratio':>6s} {'incr MB':>8s} {'clean MB':>9s} {'reused':>7s} {'prepared':>9s}  bytes"
+    )
     for split, f in figures.items():
         same = f["shards_identical"] and f["errors_file_identical"] and f["manifests_equal_but_build_and_reuse"]
         print(
@@ -305,7 +336,9 @@ def run_splits(splits: list[str], split_dir: str, work_dir: str, rounds: int = R
     if "val" in figures and "train" in figures:
         figures["train_over_val"] = {
             "speedup": round(figures["train"]["speedup"] / figures["val"]["speedup"], 3),
-            "incremental_peak_total_mb": round(figures["train"]["incremental_peak_total_mb"] / figures["val"]["incremental_peak_total_mb"], 3),
+            "incremental_peak_total_mb": round(
+                figures["train"]["incremental_peak_total_mb"] / figures["val"]["incremental_peak_total_mb"], 3
+            ),
         }
     return figures
 

@@ -150,14 +150,22 @@ def learn(work_dir: str, images: int, input_size: int, epochs: int, steps_per_ep
     # these as well as the images as they are; one taught mirrored image -> unmoved targets does not.
     mirrored_dir = make_mirrored_build(data_root, os.path.join(work_dir, "mirrored"), build_flags=build_flags)
     best_path = os.path.join(train_dir, "best.keras")
-    best = keras.saving.load_model(best_path if os.path.exists(best_path) else os.path.join(train_dir, "last.keras"), compile=False)
+    best = keras.saving.load_model(
+        best_path if os.path.exists(best_path) else os.path.join(train_dir, "last.keras"), compile=False
+    )
     mirrored = evaluate_split(best, mirrored_dir, "val", batch_size, DetectSettings(**metrics["config"]["detect"]), coco=False)
     return {
         **metrics,
         "mirrored_ap50": mirrored["ap50"],
         "mirrored_recall_ceiling": mirrored["recall_ceiling"],
         "mirrored": mirrored,
-        "build": {"images": images, "input_size": input_size, "grid_size": grid, "data_dir": data_dir, "mirrored_data_dir": mirrored_dir},
+        "build": {
+            "images": images,
+            "input_size": input_size,
+            "grid_size": grid,
+            "data_dir": data_dir,
+            "mirrored_data_dir": mirrored_dir,
+        },
     }
 
 
@@ -165,14 +173,20 @@ def curve(metrics: dict) -> str:
     """The training curve as a Markdown table: epoch, loss, val AP50; then the best model's AP50
     on the same images mirrored at the source."""
     rows = ["| epoch | loss | val AP50 (the training images) |", "| ---: | ---: | ---: |"]
-    rows += [f"| {e} | {loss:.4f} | {ap:.4f} |" for e, loss, ap in zip(metrics["epochs"], metrics["loss"], metrics["val_ap50_per_epoch"])]
+    rows += [
+        f"| {e} | {loss:.4f} | {ap:.4f} |"
+        for e, loss, ap in zip(metrics["epochs"], metrics["loss"], metrics["val_ap50_per_epoch"])
+    ]
     rows += [f"| best ({metrics['best_epoch']}), the images mirrored | | {metrics['mirrored_ap50']:.4f} |"]
     return "\n".join(rows)
 
 
 def summary(metrics: dict) -> str:
-    wider = " ".join(f"{s} {metrics[f'wider_{s}']:.4f}/{metrics['wider_recall_ceiling'][s]:.4f}" for s in ("easy", "medium", "hard")) \
-        if metrics.get("wider_recall_ceiling") else f"absent ({metrics.get('wider_absent')})"
+    wider = (
+        " ".join(f"{s} {metrics[f'wider_{s}']:.4f}/{metrics['wider_recall_ceiling'][s]:.4f}" for s in ("easy", "medium", "hard"))
+        if metrics.get("wider_recall_ceiling")
+        else f"absent ({metrics.get('wider_absent')})"
+    )
     return (
         f"learn: AP50 {metrics['val_ap50']:.4f} of recall ceiling {metrics['recall_ceiling']:.4f} "
         f"(best epoch {metrics['best_epoch']} of {len(metrics['epochs'])}, {metrics['val']['positives']} faces in "
@@ -187,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     fv = flags.FlagValues()
     flags.DEFINE_string("work_dir", "build/learn", "Where the build and the training run go.", flag_values=fv)
     flags.DEFINE_integer("images", DEFAULTS["images"], "Training (and evaluation) images.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("input_size", DEFAULTS["input_size"], "Stored image side, px (a multiple of 32; the grid is input_size / 32).", flag_values=fv)
+    flags.DEFINE_integer(
+        "input_size",
+        DEFAULTS["input_size"],
+        "Stored image side, px (a multiple of 32; the grid is input_size / 32).",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("epochs", DEFAULTS["epochs"], "Epochs.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("steps_per_epoch", DEFAULTS["steps_per_epoch"], "Steps per epoch.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("batch_size", DEFAULTS["batch_size"], "Images per step.", lower_bound=1, flag_values=fv)
@@ -195,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     flags.DEFINE_float("learning_rate", DEFAULTS["learning_rate"], "Adam's learning rate.", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of weights, order and flips.", lower_bound=0, flag_values=fv)
     fv(argv)
-    metrics = learn(fv.work_dir, fv.images, fv.input_size, fv.epochs, fv.steps_per_epoch, fv.batch_size, fv.alpha, fv.learning_rate, fv.seed)
+    metrics = learn(
+        fv.work_dir, fv.images, fv.input_size, fv.epochs, fv.steps_per_epoch, fv.batch_size, fv.alpha, fv.learning_rate, fv.seed
+    )
     print(curve(metrics))
     print(summary(metrics))
     pathlib.Path(fv.work_dir, "learn.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")

@@ -154,7 +154,8 @@ def run(data: BenchData, repeats: int = 3, baseline_batches: int = 12, workers: 
         "decode_only_limit_accurate_dct": (_decode_limit(images, "INTEGER_ACCURATE"), "tf.io.decode_jpeg alone, accurate DCT"),
         "make_dataset_train": (dataset(data.shards_jpeg, True), "training=True, no augmentation"),
         "make_dataset_train_accurate_dct": (
-            dataset(data.shards_jpeg, True, dct_method="INTEGER_ACCURATE"), "the same, Pillow-exact pixels"
+            dataset(data.shards_jpeg, True, dct_method="INTEGER_ACCURATE"),
+            "the same, Pillow-exact pixels",
         ),
         "make_dataset_train_flip": (dataset(data.shards_jpeg, True, augment=True), "training=True, augment=True"),
         "make_dataset_eval": (dataset(data.shards_jpeg, False), "training=False"),
@@ -184,7 +185,9 @@ def run(data: BenchData, repeats: int = 3, baseline_batches: int = 12, workers: 
     figures["make_dataset_epoch_s"] = round(epoch_s, 2)
     figures["speedup_epoch_vs_baseline"] = round(baseline["epoch_s_extrapolated"] / epoch_s, 1)
 
-    print(f"\nreader benchmark: {records} records ({SPLIT}), batch {BATCH_SIZE}, {os.cpu_count()} cores, best of {repeats} rounds")
+    print(
+        f"\nreader benchmark: {records} records ({SPLIT}), batch {BATCH_SIZE}, {os.cpu_count()} cores, best of {repeats} rounds"
+    )
     print(f"{'what':30s} {'records/s':>10s} {'epoch s':>9s}  notes")
     for name, rate, seconds, note in rows:
         print(f"{name:30s} {rate:10.0f} {seconds:9.2f}  {note}")

@@ -64,7 +64,10 @@ def run(shards: str, repeats: int = 3) -> dict:
             timings = _race(passes, repeats)
         finally:
             storage.configure_s3(previous)
-    figures = {name: round(t.rate, 1) for name, t in timings.items()} | {"records": timings["s3_eval"].records, "repeats": repeats}
+    figures = {name: round(t.rate, 1) for name, t in timings.items()} | {
+        "records": timings["s3_eval"].records,
+        "repeats": repeats,
+    }
     for kind in ("eval", "train"):
         figures[f"ratio_s3_to_local_layer_{kind}"] = round(figures[f"s3_{kind}"] / figures[f"local_layer_{kind}"], 3)
         figures[f"ratio_s3_to_local_native_{kind}"] = round(figures[f"s3_{kind}"] / figures[f"local_native_{kind}"], 3)

@@ -168,7 +168,12 @@ def run(data: BenchData, repeats: int = 3) -> dict:
 
     def loader(source=dataset, **options):
         return torch.utils.data.DataLoader(
-            source, batch_size=BATCH_SIZE, shuffle=True, num_workers=WORKERS, generator=torch.Generator().manual_seed(0), **options
+            source,
+            batch_size=BATCH_SIZE,
+            shuffle=True,
+            num_workers=WORKERS,
+            generator=torch.Generator().manual_seed(0),
+            **options,
         )
 
     fastest = decoders[-1]  # OpenCV where it is installed (ShardRecords decodes with it then), else Pillow
@@ -199,7 +204,9 @@ def run(data: BenchData, repeats: int = 3) -> dict:
     print(f"{'what':32s} {'records/s':>10s} {'records/CPU s':>14s}")
     for name in found:
         print(f"{name:32s} {figures[name]:10.0f} {figures[name + '_per_cpu_s']:14.0f}")
-    figures["ratio_to_in_memory_dataloader"] = round(figures["shard_records_dataloader"] / figures["in_memory_jpegs_dataloader"], 3)
+    figures["ratio_to_in_memory_dataloader"] = round(
+        figures["shard_records_dataloader"] / figures["in_memory_jpegs_dataloader"], 3
+    )
     figures["cpu_ratio_to_in_memory_dataloader"] = round(
         figures["shard_records_dataloader_per_cpu_s"] / figures["in_memory_jpegs_dataloader_per_cpu_s"], 3
     )

@@ -135,7 +135,9 @@ def _whole_lines(data: bytes) -> list[bytes]:
 
 def _check_length(data: bytes, source: str, number: int) -> None:
     if len(data) > MAX_LINE_BYTES:
-        raise AnnotationError(source, number, f"a line of at most {MAX_LINE_BYTES} bytes", f"a longer line starting {_short(data[:32])}")
+        raise AnnotationError(
+            source, number, f"a line of at most {MAX_LINE_BYTES} bytes", f"a longer line starting {_short(data[:32])}"
+        )
 
 
 def _decode(data: bytes, source: str, number: int) -> str:
@@ -148,7 +150,9 @@ def _decode(data: bytes, source: str, number: int) -> str:
     except UnicodeDecodeError as error:
         if number == 1 and data.startswith(_UTF16_BOMS):
             raise AnnotationError(source, number, "UTF-8 text", f"a UTF-16 byte-order mark in {_short(data)}") from None
-        raise AnnotationError(source, number, "UTF-8 text", f"{_short(data[error.start : error.end])} in {_short(data)}") from None
+        raise AnnotationError(
+            source, number, "UTF-8 text", f"{_short(data[error.start : error.end])} in {_short(data)}"
+        ) from None
 
 
 def _text_lines(lines: Iterable[str | bytes], source: str) -> Iterator[str]:
@@ -231,7 +235,9 @@ def _box_values(tokens: list[str], text: str, source: str, line: int) -> list[in
     if None in values or not (all(map(operator.le, _LOWEST, values)) and all(map(operator.le, values, _HIGHEST))):
         column = next(i for i, value in enumerate(values) if value is None or not _LOWEST[i] <= value <= _HIGHEST[i])
         name = BOX_FIELDS[column]
-        expected = f"{name} within int32 ({INT32_MIN} to {INT32_MAX})" if column < 4 else f"{name} between 0 and {_HIGHEST[column]}"
+        expected = (
+            f"{name} within int32 ({INT32_MIN} to {INT32_MAX})" if column < 4 else f"{name} between 0 and {_HIGHEST[column]}"
+        )
         raise AnnotationError(source, line, expected, f"{_cut(tokens[column], 24)} in {_short(text)}")
     return values
 
@@ -247,7 +253,9 @@ class _Listed:
         first_line, first_name = self._first.setdefault(posixpath.normpath(filename), (line, filename))
         if first_line != line:
             spelled = "" if first_name == filename else f" as {_short(first_name)}"
-            raise AnnotationError(self._source, line, "each image listed once", f"{_short(filename)} again (first at line {first_line}{spelled})")
+            raise AnnotationError(
+                self._source, line, "each image listed once", f"{_short(filename)} again (first at line {first_line}{spelled})"
+            )
 
     def require_some(self, lines_read: int) -> None:
         if not self._first:
@@ -285,7 +293,9 @@ def parse_boxes(lines: Iterable[str | bytes], source: str) -> Iterator[ImageAnno
 
         count_text = lines.next()
         if count_text is None or not _COUNT.fullmatch(count_text):
-            raise AnnotationError(source, lines.number + (count_text is None), "a face count (a non-negative integer)", _show(count_text))
+            raise AnnotationError(
+                source, lines.number + (count_text is None), "a face count (a non-negative integer)", _show(count_text)
+            )
         count = _int32(count_text)
         if count is None:
             raise AnnotationError(source, lines.number, f"a face count of at most {INT32_MAX}", _short(count_text))

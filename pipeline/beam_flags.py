@@ -128,9 +128,14 @@ def pipeline_options(beam_args: list[str], num_shards: int = 1) -> PipelineOptio
     test_options.dry_run = _flag_is_set(test_options.dry_run)
     if runner_name(options) in _BOUND_RUNNERS:
         kind = "the Dask cluster" if runner_name(options) == "DaskRunner" else "the local runner"
-        for given, what in ((test_options.dry_run, "--dry_run"), (options.view_as(GoogleCloudOptions).template_location, "--template_location")):
+        for given, what in (
+            (test_options.dry_run, "--dry_run"),
+            (options.view_as(GoogleCloudOptions).template_location, "--template_location"),
+        ):
             if given:
-                raise UsageError(f"{what} translates a job for --runner=DataflowRunner; {kind} {runner_name(options)} would build and commit the split")
+                raise UsageError(
+                    f"{what} translates a job for --runner=DataflowRunner; {kind} {runner_name(options)} would build and commit the split"
+                )
         # The local runners finish their work inside run(), and a Dask computation ends with
         # the client that submitted it: there is nothing to leave running.
         standard.no_wait_until_finish = False

@@ -48,7 +48,9 @@ class WorkerLogs(logging.Filter):
 
     # Every local worker warns that it has no semi_persistent_directory: nothing to act on.
     _NOISE = ("No semi_persistent_directory found",)
-    _FIELDS = re.compile(r'message: "(?P<message>.*?)" (?=instruction_id|transform_id|log_location).*?log_location: "(?P<where>[^"]*)"')
+    _FIELDS = re.compile(
+        r'message: "(?P<message>.*?)" (?=instruction_id|transform_id|log_location).*?log_location: "(?P<where>[^"]*)"'
+    )
 
     def __init__(self, verbose: bool = False):
         super().__init__()
@@ -58,7 +60,9 @@ class WorkerLogs(logging.Filter):
         match = self._FIELDS.search(record.getMessage())
         if match is None:
             return record.levelno >= logging.WARNING
-        if record.levelno < logging.WARNING and not any(ours in match["where"] for ours in ("/pipeline/", "/reader/core/progress.py")):
+        if record.levelno < logging.WARNING and not any(
+            ours in match["where"] for ours in ("/pipeline/", "/reader/core/progress.py")
+        ):
             return False
         if not self._verbose and record.levelno >= logging.ERROR and "apache_beam/runners/" in match["where"]:
             return False
@@ -130,8 +134,9 @@ def _reuse_line(reuse) -> str:
     shown = "".join(f"\n  {note}" for note in notes[:_SHOWN_NOTES])
     more = f"\n  ... and {len(notes) - _SHOWN_NOTES} more (the manifest's reuse.notes)" if len(notes) > _SHOWN_NOTES else ""
     source = f" from build {reuse['from']}" if reuse.get("from") else ""
-    return (f"\nimages: {reuse.get('reused')} reused{source}, {reuse.get('prepared')} prepared"
-            + (f"; not reused:{shown}{more}" if notes else ""))
+    return f"\nimages: {reuse.get('reused')} reused{source}, {reuse.get('prepared')} prepared" + (
+        f"; not reused:{shown}{more}" if notes else ""
+    )
 
 
 _SHOWN_NOTES = 5

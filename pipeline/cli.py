@@ -46,37 +46,68 @@ PROGRAM = "facegrid-build"
 
 def define_flags(fv: flags.FlagValues) -> None:
     """facegrid's build flags (the flex template's metadata.json mirrors these)."""
-    flags.DEFINE_string("annotations", None, "WIDER annotation file (*_bbx_gt.txt, or the test file list). Required.", flag_values=fv)
+    flags.DEFINE_string(
+        "annotations", None, "WIDER annotation file (*_bbx_gt.txt, or the test file list). Required.", flag_values=fv
+    )
     flags.DEFINE_string("images_dir", None, "Directory the annotation paths are relative to. Required.", flag_values=fv)
     flags.DEFINE_string("output_dir", None, "Directory for shards, manifest and errors file. Required.", flag_values=fv)
-    flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split name; `test` reads the file-list format. Required.", flag_values=fv)
+    flags.DEFINE_enum(
+        "split", None, list(layout.SPLITS), "Split name; `test` reads the file-list format. Required.", flag_values=fv
+    )
     flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards.", lower_bound=1, flag_values=fv)
     # The build config's settings: defaults and allowed values are BuildConfig's (reader.core.config).
     default = BuildConfig()
-    flags.DEFINE_enum("image_format", default.image_format, list(IMAGE_FORMATS), "How the stored image is encoded.", flag_values=fv)
-    flags.DEFINE_integer("jpeg_quality", default.jpeg_quality, "JPEG quality of the stored image.", lower_bound=1, upper_bound=100, flag_values=fv)
-    flags.DEFINE_integer("input_size", default.input_size, "Side of the stored square image, pixels.", lower_bound=16, flag_values=fv)
-    flags.DEFINE_integer("grid_size", default.grid_size, "Side of the target grid, cells.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_enum("resize", default.resize, list(RESIZE_MODES), "Fill the square, or keep the aspect ratio.", flag_values=fv)
-    flags.DEFINE_float("min_face_px", default.min_face_px, "Faces smaller than this on either side once resized are ignored, not targets.", lower_bound=0, flag_values=fv)
-    flags.DEFINE_float(
-        "max_error_fraction", 0.01, "Fail the build when more than this share of images is unusable.", lower_bound=0, upper_bound=1, flag_values=fv
+    flags.DEFINE_enum(
+        "image_format", default.image_format, list(IMAGE_FORMATS), "How the stored image is encoded.", flag_values=fv
     )
     flags.DEFINE_integer(
-        "image_threads", transforms.IMAGE_THREADS, "Images each shard writer reads and prepares at once, on threads (speed only: never changes a byte).",
-        lower_bound=1, flag_values=fv,
+        "jpeg_quality", default.jpeg_quality, "JPEG quality of the stored image.", lower_bound=1, upper_bound=100, flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "input_size", default.input_size, "Side of the stored square image, pixels.", lower_bound=16, flag_values=fv
+    )
+    flags.DEFINE_integer("grid_size", default.grid_size, "Side of the target grid, cells.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_enum("resize", default.resize, list(RESIZE_MODES), "Fill the square, or keep the aspect ratio.", flag_values=fv)
+    flags.DEFINE_float(
+        "min_face_px",
+        default.min_face_px,
+        "Faces smaller than this on either side once resized are ignored, not targets.",
+        lower_bound=0,
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "max_error_fraction",
+        0.01,
+        "Fail the build when more than this share of images is unusable.",
+        lower_bound=0,
+        upper_bound=1,
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "image_threads",
+        transforms.IMAGE_THREADS,
+        "Images each shard writer reads and prepares at once, on threads (speed only: never changes a byte).",
+        lower_bound=1,
+        flag_values=fv,
     )
     flags.DEFINE_boolean(
-        "reuse", True, "Reuse the images an earlier build prepared from the same source bytes (--noreuse: prepare every image).",
+        "reuse",
+        True,
+        "Reuse the images an earlier build prepared from the same source bytes (--noreuse: prepare every image).",
         flag_values=fv,
     )
     flags.DEFINE_string(
-        "reuse_from", None, "The earlier build's directory (local, gs://, s3://) to reuse images from; default --output_dir.", flag_values=fv
+        "reuse_from",
+        None,
+        "The earlier build's directory (local, gs://, s3://) to reuse images from; default --output_dir.",
+        flag_values=fv,
     )
     flags.DEFINE_boolean("verbose", False, "On failure, also print the Python traceback.", flag_values=fv)
     for name in ("min_face_px", "max_error_fraction"):
         # absl's bounds let NaN through (every comparison with NaN is false), and infinity past a lower bound.
-        flags.register_validator(name, lambda value: value is None or math.isfinite(value), f"--{name} must be a finite number", flag_values=fv)
+        flags.register_validator(
+            name, lambda value: value is None or math.isfinite(value), f"--{name} must be a finite number", flag_values=fv
+        )
 
 
 REQUIRED = ("annotations", "images_dir", "output_dir", "split")  # the flags without a default that must be given
@@ -123,7 +154,13 @@ def parse_args(argv: list[str]) -> tuple[job.Job, PipelineOptions]:
             pid=os.getpid() if in_process else None,
         )
         build = job.Job(
-            paths["annotations"], paths["images_dir"], output, config, fv.max_error_fraction, fv.image_threads, reuse_from,
+            paths["annotations"],
+            paths["images_dir"],
+            output,
+            config,
+            fv.max_error_fraction,
+            fv.image_threads,
+            reuse_from,
             worker_setup.settings_of(options),
         )
     except ValueError as e:
@@ -228,7 +265,9 @@ def _abandon(build: job.Job) -> None:
     if output.build_id is None:
         return
     try:
-        commit.abandon(output.output_dir, output.split, output.build_id, keep=(layout.errors_name(output.split, output.build_id),))
+        commit.abandon(
+            output.output_dir, output.split, output.build_id, keep=(layout.errors_name(output.split, output.build_id),)
+        )
     except storage.StorageError as e:
         logging.warning("could not remove the files of the failed build %s: %s", output.build_id, e)
 

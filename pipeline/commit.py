@@ -185,7 +185,9 @@ class BuildHandle:
                     self.write(name, data)
                 except storage.StorageError as e:
                     unwritten[name] = e
-            if {split: m.build for split, m in _describable(self.output.output_dir).items()} == {split: m.build for split, m in built.items()}:
+            if {split: m.build for split, m in _describable(self.output.output_dir).items()} == {
+                split: m.build for split, m in built.items()
+            }:
                 break
         else:
             _LOG.warning("%s: other splits kept committing; the TensorFlow Datasets files may lag behind them", self.split)
@@ -333,7 +335,9 @@ def remove_leftovers(output: OutputSpec, own: str | None = None, now: float | No
             continue
         # The listing holds regular files only; a lease of another kind is looked at itself (a
         # link's own time, not its target's).
-        lease_entry = listed.get(layout.lease_name(split, build)) or storage.stat(output.path(layout.lease_name(split, build)), follow_links=False)
+        lease_entry = listed.get(layout.lease_name(split, build)) or storage.stat(
+            output.path(layout.lease_name(split, build)), follow_links=False
+        )
         if lease_entry is None:
             continue
         try:

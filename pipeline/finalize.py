@@ -151,7 +151,13 @@ class Finalize(beam.PTransform):
     (pipeline.worker_setup)."""
 
     def __init__(
-        self, config: BuildConfig, max_error_fraction: float, build, earlier=None, settings: dict | None = None, annotations: str = "annotations",
+        self,
+        config: BuildConfig,
+        max_error_fraction: float,
+        build,
+        earlier=None,
+        settings: dict | None = None,
+        annotations: str = "annotations",
     ):
         super().__init__()
         self._fn = worker_setup.Configured(FinalizeFn(config, max_error_fraction, annotations), settings)

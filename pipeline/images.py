@@ -61,6 +61,7 @@ class UnusableImage(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
 
+
 # Bump whenever `prepare` gives other bytes for the same source and settings (a resize filter,
 # the canvas, the encoder's options): builds of another version are then never reused from.
 PREPARATION_VERSION = 1
@@ -215,7 +216,9 @@ class PixelBudget:
         with self._changed:
             self._queue.append(turn)
             try:
-                self._changed.wait_for(lambda: self._queue[0] is turn and (self.in_use == 0 or self.in_use + pixels <= self._capacity))
+                self._changed.wait_for(
+                    lambda: self._queue[0] is turn and (self.in_use == 0 or self.in_use + pixels <= self._capacity)
+                )
                 self.in_use += pixels
                 self.high_water = max(self.high_water, self.in_use)
             finally:  # admitted or interrupted, the next in line gets its turn
@@ -278,7 +281,8 @@ def prepare(data: bytes, config: BuildConfig, budget: PixelBudget | None = None)
         if not within_pixel_limit(width, height):
             # Pillow only warns between 1x and 2x its limit; we hold the line at 1x.
             raise UnusableImage(
-                "decompression_bomb", f"{width}x{height} = {width * height} pixels exceeds Pillow's limit of {Image.MAX_IMAGE_PIXELS}"
+                "decompression_bomb",
+                f"{width}x{height} = {width * height} pixels exceeds Pillow's limit of {Image.MAX_IMAGE_PIXELS}",
             )
         placement = Placement.fit(width, height, config.input_size, config.resize)
         request = (placement.scaled_width, placement.scaled_height)
@@ -301,7 +305,10 @@ def _decode_and_scale(im: Image.Image, data: bytes, size: tuple[int, int]) -> Im
         # jpeg_cut's first clue, read here: only this module turns Pillow's errors into UnusableImage.
         corner = im.getpixel((im.width - 1, im.height - 1)) if im.format in ("JPEG", "MPO") else None
     if corner is not None and jpeg_cut.scan_was_cut(im, corner, data, size):
-        raise UnusableImage("truncated", "the JPEG's scan data stops early (a cut file with an end marker added): libjpeg fills the rest with grey")
+        raise UnusableImage(
+            "truncated",
+            "the JPEG's scan data stops early (a cut file with an end marker added): libjpeg fills the rest with grey",
+        )
     rgb = _to_rgb(im)
     with _inside_pillow:
         return rgb.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)

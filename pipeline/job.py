@@ -42,12 +42,27 @@ def build(pipeline: beam.Pipeline, job: Job):
     """Adds the build of `job` to `pipeline`; returns the PCollection holding the manifest."""
     list_format = annotations.list_format_for_split(job.output.split)
     settings = job.storage_settings
-    handle = pipeline | "Begin" >> beam.Create([None]) | "BeginBuild" >> beam.ParDo(_configured(transforms.BeginBuildFn(job.output), job))
+    handle = (
+        pipeline
+        | "Begin" >> beam.Create([None])
+        | "BeginBuild" >> beam.ParDo(_configured(transforms.BeginBuildFn(job.output), job))
+    )
     earlier = None if job.reuse_from is None else pipeline | "IndexEarlierBuild" >> _index_earlier(job)
     written = pipeline | "WriteShards" >> transforms.WriteShards(
-        job.images_dir, job.output.num_shards, job.config, handle, job.annotations, list_format, job.image_threads, earlier=earlier, settings=settings
+        job.images_dir,
+        job.output.num_shards,
+        job.config,
+        handle,
+        job.annotations,
+        list_format,
+        job.image_threads,
+        earlier=earlier,
+        settings=settings,
     )
-    return written | "Finalize" >> finalize.Finalize(job.config, job.max_error_fraction, handle, earlier, settings, annotations=job.annotations)
+    return written | "Finalize" >> finalize.Finalize(
+        job.config, job.max_error_fraction, handle, earlier, settings, annotations=job.annotations
+    )
+
 
 def _configured(fn: beam.DoFn, job: Job) -> beam.DoFn:
     return worker_setup.Configured(fn, job.storage_settings)
@@ -59,7 +74,12 @@ def _index_earlier(root, job: Job):
     return (
         root
         | "EarlierDir" >> beam.Create([job.reuse_from])
-        | "EarlierShards" >> beam.ParDo(_configured(reuse.EarlierShardsFn(job.output.split, job.config, explicit=job.reuse_from != job.output.output_dir), job))
+        | "EarlierShards"
+        >> beam.ParDo(
+            _configured(
+                reuse.EarlierShardsFn(job.output.split, job.config, explicit=job.reuse_from != job.output.output_dir), job
+            )
+        )
         | "SpreadShards" >> beam.Reshuffle()
         | "IndexShards" >> beam.ParDo(_configured(reuse.IndexShardFn(job.config), job))
         | "Combine" >> beam.CombineGlobally(reuse.CombineIndexes())

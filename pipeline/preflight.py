@@ -54,7 +54,7 @@ def _whole_lines(head: bytes) -> list[bytes]:
 
 
 def file_format(head: bytes) -> str | None:
-    """"boxes" or "names": what the first lines of an annotation file look like; None if unsure."""
+    """ "boxes" or "names": what the first lines of an annotation file look like; None if unsure."""
     lines = [line.strip() for line in _whole_lines(head) if line.strip()][:3]
     if len(lines) < 2 or not _IMAGE_PATH.fullmatch(lines[0]):
         return None
@@ -76,7 +76,11 @@ def format_mismatch(path: str, head: bytes, expected: str, asked_by: str, fix: s
 
 def build_format_mismatch(path: str, head: bytes, split: str) -> str | None:
     expected = "names" if split == "test" else "boxes"
-    fix = "give --split=train or --split=val, or the test file list" if split == "test" else f"give the {split} *_bbx_gt.txt file, or --split=test"
+    fix = (
+        "give --split=train or --split=val, or the test file list"
+        if split == "test"
+        else f"give the {split} *_bbx_gt.txt file, or --split=test"
+    )
     return format_mismatch(path, head, expected, f"--split={split}", fix)
 
 

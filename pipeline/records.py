@@ -40,7 +40,10 @@ def stored_faces(annotation: ImageAnnotation, placement) -> tuple[np.ndarray, np
 
 
 def make_record(
-    annotation: ImageAnnotation, data: bytes, config: BuildConfig, prepared: images.PreparedImage | None = None,
+    annotation: ImageAnnotation,
+    data: bytes,
+    config: BuildConfig,
+    prepared: images.PreparedImage | None = None,
     sha256: str | None = None,
 ) -> tuple[schema.Record, Counts]:
     """The record for one image and its face counts. Raises images.UnusableImage.

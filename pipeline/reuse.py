@@ -50,8 +50,9 @@ from reader.core.config import BuildConfig
 
 _SHA256_HEX = re.compile(rb"[0-9a-f]{64}")
 IMAGE_SETTINGS = ("input_size", "resize", "image_format", "jpeg_quality")  # the rest only change targets
-_INDEXED_KEYS = frozenset((schema.SHA256, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT,
-                           schema.ORIGINAL_WIDTH, schema.ENCODED))
+_INDEXED_KEYS = frozenset(
+    (schema.SHA256, schema.FORMAT, schema.HEIGHT, schema.WIDTH, schema.ORIGINAL_HEIGHT, schema.ORIGINAL_WIDTH, schema.ENCODED)
+)
 
 
 def preparation() -> dict[str, str]:
@@ -189,8 +190,13 @@ class IndexShardFn(beam.DoFn):
             return
         entry = task.entry
         if (reader.size, reader.digest.hexdigest(), count) != (entry.bytes, entry.sha256, entry.records):
-            yield ReuseIndex(task.build, notes=(f"earlier shard {name} not reused: it is not the shard its manifest lists "
-                                                f"({reader.size} bytes, {count} records; the manifest: {entry.bytes}, {entry.records})",))
+            yield ReuseIndex(
+                task.build,
+                notes=(
+                    f"earlier shard {name} not reused: it is not the shard its manifest lists "
+                    f"({reader.size} bytes, {count} records; the manifest: {entry.bytes}, {entry.records})",
+                ),
+            )
             return
         yield ReuseIndex(task.build, Locations.of(found))
 
@@ -203,7 +209,11 @@ def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildCon
     except schema.SchemaError as e:
         raise NotReusable(f"record {span.index}: {e}") from None
     size = config.input_size
-    if (f[schema.FORMAT][0].decode("ascii", "replace"), int(f[schema.HEIGHT][0]), int(f[schema.WIDTH][0])) != (config.image_format, size, size):
+    if (f[schema.FORMAT][0].decode("ascii", "replace"), int(f[schema.HEIGHT][0]), int(f[schema.WIDTH][0])) != (
+        config.image_format,
+        size,
+        size,
+    ):
         raise NotReusable(f"record {span.index} is not a {size}x{size} {config.image_format} image")
     image = f[schema.ENCODED][0]
     start = data.find(image[:64])  # a short needle is found fast; the whole image checked there
@@ -211,7 +221,9 @@ def _locate(data: bytes, shard: str, span: tfrecord.RecordSpan, config: BuildCon
         start = data.find(image)
     if config.image_format == "raw" and len(image) != size * size * 3:
         raise NotReusable(f"record {span.index}: {len(image)} raw bytes, not {size * size * 3}")
-    where = Location(shard, span.offset, span.length, start, len(image), int(f[schema.ORIGINAL_WIDTH][0]), int(f[schema.ORIGINAL_HEIGHT][0]))
+    where = Location(
+        shard, span.offset, span.length, start, len(image), int(f[schema.ORIGINAL_WIDTH][0]), int(f[schema.ORIGINAL_HEIGHT][0])
+    )
     sha256 = f[schema.SHA256][0]
     if not _SHA256_HEX.fullmatch(sha256):  # the key the index looks up, and holds in 64 bytes
         raise NotReusable(f"record {span.index}: its source sha256 is not 64 hex digits")
@@ -334,8 +346,10 @@ def take(where: Location, sha256: str, source: bytes, config: BuildConfig, earli
     except images.UnusableImage as e:  # preparing it again says so in the errors file
         raise NotReusable(f"the source's header cannot be read ({e})") from None
     if (width, height) != (where.source_width, where.source_height):
-        raise NotReusable(f"{where.shard}: the record at byte {where.offset} says its source is "
-                          f"{where.source_width}x{where.source_height} px, the source's header {width}x{height}")
+        raise NotReusable(
+            f"{where.shard}: the record at byte {where.offset} says its source is "
+            f"{where.source_width}x{where.source_height} px, the source's header {width}x{height}"
+        )
     if not images.within_pixel_limit(width, height):  # a clean build refuses it: so does this one
         raise NotReusable(f"the source's {width}x{height} px are over Pillow's limit")
     image = data[where.image_start : where.image_start + where.image_length]

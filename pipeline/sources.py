@@ -108,7 +108,9 @@ def _read_local(images_dir: str, relative: str, filename: str, max_bytes: int) -
     resolved, before = _resolve(root, relative)
     path = os.path.join(images_dir, relative)  # as the user named it, for the details
     if not _inside(root, resolved):
-        raise UnusableImage("path_escapes_images_dir", f"{filename!r}: a symbolic link on its path leads out of the images directory")
+        raise UnusableImage(
+            "path_escapes_images_dir", f"{filename!r}: a symbolic link on its path leads out of the images directory"
+        )
     try:
         before = before or os.stat(resolved)
     except OSError as e:
@@ -123,7 +125,10 @@ def _read_local(images_dir: str, relative: str, filename: str, max_bytes: int) -
     try:
         opened = _opened_path(fd)
         if opened is not None and not _inside(root, opened):
-            raise UnusableImage("path_escapes_images_dir", f"{filename!r}: its path changed to lead out of the images directory while it was opened")
+            raise UnusableImage(
+                "path_escapes_images_dir",
+                f"{filename!r}: its path changed to lead out of the images directory while it was opened",
+            )
         after = os.fstat(fd)
         _check_regular(after, path, max_bytes)  # what was opened, not what was looked at
         return _read_all(fd, path, max_bytes)
@@ -141,7 +146,13 @@ def _check_regular(status: os.stat_result, path: str, max_bytes: int) -> None:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+    for test, name in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return name
     return "special file"

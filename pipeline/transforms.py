@@ -134,7 +134,15 @@ class WriteShardFn(beam.DoFn):
     A shard no image landed in is written empty.
     """
 
-    def __init__(self, images_dir: str, config: BuildConfig, threads: int, annotations: str = "", list_format: str = "boxes", num_shards: int = 1):
+    def __init__(
+        self,
+        images_dir: str,
+        config: BuildConfig,
+        threads: int,
+        annotations: str = "",
+        list_format: str = "boxes",
+        num_shards: int = 1,
+    ):
         super().__init__()
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -153,8 +161,9 @@ class WriteShardFn(beam.DoFn):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _framed_record(self, annotation: ImageAnnotation, earlier: reuse.ReuseIndex | None,
-                       earlier_records: reuse.EarlierRecords) -> tuple[bytes, records.Counts, bool, str | None, str]:
+    def _framed_record(
+        self, annotation: ImageAnnotation, earlier: reuse.ReuseIndex | None, earlier_records: reuse.EarlierRecords
+    ) -> tuple[bytes, records.Counts, bool, str | None, str]:
         """Runs on the pool: the image's record, framed for the shard, its counts, whether its
         image was the earlier build's, why an earlier image found was not taken, and the
         source's sha256."""
@@ -173,6 +182,7 @@ class WriteShardFn(beam.DoFn):
     def _read_annotations(self, build: commit.BuildHandle) -> AnnotationsByShard:
         """The annotation file, read once per process and build: a later build, even of the
         same id, reads it again."""
+
         def read():
             return AnnotationsByShard.read(self._annotations, self._list_format, self._num_shards)
 
@@ -190,7 +200,9 @@ class WriteShardFn(beam.DoFn):
         with build.create(name) as file, reuse.EarlierRecords() as earlier_records:
             f = _HashingWriter(file, _WRITE_BYTES)
             framed_record = functools.partial(self._framed_record, earlier=earlier, earlier_records=earlier_records)
-            for annotation, result in _prefetch(framed_record, ordered, self._pool, self._threads, self._images_per_task(len(ordered))):
+            for annotation, result in _prefetch(
+                framed_record, ordered, self._pool, self._threads, self._images_per_task(len(ordered))
+            ):
                 build.heartbeat()
                 shown.advance()
                 try:
@@ -216,7 +228,15 @@ class WriteShardFn(beam.DoFn):
         _LOG.log(level, "%s: %s, %d unusable, %.1f MB", name, plural(counts["records"], "record"), counts["errors"], f.size / 1e6)
         entry = ShardEntry(name, counts["records"], f.size, f.digest.hexdigest())
         yield ShardWritten(
-            index, entry, counts.as_dict(), reused, tuple(failures), tuple(errors), tuple(written), annotations.totals, annotations.sha256
+            index,
+            entry,
+            counts.as_dict(),
+            reused,
+            tuple(failures),
+            tuple(errors),
+            tuple(written),
+            annotations.totals,
+            annotations.sha256,
         )
 
     def _images_per_task(self, images: int) -> int:
@@ -244,8 +264,18 @@ class WriteShards(beam.PTransform):
     (pipeline.worker_setup).
     """
 
-    def __init__(self, images_dir: str, num_shards: int, config: BuildConfig, build, annotations: str, list_format: str = "boxes",
-                 threads: int = IMAGE_THREADS, earlier=None, settings: dict | None = None):
+    def __init__(
+        self,
+        images_dir: str,
+        num_shards: int,
+        config: BuildConfig,
+        build,
+        annotations: str,
+        list_format: str = "boxes",
+        threads: int = IMAGE_THREADS,
+        earlier=None,
+        settings: dict | None = None,
+    ):
         super().__init__()
         fn = WriteShardFn(images_dir, config, threads, annotations, list_format, num_shards)
         self._write = worker_setup.Configured(fn, settings)
@@ -264,5 +294,3 @@ class WriteShards(beam.PTransform):
         if self._earlier is not None:  # the images an earlier build prepared (pipeline.reuse)
             side["earlier"] = beam.pvalue.AsSingleton(self._earlier)
         return side
-
-

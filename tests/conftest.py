@@ -42,7 +42,11 @@ def good_build(tmp_path_factory) -> pathlib.Path:
     "source"). Do not modify it: copy it with build_edits.copy_build."""
     from tests.support import build_edits, builds, sources
 
-    return builds.make_build(tmp_path_factory.mktemp("check_good_build"), sources.CHECKER_CASES, {"val": (sources.CHECKER_IMAGES, build_edits.NUM_SHARDS)})
+    return builds.make_build(
+        tmp_path_factory.mktemp("check_good_build"),
+        sources.CHECKER_CASES,
+        {"val": (sources.CHECKER_IMAGES, build_edits.NUM_SHARDS)},
+    )
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,11 @@ def test_the_readme_lists_every_build_flag_with_its_default():
         elif isinstance(flag.default, bool):
             assert table[name] == ("on" if flag.default else "off"), name
         else:
-            assert float(table[name]) == float(flag.default) if isinstance(flag.default, (int, float)) else table[name] == flag.default, name
+            assert (
+                float(table[name]) == float(flag.default)
+                if isinstance(flag.default, (int, float))
+                else table[name] == flag.default
+            ), name
 
 
 def test_the_design_lists_every_record_key():
@@ -62,8 +66,17 @@ def test_the_make_targets_the_readme_names_exist():
 
 
 def test_nothing_points_outside_the_repository():
-    texts = {path: path.read_text() for path in [ROOT / "README.md", ROOT / "BENCHMARKS.md", *ROOT.glob("docs/*.md"), *ROOT.glob("deploy/**/*.md")]}
-    texts.update({path: path.read_text() for folder in ("pipeline", "reader", "train", "benchmarks", "fuzzing", "deploy") for path in (ROOT / folder).rglob("*.py")})
+    texts = {
+        path: path.read_text()
+        for path in [ROOT / "README.md", ROOT / "BENCHMARKS.md", *ROOT.glob("docs/*.md"), *ROOT.glob("deploy/**/*.md")]
+    }
+    texts.update(
+        {
+            path: path.read_text()
+            for folder in ("pipeline", "reader", "train", "benchmarks", "fuzzing", "deploy")
+            for path in (ROOT / folder).rglob("*.py")
+        }
+    )
     for path, text in texts.items():
         assert "../shared" not in text and "shared/DESIGN" not in text and "shared/baselines" not in text, path
 
@@ -116,6 +129,8 @@ def test_the_file_names_of_a_build_in_the_readmes_carry_its_build_id():
     for doc, text in DOCS.items():
         for name in re.findall(r"(?:train|val|test)-[\w]+-of-[\w.]+?\.tfrecord", text):
             parsed = layout.parse_shard_name(name.replace("BUILD", "0" * layout.BUILD_ID_LENGTH).replace("NN", "00"))
-            assert parsed is not None and re.search(r"\.([0-9a-f]{12}|BUILD)\.tfrecord$", name), f"{doc.relative_to(ROOT)}: {name}"
+            assert parsed is not None and re.search(r"\.([0-9a-f]{12}|BUILD)\.tfrecord$", name), (
+                f"{doc.relative_to(ROOT)}: {name}"
+            )
         for name in re.findall(r"(?:train|val|test)\.[\w.]*errors\.jsonl", text):
             assert re.fullmatch(r"\w+\.([0-9a-f]{12}|BUILD)\.errors\.jsonl", name), f"{doc.relative_to(ROOT)}: {name}"

@@ -105,7 +105,9 @@ def _spoil(directory: pathlib.Path, name: str, kind: str, outside: pathlib.Path)
 
 
 # A file outside the data directory, whose lines look like what each file would hold.
-OUTSIDE_TEXT = "\n".join([json.dumps({"detail": SECRET, "faces": 0, "filename": SECRET, "line": 1, "reason": "missing"}), SECRET]) + "\n"
+OUTSIDE_TEXT = (
+    "\n".join([json.dumps({"detail": SECRET, "faces": 0, "filename": SECRET, "line": 1, "reason": "missing"}), SECRET]) + "\n"
+)
 
 
 @pytest.fixture
@@ -156,7 +158,9 @@ def _naming_lines(output: str, name: str, refusal: str) -> list[str]:
 
 
 def _check(data_dir: pathlib.Path) -> subprocess.CompletedProcess:
-    return _run([sys.executable, "-m", "reader.check", f"--data_dir={data_dir}", f"--split={fx.SPLIT}", "--workers=1", "--progress=never"])
+    return _run(
+        [sys.executable, "-m", "reader.check", f"--data_dir={data_dir}", f"--split={fx.SPLIT}", "--workers=1", "--progress=never"]
+    )
 
 
 @pytest.mark.parametrize("role, kind", READ_CASES)
@@ -240,7 +244,9 @@ def test_a_rebuild_in_place_never_hangs_on_a_file_that_is_not_one(role, kind, tm
             assert (data_dir / other).is_file(), other
         if name != tfds_metadata.DATASET_INFO:  # TFDS still finds the split, at its new build
             splits = json.loads((data_dir / tfds_metadata.DATASET_INFO).read_text())["splits"]
-            assert [s["name"] for s in splits] == [fx.SPLIT] and fx.read_manifest(data_dir)["build"] in splits[0]["filepathTemplate"]
+            assert [s["name"] for s in splits] == [fx.SPLIT] and fx.read_manifest(data_dir)["build"] in splits[0][
+                "filepathTemplate"
+            ]
     if role == "lease":
         assert len(_naming_lines(output, name, REFUSAL[kind])) == 1, output[-3000:]
     report = check_split.check_split(str(data_dir), fx.SPLIT, workers=1, leakage=False).report

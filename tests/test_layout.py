@@ -72,7 +72,9 @@ def test_imports_flow_one_way(path):
 def test_each_feature_key_is_spelled_in_one_library_file():
     """Only reader/core/schema.py spells a feature key (the attribute keys it even derives)."""
     strings = {
-        str(p.relative_to(ROOT)): {n.value for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        str(p.relative_to(ROOT)): {
+            n.value for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        }
         for p in _modules()
     }
     for key in schema.FEATURES_BY_KEY:
@@ -117,7 +119,9 @@ def test_the_wheel_ships_the_product_and_no_tools():
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     shipped = setuptools.find_packages(str(ROOT), include=include)
     assert {name.split(".")[0] for name in shipped} == set(LIBRARY), shipped
-    fuzzers = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*fuzz*.py") if p.parts[len(ROOT.parts)] not in ("tests", ".venv", "build"))
+    fuzzers = sorted(
+        str(p.relative_to(ROOT)) for p in ROOT.rglob("*fuzz*.py") if p.parts[len(ROOT.parts)] not in ("tests", ".venv", "build")
+    )
     assert fuzzers and all(name.startswith("fuzzing/") for name in fuzzers), fuzzers
     assert (ROOT / "fuzzing" / "annotation_cases.py").is_file()
 

@@ -41,20 +41,34 @@ def define_flags(fv: flags.FlagValues) -> None:
         "epochs", train.epochs, "Epochs to train in all (a resumed run continues up to this).", lower_bound=0, flag_values=fv
     )
     flags.DEFINE_integer("batch_size", train.batch_size, "Images per step.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("steps_per_epoch", train.steps_per_epoch, "Steps per epoch; default one pass over train.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer(
+        "steps_per_epoch", train.steps_per_epoch, "Steps per epoch; default one pass over train.", lower_bound=1, flag_values=fv
+    )
     flags.DEFINE_float("learning_rate", train.learning_rate, "Adam's learning rate.", lower_bound=0, flag_values=fv)
-    flags.DEFINE_float("box_weight", train.box_weight, "Weight of the box term against objectness in the loss.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_float(
+        "box_weight", train.box_weight, "Weight of the box term against objectness in the loss.", lower_bound=0, flag_values=fv
+    )
     flags.DEFINE_float("alpha", model.alpha, "MobileNetV2 width multiplier.", lower_bound=0.05, flag_values=fv)
-    flags.DEFINE_string("weights", model.weights, "Backbone weights: none, imagenet (downloads), or a local .h5 file.", flag_values=fv)
+    flags.DEFINE_string(
+        "weights", model.weights, "Backbone weights: none, imagenet (downloads), or a local .h5 file.", flag_values=fv
+    )
     flags.DEFINE_boolean("freeze_backbone", model.freeze_backbone, "Train the head only.", flag_values=fv)
-    flags.DEFINE_integer("head_filters", model.head_filters, "Width of the head's separable convolution.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer(
+        "head_filters", model.head_filters, "Width of the head's separable convolution.", lower_bound=1, flag_values=fv
+    )
     flags.DEFINE_boolean("augment", train.augment, "Random horizontal flips of the training images.", flag_values=fv)
     flags.DEFINE_integer("seed", train.seed, "Seed of weights, data order and flips.", lower_bound=0, flag_values=fv)
     unit = dict(lower_bound=0, upper_bound=1, flag_values=fv)
-    flags.DEFINE_float("score_threshold", detect.score_threshold, "Lowest objectness kept for evaluation and predictions.", **unit)
+    flags.DEFINE_float(
+        "score_threshold", detect.score_threshold, "Lowest objectness kept for evaluation and predictions.", **unit
+    )
     flags.DEFINE_float("nms_iou", detect.iou_threshold, "NMS drops a box overlapping a better one by more than this IoU.", **unit)
-    flags.DEFINE_boolean("write_predictions", train.write_predictions, "Write val detections in the WIDER evaluation layout.", flag_values=fv)
-    flags.DEFINE_integer("pictures", predict.PICTURES, "Val images to draw with detections (PNG) after training.", lower_bound=0, flag_values=fv)
+    flags.DEFINE_boolean(
+        "write_predictions", train.write_predictions, "Write val detections in the WIDER evaluation layout.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "pictures", predict.PICTURES, "Val images to draw with detections (PNG) after training.", lower_bound=0, flag_values=fv
+    )
     flags.DEFINE_float("picture_threshold", predict.PICTURE_THRESHOLD, "Lowest objectness drawn on the pictures.", **unit)
     flags.DEFINE_boolean("jit_compile", train.jit_compile, "XLA-compile the train step (slow to compile on CPU).", flag_values=fv)
     flags.DEFINE_enum(
@@ -117,8 +131,13 @@ def run(argv: list[str] | None = None) -> dict:
     if pictures:
         best = os.path.join(config.output_dir, "best.keras")
         metrics["pictures"] = predict.draw_split(
-            best, config.data_dir, "val", os.path.join(config.output_dir, "pictures"), pictures,
-            dataclasses.replace(config.detect, score_threshold=picture_threshold), threshold_flag="--picture_threshold",
+            best,
+            config.data_dir,
+            "val",
+            os.path.join(config.output_dir, "pictures"),
+            pictures,
+            dataclasses.replace(config.detect, score_threshold=picture_threshold),
+            threshold_flag="--picture_threshold",
         )
     return metrics
 
@@ -128,17 +147,19 @@ def summary(metrics: dict) -> str:
     val = metrics["val"]
     losses = ", ".join(f"{v:.4f}" for v in metrics["loss"])
     step = metrics["seconds_per_step"]
-    return "\n".join([
-        f"loss per epoch: {losses}",
-        f"val AP50: {metrics['val_ap50']:.4f} (best epoch {metrics['best_epoch']}; {val['positives']} valid faces "
-        f"in {val['images']} images, {val['discarded']} detections of invalid faces discarded)",
-        f"recall ceiling of the grid: {metrics['recall_ceiling']:.4f} on val, {metrics['train_recall_ceiling']:.4f} on "
-        f"train (faces that own a cell / target faces); val recall reached: {val['recall']:.4f}",
-        wider_report.summary_line(metrics),
-        f"seconds per step: {step:.3f}" if step is not None else "seconds per step: no step timed",
-        *([f"predictions (WIDER layout): {metrics['predictions_dir']}"] if metrics["predictions_dir"] else []),
-        *([f"pictures: {os.path.dirname(metrics['pictures'][0])}"] if metrics.get("pictures") else []),
-    ])  # the TensorBoard logs were named when training started
+    return "\n".join(
+        [
+            f"loss per epoch: {losses}",
+            f"val AP50: {metrics['val_ap50']:.4f} (best epoch {metrics['best_epoch']}; {val['positives']} valid faces "
+            f"in {val['images']} images, {val['discarded']} detections of invalid faces discarded)",
+            f"recall ceiling of the grid: {metrics['recall_ceiling']:.4f} on val, {metrics['train_recall_ceiling']:.4f} on "
+            f"train (faces that own a cell / target faces); val recall reached: {val['recall']:.4f}",
+            wider_report.summary_line(metrics),
+            f"seconds per step: {step:.3f}" if step is not None else "seconds per step: no step timed",
+            *([f"predictions (WIDER layout): {metrics['predictions_dir']}"] if metrics["predictions_dir"] else []),
+            *([f"pictures: {os.path.dirname(metrics['pictures'][0])}"] if metrics.get("pictures") else []),
+        ]
+    )  # the TensorBoard logs were named when training started
 
 
 def usage() -> str:

@@ -44,4 +44,3 @@ def one_line(error: BaseException) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     first = lines[0] if lines else type(error).__name__
     return first.replace('\\"', '"')
-

@@ -137,20 +137,40 @@ def coco_average_precision(images: list[ImageResult], input_size: int = 224) -> 
         for box, invalid in zip(image.gt_boxes * input_size, image.gt_invalid):
             w, h = float(box[2] - box[0]), float(box[3] - box[1])
             # Ids from 1: COCOeval takes a match id of 0 for "unmatched".
-            gt_annotations.append({"id": len(gt_annotations) + 1, "image_id": image_id, "category_id": 1,
-                                   "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": int(invalid)})
+            gt_annotations.append(
+                {
+                    "id": len(gt_annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "bbox": [float(box[0]), float(box[1]), w, h],
+                    "area": w * h,
+                    "iscrowd": int(invalid),
+                }
+            )
         for box, score in zip(image.det_boxes * input_size, image.det_scores):
-            detections.append({"image_id": image_id, "category_id": 1, "score": float(score),
-                               "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "score": float(score),
+                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                }
+            )
     valid = np.concatenate([image.gt_boxes[~image.gt_invalid] for image in images]) if images else np.zeros((0, 4))
     sizes = _size_px(valid, input_size)
-    faces_by_size = {name: int(((sizes**2 >= low**2) & (sizes**2 <= min(high, 1e5) ** 2)).sum())
-                     for name, (low, high) in SIZE_BUCKETS_PX.items()}
+    faces_by_size = {
+        name: int(((sizes**2 >= low**2) & (sizes**2 <= min(high, 1e5) ** 2)).sum())
+        for name, (low, high) in SIZE_BUCKETS_PX.items()
+    }
     result = {
-        "ap50": None, "ap50_95": None, "ap50_by_size": dict.fromkeys(SIZE_BUCKETS_PX),
+        "ap50": None,
+        "ap50_95": None,
+        "ap50_by_size": dict.fromkeys(SIZE_BUCKETS_PX),
         "faces_by_size": faces_by_size,
         "size_px": {name: [low, None if math.isinf(high) else high] for name, (low, high) in SIZE_BUCKETS_PX.items()},
-        "images": len(images), "detections": len(detections), "positives": len(valid),
+        "images": len(images),
+        "detections": len(detections),
+        "positives": len(valid),
     }
     counted = [len(valid), *faces_by_size.values()]
     if not detections:  # pycocotools cannot load an empty result list
@@ -160,8 +180,11 @@ def coco_average_precision(images: list[ImageResult], input_size: int = 224) -> 
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         truth = COCO()
-        truth.dataset = {"images": [{"id": i, "width": input_size, "height": input_size} for i in range(1, len(images) + 1)],
-                         "annotations": gt_annotations, "categories": [{"id": 1, "name": "face"}]}
+        truth.dataset = {
+            "images": [{"id": i, "width": input_size, "height": input_size} for i in range(1, len(images) + 1)],
+            "annotations": gt_annotations,
+            "categories": [{"id": 1, "name": "face"}],
+        }
         truth.createIndex()
         found = truth.loadRes(detections)
         # Two passes: every IoU threshold over all faces, then IoU 0.5 alone per size, since

@@ -95,7 +95,12 @@ def draw_split(
             picture.save(paths[-1])
     if paths and not drawn:
         suggested = pictures.suggested_threshold(np.concatenate(objectness), max(faces, len(paths)))
-        _log.warning("%s", below_threshold_note(highest, settings.score_threshold, len(paths), threshold_flag, suggested, max(faces, len(paths))))
+        _log.warning(
+            "%s",
+            below_threshold_note(
+                highest, settings.score_threshold, len(paths), threshold_flag, suggested, max(faces, len(paths))
+            ),
+        )
     return paths
 
 
@@ -121,8 +126,12 @@ def _define_flags() -> flags.FlagValues:
     flags.DEFINE_string("split", "val", "Split to draw.", flag_values=fv)
     flags.DEFINE_integer("num_images", PICTURES, "Images to draw.", lower_bound=1, flag_values=fv)
     # Named as train's flag for its pictures: train's --score_threshold is the evaluation's cut.
-    flags.DEFINE_float("picture_threshold", PICTURE_THRESHOLD, "Lowest objectness drawn.", lower_bound=0, upper_bound=1, flag_values=fv)
-    flags.DEFINE_float("nms_iou", DetectSettings().iou_threshold, "NMS IoU threshold.", lower_bound=0, upper_bound=1, flag_values=fv)
+    flags.DEFINE_float(
+        "picture_threshold", PICTURE_THRESHOLD, "Lowest objectness drawn.", lower_bound=0, upper_bound=1, flag_values=fv
+    )
+    flags.DEFINE_float(
+        "nms_iou", DetectSettings().iou_threshold, "NMS IoU threshold.", lower_bound=0, upper_bound=1, flag_values=fv
+    )
     flags.DEFINE_integer("scale", 2, "Pictures are the canvas scaled up this many times.", lower_bound=1, flag_values=fv)
     return fv
 

@@ -74,7 +74,9 @@ def resume_plan(config: TrainConfig) -> Resume:
     best_since, notes = earlier["best_since"], []
     was, built = earlier["builds"], now["builds"]
     if was.get("train") != built["train"]:
-        notes.append(f"train was built again since epoch {done} (build {was.get('train')}, now {built['train']}): training goes on with the new build")
+        notes.append(
+            f"train was built again since epoch {done} (build {was.get('train')}, now {built['train']}): training goes on with the new build"
+        )
     if was.get("val") != built["val"]:
         best_since = done + 1
         notes.append(

@@ -191,7 +191,9 @@ def model_config_for_build(config: TrainConfig) -> models.ModelConfig:
             f"batch (training drops a last, partial one): take a batch_size of at most {train.num_records}"
         )
     if val.num_records == 0:
-        raise UnusableData(f"{config.data_dir}: val holds no record: there is nothing to validate on (see its errors file, {val.errors_file})")
+        raise UnusableData(
+            f"{config.data_dir}: val holds no record: there is nothing to validate on (see its errors file, {val.errors_file})"
+        )
     builds = {split: m.config for split, m in loaded.items()}
     sizes = {split: (b.input_size, b.grid_size) for split, b in builds.items()}
     if sizes["train"] != sizes["val"]:
@@ -303,7 +305,13 @@ def train(config: TrainConfig, reporter: Reporter | None = None) -> dict:
     writing = f", writing its detections to {predictions}" if predictions else ""
     reporter.say(f"evaluating {best_path if best is not model else 'the last model'} on val{writing}")
     final = evaluate_split(
-        best, config.data_dir, "val", config.batch_size, config.detect, loss, predictions,
+        best,
+        config.data_dir,
+        "val",
+        config.batch_size,
+        config.detect,
+        loss,
+        predictions,
         wider_ground_truth=str(wider_ap.DEFAULT_GROUND_TRUTH),
     )
     rows = run_state.read_log(log_path)

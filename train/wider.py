@@ -73,9 +73,7 @@ def as_written(xywh: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(xywh, np.float64).reshape(-1, 4), values[:, None]], axis=1)
 
 
-def write_detections(
-    root: str, filename: str, rel_xyxy: np.ndarray, scores: np.ndarray, placement: box_formats.Placement
-) -> str:
+def write_detections(root: str, filename: str, rel_xyxy: np.ndarray, scores: np.ndarray, placement: box_formats.Placement) -> str:
     """Writes one image's detections given on the canvas (`rel_xyxy` [K, 4], scores [K]) in source
     pixels (`source_xywh`); returns the path."""
     return write_predictions(root, filename, source_xywh(rel_xyxy, placement), scores)

@@ -65,7 +65,9 @@ class GroundTruth:
 def _cells(mat: dict, key: str, path: str) -> list:
     """A (events, 1) cell array of a .mat file as a list of per-event lists."""
     if key not in mat:
-        raise EvalError(f"{path}: expected the key {key!r} of WIDER's ground truth, found {sorted(k for k in mat if not k.startswith('__'))}")
+        raise EvalError(
+            f"{path}: expected the key {key!r} of WIDER's ground truth, found {sorted(k for k in mat if not k.startswith('__'))}"
+        )
     return [list(np.asarray(event[0]).reshape(-1)) for event in np.asarray(mat[key]).reshape(-1, 1)]
 
 
@@ -73,7 +75,9 @@ def _load_mat(path: str) -> dict:
     import scipy.io
 
     if not os.path.isfile(path):
-        raise EvalError(f"{path}: no such file (the ground truth folder holds {FACE_FILE} and {', '.join(SUBSET_FILES.values())})")
+        raise EvalError(
+            f"{path}: no such file (the ground truth folder holds {FACE_FILE} and {', '.join(SUBSET_FILES.values())})"
+        )
     try:
         return scipy.io.loadmat(path)
     except Exception as e:  # scipy raises many kinds on a damaged file
@@ -106,7 +110,9 @@ def load_ground_truth(directory: str | os.PathLike) -> GroundTruth:
         for i, (keep, image_boxes) in enumerate(zip(keeps, flat_boxes)):
             rows = np.asarray(keep).reshape(-1).astype(np.int64) - 1  # 1-based in MATLAB; uint8 or uint16
             if len(rows) and (rows.min() < 0 or rows.max() >= len(image_boxes)):
-                raise EvalError(f"{path}: gt_list of {'/'.join(images[i])} names face {rows.max() + 1}, the image has {len(image_boxes)}")
+                raise EvalError(
+                    f"{path}: gt_list of {'/'.join(images[i])} names face {rows.max() + 1}, the image has {len(image_boxes)}"
+                )
             mask = np.zeros(len(image_boxes), bool)
             mask[rows] = True
             masks.append(mask)

@@ -82,7 +82,9 @@ def plot(result: Result, path: str, title: str = "WIDER FACE val") -> None:
 def default_ground_truth() -> str:
     """The repository's data/eval_tools/ground_truth/. Raises UsageError where it is absent."""
     if not wider_ap.DEFAULT_GROUND_TRUTH.is_dir():
-        raise UsageError(f"no ground truth at {wider_ap.DEFAULT_GROUND_TRUTH} (facegrid installed without its repository): pass --ground_truth=DIR")
+        raise UsageError(
+            f"no ground truth at {wider_ap.DEFAULT_GROUND_TRUTH} (facegrid installed without its repository): pass --ground_truth=DIR"
+        )
     return str(wider_ap.DEFAULT_GROUND_TRUTH)
 
 
@@ -90,7 +92,10 @@ def _define_flags() -> flags.FlagValues:
     fv = flags.FlagValues()
     flags.DEFINE_string("predictions", None, "Folder of WIDER-layout prediction files: DIR/<event>/<name>.txt.", flag_values=fv)
     flags.DEFINE_string(
-        "ground_truth", None, "Folder of wider_face_val.mat and wider_{easy,medium,hard}_val.mat (default: the repository's).", flag_values=fv
+        "ground_truth",
+        None,
+        "Folder of wider_face_val.mat and wider_{easy,medium,hard}_val.mat (default: the repository's).",
+        flag_values=fv,
     )
     flags.DEFINE_string("json", None, "Write the APs and the precision-recall curves here.", flag_values=fv)
     flags.DEFINE_string("plot", None, "Draw the precision-recall curves here (PNG).", flag_values=fv)

@@ -47,7 +47,9 @@ def grid_ceilings(truth: GroundTruth, images: list[SourceImage], build) -> dict:
         xyxy = box_formats.xywh_to_clipped_xyxy(truth.boxes[i], image.width, image.height)
         stored = np.flatnonzero(~box_formats.is_degenerate(xyxy))
         placement = box_formats.Placement.fit(image.width, image.height, build.input_size, build.resize)
-        grid = targets.encode_faces(placement.to_rel_xyxy(xyxy[stored]), truth.invalid[i][stored], placement, build.grid_size, build.min_face_px)
+        grid = targets.encode_faces(
+            placement.to_rel_xyxy(xyxy[stored]), truth.invalid[i][stored], placement, build.grid_size, build.min_face_px
+        )
         owns = np.zeros(len(xyxy), bool)
         owns[stored[grid.owners[grid.owners >= 0]]] = True
         for subset in SUBSETS:
@@ -111,12 +113,19 @@ def summary_line(metrics: dict) -> str:
         return f"WIDER Easy/Medium/Hard AP: absent: {metrics.get('wider_absent', 'not computed')}"
     ceiling = metrics["wider_recall_ceiling"]
     wider = metrics.get("val", {}).get("wider", {})
-    scope = "" if wider.get("complete", True) else (
-        f" (over {wider['images']:,} of WIDER val's {wider['ground_truth_images']:,} images: not comparable with published figures)"
+    scope = (
+        ""
+        if wider.get("complete", True)
+        else (
+            f" (over {wider['images']:,} of WIDER val's {wider['ground_truth_images']:,} images: not comparable with published figures)"
+        )
     )
     return (
-        "WIDER val AP of the best model: " + " ".join(f"{s} {ap_text(metrics[f'wider_{s}'])}" for s in SUBSETS)
-        + "; recall ceiling of the grid: " + " ".join(f"{s} {ceiling[s]:.4f}" for s in SUBSETS) + scope
+        "WIDER val AP of the best model: "
+        + " ".join(f"{s} {ap_text(metrics[f'wider_{s}'])}" for s in SUBSETS)
+        + "; recall ceiling of the grid: "
+        + " ".join(f"{s} {ceiling[s]:.4f}" for s in SUBSETS)
+        + scope
     )
 
 

@@ -56,18 +56,26 @@ def check_placement(shard_files: Sequence[str], records: Sequence[CheckedRecord]
             key = layout.record_key(record.facts.filename)
             home = layout.shard_of(record.facts.filename, num_shards)
             if home != shard_index:
-                findings.add("placement", file, record.index,
-                             f"{record.facts.filename!r} belongs in shard {home} of {num_shards} by its filename hash")
+                findings.add(
+                    "placement",
+                    file,
+                    record.index,
+                    f"{record.facts.filename!r} belongs in shard {home} of {num_shards} by its filename hash",
+                )
             elif key < previous_key:
-                findings.add("placement", file, record.index,
-                             f"out of order: the filename hash of {record.facts.filename!r} sorts before record "
-                             f"{previous.index}'s")
+                findings.add(
+                    "placement",
+                    file,
+                    record.index,
+                    f"out of order: the filename hash of {record.facts.filename!r} sorts before record {previous.index}'s",
+                )
             if home == shard_index:
                 previous, previous_key = record, key
 
 
-def check_duplicates(records: Sequence[CheckedRecord], unusable: list[tuple[int, ErrorEntry]] | None, errors_file: str,
-                     findings: Findings) -> None:
+def check_duplicates(
+    records: Sequence[CheckedRecord], unusable: list[tuple[int, ErrorEntry]] | None, errors_file: str, findings: Findings
+) -> None:
     """No filename or source sha256 twice among the readable records, none of their filenames
     also listed as unusable in `errors_file` (`unusable`: its (line number, entry) pairs, None
     when it was not readable), no image/source_id twice."""
@@ -75,8 +83,12 @@ def check_duplicates(records: Sequence[CheckedRecord], unusable: list[tuple[int,
     for number, entry in unusable or ():
         if entry.filename in by_name:
             record = by_name[entry.filename]
-            findings.add("duplicates", record.file, record.index,
-                         f"{entry.filename!r} is also listed as unusable in {errors_file} line {number}")
+            findings.add(
+                "duplicates",
+                record.file,
+                record.index,
+                f"{entry.filename!r} is also listed as unusable in {errors_file} line {number}",
+            )
     _check_source_ids(records, findings)
 
 
@@ -91,15 +103,26 @@ def _check_same_name_or_source(records: Sequence[CheckedRecord], findings: Findi
         name, sha = record.facts.filename, record.facts.sha256
         first_name, first_sha = by_name.get(name), by_sha.get(sha)
         if first_name is not None and first_name is first_sha:
-            findings.add("duplicates", record.file, record.index,
-                         f"duplicate of {first_name.where}: same filename {name!r} and source sha256")
+            findings.add(
+                "duplicates",
+                record.file,
+                record.index,
+                f"duplicate of {first_name.where}: same filename {name!r} and source sha256",
+            )
         elif first_name is not None:
-            findings.add("duplicates", record.file, record.index,
-                         f"filename {name!r} also at {first_name.where}, with another source sha256")
+            findings.add(
+                "duplicates",
+                record.file,
+                record.index,
+                f"filename {name!r} also at {first_name.where}, with another source sha256",
+            )
         elif first_sha is not None:
-            findings.add("duplicates", record.file, record.index,
-                         f"source sha256 {sha} also at {first_sha.where} ({first_sha.facts.filename!r}), "
-                         f"here as {name!r}")
+            findings.add(
+                "duplicates",
+                record.file,
+                record.index,
+                f"source sha256 {sha} also at {first_sha.where} ({first_sha.facts.filename!r}), here as {name!r}",
+            )
         by_name.setdefault(name, record)
         by_sha.setdefault(sha, record)
     return by_name
@@ -112,9 +135,13 @@ def _check_source_ids(records: Sequence[CheckedRecord], findings: Findings) -> N
     for position, first in check_records.source_id_duplicates(r.facts for r in records):
         record, earlier = records[position], records[first]
         if record.facts.filename != earlier.facts.filename:
-            findings.add("duplicates", record.file, record.index,
-                         f"image/source_id {record.facts.source_id} also at {earlier.where} "
-                         f"({earlier.facts.filename!r}), here for {record.facts.filename!r}")
+            findings.add(
+                "duplicates",
+                record.file,
+                record.index,
+                f"image/source_id {record.facts.source_id} also at {earlier.where} "
+                f"({earlier.facts.filename!r}), here for {record.facts.filename!r}",
+            )
 
 
 def check_leakage(records: Sequence[CheckedRecord], other_keys: OtherKeys, findings: Findings) -> None:
@@ -122,6 +149,10 @@ def check_leakage(records: Sequence[CheckedRecord], other_keys: OtherKeys, findi
     for record in records:
         if record.facts is not None and record.facts.sha256 in other_keys:
             file, index, filename = other_keys[record.facts.sha256]
-            findings.add("leakage", record.file, record.index,
-                         f"source image {record.facts.filename!r} (sha256 {record.facts.sha256[:16]}...) is also in "
-                         f"{file}:{index} as {filename!r}")
+            findings.add(
+                "leakage",
+                record.file,
+                record.index,
+                f"source image {record.facts.filename!r} (sha256 {record.facts.sha256[:16]}...) is also in "
+                f"{file}:{index} as {filename!r}",
+            )

@@ -35,21 +35,50 @@ SCHEMES = ("file", "gs", "s3")  # every scheme a build writes
 
 
 def define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_string("data_dir", None, "Directory holding the split's shards and manifest (local, gs:// or s3://).", flag_values=fv)
+    flags.DEFINE_string(
+        "data_dir", None, "Directory holding the split's shards and manifest (local, gs:// or s3://).", flag_values=fv
+    )
     flags.DEFINE_enum("split", None, list(layout.SPLITS), "Split to check.", flag_values=fv)
     flags.DEFINE_boolean("json", False, "Print the report as JSON instead of the summary.", flag_values=fv)
-    flags.DEFINE_string("sheet", None, "Also write a contact sheet of sample records to this file (.png, or .jpg for JPEG).", flag_values=fv)
-    flags.DEFINE_string("report", None, "Also write the dataset report (plots, report.html, report.json) into this directory; NAME.html: the page alone, plots inside.", flag_values=fv)
+    flags.DEFINE_string(
+        "sheet", None, "Also write a contact sheet of sample records to this file (.png, or .jpg for JPEG).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "report",
+        None,
+        "Also write the dataset report (plots, report.html, report.json) into this directory; NAME.html: the page alone, plots inside.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("sheet_samples", 16, "Records on the contact sheet.", lower_bound=1, upper_bound=256, flag_values=fv)
     flags.DEFINE_integer("seed", 0, "Seed of the contact sheet's sample.", flag_values=fv)
     flags.DEFINE_integer("workers", 0, "Worker processes; 0 for one per core.", lower_bound=0, flag_values=fv)
     flags.DEFINE_boolean("leakage", True, "Look for source images shared with the other splits in --data_dir.", flag_values=fv)
-    flags.DEFINE_integer("max_problems", 20, "Problems listed in the summary (--json lists them all).", lower_bound=0, flag_values=fv)
-    flags.DEFINE_enum("progress", "auto", ["auto", "always", "never"], "Progress on stderr: a bar on a terminal, else a line every 15 s; never: none (auto and always alike).", flag_values=fv)
-    flags.DEFINE_string("s3_endpoint_url", None, "S3 endpoint for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_ENDPOINT_URL).", flag_values=fv)
-    flags.DEFINE_string("s3_region_name", None, "S3 region for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_DEFAULT_REGION).", flag_values=fv)
+    flags.DEFINE_integer(
+        "max_problems", 20, "Problems listed in the summary (--json lists them all).", lower_bound=0, flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "progress",
+        "auto",
+        ["auto", "always", "never"],
+        "Progress on stderr: a bar on a terminal, else a line every 15 s; never: none (auto and always alike).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "s3_endpoint_url",
+        None,
+        "S3 endpoint for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_ENDPOINT_URL).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "s3_region_name",
+        None,
+        "S3 region for s3:// paths, as the build's Beam flag (default: boto3's, e.g. AWS_DEFAULT_REGION).",
+        flag_values=fv,
+    )
     for name, meaning in S3_FLAGS.items():
-        flags.DEFINE_string(name, None, f"{meaning} for s3:// paths, as the build's Beam flag (default: boto3's).", flag_values=fv)
+        flags.DEFINE_string(
+            name, None, f"{meaning} for s3:// paths, as the build's Beam flag (default: boto3's).", flag_values=fv
+        )
     flags.DEFINE_boolean("s3_disable_ssl", False, "Plain HTTP to S3, as the build's Beam flag.", flag_values=fv)
 
 
@@ -121,7 +150,11 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
     fv = parse_args(argv)
     # Counts the records read, the other splits' for leakage included: a bar on a terminal, a line
     # every 15 s elsewhere (logs), as the build does; --progress=never: nothing.
-    bar = None if fv.progress == "never" else progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1)
+    bar = (
+        None
+        if fv.progress == "never"
+        else progress.Progress(f"checking {fv.split}", unit="records read", stream=sys.stderr, redraw=0.1)
+    )
     storage.configure_s3(s3_settings(fv))
     result = check_split(fv.data_dir, fv.split, workers=fv.workers or None, leakage=fv.leakage, progress=bar)
     return result, fv
@@ -129,7 +162,9 @@ def run(argv: list[str]) -> tuple[SplitCheck, flags.FlagValues]:
 
 def s3_settings(fv: flags.FlagValues) -> storage.S3Settings:
     others = {name.removeprefix("s3_"): fv[name].value for name in S3_FLAGS}
-    return storage.S3Settings(endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name, disable_ssl=fv.s3_disable_ssl, **others)
+    return storage.S3Settings(
+        endpoint_url=fv.s3_endpoint_url, region_name=fv.s3_region_name, disable_ssl=fv.s3_disable_ssl, **others
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

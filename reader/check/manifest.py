@@ -71,8 +71,11 @@ def check_shard_set(built: manifest.Manifest, split: str, present: set[str], fin
         findings.add("shard_set", name, None, f"stale: {what} that {claim}, yet the manifest does not name it")
     if others:
         shown = ", ".join(others[:_NOTED_NAMES]) + (", ..." if len(others) > _NOTED_NAMES else "")
-        findings.note("shard_set", f"{len(others)} file{'s' if len(others) != 1 else ''} of other builds, not part of this build "
-                      f"({shown}): leftovers of a crashed build or a build still running; the next build that commits removes them")
+        findings.note(
+            "shard_set",
+            f"{len(others)} file{'s' if len(others) != 1 else ''} of other builds, not part of this build "
+            f"({shown}): leftovers of a crashed build or a build still running; the next build that commits removes them",
+        )
     return [entry for entry in built.shards if entry.file in present]
 
 
@@ -89,7 +92,12 @@ def read_errors(built: manifest.Manifest, findings: Findings) -> list[tuple[int,
         findings.add("counts", file, None, e.problem)
         return None
     except FileNotFoundError:
-        findings.add("counts", file, None, "missing: the manifest names it, and a build always writes it (empty when every image was usable)")
+        findings.add(
+            "counts",
+            file,
+            None,
+            "missing: the manifest names it, and a build always writes it (empty when every image was usable)",
+        )
         return None
     except (OSError, UnicodeDecodeError) as e:
         findings.add("counts", file, None, f"unreadable: {e}")
@@ -125,8 +133,11 @@ def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: boo
                 how = "the shards hold" if key == "records" else "recomputed from the records"
                 findings.add("counts", file, None, f"counts.{key} {counts[key]}, {how} {value}")
     else:
-        findings.note("counts", "record totals not compared: "
-                      + (f"{unreadable} unreadable record{'s' if unreadable != 1 else ''}" if unreadable else "shards missing or damaged"))
+        findings.note(
+            "counts",
+            "record totals not compared: "
+            + (f"{unreadable} unreadable record{'s' if unreadable != 1 else ''}" if unreadable else "shards missing or damaged"),
+        )
 
     if unusable is not None:
         errors_file = built.errors_file
@@ -135,7 +146,9 @@ def check_counts(built: manifest.Manifest, facts, unreadable: int, complete: boo
             findings.add("counts", file, None, f"counts.errors {counts['errors']}, {errors_file} has {len(unusable)} entries")
         faces = sum(e.faces for _, e in unusable)
         if config.is_int(counts["faces_in_errors"]) and counts["faces_in_errors"] != faces:
-            findings.add("counts", file, None, f"counts.faces_in_errors {counts['faces_in_errors']}, {errors_file} adds up to {faces}")
+            findings.add(
+                "counts", file, None, f"counts.faces_in_errors {counts['faces_in_errors']}, {errors_file} adds up to {faces}"
+            )
         stated = built.raw.get("error_reasons")
         usable = not any(p.field == "error_reasons" for p in built.problems)
         if stated is not None and usable and stated != dict(reasons):

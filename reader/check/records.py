@@ -157,9 +157,7 @@ def _fields(features: dict, s: int) -> dict:
         "sha256": one(schema.SHA256).decode(),
         "boxes": np.stack([features[key] for key in schema.BOX_KEYS], axis=1).reshape(faces, 4),
         "labels": features[schema.LABEL],
-        "attributes": np.stack([features[key] for key in schema.ATTRIBUTE_KEYS], axis=1).reshape(
-            faces, len(schema.ATTRIBUTES)
-        ),
+        "attributes": np.stack([features[key] for key in schema.ATTRIBUTE_KEYS], axis=1).reshape(faces, len(schema.ATTRIBUTES)),
         "grid": features[schema.GRID].reshape(s, s, targets.NUM_CHANNELS),
         "ignore": features[schema.IGNORE].reshape(s, s),
         "dropped": int(one(schema.DROPPED)),
@@ -239,12 +237,16 @@ def _range_problems(fields: dict) -> list[str]:
         empty = ~inverted & ((boxes[:, 0] == boxes[:, 2]) | (boxes[:, 1] == boxes[:, 3]))
         if empty.any():
             face, count = _first(empty)
-            problems.append(f"face {face}: box (xmin, ymin, xmax, ymax) {_show(boxes[face])} has zero width or height: "
-                            f"a degenerate face, which a build never stores ({count} such faces)")
+            problems.append(
+                f"face {face}: box (xmin, ymin, xmax, ymax) {_show(boxes[face])} has zero width or height: "
+                f"a degenerate face, which a build never stores ({count} such faces)"
+            )
         labels = fields["labels"]
         if (labels != schema.FACE_LABEL).any():
             face, count = _first(labels != schema.FACE_LABEL)
-            problems.append(f"face {face}: {schema.LABEL} expected {schema.FACE_LABEL}, found {labels[face]} ({count} such faces)")
+            problems.append(
+                f"face {face}: {schema.LABEL} expected {schema.FACE_LABEL}, found {labels[face]} ({count} such faces)"
+            )
         attributes = fields["attributes"]
         for column, name in enumerate(schema.ATTRIBUTES):
             bad = (attributes[:, column] < 0) | (attributes[:, column] > schema.ATTRIBUTE_MAX[name])
@@ -288,20 +290,26 @@ def _derived_problems(fields: dict) -> list[str]:
     faces = len(fields["boxes"])
     wanted = schema.source_id(fields["filename"])
     if fields["source_id"] != wanted:
-        problems.append(f"{schema.SOURCE_ID}: expected {wanted!r} (the id of image/filename {fields['filename']!r}), "
-                        f"found {fields['source_id'][:80]!r}")
+        problems.append(
+            f"{schema.SOURCE_ID}: expected {wanted!r} (the id of image/filename {fields['filename']!r}), "
+            f"found {fields['source_id'][:80]!r}"
+        )
     wrong = np.array([name != schema.FACE_NAME.encode() for name in fields["class_text"]], bool)
     if wrong.any():
         face, count = _first(wrong)
-        problems.append(f"face {face}: {schema.CLASS_TEXT} expected {schema.FACE_NAME.encode()!r}, "
-                        f"found {fields['class_text'][face][:60]!r} ({count} such faces)")
+        problems.append(
+            f"face {face}: {schema.CLASS_TEXT} expected {schema.FACE_NAME.encode()!r}, "
+            f"found {fields['class_text'][face][:60]!r} ({count} such faces)"
+        )
     if not faces:
         return problems
     invalid = schema.invalid_flags(fields["attributes"])
     if (fields["is_crowd"] != invalid).any():
         face, count = _first(fields["is_crowd"] != invalid)
-        problems.append(f"face {face}: {schema.IS_CROWD} expected {invalid[face]} (its invalid flag), "
-                        f"found {fields['is_crowd'][face]} ({count} such faces)")
+        problems.append(
+            f"face {face}: {schema.IS_CROWD} expected {invalid[face]} (its invalid flag), "
+            f"found {fields['is_crowd'][face]} ({count} such faces)"
+        )
     expected = schema.box_areas(fields["boxes"], fields["height"], fields["width"])
     area = fields["area"]
     # A face whose box is not finite has no area to hold it to (the ranges check names the box).
@@ -309,9 +317,11 @@ def _derived_problems(fields: dict) -> list[str]:
         off = ~(np.abs(area - expected) <= _AREA_RTOL * np.maximum(expected, 1)) & np.isfinite(expected)
     if off.any():
         face, count = _first(off)
-        problems.append(f"face {face}: {schema.AREA} expected {_show([expected[face]])[1:-1]} (the box's area in "
-                        f"pixels of the {fields['width']}x{fields['height']} image), found {_show([area[face]])[1:-1]} "
-                        f"({count} such faces)")
+        problems.append(
+            f"face {face}: {schema.AREA} expected {_show([expected[face]])[1:-1]} (the box's area in "
+            f"pixels of the {fields['width']}x{fields['height']} image), found {_show([area[face]])[1:-1]} "
+            f"({count} such faces)"
+        )
     return problems
 
 

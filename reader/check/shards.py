@@ -183,12 +183,7 @@ def read_keys(task: KeysTask) -> KeysResult:
     return KeysResult(task.file, tuple(keys), error)
 
 
-def chunk_tasks(
-    path: str, index: ShardIndex, config: BuildConfig, chunk_records: int
-) -> list[ChunkTask]:
+def chunk_tasks(path: str, index: ShardIndex, config: BuildConfig, chunk_records: int) -> list[ChunkTask]:
     """The shard's records in runs of at most `chunk_records`."""
     spans: Sequence[tfrecord.RecordSpan] = index.spans
-    return [
-        ChunkTask(path, index.file, tuple(spans[i : i + chunk_records]), config)
-        for i in range(0, len(spans), chunk_records)
-    ]
+    return [ChunkTask(path, index.file, tuple(spans[i : i + chunk_records]), config) for i in range(0, len(spans), chunk_records)]

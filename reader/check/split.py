@@ -89,8 +89,12 @@ def check_split(
 
     others = _other_splits(data_dir, split, present, findings) if leakage else {}
     workers = workers or default_workers()
-    tasks = runner.plan_tasks([(paths[e.file], indexes[e.file]) for e in listed],
-                              [shard for shards in others.values() for shard in shards], config, workers)
+    tasks = runner.plan_tasks(
+        [(paths[e.file], indexes[e.file]) for e in listed],
+        [shard for shards in others.values() for shard in shards],
+        config,
+        workers,
+    )
     gathered = _gather(runner.run_tasks(tasks, workers, progress), listed, findings)
 
     records = gathered.records
@@ -145,19 +149,28 @@ def _index_shards(listed: Sequence[ShardEntry], paths: dict[str, str], findings:
     return indexes
 
 
-def _check_framing_and_record_counts(listed: Sequence[ShardEntry], indexes: dict[str, check_shards.ShardIndex],
-                                     findings: Findings) -> None:
+def _check_framing_and_record_counts(
+    listed: Sequence[ShardEntry], indexes: dict[str, check_shards.ShardIndex], findings: Findings
+) -> None:
     """Per shard: where its framing breaks, else whether it holds the records the manifest says
     (a broken shard's count is unknown, so not compared)."""
     for entry in listed:
         index = indexes[entry.file]
         if index.error is not None:
-            findings.add("framing", entry.file, index.error.index,
-                         f"at byte {index.error.offset}: {index.error.problem}; the records after it are not checked")
+            findings.add(
+                "framing",
+                entry.file,
+                index.error.index,
+                f"at byte {index.error.offset}: {index.error.problem}; the records after it are not checked",
+            )
             findings.note("record_counts", "not compared for shards with broken framing")
         elif len(index.spans) != entry.records:
-            findings.add("record_counts", entry.file, None,
-                         f"the manifest says {entry.records} records, the shard holds {len(index.spans)}")
+            findings.add(
+                "record_counts",
+                entry.file,
+                None,
+                f"the manifest says {entry.records} records, the shard holds {len(index.spans)}",
+            )
 
 
 def _other_splits(data_dir: str, split: str, present: set[str], findings: Findings) -> OtherSplits:
@@ -246,8 +259,9 @@ def _compare_hashes(listed: Sequence[ShardEntry], hashes: dict[str, check_shards
             findings.add("shard_files", entry.file, None, f"sha256 {found.sha256}, the manifest says {entry.sha256}")
 
 
-def _check_leakage(records: Sequence[CheckedRecord], asked: bool, others: OtherSplits, other_keys: OtherKeys,
-                   findings: Findings) -> None:
+def _check_leakage(
+    records: Sequence[CheckedRecord], asked: bool, others: OtherSplits, other_keys: OtherKeys, findings: Findings
+) -> None:
     """The leakage check (across_records.check_leakage), or why it is skipped: not `asked`, or
     no other split in the directory; notes which splits it compared against."""
     if not asked:
@@ -259,8 +273,14 @@ def _check_leakage(records: Sequence[CheckedRecord], asked: bool, others: OtherS
         across_records.check_leakage(records, other_keys, findings)
 
 
-def _check_counts(built: manifest.Manifest, listed: Sequence[ShardEntry], indexes: dict[str, check_shards.ShardIndex],
-                  records: Sequence[CheckedRecord], unusable: list[tuple[int, ErrorEntry]] | None, findings: Findings) -> None:
+def _check_counts(
+    built: manifest.Manifest,
+    listed: Sequence[ShardEntry],
+    indexes: dict[str, check_shards.ShardIndex],
+    records: Sequence[CheckedRecord],
+    unusable: list[tuple[int, ErrorEntry]] | None,
+    findings: Findings,
+) -> None:
     """The manifest's counts against the records (check_manifest.check_counts); record totals
     are only comparable when every shard was read to its end."""
     complete = len(listed) == len(built.shards) and all(indexes[e.file].complete for e in listed)
@@ -268,8 +288,12 @@ def _check_counts(built: manifest.Manifest, listed: Sequence[ShardEntry], indexe
     check_manifest.check_counts(built, readable, len(records) - len(readable), complete, unusable, findings)
 
 
-def _statistics(listed: Sequence[ShardEntry], indexes: dict[str, check_shards.ShardIndex], records: Sequence[CheckedRecord],
-                hashes: dict[str, check_shards.HashResult]) -> Statistics:
+def _statistics(
+    listed: Sequence[ShardEntry],
+    indexes: dict[str, check_shards.ShardIndex],
+    records: Sequence[CheckedRecord],
+    hashes: dict[str, check_shards.HashResult],
+) -> Statistics:
     """The dataset statistics of the readable records, with each shard's records and bytes."""
     return Statistics.compute(
         [r.facts for r in records if r.facts is not None],

@@ -18,9 +18,7 @@ FACES_PER_IMAGE_BINS = (0, 1, 2, 6, 21, 101)  # lower edges: 0, 1, 2-5, 6-20, 21
 FACE_SIDE_BINS = (0, 4, 8, 16, 32, 64, 128)  # px of the stored image: <4, 4-8, ..., 128+
 
 
-def bin_counts(
-    values: np.ndarray, edges: Sequence[float], integer: bool, weights: np.ndarray | None = None
-) -> dict[str, int]:
+def bin_counts(values: np.ndarray, edges: Sequence[float], integer: bool, weights: np.ndarray | None = None) -> dict[str, int]:
     """Counts per bin, labelled "a-b" (or "a" for a one-value integer bin, "a+" for the last).
 
     edges: the lower edge of each bin, ascending; the last bin is open. weights: what each value
@@ -77,8 +75,12 @@ class Statistics:
         mean = float(records.mean()) if len(records) else 0.0
         return cls(
             records=len(facts),
-            faces={**summary(per_image), "total": stored, "images_without_faces": int((per_image == 0).sum()),
-                   "histogram": bin_counts(per_image, FACES_PER_IMAGE_BINS, integer=True)},
+            faces={
+                **summary(per_image),
+                "total": stored,
+                "images_without_faces": int((per_image == 0).sum()),
+                "histogram": bin_counts(per_image, FACES_PER_IMAGE_BINS, integer=True),
+            },
             face_sides={
                 "unit": "px, shorter side on the stored image",
                 **{f"p{q}": round(float(np.percentile(sides, q)), 1) if len(sides) else 0.0 for q in (10, 50, 90)},

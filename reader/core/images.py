@@ -51,8 +51,7 @@ def image_problem(encoded: bytes, image_format: str, height: int, width: int, si
     input_size says (image/height and image/width, then the image itself), or None. Decodes a
     JPEG without copying its pixels out."""
     if (height, width) != (size, size):
-        return (f"image/height, image/width: expected {size}, {size} (the manifest's input_size), "
-                f"found {height}, {width}")
+        return f"image/height, image/width: expected {size}, {size} (the manifest's input_size), found {height}, {width}"
     try:
         if image_format == "jpeg":
             _decode_jpeg(encoded, size, size, any_mode=False, keep=False)

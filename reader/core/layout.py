@@ -47,7 +47,9 @@ def shard_name(split: str, index: int, num_shards: int, build: str | None = None
     return f"{split}-{index:05d}-of-{num_shards:05d}{tag}{SHARD_SUFFIX}"
 
 
-_SHARD = re.compile(rf"(?P<split>.+?)-(?P<index>\d{{5,}})-of-(?P<count>\d{{5,}})(?:\.(?P<build>{_BUILD}))?{re.escape(SHARD_SUFFIX)}")
+_SHARD = re.compile(
+    rf"(?P<split>.+?)-(?P<index>\d{{5,}})-of-(?P<count>\d{{5,}})(?:\.(?P<build>{_BUILD}))?{re.escape(SHARD_SUFFIX)}"
+)
 
 
 def parse_shard_name(name: str) -> tuple[str, int, int] | None:

@@ -64,7 +64,9 @@ def errors_file_bytes(entries) -> bytes:
     return "".join(entry.to_json_line() + "\n" for entry in entries).encode("utf-8")
 
 
-def manifest_json(split: str, build: str, config: BuildConfig, counts: dict, errors: list[ErrorEntry], shards: list[ShardEntry]) -> dict:
+def manifest_json(
+    split: str, build: str, config: BuildConfig, counts: dict, errors: list[ErrorEntry], shards: list[ShardEntry]
+) -> dict:
     """The manifest of a build, as the build commits it (keys in this order)."""
     return {
         "schema_version": schema.SCHEMA_VERSION,
@@ -121,20 +123,26 @@ class Manifest:
 
 def missing_shard(path: str, split: str) -> str:
     """The message for a shard the manifest lists and the directory lacks."""
-    return (f"{path}: missing: {layout.manifest_name(split)} lists this shard, the directory does not hold it "
-            f"(removed by a build that committed since? python -m reader.check names what is wrong)")
+    return (
+        f"{path}: missing: {layout.manifest_name(split)} lists this shard, the directory does not hold it "
+        f"(removed by a build that committed since? python -m reader.check names what is wrong)"
+    )
 
 
 def other_size(path: str, size: int, entry: ShardEntry) -> str:
     """The message for a shard whose size is not its manifest entry's."""
-    return (f"{path}: {size} bytes, the manifest says {entry.bytes}: rebuilt or damaged since the manifest was written "
-            f"(python -m reader.check names the problem)")
+    return (
+        f"{path}: {size} bytes, the manifest says {entry.bytes}: rebuilt or damaged since the manifest was written "
+        f"(python -m reader.check names the problem)"
+    )
 
 
 def other_bytes(path: str, found: str, entry: ShardEntry) -> str:
     """The message for a shard whose sha256 is not its manifest entry's (same size, other bytes)."""
-    return (f"{path}: sha256 {found}, the manifest says {entry.sha256}: rebuilt or damaged since the manifest was "
-            f"written (python -m reader.check names the problem)")
+    return (
+        f"{path}: sha256 {found}, the manifest says {entry.sha256}: rebuilt or damaged since the manifest was "
+        f"written (python -m reader.check names the problem)"
+    )
 
 
 def no_records(data_dir: str, split: str) -> str:
@@ -182,5 +190,3 @@ def from_raw(raw, data_dir: str, path: str, *, split: str | None = None, salvage
         more = len(checked.problems) - 1
         raise ManifestError(f"{path}: {first}" + (f" (and {more} more problem{'s' if more != 1 else ''})" if more else ""))
     return built
-
-

@@ -23,7 +23,9 @@ def _listing(directory: str) -> tuple[list[str] | None, str | None]:
         if storage.scheme(directory) == "s3" and "NoSuchBucket" in str(e):
             return None, f"no bucket {directory.removeprefix('s3://').split('/')[0]} on S3"
         if isinstance(e, FileNotFoundError):
-            return None, f"no directory {directory}" if storage.is_local(directory) else f"nothing at {directory} (no such bucket or folder)"
+            return None, f"no directory {directory}" if storage.is_local(
+                directory
+            ) else f"nothing at {directory} (no such bucket or folder)"
         # S3 unreachable, no credentials, permissions: say so rather than guess
         return None, (str(e).strip().splitlines() or [type(e).__name__])[0].removeprefix(f"{directory}: ")
 

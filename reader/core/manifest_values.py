@@ -206,7 +206,10 @@ class Validator:
             if _is_count(value):
                 counts[key] = value
             else:
-                self.add(f"counts.{key}", f"expected an integer in [0, {MAX_COUNT}], found {_found(value) if key in raw else 'nothing'}")
+                self.add(
+                    f"counts.{key}",
+                    f"expected an integer in [0, {MAX_COUNT}], found {_found(value) if key in raw else 'nothing'}",
+                )
                 counts[key] = None
         if all(v is not None for v in counts.values()):
             for broken in count_imbalances(counts):
@@ -222,7 +225,10 @@ class Validator:
         for position, item in enumerate(raw):
             entry = self.shard_entry(position, item)
             if entry.file in first:
-                self.add(f"shards[{position}].file", f"expected each shard named once, found {entry.file!r} again (shards[{first[entry.file]}])")
+                self.add(
+                    f"shards[{position}].file",
+                    f"expected each shard named once, found {entry.file!r} again (shards[{first[entry.file]}])",
+                )
                 continue
             first[entry.file] = position
             entries.append(entry)
@@ -246,7 +252,9 @@ class Validator:
         if not _is_count(size, MAX_BYTES):
             raise self.fatal(f"{where}.bytes", f"expected an integer in [0, {MAX_BYTES}], found {_found(size)}")
         if size < RECORD_FRAMING_BYTES * records:
-            raise self.fatal(f"{where}.bytes", f"expected at least {RECORD_FRAMING_BYTES} bytes a record ({records} records), found {size}")
+            raise self.fatal(
+                f"{where}.bytes", f"expected at least {RECORD_FRAMING_BYTES} bytes a record ({records} records), found {size}"
+            )
         if not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
             raise self.fatal(f"{where}.sha256", f"expected 64 lowercase hex digits, found {_found(sha256)}")
         return ShardEntry(file, records, size, sha256)
@@ -254,7 +262,9 @@ class Validator:
     def _sums(self, counts: dict, shards: tuple[ShardEntry, ...]) -> None:
         in_entries = sum(entry.records for entry in shards)
         if counts["records"] is not None and counts["records"] != in_entries:
-            self.add("counts.records", f"expected the shard entries' records, {in_entries}, found {counts['records']}", check="counts")
+            self.add(
+                "counts.records", f"expected the shard entries' records, {in_entries}, found {counts['records']}", check="counts"
+            )
 
     def _errors(self, raw, counts: dict, split: str, build: str | None) -> None:
         if "errors_file" in raw:
@@ -269,8 +279,11 @@ class Validator:
         if not isinstance(reasons, dict) or not all(_is_count(v) for v in reasons.values()):
             self.add("error_reasons", f"expected an object of reason: count (integers >= 0), found {_found(reasons)}")
         elif counts["errors"] is not None and sum(reasons.values()) != counts["errors"]:
-            self.add("error_reasons", f"expected counts adding up to counts.errors {counts['errors']}, found {sum(reasons.values())}",
-                     check="counts")
+            self.add(
+                "error_reasons",
+                f"expected counts adding up to counts.errors {counts['errors']}, found {sum(reasons.values())}",
+                check="counts",
+            )
 
     def _reuse(self, raw, counts: dict) -> None:
         block = raw.get("reuse")
@@ -290,8 +303,11 @@ class Validator:
             self.add("reuse.notes", f"expected a list of strings, found {_found(notes)}")
         reused, prepared, annotated = block.get("reused"), block.get("prepared"), counts["images_annotated"]
         if _is_count(reused) and _is_count(prepared) and annotated is not None and reused + prepared != annotated:
-            self.add("reuse", f"expected reused + prepared = counts.images_annotated {annotated}, found {reused} + {prepared}",
-                     check="counts")
+            self.add(
+                "reuse",
+                f"expected reused + prepared = counts.images_annotated {annotated}, found {reused} + {prepared}",
+                check="counts",
+            )
 
     def _others(self, raw) -> None:
         keys = raw.get("record_keys")

@@ -100,7 +100,9 @@ class Progress:
         self._started, self._shown, self._ended = True, now, finished
         if self._bar:
             filled = min(self._width, self._width * self.done // self.total) if self.total else self._width
-            self._stream.write(f"\r[{'#' * filled}{'.' * (self._width - filled)}] {self.line(now)}\033[K" + ("\n" if finished else ""))
+            self._stream.write(
+                f"\r[{'#' * filled}{'.' * (self._width - filled)}] {self.line(now)}\033[K" + ("\n" if finished else "")
+            )
             self._stream.flush()
         elif self._log is not None:
             self._log.info("%s", self.line(now))

@@ -108,9 +108,7 @@ def encode(boxes: np.ndarray, is_target: np.ndarray, grid_size: int, areas: np.n
     return GridTargets(grid, ignore, int(len(candidates) - (owners >= 0).sum()), owners, is_target)
 
 
-def encode_faces(
-    boxes: np.ndarray, invalid: np.ndarray, placement: Placement, grid_size: int, min_face_px: float
-) -> GridTargets:
+def encode_faces(boxes: np.ndarray, invalid: np.ndarray, placement: Placement, grid_size: int, min_face_px: float) -> GridTargets:
     """The targets of one record, by the build's rule: what the build stores and the checker
     and the flip augmentation recompute.
 

@@ -124,8 +124,10 @@ def filepath_template(built: Manifest) -> str:
     for index, entry in enumerate(built.shards):
         named = layout.shard_name(built.split, index, count, built.build)
         if entry.file != named:
-            raise ValueError(f"{layout.manifest_name(built.split)}: shards[{index}].file: expected {named!r} "
-                             f"(the name TFDS derives for it), found {entry.file!r}")
+            raise ValueError(
+                f"{layout.manifest_name(built.split)}: shards[{index}].file: expected {named!r} "
+                f"(the name TFDS derives for it), found {entry.file!r}"
+            )
     return template
 
 
@@ -140,8 +142,9 @@ def features(manifests: list[Manifest]) -> dict:
 
 def label_map_pbtxt() -> str:
     """schema.LABEL_MAP in the text format of the Object Detection API's StringIntLabelMap."""
-    return "".join(f'item {{\n  id: {i}\n  name: "{name}"\n  display_name: "{name}"\n}}\n'
-                   for i, name in sorted(schema.LABEL_MAP.items()))
+    return "".join(
+        f'item {{\n  id: {i}\n  name: "{name}"\n  display_name: "{name}"\n}}\n' for i, name in sorted(schema.LABEL_MAP.items())
+    )
 
 
 def _feature(feature: schema.Feature, manifests: list[Manifest]) -> dict:
@@ -161,16 +164,20 @@ def _image(manifests: list[Manifest]) -> dict:
     sizes = {built.input_size for built in manifests}
     size = sizes.pop() if len(sizes) == 1 else None
     if formats == {"jpeg"}:
-        return {"pythonClassName": _FEATURES + "image_feature.Image",
-                "image": {"shape": _shape((size, size, 3)), "dtype": "uint8", "encodingFormat": "jpeg"}}
+        return {
+            "pythonClassName": _FEATURES + "image_feature.Image",
+            "image": {"shape": _shape((size, size, 3)), "dtype": "uint8", "encodingFormat": "jpeg"},
+        }
     if formats == {"raw"} and size is not None:
         return _tensor((size, size, 3), "uint8", encoding="bytes")
     return _tensor((), "string")
 
 
 def _tensor(shape: tuple, dtype: str, encoding: str = "none") -> dict:
-    return {"pythonClassName": _FEATURES + "tensor_feature.Tensor",
-            "tensor": {"shape": _shape(shape), "dtype": dtype, "encoding": encoding}}
+    return {
+        "pythonClassName": _FEATURES + "tensor_feature.Tensor",
+        "tensor": {"shape": _shape(shape), "dtype": dtype, "encoding": encoding},
+    }
 
 
 def _text() -> dict:

@@ -30,9 +30,7 @@ def masked_crc32c(data: bytes) -> int:
 def encode_record(data: bytes) -> bytes:
     """Frames one record's bytes as TFRecord."""
     length = struct.pack("<Q", len(data))
-    return b"".join(
-        (length, struct.pack("<I", masked_crc32c(length)), data, struct.pack("<I", masked_crc32c(data)))
-    )
+    return b"".join((length, struct.pack("<I", masked_crc32c(length)), data, struct.pack("<I", masked_crc32c(data))))
 
 
 class CorruptRecordError(ValueError):

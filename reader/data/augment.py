@@ -56,7 +56,9 @@ def flip_rel_xyxy_tf(boxes):
     return tf.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
-def flip_tf(image, boxes, invalid, source_height, source_width, *, grid_size: int, input_size: int, resize: str, min_face_px: float):
+def flip_tf(
+    image, boxes, invalid, source_height, source_width, *, grid_size: int, input_size: int, resize: str, min_face_px: float
+):
     """Flips one record left-right in TensorFlow: (image, boxes, grid [S, S, 5], ignore [S, S]).
 
     image: [H, W, C]; boxes: stored rel_xyxy float32 [N, 4]; invalid: int64 [N];
@@ -73,7 +75,9 @@ def flip_tf(image, boxes, invalid, source_height, source_width, *, grid_size: in
     return tf.reverse(image, axis=[1]), flipped, grid, ignore
 
 
-def flip_targets_batch_tf(boxes, invalid, source_height, source_width, flip, *, grid_size: int, input_size: int, resize: str, min_face_px: float):
+def flip_targets_batch_tf(
+    boxes, invalid, source_height, source_width, flip, *, grid_size: int, input_size: int, resize: str, min_face_px: float
+):
     """Flips the boxes of a batch where `flip` says, and encodes their targets:
     (boxes, grid [B, S, S, 5], ignore [B, S, S]). The images are the caller's to mirror.
 

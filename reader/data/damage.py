@@ -229,7 +229,12 @@ def _recoverer(path, promised, on_damage: SkippedRecords, marker_offset: int):
         shard, records = located
 
         def replace():
-            return _replace_marker(index, shard, records, tf.py_function(recover, [path, index[-1] - marker_offset, promised], [tf.string, tf.string]))
+            return _replace_marker(
+                index,
+                shard,
+                records,
+                tf.py_function(recover, [path, index[-1] - marker_offset, promised], [tf.string, tf.string]),
+            )
 
         return tf.cond(tf.equal(records[-1], _END), replace, lambda: (index, (shard, records)))
 

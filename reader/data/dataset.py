@@ -86,11 +86,22 @@ def make_dataset(
     if manifest.num_records == 0:
         raise ValueError(manifests.no_records(data_dir, split))
     plan = _plan(
-        manifest, split, batch_size, training, seed=seed, augment=augment, skip_corrupt=skip_corrupt, skipped=skipped,
-        shuffle_buffer=shuffle_buffer, parallel_shards=parallel_shards, deterministic=deterministic,
+        manifest,
+        split,
+        batch_size,
+        training,
+        seed=seed,
+        augment=augment,
+        skip_corrupt=skip_corrupt,
+        skipped=skipped,
+        shuffle_buffer=shuffle_buffer,
+        parallel_shards=parallel_shards,
+        deterministic=deterministic,
         drop_remainder=drop_remainder,
     )
-    element = parse.Element(manifest.config, with_ignore=with_ignore, with_boxes=with_boxes, flip=plan.flip, dct_method=dct_method)
+    element = parse.Element(
+        manifest.config, with_ignore=with_ignore, with_boxes=with_boxes, flip=plan.flip, dct_method=dct_method
+    )
     gated = damage.check_shards(manifest, strict=not skip_corrupt)  # fails at once on shards that disagree
     records = _records(manifest, plan, gated)
     batches = _batches(records, plan)

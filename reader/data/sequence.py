@@ -79,7 +79,13 @@ class ShardSequence(keras.utils.PyDataset):
         self.with_ignore = with_ignore
         self.drop_remainder = drop_remainder
         self.records = ShardRecords(
-            data_dir, split, image_dtype="uint8", with_ignore=with_ignore, augment=augment, seed=self.seed, cache_index=cache_index
+            data_dir,
+            split,
+            image_dtype="uint8",
+            with_ignore=with_ignore,
+            augment=augment,
+            seed=self.seed,
+            cache_index=cache_index,
         )
         self.manifest, self.index, self.config = self.records.manifest, self.records.index, self.records.config
         self.input_size, self.grid_size = self.config.input_size, self.config.grid_size

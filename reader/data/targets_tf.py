@@ -65,9 +65,7 @@ def encode_tf(boxes, is_target, areas, grid_size: int):
     import tensorflow as tf
 
     boxes = tf.RaggedTensor.from_tensor(tf.reshape(tf.convert_to_tensor(boxes), [1, -1, 4]))
-    grid, ignore = encode_batch_tf(
-        boxes, tf.reshape(is_target, [1, -1]), tf.reshape(areas, [1, -1]), grid_size
-    )
+    grid, ignore = encode_batch_tf(boxes, tf.reshape(is_target, [1, -1]), tf.reshape(areas, [1, -1]), grid_size)
     return grid[0], ignore[0]
 
 

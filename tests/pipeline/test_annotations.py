@@ -149,12 +149,20 @@ INT32 = "within int32 (-2147483648 to 2147483647)"
         # Not UTF-8: was a raw UnicodeDecodeError.
         ("0--Parade/caf\xe9.jpg\n0\n".encode("latin-1"), 1, r"expected UTF-8 text, found b'\xe9' in b'0--Parade/caf\xe9.jpg'"),
         (b"a.jpg\n0\nb\xff.jpg\n0\n", 3, r"expected UTF-8 text, found b'\xff' in b'b\xff.jpg'"),
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + bytes(range(256)) * 40, 1, r"expected UTF-8 text, found b'\xff' in b'\xff\xd8"),
+        (
+            b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + bytes(range(256)) * 40,
+            1,
+            r"expected UTF-8 text, found b'\xff' in b'\xff\xd8",
+        ),
         ("a.jpg\n0\n".encode("utf-16"), 1, "expected UTF-8 text, found a UTF-16 byte-order mark"),
         (b"a.jpg\n0\n\xef\xbb\xbfb.jpg\n0\n", 3, r"without control characters, found '\ufeffb.jpg'"),  # a BOM inside
         # Beyond int32: was numpy's OverflowError; 5,000 digits was int()'s ValueError.
         (b"a.jpg\n1\n1 2 3 99999999999 0 0 0 0 0 0\n", 3, f"expected h {INT32}, found 99999999999 in '1 2 3 99999999999"),
-        (b"a.jpg\n1\n1 2 3 4 0 0 0 0 0 0\nb.jpg\n1\n-2147483649 2 3 4 0 0 0 0 0 0\n", 6, f"expected x {INT32}, found -2147483649 in"),
+        (
+            b"a.jpg\n1\n1 2 3 4 0 0 0 0 0 0\nb.jpg\n1\n-2147483649 2 3 4 0 0 0 0 0 0\n",
+            6,
+            f"expected x {INT32}, found -2147483649 in",
+        ),
         (b"a.jpg\n1\n1 " + b"9" * 5000 + b" 3 4 0 0 0 0 0 0\n", 3, f"expected y {INT32}, found {'9' * 21}... in '1 999"),
         (b"a.jpg\n1\n1 2 3 4 0 0 0 99999999999 0 0\n", 3, "expected invalid between 0 and 1, found 99999999999"),
         (b"a.jpg\n2147483648\n", 2, "expected a face count of at most 2147483647, found '2147483648'"),
@@ -182,7 +190,11 @@ INT32 = "within int32 (-2147483648 to 2147483647)"
         ("a\u2028.jpg\n0\n".encode(), 1, r"found 'a\u2028.jpg'"),
         (b"a.jpg\n0\n1 2 3\n0\n", 3, "expected an image path, found '1 2 3'"),  # numbers where a path belongs
         # The same image twice once paths are normalized: was stored twice.
-        (b"dir/x.jpg\n0\ndir/./x.jpg\n0\n", 3, "expected each image listed once, found 'dir/./x.jpg' again (first at line 1 as 'dir/x.jpg')"),
+        (
+            b"dir/x.jpg\n0\ndir/./x.jpg\n0\n",
+            3,
+            "expected each image listed once, found 'dir/./x.jpg' again (first at line 1 as 'dir/x.jpg')",
+        ),
         (b"dir//x.jpg\n0\ndir/x.jpg\n0\n", 3, "found 'dir/x.jpg' again (first at line 1 as 'dir//x.jpg')"),
         (b"./dir/x.jpg\n0\ndir/y.jpg\n0\ndir/x.jpg\n0\n", 5, "found 'dir/x.jpg' again (first at line 1 as './dir/x.jpg')"),
         (b"dir/x.jpg\n0\ndir/../dir/x.jpg\n0\n", 3, "again (first at line 1"),
@@ -192,7 +204,11 @@ INT32 = "within int32 (-2147483648 to 2147483647)"
         (b"\xef\xbb\xbf", 1, "expected at least one image, found only blank lines (1)"),
         (b"\xef\xbb\xbf\r\n", 1, "expected at least one image, found only blank lines (1)"),
         # A line past the cap (a binary file without line breaks).
-        (b"a.jpg\n0\n" + b"b" * (annotations.MAX_LINE_BYTES + 1) + b"\n0\n", 3, "expected a line of at most 65536 bytes, found a longer line starting b'bbb"),
+        (
+            b"a.jpg\n0\n" + b"b" * (annotations.MAX_LINE_BYTES + 1) + b"\n0\n",
+            3,
+            "expected a line of at most 65536 bytes, found a longer line starting b'bbb",
+        ),
     ],
 )
 def test_surprising_input_is_refused_with_file_and_line(data, line, expected):
@@ -214,7 +230,10 @@ def test_a_utf8_bom_at_the_start_is_not_part_of_the_first_path():
 def test_paths_are_kept_as_written_and_escapes_are_left_to_the_image_reader():
     images = _parse(b"./dir/x.jpg\n0\ndir//y.jpg\n0\n../outside.jpg\n0\n/abs.jpg\n0\n")
     assert [i.filename for i in images] == ["./dir/x.jpg", "dir//y.jpg", "../outside.jpg", "/abs.jpg"]
-    with pytest.raises(AnnotationError, match=r"^list:3: expected each image listed once, found 'a/b.jpg' again \(first at line 1 as 'a/./b.jpg'\)$"):
+    with pytest.raises(
+        AnnotationError,
+        match=r"^list:3: expected each image listed once, found 'a/b.jpg' again \(first at line 1 as 'a/./b.jpg'\)$",
+    ):
         list(parse_names(io.BytesIO(b"a/./b.jpg\n\na/b.jpg\n"), "list"))
 
 
@@ -241,7 +260,9 @@ class _CountingReader(io.BytesIO):
 
 def test_a_binary_file_without_line_breaks_is_refused_without_reading_it_whole():
     reader = _CountingReader(b"\x89PNG" + b"x" * (64 << 20))  # 64 MiB, one "line"
-    with pytest.raises(AnnotationError, match=r"^big:1: expected a line of at most 65536 bytes, found a longer line starting b'\\x89PNGxxx"):
+    with pytest.raises(
+        AnnotationError, match=r"^big:1: expected a line of at most 65536 bytes, found a longer line starting b'\\x89PNGxxx"
+    ):
         list(parse_boxes(reader, "big"))
     assert reader.handed_out <= 2 * annotations.MAX_LINE_BYTES
 

@@ -51,8 +51,16 @@ def test_the_check_accepts_good_files_and_good_refusals():
         (OverflowError("Python integer out of bounds for int32"), "escape", "OverflowError"),
         ([annotations.ImageAnnotation("a.jpg", 1, np.zeros((1, 10), np.int64))], "violation", "faces of 'a.jpg'"),
         ([annotations.ImageAnnotation("a.jpg", 1, np.full((1, 10), 3, np.int32))], "violation", "attribute out of range"),
-        ([annotations.ImageAnnotation(n, 1 + i, np.zeros((0, 10), np.int32)) for i, n in enumerate(["d/x.jpg", "d/./x.jpg"])], "violation", "accepted twice"),
-        ([annotations.ImageAnnotation("\ufeffa.jpg", 1, np.zeros((0, 10), np.int32))], "violation", "path '\\ufeffa.jpg' accepted"),
+        (
+            [annotations.ImageAnnotation(n, 1 + i, np.zeros((0, 10), np.int32)) for i, n in enumerate(["d/x.jpg", "d/./x.jpg"])],
+            "violation",
+            "accepted twice",
+        ),
+        (
+            [annotations.ImageAnnotation("\ufeffa.jpg", 1, np.zeros((0, 10), np.int32))],
+            "violation",
+            "path '\\ufeffa.jpg' accepted",
+        ),
         ([], "violation", "without images"),
         (annotations.AnnotationError(annotation_fuzz.SOURCE, 9, "x", "y"), "violation", "line 9 outside"),
         (annotations.AnnotationError("other.txt", 1, "x", "y"), "violation", "malformed message"),

@@ -53,7 +53,12 @@ def test_manifest_matches_the_design(default_build):
     out, manifest = default_build
     assert manifest["schema_version"] == 1 and manifest["split"] == "val"
     assert manifest["config"] == {
-        "input_size": 224, "grid_size": 7, "image_format": "jpeg", "jpeg_quality": 95, "resize": "stretch", "min_face_px": 0.0
+        "input_size": 224,
+        "grid_size": 7,
+        "image_format": "jpeg",
+        "jpeg_quality": 95,
+        "resize": "stretch",
+        "min_face_px": 0.0,
     }
     assert manifest["counts"] == EXPECTED_COUNTS
     build_id = manifest["build"]
@@ -87,7 +92,9 @@ def test_records_are_placed_by_the_hash_of_their_filename(default_build):
         assert len(shard) == manifest["shards"][index]["records"]
         seen += names
     assert sorted(seen) == sorted(
-        n for n in (line.strip() for line in open(FIXTURE_ANNOTATIONS)) if n.endswith((".jpg", ".png")) and n not in EXPECTED_ERRORS
+        n
+        for n in (line.strip() for line in open(FIXTURE_ANNOTATIONS))
+        if n.endswith((".jpg", ".png")) and n not in EXPECTED_ERRORS
     )
 
 
@@ -132,7 +139,11 @@ def test_byte_identical_across_running_modes_worker_and_thread_counts(default_bu
     out, _ = default_build
     reference = without_build_ids(files(out))
     for mode, workers, threads in (
-        ("in_memory", 1, 1), ("in_memory", 1, 3), ("multi_threading", 2, 8), ("multi_threading", 3, 2), ("multi_processing", 2, 8)
+        ("in_memory", 1, 1),
+        ("in_memory", 1, 3),
+        ("multi_threading", 2, 8),
+        ("multi_threading", 3, 2),
+        ("multi_processing", 2, 8),
     ):
         again = tmp_path / f"{mode}-{workers}-{threads}"
         runner = ["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
@@ -175,8 +186,14 @@ def test_rebuild_replaces_the_earlier_build(tmp_path):
     manifest = build(tmp_path, "--num_shards=2")
     assert manifest["build"] != first["build"]
     assert sorted(files(tmp_path)) == sorted(
-        [*(s["file"] for s in manifest["shards"]), "val.manifest.json", manifest["errors_file"], "train-00000-of-00001.tfrecord", "notes.txt",
-         *tfds_metadata.FILES]
+        [
+            *(s["file"] for s in manifest["shards"]),
+            "val.manifest.json",
+            manifest["errors_file"],
+            "train-00000-of-00001.tfrecord",
+            "notes.txt",
+            *tfds_metadata.FILES,
+        ]
     )
     assert manifest["counts"] == EXPECTED_COUNTS
 
@@ -184,7 +201,9 @@ def test_rebuild_replaces_the_earlier_build(tmp_path):
 def test_too_many_errors_fail_and_leave_the_earlier_build(tmp_path):
     build(tmp_path, "--num_shards=2")
     before = files(tmp_path)
-    with pytest.raises(Exception, match=r"6 of 16 images are unusable \(37.50%\), over --max_error_fraction=0.25; see (\S+)\.") as failed:
+    with pytest.raises(
+        Exception, match=r"6 of 16 images are unusable \(37.50%\), over --max_error_fraction=0.25; see (\S+)\."
+    ) as failed:
         build(tmp_path, "--num_shards=3", "--max_error_fraction=0.25")
     after = files(tmp_path)
     # Every file of the earlier build as it was; beside them only the failed build's errors
@@ -210,7 +229,9 @@ def test_letterbox_raw_and_min_face(tmp_path):
     by_name = {r.filename: r for r in shard}
     tall = by_name["0--Parade/0_Parade_tall_2.jpg"]  # 320 x 400 -> 179 x 224 at x = 22
     assert tall.image_format == "raw" and len(tall.image) == 224 * 224 * 3
-    np.testing.assert_allclose(tall.boxes[0], [(22 + 106 * 179 / 320) / 224, 47 / 400, (22 + 200 * 179 / 320) / 224, 172 / 400], rtol=1e-5)
+    np.testing.assert_allclose(
+        tall.boxes[0], [(22 + 106 * 179 / 320) / 224, 47 / 400, (22 + 200 * 179 / 320) / 224, 172 / 400], rtol=1e-5
+    )
     crowd = by_name["12--Group/12_Group_crowd_8.jpg"]  # every crowd face is under 20 px once resized
     assert not crowd.grid[..., 4].any() and crowd.ignore.sum() >= 1
     c = manifest["counts"]
@@ -253,7 +274,9 @@ def test_beam_metrics_count_everything(tmp_path):
     from apache_beam.metrics.metric import MetricsFilter
 
     result = builds.run_build(FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, tmp_path, "val", "--max_error_fraction=0.5")
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("facegrid"))["counters"]}
+    counters = {
+        c.key.metric.name: c.committed for c in result.metrics().query(MetricsFilter().with_namespace("facegrid"))["counters"]
+    }
     assert {k: counters.get(k, 0) for k in EXPECTED_COUNTS} == EXPECTED_COUNTS
     assert {k.removeprefix("errors_"): v for k, v in counters.items() if k.startswith("errors_")} == {
         reason: 1 for reason in EXPECTED_ERRORS.values()

@@ -50,8 +50,14 @@ def _refused(capsys, *argv: str) -> str:
         ("--dry_run=True", "--dry_run translates a job for --runner=DataflowRunner; the local runner FnApiRunner would build"),
         ("--template_location=t.json", "--template_location translates a job for --runner=DataflowRunner;"),
         # Beam's aliases of its DirectRunner are that runner: no way around the refusal.
-        ("--runner=direct --dry_run=True", "--dry_run translates a job for --runner=DataflowRunner; the local runner DirectRunner"),
-        ("--runner=DIRECTRUNNER --dry_run=True", "--dry_run translates a job for --runner=DataflowRunner; the local runner DirectRunner"),
+        (
+            "--runner=direct --dry_run=True",
+            "--dry_run translates a job for --runner=DataflowRunner; the local runner DirectRunner",
+        ),
+        (
+            "--runner=DIRECTRUNNER --dry_run=True",
+            "--dry_run translates a job for --runner=DataflowRunner; the local runner DirectRunner",
+        ),
         ("--runner=BundleBasedDirectRunner", "--runner=BundleBasedDirectRunner: not supported"),
         ("--runner=InteractiveRunner", "--runner=InteractiveRunner: cannot be used here: ImportError"),
     ],
@@ -67,8 +73,14 @@ def test_missing_and_wrong_inputs_are_refused_before_beam_starts(capsys, tmp_pat
     out = f"--output_dir={tmp_path / 'out'}"
     images = f"--images_dir={FIXTURE_IMAGES}"
     assert _refused(capsys, "--split=val", images, out) == "missing required flags: --annotations"
-    assert _refused(capsys, "--annotations=/nowhere/gt.txt", images, "--split=val", out) == "--annotations=/nowhere/gt.txt: no such file"
-    assert _refused(capsys, f"--annotations={tmp_path}", images, "--split=val", out) == f"--annotations={tmp_path}: a directory, not a file"
+    assert (
+        _refused(capsys, "--annotations=/nowhere/gt.txt", images, "--split=val", out)
+        == "--annotations=/nowhere/gt.txt: no such file"
+    )
+    assert (
+        _refused(capsys, f"--annotations={tmp_path}", images, "--split=val", out)
+        == f"--annotations={tmp_path}: a directory, not a file"
+    )
     # Beam would otherwise start and report every image unusable, with no word on why.
     assert _refused(capsys, f"--annotations={FIXTURE_ANNOTATIONS}", "--images_dir=/nowhere", "--split=val", out) == (
         "--images_dir=/nowhere: no such directory"

@@ -55,7 +55,9 @@ def s3():
 def gcs(tmp_path_factory):
     env = {
         "STORAGE_EMULATOR_HOST": None,
-        "GOOGLE_APPLICATION_CREDENTIALS": str(cloud_fixtures.write_fake_google_credentials(tmp_path_factory.mktemp("adc") / "adc.json")),
+        "GOOGLE_APPLICATION_CREDENTIALS": str(
+            cloud_fixtures.write_fake_google_credentials(tmp_path_factory.mktemp("adc") / "adc.json")
+        ),
     }
     with cloud_fixtures.gcs_emulator(BUCKET) as emulator:
         env["STORAGE_EMULATOR_HOST"] = emulator.endpoint
@@ -99,7 +101,13 @@ def _pending(store: commit_faults.Store, num_shards: int, *flags: str) -> commit
 
 def _build(store: commit_faults.Store, *flags: str) -> dict[str, bytes]:
     builds.run_build(
-        FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, store.root, SPLIT, "--max_error_fraction=0.5", *flags, runner=[*builds.IN_MEMORY, *store.flags]
+        FIXTURE_ANNOTATIONS,
+        FIXTURE_IMAGES,
+        store.root,
+        SPLIT,
+        "--max_error_fraction=0.5",
+        *flags,
+        runner=[*builds.IN_MEMORY, *store.flags],
     )
     return store.files()
 
@@ -338,7 +346,12 @@ def test_a_directory_name_with_glob_characters_touches_no_other_directory(kind, 
     pattern = commit_faults.Store(plain.root.rstrip("/") + "[1]*?", plain.flags, plain.env, None, None, None)
     committed = _build(plain, "--num_shards=2")
     builds.run_build(
-        FIXTURE_ANNOTATIONS, FIXTURE_IMAGES, pattern.root, SPLIT, "--max_error_fraction=0.5", "--num_shards=3",
+        FIXTURE_ANNOTATIONS,
+        FIXTURE_IMAGES,
+        pattern.root,
+        SPLIT,
+        "--max_error_fraction=0.5",
+        "--num_shards=3",
         runner=[*builds.IN_MEMORY, *plain.flags],
     )
     assert plain.files() == committed

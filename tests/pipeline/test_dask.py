@@ -110,8 +110,13 @@ def _built(out) -> dict[str, bytes]:
     names, local or s3://."""
 
     manifest = json.loads(storage.read_or_none(storage.join(str(out), layout.manifest_name(SPLIT)), storage.MANIFEST))
-    bounds = {s["file"]: storage.shard_bound(s["bytes"]) for s in manifest["shards"]} | {manifest["errors_file"]: storage.ERRORS_FILE}
-    return {name.replace(manifest["build"], "BUILD"): storage.read_or_none(storage.join(str(out), name), bound) for name, bound in bounds.items()}
+    bounds = {s["file"]: storage.shard_bound(s["bytes"]) for s in manifest["shards"]} | {
+        manifest["errors_file"]: storage.ERRORS_FILE
+    }
+    return {
+        name.replace(manifest["build"], "BUILD"): storage.read_or_none(storage.join(str(out), name), bound)
+        for name, bound in bounds.items()
+    }
 
 
 def _command(source, out, cluster: Cluster, *extra: str) -> list[str]:
@@ -143,7 +148,9 @@ def _one_line(done: subprocess.CompletedProcess) -> str:
 
 
 def test_the_command_line_knows_the_dask_runner_and_its_flags(source, tmp_path):
-    _, options = cli.parse_args(["facegrid-build", *_flags(source, tmp_path), "--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:1"])
+    _, options = cli.parse_args(
+        ["facegrid-build", *_flags(source, tmp_path), "--runner=DaskRunner", "--dask_client_address=tcp://127.0.0.1:1"]
+    )
     assert beam_flags.runner_name(options) == "DaskRunner" and not beam_flags.in_process(options)
     from apache_beam.runners.dask.dask_runner import DaskOptions
 
@@ -152,8 +159,14 @@ def test_the_command_line_knows_the_dask_runner_and_its_flags(source, tmp_path):
     _, options = cli.parse_args(["facegrid-build", *_flags(source, tmp_path), "--runner=dask", "--dask_partition_size=2"])
     assert options.view_as(DaskOptions).npartitions is None and options.view_as(DaskOptions).partition_size == 2
     for flags, said in (
-        (["--runner=DaskRunner", "--dry_run=true"], "--dry_run translates a job for --runner=DataflowRunner; the Dask cluster DaskRunner"),
-        (["--runner=DaskRunner", "--dask_client_adress=tcp://x:1"], "unknown flag --dask_client_adress (did you mean --dask_client_address?)"),
+        (
+            ["--runner=DaskRunner", "--dry_run=true"],
+            "--dry_run translates a job for --runner=DataflowRunner; the Dask cluster DaskRunner",
+        ),
+        (
+            ["--runner=DaskRunner", "--dask_client_adress=tcp://x:1"],
+            "unknown flag --dask_client_adress (did you mean --dask_client_address?)",
+        ),
         (["--runner=DaskRunner", "--dask_npartitions=0"], "--dask_npartitions=0: expected 1 or more"),
     ):
         with pytest.raises(cli.UsageError, match=re.escape(said)):
@@ -169,7 +182,10 @@ def test_a_build_on_the_cluster_equals_the_local_build_byte_for_byte(cluster, so
     _only_files_of(tmp_path / "out", manifest)
     assert _built(tmp_path / "out") == local
     # The summary is the committed manifest's, whatever the runner counts (DaskRunner counts nothing).
-    assert f"{manifest['counts']['images_annotated']} images -> {manifest['counts']['records']} records in {NUM_SHARDS} shards" in done.stdout
+    assert (
+        f"{manifest['counts']['images_annotated']} images -> {manifest['counts']['records']} records in {NUM_SHARDS} shards"
+        in done.stdout
+    )
 
 
 def _earlier_build(source, out: pathlib.Path) -> dict:
@@ -178,7 +194,9 @@ def _earlier_build(source, out: pathlib.Path) -> dict:
     return json.loads((out / layout.manifest_name(SPLIT)).read_text())
 
 
-def _kill_when(out: pathlib.Path, earlier: str, command: list[str], appears: re.Pattern, victims) -> tuple[subprocess.CompletedProcess, list[int]]:
+def _kill_when(
+    out: pathlib.Path, earlier: str, command: list[str], appears: re.Pattern, victims
+) -> tuple[subprocess.CompletedProcess, list[int]]:
     """Runs `command`; the moment a file of the new build whose name matches `appears` is in
     `out`, SIGKILLs the worker processes `victims(cluster_workers, path)` picks. Returns the
     finished command and the pids killed."""
@@ -230,7 +248,9 @@ def _assert_one_build_then_rerun(cluster, source, local, out, done, earlier: dic
     assert _built(out) == local
 
 
-def test_a_worker_killed_while_writing_a_shard_leaves_one_whole_build_and_the_rerun_completes_it(cluster, source, local, tmp_path):
+def test_a_worker_killed_while_writing_a_shard_leaves_one_whole_build_and_the_rerun_completes_it(
+    cluster, source, local, tmp_path
+):
     out = tmp_path / "out"
     earlier = _earlier_build(source, out)
     # One image at a time per shard writer: a shard takes long enough to be caught half written.
@@ -256,7 +276,9 @@ def test_two_builds_at_once_from_two_clients_end_as_one_whole_build(cluster, sou
     out = tmp_path / "out"
     out.mkdir()
     command = _command(source, out, cluster)
-    builds = [subprocess.Popen(command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    builds = [
+        subprocess.Popen(command, env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [b.communicate(timeout=TIMEOUT) for b in builds]
     assert [b.returncode for b in builds] == [0, 0], results
     manifest = assert_whole(out)
@@ -307,8 +329,14 @@ def test_relative_local_paths_reach_the_workers_as_the_command_line_meant_them(c
         f"--annotations={pathlib.Path(source.train_annotations).relative_to(root)}", "--images_dir=images",
         f"--output_dir={os.path.relpath(tmp_path / 'out', root)}", f"--split={SPLIT}", f"--num_shards={NUM_SHARDS}",
     ]  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "pipeline", *flags, *cluster.flags()], env=ENV, cwd=root,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", *flags, *cluster.flags()],
+        env=ENV,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert _built(tmp_path / "out") == local
 
@@ -332,4 +360,6 @@ def test_with_no_scheduler_named_the_local_cluster_forks_its_workers_and_builds_
     assert len(forked) >= 2, seen  # one worker process per core, at least 2 (of 1 thread each on 2 cores)
     assert not [cmdline for cmdline in seen.values() if "spawn_main" in " ".join(cmdline)], seen
     # Dask's INFO lines (every scheduler, nanny and worker start and close) stay out of the build's output.
-    assert not [line for line in stderr.splitlines() if "Nanny" in line or "Scheduler" in line or "worker at" in line], stderr[-3000:]
+    assert not [line for line in stderr.splitlines() if "Nanny" in line or "Scheduler" in line or "worker at" in line], stderr[
+        -3000:
+    ]

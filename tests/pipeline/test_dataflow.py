@@ -301,9 +301,7 @@ def test_launch_script_direct_mode_submits_without_touching_storage(tmp_path):
             capture_output=True, text=True, timeout=120, env=env,
         )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
-    assert (
-        "test: translated by DataflowRunner (dry run); nothing was built or written" in done.stdout
-    )
+    assert "test: translated by DataflowRunner (dry run); nothing was built or written" in done.stdout
     assert calls == []
 
 
@@ -324,6 +322,7 @@ def test_launch_script_rejects_bad_usage(args, env, tmp_path):
 
 def test_worker_image_installs_the_pinned_beam_and_only_worker_dependencies():
     import tomllib
+
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     dependencies = pyproject["dependencies"]
     worker = [
@@ -397,7 +396,13 @@ def test_what_the_worker_image_copies_runs_a_build_alone(tmp_path):
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
     )
     # The copy comes first on sys.path, so `reader` is the copy's, whose reader/ holds nothing else.
-    done = subprocess.run([sys.executable, "-c", script], cwd=image, env={**os.environ, "PYTHONPATH": str(image)},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=image,
+        env={**os.environ, "PYTHONPATH": str(image)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "out" / "val.manifest.json").read_text())["counts"]["records"] > 0

@@ -302,14 +302,15 @@ def test_wide_sixteen_bit_grey_converts_in_chunks_to_the_same_bytes(monkeypatch)
 # --- JPEGs cut short and given an end marker: libjpeg's grey fill is not a record (issue 10) ---
 
 
-
 def _jpeg(im: Image.Image, **options) -> bytes:
     out = io.BytesIO()
     im.save(out, format="JPEG", quality=90, **options)
     return out.getvalue()
 
 
-@pytest.mark.parametrize("config", [JPEG, BuildConfig(input_size=512, image_format="raw")], ids=["224 (1/4 scale)", "512 (1/2 scale)"])
+@pytest.mark.parametrize(
+    "config", [JPEG, BuildConfig(input_size=512, image_format="raw")], ids=["224 (1/4 scale)", "512 (1/2 scale)"]
+)
 @pytest.mark.parametrize(
     "mode, options, fraction",
     [
@@ -360,8 +361,6 @@ def test_the_checked_in_photos_are_not_taken_for_cut_files():
         if path.is_file() and "99--Broken" not in str(path):
             for config in (JPEG, BuildConfig(input_size=512), BuildConfig(input_size=64, image_format="raw")):
                 images.prepare(path.read_bytes(), config)
-
-
 
 
 def test_a_long_run_of_fill_bytes_is_walked_in_linear_time():

@@ -64,9 +64,24 @@ def test_the_corpus_holds_every_format_pillow_writes_and_reads(corpus):
     assert formats == writable, writable - formats
     names = {seed.name for seed in corpus}
     for name in (
-        "JPEG RGB", "JPEG L", "JPEG CMYK", "JPEG RGB quality=90 progressive=True",
-        "PNG RGB", "PNG RGBA", "PNG P", "PNG I;16", "GIF P", "BMP RGB", "TIFF RGB compression=tiff_lzw",
-        "WEBP RGB", "WEBP RGB lossless=True", "ICO RGBA", "JPEG2000 RGB", "PPM RGB", "TGA RGB", "PCX RGB",
+        "JPEG RGB",
+        "JPEG L",
+        "JPEG CMYK",
+        "JPEG RGB quality=90 progressive=True",
+        "PNG RGB",
+        "PNG RGBA",
+        "PNG P",
+        "PNG I;16",
+        "GIF P",
+        "BMP RGB",
+        "TIFF RGB compression=tiff_lzw",
+        "WEBP RGB",
+        "WEBP RGB lossless=True",
+        "ICO RGBA",
+        "JPEG2000 RGB",
+        "PPM RGB",
+        "TGA RGB",
+        "PCX RGB",
     ):
         assert name in names
     for seed in corpus:  # every seed itself is a record
@@ -82,7 +97,17 @@ def test_cuts_at_every_offset_of_every_header(corpus):
 
 def test_random_truncations_and_mutations(corpus):
     cases = [fuzz_images.random_case(corpus, SEED, i) for i in range(RANDOM_CASES)]
-    assert {c.kind for c in cases} == {"truncate", "repaired", "zero_tail", "flip", "byte", "word", "insert", "delete", "duplicate"}
+    assert {c.kind for c in cases} == {
+        "truncate",
+        "repaired",
+        "zero_tail",
+        "flip",
+        "byte",
+        "word",
+        "insert",
+        "delete",
+        "duplicate",
+    }
     outcomes = _run_guarded(cases)
     # Mutations leave many files decodable, and refuse the rest for every kind of reason.
     assert outcomes["record"] > RANDOM_CASES // 10

@@ -40,12 +40,16 @@ def test_dataflow_with_local_paths_is_refused_even_in_a_dry_run(capsys, tmp_path
 
 
 def test_boxes_given_as_the_test_list_and_the_other_way_round(capsys, tmp_path):
-    message = _refused(capsys, f"--annotations={VAL_BOXES}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={tmp_path}", "--split=test")
+    message = _refused(
+        capsys, f"--annotations={VAL_BOXES}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={tmp_path}", "--split=test"
+    )
     assert message == (
         f"{VAL_BOXES}: a *_bbx_gt.txt file (a face count after each image path), but --split=test reads a file list "
         "(one image path a line, no face counts): give --split=train or --split=val, or the test file list"
     )
-    message = _refused(capsys, f"--annotations={TEST_LIST}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={tmp_path}", "--split=val")
+    message = _refused(
+        capsys, f"--annotations={TEST_LIST}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={tmp_path}", "--split=val"
+    )
     assert message == (
         f"{TEST_LIST}: a file list (one image path a line, no face counts), but --split=val reads a *_bbx_gt.txt file "
         "(a face count after each image path): give the val *_bbx_gt.txt file, or --split=test"
@@ -72,7 +76,9 @@ def test_an_images_dir_one_level_off_names_the_folder_that_holds_them(capsys, tm
     shutil.copytree(FIXTURE_IMAGES, root / "images")
     (root / "notes").mkdir()
     out = tmp_path / "out"
-    message = _refused(capsys, f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={root}", f"--output_dir={out}", "--split=val")
+    message = _refused(
+        capsys, f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={root}", f"--output_dir={out}", "--split=val"
+    )
     first = preflight.listed_images(FIXTURE_ANNOTATIONS.read_bytes())
     assert message == (
         f"--images_dir={root}: none of the first {len(first)} images listed is there ({first[0]}, ...); they are all "
@@ -98,5 +104,8 @@ def test_file_formats_of_generated_files_are_told_apart():
         names = "".join(f"{name}\n" for name, _ in entries).encode()
         assert preflight.file_format(boxes) == "boxes", case
         assert preflight.file_format(names) == "names", case
-        assert preflight.build_format_mismatch("f", boxes, "val") is None and preflight.build_format_mismatch("f", names, "test") is None
+        assert (
+            preflight.build_format_mismatch("f", boxes, "val") is None
+            and preflight.build_format_mismatch("f", names, "test") is None
+        )
         assert preflight.file_format(bytes(rng.randrange(256) for _ in range(rng.randrange(64)))) is None, case

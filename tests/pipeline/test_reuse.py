@@ -86,7 +86,12 @@ def test_a_file_replaced_under_the_same_name_is_prepared_again(first, clean, tmp
 
     result = inc.build(tmp_path / "out", f"--reuse_from={first}", images=images)
     found = inc.files(tmp_path / "out")
-    assert inc.reuse_block(found) == {"from": inc.first_id(first), "reused": USABLE - 1, "prepared": ANNOTATED - USABLE + 1, "notes": []}
+    assert inc.reuse_block(found) == {
+        "from": inc.first_id(first),
+        "reused": USABLE - 1,
+        "prepared": ANNOTATED - USABLE + 1,
+        "notes": [],
+    }
     assert inc.counters(result) == {"images_reused": USABLE - 1, "images_prepared": ANNOTATED - USABLE + 1}
     inc.assert_same_as_clean(found, clean(images=images))
     assert inc.records(found)[REPLACED].image != inc.records(inc.files(first))[REPLACED].image
@@ -221,7 +226,9 @@ def test_images_prepared_by_other_libraries_are_not_reused(first, clean, tmp_pat
     prepared its images (None: the key removed) is not trusted either."""
 
     def edit(out, manifest):
-        build_edits.rewrite_manifest(out, lambda raw: raw.update(preparation=preparation) if preparation else raw.pop("preparation"))
+        build_edits.rewrite_manifest(
+            out, lambda raw: raw.update(preparation=preparation) if preparation else raw.pop("preparation")
+        )
 
     found, block, _ = _rebuild_damaged(first, tmp_path, edit)
     assert (block["reused"], block["prepared"]) == (0, ANNOTATED)
@@ -374,7 +381,7 @@ def test_earlier_records_keep_a_bounded_number_of_shards_open(tmp_path, monkeypa
     earlier = reuse.EarlierRecords()  # closed while a thread is still reading: closed after that read
     fd = earlier._acquire(str(shards[0]))
     earlier.close()
-    assert fd not in closed[len(held):]
+    assert fd not in closed[len(held) :]
     earlier._release()
     assert closed[-1] == fd
 

@@ -46,6 +46,7 @@ def test_reuse_from_with_noreuse_is_a_usage_error(tmp_path, capsys):
 def test_the_summary_says_what_was_reused_and_prepared(first, tmp_path, capsys):
     """The line a user reads: how many images came from which build, and none when the build
     reused nothing (first build, --noreuse)."""
+
     def argv(out):
         return [f"--annotations={FIXTURE_ANNOTATIONS}", f"--images_dir={FIXTURE_IMAGES}", f"--output_dir={out}",
                 f"--split={SPLIT}", *FLAGS, *IN_MEMORY]  # fmt: skip
@@ -55,7 +56,9 @@ def test_the_summary_says_what_was_reused_and_prepared(first, tmp_path, capsys):
     assert "reused" not in capsys.readouterr().out
     assert cli.main(argv(build_edits.copy_build(first, tmp_path / "again"))) == 0
     printed = capsys.readouterr().out
-    assert f"images: {USABLE} reused from build {inc.first_id(first)}, {ANNOTATED - USABLE} prepared" in printed.splitlines(), printed
+    assert f"images: {USABLE} reused from build {inc.first_id(first)}, {ANNOTATED - USABLE} prepared" in printed.splitlines(), (
+        printed
+    )
     assert cli.main([*argv(build_edits.copy_build(first, tmp_path / "clean")), "--noreuse"]) == 0
     assert "reused" not in capsys.readouterr().out
 
@@ -72,7 +75,11 @@ def s3():
 
 @pytest.fixture(scope="module")
 def gcs(tmp_path_factory):
-    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(cloud_fixtures.write_fake_google_credentials(tmp_path_factory.mktemp("adc") / "adc.json"))}
+    env = {
+        "GOOGLE_APPLICATION_CREDENTIALS": str(
+            cloud_fixtures.write_fake_google_credentials(tmp_path_factory.mktemp("adc") / "adc.json")
+        )
+    }
     with cloud_fixtures.gcs_emulator(BUCKET) as emulator:
         env["STORAGE_EMULATOR_HOST"] = emulator.endpoint
         saved = {name: os.environ.get(name) for name in env}

@@ -256,13 +256,19 @@ def test_cli(tmp_path, capsys, annotation_file):
     capsys.readouterr()
     # Mistakes of the user's: one line, no traceback.
     assert sample.main(["sample", f"--render_for={tmp_path / 'nowhere.txt'}", f"--images_dir={tmp_path / 'i'}"]) == 2
-    assert capsys.readouterr().err == f"pipeline.sample: --render_for={tmp_path / 'nowhere.txt'}: no such file; --help lists every flag\n"
+    assert (
+        capsys.readouterr().err
+        == f"pipeline.sample: --render_for={tmp_path / 'nowhere.txt'}: no such file; --help lists every flag\n"
+    )
     assert sample.main(["sample", f"--render_for={annotation_file}", f"--images_dir={annotation_file}"]) == 2
     assert "a file, not a directory" in capsys.readouterr().err
     malformed = tmp_path / "bad_gt.txt"
     malformed.write_text("a.jpg\ntwo\n")
     assert sample.main(["sample", f"--render_for={malformed}", f"--images_dir={tmp_path / 'i'}"]) == 1
-    assert capsys.readouterr().err == f"pipeline.sample: {malformed}:2: expected a face count (a non-negative integer), found 'two'\n"
+    assert (
+        capsys.readouterr().err
+        == f"pipeline.sample: {malformed}:2: expected a face count (a non-negative integer), found 'two'\n"
+    )
 
 
 def test_render_images_reports_progress(annotation_file, tmp_path):

@@ -152,8 +152,19 @@ def test_paths_below_the_images_dir_resolve_as_realpath_resolves_them(tree):
     os.symlink("loop_b", root / "event" / "loop_a")
     os.symlink("loop_a", root / "event" / "loop_b")
     resolved_root = os.path.realpath(root)
-    for relative in ("event/a.jpg", "event/link.jpg", "alias/a.jpg", "alias/link.jpg", "event/outdir/photo.jpg",
-                     "event/dangling.jpg", "event/none.jpg", "none/a.jpg", "event/a.jpg/x.jpg", "alias/outdir/photo.jpg", "event/loop_a"):
+    for relative in (
+        "event/a.jpg",
+        "event/link.jpg",
+        "alias/a.jpg",
+        "alias/link.jpg",
+        "event/outdir/photo.jpg",
+        "event/dangling.jpg",
+        "event/none.jpg",
+        "none/a.jpg",
+        "event/a.jpg/x.jpg",
+        "alias/outdir/photo.jpg",
+        "event/loop_a",
+    ):
         resolved, status = sources._resolve(resolved_root, relative)
         assert resolved == os.path.realpath(os.path.join(resolved_root, relative)), relative
         assert status is None or status == os.stat(resolved), relative  # when given, the file's own status

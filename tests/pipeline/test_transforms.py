@@ -59,13 +59,24 @@ def test_write_shards_splits_records_and_errors(tmp_path):
         assert_that(written | beam.Map(lambda s: s.entry.records) | beam.CombineGlobally(sum), equal_to([10]), label="records")
         assert_that(
             written | beam.FlatMap(lambda s: [(e.reason, e.faces) for e in s.errors]),
-            equal_to([("truncated", 1), ("empty", 0), ("not_an_image", 2), ("decompression_bomb", 1), ("missing", 1), ("path_escapes_images_dir", 1)]),
+            equal_to(
+                [
+                    ("truncated", 1),
+                    ("empty", 0),
+                    ("not_an_image", 2),
+                    ("decompression_bomb", 1),
+                    ("missing", 1),
+                    ("path_escapes_images_dir", 1),
+                ]
+            ),
             label="errors",
         )
     # Shards go straight to names that carry the build id (no reader follows them before the
     # commit); the lease says the build is running. Nothing else, no temporary file, is left.
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f".val.{BUILD}.lease", f"val-00000-of-00002.{BUILD}.tfrecord", f"val-00001-of-00002.{BUILD}.tfrecord"
+        f".val.{BUILD}.lease",
+        f"val-00000-of-00002.{BUILD}.tfrecord",
+        f"val-00001-of-00002.{BUILD}.tfrecord",
     ]
 
 
@@ -158,7 +169,11 @@ def test_write_shards_writes_every_shard_once_even_those_no_image_lands_in(tmp_p
         build = p | "Handle" >> beam.Create([handle])
         written = p | transforms.WriteShards(str(FIXTURE_IMAGES), 40, BuildConfig(), build, str(FIXTURE_ANNOTATIONS))
         assert_that(written | beam.Map(lambda s: s.index), equal_to(list(range(40))), label="indices")
-        images = written | beam.Map(lambda s: (s.entry.records, len(s.errors))) | beam.CombineGlobally(lambda c: tuple(map(sum, zip(*c))))
+        images = (
+            written
+            | beam.Map(lambda s: (s.entry.records, len(s.errors)))
+            | beam.CombineGlobally(lambda c: tuple(map(sum, zip(*c))))
+        )
         assert_that(images, equal_to([(10, 6)]), label="images")
     empty = [p for p in tmp_path.iterdir() if p.suffix == ".tfrecord" and p.stat().st_size == 0]
     assert len(empty) >= 40 - 16 and len(list(tmp_path.glob("*.tfrecord"))) == 40
@@ -167,7 +182,10 @@ def test_write_shards_writes_every_shard_once_even_those_no_image_lands_in(tmp_p
 def _finalize(tmp_path, shards, annotated, max_error_fraction=0.5, num_shards=3):
     """Commits `shards` whose writers all read one annotation file, of totals `annotated`."""
     handle = commit.begin(OutputSpec(str(tmp_path), "val", num_shards, BUILD))
-    shards = [dataclasses.replace(s, annotated=s.annotated or annotated, annotations_sha256=s.annotations_sha256 or "a" * 64) for s in shards]
+    shards = [
+        dataclasses.replace(s, annotated=s.annotated or annotated, annotations_sha256=s.annotations_sha256 or "a" * 64)
+        for s in shards
+    ]
     with TestPipeline(argv=IN_MEMORY) as p:
         result = (p | "shards" >> beam.Create(shards)) | finalize.Finalize(
             BuildConfig(), max_error_fraction, p | "Handle" >> beam.Create([handle])
@@ -179,8 +197,12 @@ def _shard(tmp_path, index, records_in_it, errors=(), data=None):
     name = f"val-{index:05d}-of-00003.{BUILD}.tfrecord"
     data = b"x" * max(1, 16 * records_in_it) if data is None else data  # a record takes 16 bytes of framing at least
     (tmp_path / name).write_bytes(data)
-    counts = records.Counts(records=records_in_it, errors=len(errors), faces_stored=records_in_it, targets=records_in_it).as_dict()
-    return ShardWritten(index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts, errors=tuple(errors))
+    counts = records.Counts(
+        records=records_in_it, errors=len(errors), faces_stored=records_in_it, targets=records_in_it
+    ).as_dict()
+    return ShardWritten(
+        index, ShardEntry(name, records_in_it, len(data), hashlib.sha256(data).hexdigest()), counts, errors=tuple(errors)
+    )
 
 
 def test_finalize_commits_the_manifest_and_errors_file_and_removes_the_earlier_build(tmp_path):
@@ -216,9 +238,14 @@ def test_finalize_refuses_shards_whose_writers_read_different_annotation_files(t
     # Each shard's writer reads the annotation file itself: edited while the build ran, the
     # shards would come from two versions of it, whatever the counts say.
     annotated = {"images_annotated": 3, "faces_annotated": 3}
-    later = dataclasses.replace(_shard(tmp_path, 2, 1), annotated={"images_annotated": 4, "faces_annotated": 3}, annotations_sha256="b" * 64)
+    later = dataclasses.replace(
+        _shard(tmp_path, 2, 1), annotated={"images_annotated": 4, "faces_annotated": 3}, annotations_sha256="b" * 64
+    )
     shards = [_shard(tmp_path, 0, 1), _shard(tmp_path, 1, 1), later]
-    with pytest.raises(Exception, match=r"val: annotations changed while the build ran: its shard writers read 2 different versions \(3 images, 4 images\)"):
+    with pytest.raises(
+        Exception,
+        match=r"val: annotations changed while the build ran: its shard writers read 2 different versions \(3 images, 4 images\)",
+    ):
         _finalize(tmp_path, shards, annotated)
     assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended
 
@@ -229,6 +256,8 @@ def test_finalize_refuses_a_shard_lost_or_delivered_twice_by_the_runner(tmp_path
     # (Beam's DaskRunner mixed the outputs of one step) must not make a build with a hole or a double.
     shards = [_shard(tmp_path, i, 1) for i in indices]
     images = len(indices)
-    with pytest.raises(Exception, match=rf"not committed: the runner delivered {len(indices)} shard results for 3 shards \({said}\)"):
+    with pytest.raises(
+        Exception, match=rf"not committed: the runner delivered {len(indices)} shard results for 3 shards \({said}\)"
+    ):
         _finalize(tmp_path, shards, {"images_annotated": images, "faces_annotated": images})
     assert list(tmp_path.iterdir()) == []  # the build's files removed, its lease ended

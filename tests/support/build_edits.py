@@ -117,7 +117,9 @@ def refresh_manifest(data_dir: str | os.PathLike, split: str = SPLIT) -> None:
 Features = dict[str, tuple[str, object]]
 
 
-def edit_record(data_dir: str | os.PathLike, file: str, index: int, edit: Callable[[Features], None], refresh: bool = True) -> None:
+def edit_record(
+    data_dir: str | os.PathLike, file: str, index: int, edit: Callable[[Features], None], refresh: bool = True
+) -> None:
     """Decodes record `index` of shard `file`, lets `edit` change its features in place, writes
     it back with fresh CRCs and (refresh) the manifest's checksums to match."""
     data_dir = pathlib.Path(data_dir)

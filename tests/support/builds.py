@@ -27,7 +27,14 @@ IN_MEMORY = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
 def run_build(annotations, images_dir, output_dir, split: str, *flags: str, runner=IN_MEMORY):
     """The real Beam build through `pipeline.cli.run`, in memory unless `runner` says otherwise."""
     return cli.run(
-        [f"--annotations={annotations}", f"--images_dir={images_dir}", f"--output_dir={output_dir}", f"--split={split}", *flags, *runner]
+        [
+            f"--annotations={annotations}",
+            f"--images_dir={images_dir}",
+            f"--output_dir={output_dir}",
+            f"--split={split}",
+            *flags,
+            *runner,
+        ]
     )
 
 
@@ -38,7 +45,12 @@ def build(output_dir, *flags: str, split: str = "val", annotations=FIXTURE_ANNOT
 
 
 def make_build(
-    root: str | os.PathLike, recipe: sources.Recipe, splits: dict[str, tuple[int, int]], *, seed: int = 0, image_format: str = "jpeg"
+    root: str | os.PathLike,
+    recipe: sources.Recipe,
+    splits: dict[str, tuple[int, int]],
+    *,
+    seed: int = 0,
+    image_format: str = "jpeg",
 ) -> pathlib.Path:
     """Writes each split's sources under root/source (`splits`: {split: (num_images, num_shards)},
     the k-th split drawn with seed + k) and builds them into root/shards; returns that data_dir."""
@@ -46,7 +58,15 @@ def make_build(
     data_dir = root / "shards"
     for k, (split, (num_images, num_shards)) in enumerate(splits.items()):
         annotations, images_dir = sources.write_source(root / "source", recipe, split, num_images, seed + k)
-        run_build(annotations, images_dir, data_dir, split, f"--num_shards={num_shards}", f"--image_format={image_format}", *recipe.flags)
+        run_build(
+            annotations,
+            images_dir,
+            data_dir,
+            split,
+            f"--num_shards={num_shards}",
+            f"--image_format={image_format}",
+            *recipe.flags,
+        )
     return data_dir
 
 
@@ -113,7 +133,17 @@ def blank_record(size: int = 224, grid_size: int = 7, sha256: str = "0" * 64) ->
     """A record of a black raw size x size image without faces: the largest record of that
     config that no face adds to."""
     return schema.Record(
-        image=bytes(size * size * 3), image_format="raw", height=size, width=size, original_height=size, original_width=size,
-        filename="a.jpg", sha256=sha256, boxes=np.zeros((0, 4), np.float32), attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64),
-        grid=np.zeros((grid_size, grid_size, 5), np.float32), ignore=np.zeros((grid_size, grid_size), np.float32), dropped=0,
+        image=bytes(size * size * 3),
+        image_format="raw",
+        height=size,
+        width=size,
+        original_height=size,
+        original_width=size,
+        filename="a.jpg",
+        sha256=sha256,
+        boxes=np.zeros((0, 4), np.float32),
+        attributes=np.zeros((0, len(schema.ATTRIBUTES)), np.int64),
+        grid=np.zeros((grid_size, grid_size, 5), np.float32),
+        ignore=np.zeros((grid_size, grid_size), np.float32),
+        dropped=0,
     )

@@ -110,7 +110,11 @@ def removed_while_listed(victim: pathlib.Path) -> Iterator[None]:
 
         def __iter__(self):
             for entry in self._entries:
-                if pending and os.path.samefile(os.path.dirname(entry.path) or ".", pending[0].parent) and entry.name == pending[0].name:
+                if (
+                    pending
+                    and os.path.samefile(os.path.dirname(entry.path) or ".", pending[0].parent)
+                    and entry.name == pending[0].name
+                ):
                     os.remove(pending.pop())
                 yield entry
 
@@ -268,6 +272,7 @@ def two_builds_at_once(out: pathlib.Path, stagger: float, timeout: float = 120) 
     another JPEG quality), the second started `stagger` seconds after the first. Both must exit
     0, each naming the build it ran (in its summary, or as committed over), and the split must
     be the later commit, whole, with nothing else left. Returns what went wrong, or None."""
+
     def build(*extra):
         return [sys.executable, "-m", "pipeline", *build_flags(out, *extra)]
 
@@ -276,7 +281,9 @@ def two_builds_at_once(out: pathlib.Path, stagger: float, timeout: float = 120) 
         return f"the earlier build exited {done.returncode}: {done.stderr[-2000:]}"
     first = subprocess.Popen(build("--num_shards=3"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(stagger)
-    second = subprocess.run(build("--num_shards=5", "--jpeg_quality=80"), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    second = subprocess.run(
+        build("--num_shards=5", "--jpeg_quality=80"), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     first_out, first_err = first.communicate(timeout=timeout)
     failed = [f"{which} build exited {code}: {_last_lines(err)}" for which, code, err in
               (("the first", first.returncode, first_err), ("the second", second.returncode, second.stderr)) if code != 0]  # fmt: skip

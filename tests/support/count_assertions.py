@@ -31,7 +31,12 @@ def _is_assertion(node: ast.AST) -> bool:
         return False
     func = node.func
     name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-    if name in ("raises", "warns") and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "pytest":
+    if (
+        name in ("raises", "warns")
+        and isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Name)
+        and func.value.id == "pytest"
+    ):
         return True
     return name.startswith("assert")
 

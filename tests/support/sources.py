@@ -149,7 +149,9 @@ def _learnable_pictures(split: str, num_images: int, seed: int) -> Iterator[synt
         faces = _learnable_faces(rng, width, height, count)
         if split == "val" and faces and i % 3 == 0:
             faces[0][7] = 1  # invalid: stored, ignored by the targets, not scored
-        yield synthetic.Picture(f"{i % 2}--Event{i % 2}/{split}_{i}.jpg", faces, synthetic.jpeg(synthetic.paint_faces(image, faces)))
+        yield synthetic.Picture(
+            f"{i % 2}--Event{i % 2}/{split}_{i}.jpg", faces, synthetic.jpeg(synthetic.paint_faces(image, faces))
+        )
 
 
 LEARNABLE = Recipe("learnable", _learnable_pictures)

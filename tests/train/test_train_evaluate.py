@@ -79,13 +79,15 @@ INVALID = np.array([0, 0, 1])
 
 
 def test_match_follows_the_wider_rules():
-    dets = np.array([
-        [0.1, 0.1, 0.3, 0.3],  # face 0
-        [0.11, 0.1, 0.31, 0.3],  # face 0 again: duplicate
-        [0.4, 0.0, 0.5, 0.1],  # the invalid face: discarded
-        [0.0, 0.8, 0.1, 0.9],  # nothing
-        [0.62, 0.6, 0.82, 0.8],  # face 1
-    ])
+    dets = np.array(
+        [
+            [0.1, 0.1, 0.3, 0.3],  # face 0
+            [0.11, 0.1, 0.31, 0.3],  # face 0 again: duplicate
+            [0.4, 0.0, 0.5, 0.1],  # the invalid face: discarded
+            [0.0, 0.8, 0.1, 0.9],  # nothing
+            [0.62, 0.6, 0.82, 0.8],  # face 1
+        ]
+    )
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     labels = metrics.match(dets, scores, GT, INVALID)
     assert labels.tolist() == [1, 0, -1, 0, 1]
@@ -127,7 +129,9 @@ def test_detections_are_written_in_source_pixels(tmp_path, mode):
     with open(path) as f:
         name, count, *rows = f.read().splitlines()
     assert (name, count) == ("a", "2")
-    np.testing.assert_allclose([[float(v) for v in row.split()] for row in rows], [[100, 50, 200, 300, 0.5], [0, 0, 1024, 683, 0.25]], atol=1e-3)
+    np.testing.assert_allclose(
+        [[float(v) for v in row.split()] for row in rows], [[100, 50, 200, 300, 0.5], [0, 0, 1024, 683, 0.25]], atol=1e-3
+    )
 
 
 def test_predictions_are_written_in_the_wider_layout(tmp_path):
@@ -217,8 +221,11 @@ def test_coco_ap50_95_averages_over_iou_thresholds():
 def test_coco_ap50_by_face_size():
     # Two faces of each size. Large: both found. Medium: one found, ranked below a false
     # positive of medium size. Small: none found.
-    small, medium, large = px([10, 10, 18, 18], [30, 10, 38, 18]), px([60, 60, 80, 80], [90, 60, 110, 80]), \
-        px([20, 120, 80, 180], [120, 120, 180, 180])
+    small, medium, large = (
+        px([10, 10, 18, 18], [30, 10, 38, 18]),
+        px([60, 60, 80, 80], [90, 60, 110, 80]),
+        px([20, 120, 80, 180], [120, 120, 180, 180]),
+    )
     gt = np.concatenate([small, medium, large])
     false_medium = px([190, 10, 210, 30])
     dets = np.concatenate([large, false_medium, medium[:1]])

@@ -21,7 +21,9 @@ def test_imagenet_weights_without_network_is_one_line(tiny_build, tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("facegrid-train:")]
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("facegrid-train: --weights=imagenet: cannot download MobileNetV2's ImageNet weights (URL fetch failure on https://")
+    assert lines[0].startswith(
+        "facegrid-train: --weights=imagenet: cannot download MobileNetV2's ImageNet weights (URL fetch failure on https://"
+    )
     assert lines[0].endswith("); without network, give --weights=none or a local weights file")
 
 

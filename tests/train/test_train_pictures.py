@@ -19,11 +19,15 @@ def test_an_invalid_face_shows_on_grey_light_and_dark_backgrounds():
         picture = pictures.draw(image, box, np.array([1]), np.zeros((0, 4)), np.zeros(0), 7, scale=2)
         assert picture.size == (448, 448 + pictures.LEGEND_HEIGHT)
         top = _colours_on_line(picture, 112, 112, 336)  # the box's top edge, where its outline runs
-        assert pictures.INVALID_FACE in top and pictures.HALO in _colours_on_line(picture, 111, 112, 336) | _colours_on_line(picture, 110, 112, 336)
+        assert pictures.INVALID_FACE in top and pictures.HALO in _colours_on_line(picture, 111, 112, 336) | _colours_on_line(
+            picture, 110, 112, 336
+        )
 
 
 def test_the_legend_names_each_colour():
-    picture = pictures.draw(np.zeros((224, 224, 3), np.float32), np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4)), np.zeros(0), 7, threshold=0.5)
+    picture = pictures.draw(
+        np.zeros((224, 224, 3), np.float32), np.zeros((0, 4)), np.zeros(0), np.zeros((0, 4)), np.zeros(0), 7, threshold=0.5
+    )
     strip = picture.crop((0, 448, 448, 448 + pictures.LEGEND_HEIGHT))
     colours = set(strip.getdata())
     assert {pictures.FACE, pictures.INVALID_FACE, pictures.DETECTION} <= colours

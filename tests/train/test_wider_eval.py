@@ -34,10 +34,13 @@ def write_ground_truth(directory, images):
         "event_list": _column([np.array([event]) for event in events]),
         "file_list": _column([_column([np.array([name]) for _, name, *_ in of[e]]) for e in events]),
         "face_bbx_list": _column([_column([np.array(b, np.int32).reshape(-1, 4) for _, _, b, _ in of[e]]) for e in events]),
-        "invalid_label_list": _column([_column([np.zeros((len(np.reshape(b, (-1, 4))), 1), np.uint8) for _, _, b, _ in of[e]]) for e in events]),
+        "invalid_label_list": _column(
+            [_column([np.zeros((len(np.reshape(b, (-1, 4))), 1), np.uint8) for _, _, b, _ in of[e]]) for e in events]
+        ),
     }
     scipy.io.savemat(os.path.join(directory, wider_ap.FACE_FILE), common)
     for subset, filename in wider_ap.SUBSET_FILES.items():
+
         def rows(boxes, keep):
             return np.array(keep.get(subset, range(1, len(np.reshape(boxes, (-1, 4))) + 1)), np.uint16).reshape(-1, 1)
 
@@ -269,8 +272,17 @@ def test_perfect_predictions_score_1_up_to_the_faces_no_box_can_match(truth, tmp
         rows = np.r_[np.c_[found, rng.uniform(0.5, 1, len(found))], np.c_[misses, rng.uniform(0, 0.4, 3)]]
         wider.write_predictions(str(tmp_path), f"{key[0]}/{key[1]}.jpg", rows[:, :4], rows[:, 4])
     done = subprocess.run(
-        [sys.executable, "-m", "train.wider_eval", f"--predictions={tmp_path}", f"--json={tmp_path}/r.json", f"--plot={tmp_path}/r.png"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "train.wider_eval",
+            f"--predictions={tmp_path}",
+            f"--json={tmp_path}/r.json",
+            f"--plot={tmp_path}/r.png",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "easy 1.0000 medium 1.0000 hard 0.9999\n"
@@ -302,7 +314,11 @@ def _run(capsys, *argv):
 
 def test_valid_input_prints_one_line(small, capsys):
     gt, predictions = small
-    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}") == (0, "easy 0.3333 medium 0.3333 hard 0.3333\n", "")
+    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}") == (
+        0,
+        "easy 0.3333 medium 0.3333 hard 0.3333\n",
+        "",
+    )
 
 
 @pytest.mark.parametrize(
@@ -337,7 +353,10 @@ def test_tolerated_layouts(small, capsys):
     gt, predictions = small
     with open(os.path.join(predictions, "0--E", "a.txt"), "wb") as f:
         f.write(b"0--E/a.jpg\r\n2\r\n10\t10 20 20 +9e-1\r\n 100 100 30 30 .5 \r\n\r\n\n")
-    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}")[:2] == (0, "easy 0.6667 medium 0.6667 hard 0.6667\n")
+    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}")[:2] == (
+        0,
+        "easy 0.6667 medium 0.6667 hard 0.6667\n",
+    )
 
 
 def test_bytes_that_are_not_utf8(small, capsys):
@@ -345,7 +364,10 @@ def test_bytes_that_are_not_utf8(small, capsys):
     path = os.path.join(predictions, "0--E", "a.txt")
     with open(path, "wb") as f:
         f.write(b"a\n1\n1 2 3 4 \xff\n")
-    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}")[::2] == (1, f"train.wider_eval: {path}:3: expected UTF-8 text, found byte 0xff\n")
+    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}")[::2] == (
+        1,
+        f"train.wider_eval: {path}:3: expected UTF-8 text, found byte 0xff\n",
+    )
 
 
 def test_missing_files_and_other_splits_files(small, capsys):
@@ -370,7 +392,10 @@ def test_fifos_and_links_out_are_refused_without_hanging(small, capsys, tmp_path
     path = os.path.join(predictions, "0--E", "a.txt")
     os.remove(path)
     os.mkfifo(path)
-    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}")[::2] == (1, f"train.wider_eval: {path}: not a regular file\n")
+    assert _run(capsys, f"--predictions={predictions}", f"--ground_truth={gt}")[::2] == (
+        1,
+        f"train.wider_eval: {path}: not a regular file\n",
+    )
     os.remove(path)
     outside = tmp_path / "outside.txt"
     outside.write_text("a\n0\n")
@@ -382,11 +407,18 @@ def test_fifos_and_links_out_are_refused_without_hanging(small, capsys, tmp_path
 def test_usage_errors_exit_2(small, capsys, monkeypatch, tmp_path):
     gt, predictions = small
     assert _run(capsys, f"--ground_truth={gt}")[::2] == (2, "train.wider_eval: missing required flag --predictions=DIR\n")
-    assert _run(capsys, "--predictions=/nonexistent")[::2] == (2, "train.wider_eval: --predictions=/nonexistent: not a directory\n")
+    assert _run(capsys, "--predictions=/nonexistent")[::2] == (
+        2,
+        "train.wider_eval: --predictions=/nonexistent: not a directory\n",
+    )
     assert _run(capsys, f"--predictions={predictions}", "--ground_truh=x")[0] == 2
     monkeypatch.setattr(wider_ap, "DEFAULT_GROUND_TRUTH", tmp_path / "nowhere")
     status, _, err = _run(capsys, f"--predictions={predictions}")
-    assert status == 2 and err == f"train.wider_eval: no ground truth at {tmp_path / 'nowhere'} (facegrid installed without its repository): pass --ground_truth=DIR\n"
+    assert (
+        status == 2
+        and err
+        == f"train.wider_eval: no ground truth at {tmp_path / 'nowhere'} (facegrid installed without its repository): pass --ground_truth=DIR\n"
+    )
     # A ground truth folder without the release's files.
     status, _, err = _run(capsys, f"--predictions={predictions}", f"--ground_truth={tmp_path}")
     assert status == 1 and err.startswith(f"train.wider_eval: {tmp_path}/wider_face_val.mat: no such file")
@@ -397,7 +429,27 @@ def test_fuzzed_prediction_files_get_one_line_or_parse(tmp_path):
     line naming the file (and its line where one is at fault); never another exception."""
     rng = np.random.default_rng(20261207)
     valid = ["a", "3", "10 10 20 20 0.9", "100 100 30 30 0.5", "300 50 10 12 0.25"]
-    junk = ["nan", "inf", "-", "1e999", "0x10", "1,5", "１", "", " ", "\t", "\r", "\x00", "é", "1.2.3", "+-1", "e5", "1e", "\u2028", "9" * 400]
+    junk = [
+        "nan",
+        "inf",
+        "-",
+        "1e999",
+        "0x10",
+        "1,5",
+        "１",
+        "",
+        " ",
+        "\t",
+        "\r",
+        "\x00",
+        "é",
+        "1.2.3",
+        "+-1",
+        "e5",
+        "1e",
+        "\u2028",
+        "9" * 400,
+    ]
     outcomes = {"parsed": 0, "error": 0}
     for case in range(3000):
         lines = list(valid)
@@ -440,7 +492,9 @@ def test_no_traceback_from_the_command(small, tmp_path):
         f.write("a\n1\n1 2 3 4 NaN\n")
     done = subprocess.run(
         [sys.executable, "-m", "train.wider_eval", f"--predictions={predictions}", f"--ground_truth={gt}"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and ":3: expected a finite decimal number, found a NaN" in done.stderr

@@ -33,8 +33,14 @@ def test_predicting_the_targets_scores_the_grid_ceiling_of_each_subset(wider_bui
     the source-pixel boxes, the evaluation and the ceiling's own reckoning to one another."""
     predictions = str(tmp_path / "predictions")
     result = validation.evaluate_split(
-        _TargetsModel(wider_build, "val", 4), wider_build, "val", 4, NO_NMS, predictions_dir=predictions,
-        coco=False, wider_ground_truth=str(wider_ap.DEFAULT_GROUND_TRUTH),
+        _TargetsModel(wider_build, "val", 4),
+        wider_build,
+        "val",
+        4,
+        NO_NMS,
+        predictions_dir=predictions,
+        coco=False,
+        wider_ground_truth=str(wider_ap.DEFAULT_GROUND_TRUTH),
     )
     wider = result["wider"]
     assert wider["images"] == 10 and wider["ground_truth_images"] == 3226 and wider["complete"] is False
@@ -46,7 +52,11 @@ def test_predicting_the_targets_scores_the_grid_ceiling_of_each_subset(wider_bui
 
     # The numbers come from what the prediction files hold: reading them back gives the same APs.
     truth = wider_ap.load_ground_truth(wider_ap.DEFAULT_GROUND_TRUTH)
-    keys = [(event, name[:-4]) for event in sorted(os.listdir(predictions)) for name in sorted(os.listdir(os.path.join(predictions, event)))]
+    keys = [
+        (event, name[:-4])
+        for event in sorted(os.listdir(predictions))
+        for name in sorted(os.listdir(os.path.join(predictions, event)))
+    ]
     again = wider_ap.evaluate(truth, wider_predictions.read_predictions(predictions, truth, keys), keys)
     assert again.ap == {s: wider[s] for s in wider_ap.SUBSETS}
 
@@ -64,11 +74,19 @@ def test_another_val_split_says_why_wider_figures_are_absent(tiny_build, tmp_pat
     reason = "val is not WIDER's val: its image 0--Event0/val_0.jpg is none of WIDER val's 3,226 images"
     assert result["wider"] == {"absent": reason}
     fields = wider_report.metrics_fields(result["wider"])
-    assert fields == {"wider_easy": None, "wider_medium": None, "wider_hard": None, "wider_recall_ceiling": None, "wider_absent": reason}
+    assert fields == {
+        "wider_easy": None,
+        "wider_medium": None,
+        "wider_hard": None,
+        "wider_recall_ceiling": None,
+        "wider_absent": reason,
+    }
     assert wider_report.summary_line(fields) == f"WIDER Easy/Medium/Hard AP: absent: {reason}"
     # Without the ground truth (facegrid installed from a wheel): absent, saying so.
     nowhere = str(tmp_path / "nowhere")
-    assert wider_report.report([], None, nowhere) == {"absent": f"no WIDER ground truth at {nowhere} (facegrid installed without its repository)"}
+    assert wider_report.report([], None, nowhere) == {
+        "absent": f"no WIDER ground truth at {nowhere} (facegrid installed without its repository)"
+    }
 
 
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])

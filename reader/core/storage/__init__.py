@@ -256,4 +256,9 @@ def _is_store_error(error: Exception) -> bool:
 
 def _is_missing(error) -> bool:
     code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
-    return isinstance(error, FileNotFoundError) or code in ("404", "NoSuchKey", "NotFound") or "not found" in str(error).lower() or "404" in str(error)
+    return (
+        isinstance(error, FileNotFoundError)
+        or code in ("404", "NoSuchKey", "NotFound")
+        or "not found" in str(error).lower()
+        or "404" in str(error)
+    )

@@ -36,6 +36,8 @@ class S3Settings:
 
 NO_CREDENTIALS = ("give --s3_access_key_id and --s3_secret_access_key, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                   "(or ~/.aws/credentials)")  # fmt: skip
+
+
 def _make_client(settings: S3Settings):
     import boto3
 
@@ -55,7 +57,9 @@ def _client_arguments(settings: S3Settings) -> dict:
              "aws_access_key_id": settings.access_key_id, "aws_secret_access_key": settings.secret_access_key,
              "aws_session_token": settings.session_token,
              "verify": {"false": False, "0": False, "true": True, "1": True}.get(str(settings.verify).lower(), settings.verify)}  # fmt: skip
-    return {name: value for name, value in given.items() if value is not None} | ({"use_ssl": False} if settings.disable_ssl else {})
+    return {name: value for name, value in given.items() if value is not None} | (
+        {"use_ssl": False} if settings.disable_ssl else {}
+    )
 
 
 def bucket_key(path: str) -> tuple[str, str]:
@@ -90,7 +94,9 @@ def list_entries(directory: str) -> list[Entry]:
     try:
         for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix, Delimiter="/"):
             for o in page.get("Contents", []):
-                entries.append(Entry(o["Key"][len(key_prefix) :], f"s3://{bucket}/{o['Key']}", o["Size"], o["LastModified"].timestamp()))
+                entries.append(
+                    Entry(o["Key"][len(key_prefix) :], f"s3://{bucket}/{o['Key']}", o["Size"], o["LastModified"].timestamp())
+                )
     except Exception as e:
         raise StorageError(directory.rstrip("/") + "/", f"cannot list: {describe(e)}") from None
     return entries
@@ -188,4 +194,6 @@ def delete(paths: list[str]) -> None:
             response = client().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
             for error in response.get("Errors", []):
                 if error.get("Code") != "NoSuchKey":
-                    raise StorageError(f"s3://{bucket}/{error.get('Key')}", f"cannot delete: {error.get('Code')}: {error.get('Message')}")
+                    raise StorageError(
+                        f"s3://{bucket}/{error.get('Key')}", f"cannot delete: {error.get('Code')}: {error.get('Message')}"
+                    )

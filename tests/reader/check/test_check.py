@@ -226,8 +226,10 @@ def test_manifest_config_unusable(broken, capsys):
     assert code == 1
     assert failed(report) == {"manifest"}  # the records are still checked, with the default grid
     messages = sorted(m for _, _, m in problems(report, "manifest"))
-    assert messages == ["config.grid_size: expected an integer in [1, input_size], found 'seven'",
-                        "config.resize: missing (expected one of ('stretch', 'letterbox'))"]
+    assert messages == [
+        "config.grid_size: expected an integer in [1, input_size], found 'seven'",
+        "config.resize: missing (expected one of ('stretch', 'letterbox'))",
+    ]
 
 
 def test_missing_manifest(broken, capsys):

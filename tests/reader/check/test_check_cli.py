@@ -75,16 +75,23 @@ def test_report_writes_every_plot_and_the_numbers_of_the_check(good_build, tmp_p
 
     faces = plots["faces_per_image"]
     assert faces["checker_histogram"] == stats["faces"]["histogram"]
-    assert (faces["faces"], faces["median"], faces["mean"], faces["max"]) == \
-        (stats["faces"]["total"], stats["faces"]["median"], stats["faces"]["mean"], stats["faces"]["max"])
+    assert (faces["faces"], faces["median"], faces["mean"], faces["max"]) == (
+        stats["faces"]["total"],
+        stats["faces"]["median"],
+        stats["faces"]["mean"],
+        stats["faces"]["max"],
+    )
     assert sum(faces["images_by_count"].values()) == stats["records"] and sum(faces["faces_by_count"].values()) == faces["faces"]
     sides = plots["face_sizes"]["shorter_side"]
     assert sides == {**{q: stats["face_sides"][q] for q in ("p10", "p50", "p90")}, "histogram": stats["face_sides"]["histogram"]}
     lost = plots["lost_by_size"]
     assert {label: b["faces"] for label, b in lost["buckets"].items()} == stats["face_sides"]["histogram"]
     totals, targets = lost["totals"], stats["targets"]
-    assert (totals["target"], totals["dropped"], totals["ignored_invalid"] + totals["ignored_small"]) == \
-        (targets["targets"], targets["dropped"], targets["ignored"])
+    assert (totals["target"], totals["dropped"], totals["ignored_invalid"] + totals["ignored_small"]) == (
+        targets["targets"],
+        targets["dropped"],
+        targets["ignored"],
+    )
     cells = plots["cells"]
     assert (cells["targets_total"], cells["dropped_total"]) == (targets["targets"], targets["dropped"])
     assert np.sum(cells["targets"]) == targets["targets"] and np.sum(cells["dropped"]) == targets["dropped"]
@@ -96,7 +103,7 @@ def test_report_writes_every_plot_and_the_numbers_of_the_check(good_build, tmp_p
         # The page holds its plots (it travels alone): each the very PNG written beside it.
         png = base64.b64encode((out / f"{name}.png").read_bytes()).decode()
         assert f'src="data:image/png;base64,{png}"' in index and html.escape(plots[name]["caption"]) in index
-    assert ".png\"" not in index
+    assert '.png"' not in index
     assert f"{targets['dropped']} dropped by cell collisions" in index
 
 

@@ -27,7 +27,9 @@ def _check(data_dir: str, flags: list[str], env: dict[str, str]) -> dict:
                "--json", "--progress=never", *flags]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=TESTS.parent, env={**os.environ, **env})
     assert done.returncode == 0, done.stderr[-3000:]
-    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")
+    }
     assert "reader" in imported  # -X importtime did report the imports
     assert not imported & set(NEVER_IMPORTED), sorted(imported & set(NEVER_IMPORTED))
     return json.loads(done.stdout)
@@ -47,6 +49,10 @@ def test_the_checker_passes_a_cloud_build_without_tensorflow(scheme, good_build)
             s3.client.create_bucket(Bucket=BUCKET)
             s3.upload_tree(BUCKET, "checked", good_build)
             env = {"AWS_ACCESS_KEY_ID": cloud_fixtures.S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": cloud_fixtures.S3_SECRET}
-            report = _check(f"s3://{BUCKET}/checked", [f"--s3_endpoint_url={s3.endpoint}", f"--s3_region_name={cloud_fixtures.S3_REGION}"], env)
+            report = _check(
+                f"s3://{BUCKET}/checked",
+                [f"--s3_endpoint_url={s3.endpoint}", f"--s3_region_name={cloud_fixtures.S3_REGION}"],
+                env,
+            )
     assert report["ok"] is True, report["problems"]
     assert report["records"] == records

@@ -195,8 +195,13 @@ def test_record_ignore_under_a_target():
 def test_record_of_another_grid_size():
     data = _record([[0.1, 0.1, 0.2, 0.2]], [0])
     _, found = check_records.check_record(data, BuildConfig(image_format="raw", grid_size=8))
-    assert found == [("schema", "key 'target/grid': expected 320 values for the manifest's grid_size 8, found 245 "
-                                "(a 7x7 grid): the manifest disagrees with this record")]
+    assert found == [
+        (
+            "schema",
+            "key 'target/grid': expected 320 values for the manifest's grid_size 8, found 245 "
+            "(a 7x7 grid): the manifest disagrees with this record",
+        )
+    ]
 
 
 def test_record_with_a_nan_box():

@@ -24,13 +24,16 @@ CONFIG = BuildConfig(min_face_px=2.0)
 INVALID = schema.ATTRIBUTES.index("invalid")
 
 # rel_xyxy on the 224-px canvas; cells are 1/7 wide.
-BOXES = np.array([
-    [0.02, 0.02, 0.12, 0.12],  # cell (0, 0), the larger: owns it
-    [0.05, 0.05, 0.09, 0.09],  # cell (0, 0) too, smaller: dropped
-    [0.50, 0.50, 0.56, 0.56],  # cell (3, 3): owns it
-    [0.80, 0.80, 0.85, 0.85],  # cell (5, 5), flagged invalid: ignored
-    [0.30, 0.05, 0.305, 0.055],  # cell (0, 2), 1.1 px, under min_face_px 2: ignored
-], np.float32)
+BOXES = np.array(
+    [
+        [0.02, 0.02, 0.12, 0.12],  # cell (0, 0), the larger: owns it
+        [0.05, 0.05, 0.09, 0.09],  # cell (0, 0) too, smaller: dropped
+        [0.50, 0.50, 0.56, 0.56],  # cell (3, 3): owns it
+        [0.80, 0.80, 0.85, 0.85],  # cell (5, 5), flagged invalid: ignored
+        [0.30, 0.05, 0.305, 0.055],  # cell (0, 2), 1.1 px, under min_face_px 2: ignored
+    ],
+    np.float32,
+)
 
 
 def fields(boxes=BOXES, invalid=(0, 0, 0, 1, 0), width=448, height=224) -> dict:
@@ -50,7 +53,10 @@ def _faces(per_image=(5, 0)) -> report_faces.Faces:
     sides = (np.minimum(BOXES[:, 2] - BOXES[:, 0], BOXES[:, 3] - BOXES[:, 1]) * 224).astype(np.float32)
     f = fields()
     return report_faces.Faces(
-        np.array(per_image, np.int64), sides, BOXES, report_faces.roles(f, CONFIG),
+        np.array(per_image, np.int64),
+        sides,
+        BOXES,
+        report_faces.roles(f, CONFIG),
         report_faces.source_aspect(f, CONFIG),
     )
 
@@ -78,10 +84,20 @@ def test_numbers_of_hand_made_faces():
     # Shorter sides 22.4, 9.0, 13.4, 11.2 and 1.1 px.
     buckets = n["lost_by_size"]["buckets"]
     assert buckets["0-4"]["faces"] == buckets["0-4"]["ignored_small"] == 1
-    assert {k: buckets["8-16"][k] for k in ("faces", "target", "dropped", "ignored_invalid")} == \
-        {"faces": 3, "target": 1, "dropped": 1, "ignored_invalid": 1}
+    assert {k: buckets["8-16"][k] for k in ("faces", "target", "dropped", "ignored_invalid")} == {
+        "faces": 3,
+        "target": 1,
+        "dropped": 1,
+        "ignored_invalid": 1,
+    }
     assert buckets["16-32"]["target"] == buckets["16-32"]["faces"] == 1
-    assert n["lost_by_size"]["totals"] == {"target": 2, "dropped": 1, "ignored_invalid": 1, "ignored_small": 1, "not_recomputed": 0}
+    assert n["lost_by_size"]["totals"] == {
+        "target": 2,
+        "dropped": 1,
+        "ignored_invalid": 1,
+        "ignored_small": 1,
+        "not_recomputed": 0,
+    }
 
     # Stretched from 448 x 224: square on the canvas, twice as wide in the source.
     aspect = n["aspect_ratios"]
@@ -95,8 +111,12 @@ def test_numbers_of_hand_made_faces():
 
 
 def test_every_plot_draws_even_without_faces():
-    for faces in (_faces(), report_faces.Faces(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32),
-                                                 np.zeros(0, np.int8), np.zeros(0))):
+    for faces in (
+        _faces(),
+        report_faces.Faces(
+            np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.int8), np.zeros(0)
+        ),
+    ):
         n = report_numbers.numbers(faces, CONFIG)
         assert set(report_numbers.captions(n)) == set(report_numbers.PLOTS)
         figures = dataset_report.draw(n, "t", CONFIG)
@@ -132,8 +152,13 @@ def test_a_split_changed_since_the_check_is_not_reported(good_build, tmp_path):
 def test_a_non_finite_box_is_counted_but_not_placed():
     boxes = np.concatenate([BOXES, [[np.nan, 0.1, 0.2, 0.2]]]).astype(np.float32)
     faces = _faces()
-    faces = report_faces.Faces(np.array([6, 0]), np.append(faces.sides, np.float32(np.nan)), boxes,
-                                 np.append(faces.role, np.int8(report_faces.UNKNOWN)), np.append(faces.source_aspect, np.nan))
+    faces = report_faces.Faces(
+        np.array([6, 0]),
+        np.append(faces.sides, np.float32(np.nan)),
+        boxes,
+        np.append(faces.role, np.int8(report_faces.UNKNOWN)),
+        np.append(faces.source_aspect, np.nan),
+    )
     n = report_numbers.numbers(faces, CONFIG)
     assert n["faces_per_image"]["faces"] == 6 and np.sum(n["centres"]["per_cell"]) == 5
     assert n["lost_by_size"]["totals"]["not_recomputed"] == 1

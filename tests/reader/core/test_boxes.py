@@ -26,7 +26,9 @@ def test_unknown_resize_mode_is_named():
 
 
 def test_clipping_and_degenerate_boxes():
-    xyxy = boxes.xywh_to_clipped_xyxy([[1000, 700, 50, 100], [-10, -5, 20, 10], [10, 10, 0, 5], [10, 10, -4, 5], [1030, 5, 5, 5]], 1024, 768)
+    xyxy = boxes.xywh_to_clipped_xyxy(
+        [[1000, 700, 50, 100], [-10, -5, 20, 10], [10, 10, 0, 5], [10, 10, -4, 5], [1030, 5, 5, 5]], 1024, 768
+    )
     np.testing.assert_array_equal(xyxy[0], [1000, 700, 1024, 768])  # past the right and bottom edges
     np.testing.assert_array_equal(xyxy[1], [0, 0, 10, 5])  # past the top-left corner
     np.testing.assert_array_equal(boxes.is_degenerate(xyxy), [False, False, True, True, True])

@@ -65,5 +65,15 @@ def test_the_build_flags_take_their_defaults_from_the_config():
         assert fv[field.name].default == getattr(BuildConfig(), field.name), field.name
     job, _ = cli.parse_args(["facegrid-build", "--annotations=a", "--images_dir=i", "--output_dir=o", "--split=val"])
     assert job.config == BuildConfig()
-    job, _ = cli.parse_args(["facegrid-build", "--annotations=a", "--images_dir=i", "--output_dir=o", "--split=val", "--resize=letterbox", "--grid_size=14"])
+    job, _ = cli.parse_args(
+        [
+            "facegrid-build",
+            "--annotations=a",
+            "--images_dir=i",
+            "--output_dir=o",
+            "--split=val",
+            "--resize=letterbox",
+            "--grid_size=14",
+        ]
+    )
     assert job.config == BuildConfig(resize="letterbox", grid_size=14)

@@ -193,7 +193,9 @@ def test_targets_and_boxes_that_are_not_finite_never_reach_training(broken, key,
     options = {schema.GRID: {}, schema.IGNORE: {"with_ignore": True}, schema.XMIN: {"with_boxes": True}}[key]
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(expected)):
         list(reader.make_dataset(str(broken), fx.SPLIT, 4, training=False, **options))
-    sequence_options = {schema.GRID: {}, schema.IGNORE: {"with_ignore": True}, schema.XMIN: {"augment": True, "shuffle": True}}[key]
+    sequence_options = {schema.GRID: {}, schema.IGNORE: {"with_ignore": True}, schema.XMIN: {"augment": True, "shuffle": True}}[
+        key
+    ]
     sequence = reader.ShardSequence(str(broken), fx.SPLIT, 4, cache_index=False, **sequence_options)
     with pytest.raises(schema.SchemaError, match=re.escape(expected)):
         for batch in range(len(sequence)):
@@ -211,7 +213,10 @@ def test_a_rebuild_in_place_over_a_damaged_manifest_prepares_its_images_again(br
     assert code == 0
     block = fx.read_manifest(broken)["reuse"]
     assert block["reused"] == 0 and len(block["notes"]) == 1, block
-    assert "earlier build not reused" in block["notes"][0] and f"shards[1].records: {PATH_RECORDS}, found Infinity" in block["notes"][0]
+    assert (
+        "earlier build not reused" in block["notes"][0]
+        and f"shards[1].records: {PATH_RECORDS}, found Infinity" in block["notes"][0]
+    )
     assert check_split(str(broken), fx.SPLIT, workers=1, leakage=False).report.ok
 
 

@@ -49,7 +49,10 @@ def test_no_time_left_from_the_first_images_alone():
     assert show.line() == "val: 1,900/3,226 images (58%), 345.5/s, 0:04 left"
     clock.now = 10.9
     show(3226)
-    assert stream.getvalue().splitlines() == ["val: 1/3,226 images (0%), 4.8/s", "val: 3,226/3,226 images (100%), 296.0/s, 0:11 in all"]
+    assert stream.getvalue().splitlines() == [
+        "val: 1/3,226 images (0%), 4.8/s",
+        "val: 3,226/3,226 images (100%), 296.0/s, 0:11 in all",
+    ]
     # Rendering started its worker processes for 9 s before the first image: no "18:26:10 left".
     clock, stream = Clock(), io.StringIO()
     show = Progress("rendering", stream=stream, interval=10, clock=clock)
@@ -71,7 +74,10 @@ def test_lines_can_go_to_a_logger(caplog):
         for _ in range(10):
             clock.now += 0.1
             show.advance()
-    assert [r.getMessage() for r in caplog.records] == ["val: 1/10 records (10%), 10.0/s, 0:01 left", "val: 10/10 records (100%), 10.0/s, 0:01 in all"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "val: 1/10 records (10%), 10.0/s, 0:01 left",
+        "val: 10/10 records (100%), 10.0/s, 0:01 in all",
+    ]
 
 
 def test_a_part_of_unknown_size_says_its_count_and_rate(caplog):

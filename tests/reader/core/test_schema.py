@@ -85,7 +85,7 @@ def test_a_value_of_another_wire_type_is_refused_as_tensorflow_refuses_it(kind, 
     field = {"int64": 3, "bytes": 1}[kind]  # Feature: bytes_list = 1, int64_list = 3
     feature = bytes([field << 3 | 2, len(wire_value)]) + wire_value
     entry = b"\x0a\x01v" + bytes([0x12, len(feature)]) + feature
-    data = bytes([0x0a, len(entry) + 2, 0x0a, len(entry)]) + entry
+    data = bytes([0x0A, len(entry) + 2, 0x0A, len(entry)]) + entry
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf.io.parse_single_example(data, {"v": tf.io.VarLenFeature(tf.int64 if kind == "int64" else tf.string)})
     with pytest.raises(protowire.WireError, match=f"{kind}_list holds a value that is not"):
@@ -267,7 +267,11 @@ def _general_decode(data: bytes, keys=None) -> dict:
 def _same_features(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
         a[k][0] == b[k][0]
-        and (a[k][1] == b[k][1] if isinstance(a[k][1], list) else (a[k][1].dtype == b[k][1].dtype and a[k][1].tobytes() == b[k][1].tobytes()))
+        and (
+            a[k][1] == b[k][1]
+            if isinstance(a[k][1], list)
+            else (a[k][1].dtype == b[k][1].dtype and a[k][1].tobytes() == b[k][1].tobytes())
+        )
         for k in a
     )
 
@@ -324,8 +328,10 @@ def test_int64_lists_decode_as_tensorflow_decodes_them():
     rng = random.Random(0)
     field = protowire._field
     for _ in range(300):
-        values = [rng.choice((rng.randrange(128), rng.randrange(1 << rng.randrange(7, 64)), -rng.randrange(1, 1 << 40)))
-                  for _ in range(rng.choice((1, 3, 9, 40)))]
+        values = [
+            rng.choice((rng.randrange(128), rng.randrange(1 << rng.randrange(7, 64)), -rng.randrange(1, 1 << 40)))
+            for _ in range(rng.choice((1, 3, 9, 40)))
+        ]
         packed = [_varint_bytes(v + (1 << 64) if v < 0 else v) for v in values]
         if rng.random() < 0.3:  # a 10-byte varint carrying bits 64-69: dropped, as TensorFlow drops them
             packed[rng.randrange(len(packed))] = bytes([0xFF] * 9 + [rng.randrange(2, 0x80)])

@@ -65,7 +65,9 @@ def test_every_store_answers_alike(stores, scheme):
             assert f.read(storage.READAHEAD + 7) == data[3 : storage.READAHEAD + 10]
 
     small = storage.Bound(len(data) - 1, "a test file may hold")
-    with pytest.raises(storage.RefusedFile, match=rf"a.bin: {len(data)} bytes, more than a test file may hold \({len(data) - 1}\)$"):
+    with pytest.raises(
+        storage.RefusedFile, match=rf"a.bin: {len(data)} bytes, more than a test file may hold \({len(data) - 1}\)$"
+    ):
         storage.read_or_none(path, small)
     with pytest.raises(OSError):  # a refusal is an OSError to the readers, and a StorageError to the build
         storage.open_binary(path, small)
@@ -88,5 +90,8 @@ def test_a_missing_bucket_is_said_as_such(stores, scheme):
 
 
 def test_another_scheme_is_refused_in_one_line():
-    with pytest.raises(storage.StorageError, match=r"^hdfs://h/d/f: no hdfs:// storage here: facegrid reads and writes local, gs:// and s3:// paths$"):
+    with pytest.raises(
+        storage.StorageError,
+        match=r"^hdfs://h/d/f: no hdfs:// storage here: facegrid reads and writes local, gs:// and s3:// paths$",
+    ):
         storage.write_bytes("hdfs://h/d/f", b"x")

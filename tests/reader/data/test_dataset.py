@@ -122,7 +122,14 @@ def test_flip_keeps_targets_true_to_the_image(built_val):
     by_name = built_val.by_filename()
     config = built_val.manifest.config
     dataset = reader.make_dataset(
-        built_val.data_dir, "val", 4, training=True, seed=3, augment=True, with_ignore=True, with_boxes=True,
+        built_val.data_dir,
+        "val",
+        4,
+        training=True,
+        seed=3,
+        augment=True,
+        with_ignore=True,
+        with_boxes=True,
         dct_method="INTEGER_ACCURATE",
     )
     flipped_seen = kept_seen = 0
@@ -146,9 +153,7 @@ def test_flip_keeps_targets_true_to_the_image(built_val):
                 # Decoding the flipped grid gives back the flipped boxes of the faces owning cells.
                 decoded, _ = targets.decode(grid[..., :5])
                 owners = want.owners[want.owners >= 0]
-                np.testing.assert_allclose(
-                    np.sort(decoded, axis=0), np.sort(want_boxes[owners], axis=0), atol=1e-5
-                )
+                np.testing.assert_allclose(np.sort(decoded, axis=0), np.sort(want_boxes[owners], axis=0), atol=1e-5)
     assert flipped_seen > 5 and kept_seen > 5
 
 
@@ -177,8 +182,15 @@ def test_flip_encodes_the_grid_again_from_the_flipped_boxes():
     check_boundary_flip(flipped, grid.grid, grid.ignore)
     assert grid.dropped == 1
     image_tf, flipped_tf, grid_tf, ignore_tf = augment.flip_tf(
-        tf.constant(image), BOUNDARY_BOXES, tf.zeros([2], tf.int64), 400, 400,
-        grid_size=4, input_size=224, resize="stretch", min_face_px=0.0,
+        tf.constant(image),
+        BOUNDARY_BOXES,
+        tf.zeros([2], tf.int64),
+        400,
+        400,
+        grid_size=4,
+        input_size=224,
+        resize="stretch",
+        min_face_px=0.0,
     )
     np.testing.assert_array_equal(image_tf.numpy(), image[:, ::-1])
     check_boundary_flip(flipped_tf.numpy(), grid_tf.numpy(), ignore_tf.numpy())
@@ -207,8 +219,15 @@ def test_tensorflow_flip_equals_reader_targets_eagerly_and_inside_tf_data(resize
 
     def tf_flip(boxes, invalid, height, width, min_face_px):
         _, flipped, grid, ignore = augment.flip_tf(
-            tf.zeros([2, 2, 3], tf.uint8), boxes, invalid, height, width,
-            grid_size=7, input_size=224, resize=resize, min_face_px=min_face_px,
+            tf.zeros([2, 2, 3], tf.uint8),
+            boxes,
+            invalid,
+            height,
+            width,
+            grid_size=7,
+            input_size=224,
+            resize=resize,
+            min_face_px=min_face_px,
         )
         return flipped, grid, ignore
 
@@ -225,7 +244,10 @@ def test_tensorflow_flip_equals_reader_targets_eagerly_and_inside_tf_data(resize
     dataset = tf.data.Dataset.from_generator(
         lambda: ((b, v, h, w) for b, v, h, w, _ in cases),
         output_signature=(
-            tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([None, 4], tf.float32),
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([], tf.int64),
         ),
     ).map(lambda b, v, h, w: tf_flip(b, v, h, w, min_face_px)[1:])
     for (boxes, invalid, height, width, _), (grid, ignore) in zip(cases, dataset):
@@ -244,8 +266,15 @@ def test_batched_tensorflow_flip_equals_reader_targets_row_by_row(resize):
     boxes = tf.RaggedTensor.from_row_lengths(np.concatenate([b for b, _ in cases]).reshape(-1, 4), [len(b) for b, _ in cases])
     invalid = tf.RaggedTensor.from_row_lengths(np.concatenate([v for _, v in cases]).astype(np.int64), [len(b) for b, _ in cases])
     flipped, grid, ignore = augment.flip_targets_batch_tf(
-        boxes, invalid, tf.constant(heights), tf.constant(widths), tf.constant(flip),
-        grid_size=7, input_size=224, resize=resize, min_face_px=4.0,
+        boxes,
+        invalid,
+        tf.constant(heights),
+        tf.constant(widths),
+        tf.constant(flip),
+        grid_size=7,
+        input_size=224,
+        resize=resize,
+        min_face_px=4.0,
     )
     for i, (case_boxes, case_invalid) in enumerate(cases):
         placement = box_formats.Placement.fit(int(widths[i]), int(heights[i]), 224, resize)
@@ -321,7 +350,9 @@ def test_a_shard_cut_short_is_named(built_val, tmp_path):
     with open(path, "rb") as f:
         cut = hashlib.sha256(f.read()).hexdigest()
     build_edits.rewrite_manifest(data_dir, lambda m: m["shards"][2].update(bytes=spans[-1].offset + 20, sha256=cut))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{shard}: record {len(spans) - 1} at byte {spans[-1].offset}: truncated data"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=rf"{shard}: record {len(spans) - 1} at byte {spans[-1].offset}: truncated data"
+    ):
         collect(reader.make_dataset(data_dir, "val", 4, training=False))
 
 
@@ -348,12 +379,18 @@ def test_skip_corrupt_leaves_damaged_records_out_and_counts_them(built_val, tmp_
     dataset = reader.make_dataset(data_dir, "val", 4, training=False, with_boxes=True, skip_corrupt=True, skipped=skipped)
     assert dataset.cardinality().numpy() == tf.data.UNKNOWN_CARDINALITY
     names = [n.decode() for b in collect(dataset) for n in b[2]["filename"]]
-    lost = {built_val.records[i].filename for i, (file, index) in enumerate(built_val.locations)
-            if (file == shards[0].file and index == 2) or (file == shards[2].file and index >= shards[2].records - 3)}
+    lost = {
+        built_val.records[i].filename
+        for i, (file, index) in enumerate(built_val.locations)
+        if (file == shards[0].file and index == 2) or (file == shards[2].file and index >= shards[2].records - 3)
+    }
     assert len(lost) == 4
     assert names == [r.filename for r in built_val.records if r.filename not in lost]
     assert skipped.count == 4
-    assert any(f"{shards[2].file}: record {shards[2].records - 3} at byte {span.offset}: length checksum mismatch" in p for p in skipped.problems)
+    assert any(
+        f"{shards[2].file}: record {shards[2].records - 3} at byte {span.offset}: length checksum mismatch" in p
+        for p in skipped.problems
+    )
     # A second epoch counts again.
     collect(dataset)
     assert skipped.count == 8
@@ -374,11 +411,13 @@ def test_model_fit_takes_the_dataset_with_its_length(built_val):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((224, 224, 3)),
-        keras.layers.AveragePooling2D(32),
-        keras.layers.Conv2D(5, 1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((224, 224, 3)),
+            keras.layers.AveragePooling2D(32),
+            keras.layers.Conv2D(5, 1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="sgd", loss="mse")
     train = reader.make_dataset(built_val.data_dir, "val", 8, training=True, seed=0, augment=True)
     val = reader.make_dataset(built_val.data_dir, "val", 8, training=False)

@@ -141,7 +141,9 @@ def test_an_entry_that_understates_its_shard_fails_naming_it(broken, training, c
     held = entry["records"] + 1
     message = f"{entry['file']}: holds {held} records, the manifest promises {entry['records']}"
     assert message in dataset_failure(broken, counting, training=training)
-    assert message in dataset_failure(broken, counting, training=training, skip_corrupt=True)  # more records are no damage to skip
+    assert message in dataset_failure(
+        broken, counting, training=training, skip_corrupt=True
+    )  # more records are no damage to skip
     with pytest.raises(ValueError, match=re.escape(message)):
         reader.ShardSequence(str(broken), fx.SPLIT, BATCH, shuffle=False, cache_index=False)
 
@@ -164,8 +166,13 @@ def test_an_entry_that_overstates_its_shard_fails_naming_it(broken, counting):
 def test_a_shard_of_another_schema_is_named_with_its_record(broken, capsys):
     file = fx.shard_files(broken)[1]
     # A valid TFRecord of tf.train.Examples, of some other dataset.
-    replace_records(broken, file, lambda i, _: protowire.encode_example(
-        {schema.ENCODED: ("bytes", [b"\xff\xd8 not ours"]), "image/class/label": ("int64", [i])}))
+    replace_records(
+        broken,
+        file,
+        lambda i, _: protowire.encode_example(
+            {schema.ENCODED: ("bytes", [b"\xff\xd8 not ours"]), "image/class/label": ("int64", [i])}
+        ),
+    )
     expected = f"{file}: record 0: missing key {schema.FORMAT!r}"
     assert expected in dataset_error(broken)
     assert expected in sequence_error(broken)
@@ -218,8 +225,10 @@ def test_a_manifest_whose_grid_size_disagrees_with_its_records_says_so(broken, c
     manifest["config"]["grid_size"] = 8
     fx.write_manifest(broken, manifest)
     first = fx.shard_files(broken)[0]
-    expected = (f"{first}: record 0: key {schema.GRID!r}: expected 320 values for the manifest's grid_size 8, "
-                f"found 245 (a 7x7 grid): the manifest disagrees with this record")
+    expected = (
+        f"{first}: record 0: key {schema.GRID!r}: expected 320 values for the manifest's grid_size 8, "
+        f"found 245 (a 7x7 grid): the manifest disagrees with this record"
+    )
     assert expected in dataset_error(broken)
     assert expected in sequence_error(broken)
     code, report = run_check(broken, capsys=capsys)

@@ -131,8 +131,10 @@ def _assert_same(got: list, want: list) -> None:
     assert len(got) == len(want)
     for got_batch, want_batch in zip(got, want):
         for a, b in zip(got_batch, want_batch, strict=True):
-            np.testing.assert_array_equal(np.asarray(a, dtype=object) if isinstance(a, list) else a,
-                                          np.asarray(b, dtype=object) if isinstance(b, list) else b)
+            np.testing.assert_array_equal(
+                np.asarray(a, dtype=object) if isinstance(a, list) else a,
+                np.asarray(b, dtype=object) if isinstance(b, list) else b,
+            )
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["evaluation", "training"])
@@ -141,7 +143,11 @@ def test_make_dataset_reads_s3_as_it_reads_local_disk(s3, keys, good_build, monk
     same order for a seed, epoch after epoch (flips included)."""
     data_dir = upload(s3, good_build, f"dataset-{training}")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)  # boto3's own chain, as a training job would set it
-    options = {"training": True, "seed": 5, "augment": True, "shuffle_buffer": 16} if training else {"training": False, "with_boxes": True}
+    options = (
+        {"training": True, "seed": 5, "augment": True, "shuffle_buffer": 16}
+        if training
+        else {"training": False, "with_boxes": True}
+    )
     remote = _batches(reader.make_dataset(data_dir, fx.SPLIT, 4, **options), epochs=2 if training else 1)
     local = _batches(reader.make_dataset(str(good_build), fx.SPLIT, 4, **options), epochs=2 if training else 1)
     assert len(local) >= 2
@@ -167,7 +173,9 @@ def test_make_dataset_names_a_damaged_record_on_s3_as_on_local_disk(s3, keys, go
     with pytest.raises(tf.errors.InvalidArgumentError) as on_s3:  # found by the read, named by the batch
         _batches(reader.make_dataset(data_dir, fx.SPLIT, 4, training=False))
     problem = f"{file}: record {last} at byte "
-    assert str(on_local.value).startswith(f"{broken / file}: record {last} at byte ") and "data checksum mismatch" in str(on_local.value)
+    assert str(on_local.value).startswith(f"{broken / file}: record {last} at byte ") and "data checksum mismatch" in str(
+        on_local.value
+    )
     named = str(on_local.value).removeprefix(str(broken) + "/")
     assert problem in named and f"{data_dir}/{named}" in str(on_s3.value)
 
@@ -178,4 +186,6 @@ def test_make_dataset_names_a_damaged_record_on_s3_as_on_local_disk(s3, keys, go
     }
     _assert_same(read["s3"], read["local"])
     assert skipped["s3"].count == skipped["local"].count == 1
-    assert [p.replace(data_dir, "DIR") for p in skipped["s3"].problems] == [p.replace(str(broken), "DIR") for p in skipped["local"].problems]
+    assert [p.replace(data_dir, "DIR") for p in skipped["s3"].problems] == [
+        p.replace(str(broken), "DIR") for p in skipped["local"].problems
+    ]

@@ -55,7 +55,8 @@ def test_without_shuffle_given_the_order_is_the_manifests(built_val):
 def test_the_same_batches_as_make_dataset(built_val):
     seq = reader.ShardSequence(built_val.data_dir, "val", 16, shuffle=False)
     for (images, grids), (tf_images, tf_grids) in zip(
-        (seq[i] for i in range(len(seq))), reader.make_dataset(built_val.data_dir, "val", 16, training=False, dct_method="INTEGER_ACCURATE")
+        (seq[i] for i in range(len(seq))),
+        reader.make_dataset(built_val.data_dir, "val", 16, training=False, dct_method="INTEGER_ACCURATE"),
     ):
         np.testing.assert_allclose(images, tf_images.numpy(), atol=1e-6)
         np.testing.assert_array_equal(grids, tf_grids.numpy())
@@ -175,7 +176,9 @@ def test_a_damaged_record_names_shard_record_and_offset(built_val, tmp_path):
         byte = f.read(1)
         f.seek(span.data_offset + 100)
         f.write(bytes([byte[0] ^ 1]))
-    with pytest.raises(tfrecord.CorruptRecordError, match=rf"{shard}: record {span.index} at byte {span.offset}: data checksum mismatch"):
+    with pytest.raises(
+        tfrecord.CorruptRecordError, match=rf"{shard}: record {span.index} at byte {span.offset}: data checksum mismatch"
+    ):
         seq[number // 4]
     seq[0]  # the others still read
 
@@ -215,13 +218,17 @@ def fit_two_epochs(data_dir: str, workers: int, use_multiprocessing: bool) -> st
             seen.append(self.epoch)
             super().on_epoch_end()
 
-    train = Recording(data_dir, "val", 8, shuffle=True, seed=0, augment=True, workers=workers, use_multiprocessing=use_multiprocessing)
+    train = Recording(
+        data_dir, "val", 8, shuffle=True, seed=0, augment=True, workers=workers, use_multiprocessing=use_multiprocessing
+    )
     val = reader.ShardSequence(data_dir, "val", 8, shuffle=False)
-    model = keras.Sequential([
-        keras.Input((224, 224, 3)),
-        keras.layers.AveragePooling2D(32),
-        keras.layers.Conv2D(5, 1, activation="sigmoid"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((224, 224, 3)),
+            keras.layers.AveragePooling2D(32),
+            keras.layers.Conv2D(5, 1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="sgd", loss="mse")
     history = model.fit(train, validation_data=val, epochs=2, verbose=0, shuffle=False)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all(), history.history

@@ -350,7 +350,9 @@ def test_opencv_decodes_exactly_pillows_pixels_and_leaves_it_the_rest(built_val,
     grey = io.BytesIO()
     Image.new("L", (224, 224), 77).save(grey, "JPEG")
     assert images._decode_jpeg_opencv(grey.getvalue(), 224, 224) is None
-    np.testing.assert_array_equal(images.decode_stored_image(grey.getvalue(), "jpeg", 224, 224, any_mode=True), np.full((224, 224, 3), 77))
+    np.testing.assert_array_equal(
+        images.decode_stored_image(grey.getvalue(), "jpeg", 224, 224, any_mode=True), np.full((224, 224, 3), 77)
+    )
     # Without OpenCV, the same items.
     records = reader.ShardRecords(built_val.data_dir, "val", image_dtype="uint8")
     with_opencv = records[3][0]
