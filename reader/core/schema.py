@@ -149,19 +149,13 @@ def expected_length(feature: Feature, grid_size: int, faces: int) -> int:
 def _checks(keys: frozenset[str] | None, grid_size: int | None, require_derived: bool) -> tuple:
     """(feature, length: -1 per face, -2 unchecked, optional) of the features `validate_features`
     checks, in FEATURES order."""
-    return tuple(
-        (
-            f,
-            -1
-            if f.length == "faces"
-            else -2
-            if grid_size is None and f.length in ("grid", "cells")
-            else expected_length(f, grid_size, 0),
-            f.derived and not require_derived,
-        )
-        for f in FEATURES
-        if keys is None or f.key in keys
-    )
+
+    def want(f: Feature) -> int:
+        if f.length == "faces":
+            return -1
+        return -2 if grid_size is None and f.length in ("grid", "cells") else expected_length(f, grid_size, 0)
+
+    return tuple((f, want(f), f.derived and not require_derived) for f in FEATURES if keys is None or f.key in keys)
 
 
 class SchemaError(ValueError):
@@ -282,13 +276,8 @@ def _grid_size(grid_values: int) -> int:
     return int(round((grid_values / NUM_CHANNELS) ** 0.5))  # of a record holding that many
 
 
-def parse_features(
-    data: bytes,
-    keys: Collection[str] | None = None,
-    *,
-    grid_size: int | None = None,
-    derived: Literal["required", "optional", "as_held"] = "required",
-) -> dict[str, list[bytes] | np.ndarray]:
+def parse_features(data: bytes, keys: Collection[str] | None = None, *, grid_size: int | None = None,
+                   derived: Literal["required", "optional", "as_held"] = "required") -> dict[str, list[bytes] | np.ndarray]:  # fmt: skip
     """The one parser of serialized records: `{key: values}` (list of bytes, float32 or int64
     array), every key present with its kind and length, or a SchemaError naming the key.
 
@@ -310,20 +299,13 @@ def parse_features(
     return {key: values for key, (_, values) in features.items()}
 
 
-def validate_features(
-    features: Mapping[str, tuple[str, object]],
-    grid_size: int | None = None,
-    *,
-    require_derived: bool = True,
-    keys: Collection[str] | None = None,
-) -> None:
+def validate_features(features: Mapping[str, tuple[str, object]], grid_size: int | None = None, *,
+                      require_derived: bool = True, keys: Collection[str] | None = None) -> None:  # fmt: skip
     """Checks every schema key (or only `keys`) of `protowire.decode_example`'s {key: (kind,
     values)} is present with its kind and length; raises SchemaError. grid_size as in
     `parse_features`; require_derived False accepts a record without the derived keys (the ones
     it holds are validated all the same)."""
-    size = grid_size
-    if size is None and GRID in features:
-        size = _grid_size(len(features[GRID][1]))
+    size = _grid_size(len(features[GRID][1])) if grid_size is None and GRID in features else grid_size
     faces, wrong_length = -1, None  # faces: the first per-face key's count (bbox/xmin's, when checked)
     # One pass (ShardSequence runs it per record); presence and kinds are named before lengths.
     for feature, want, optional in _checks(None if keys is None else frozenset(keys), size, require_derived):
@@ -388,9 +370,8 @@ def record_problem(data: bytes, config: BuildConfig) -> str | None:
         return problem
     from reader.core import images
 
-    return images.image_problem(
-        features[ENCODED][0], features[FORMAT][0].decode(), int(features[HEIGHT][0]), int(features[WIDTH][0]), config.input_size
-    )
+    height, width = int(features[HEIGHT][0]), int(features[WIDTH][0])
+    return images.image_problem(features[ENCODED][0], features[FORMAT][0].decode(), height, width, config.input_size)
 
 
 def _grid_disagreement(feature: Feature, want: int, found: int, grid_size: int) -> str:
@@ -398,10 +379,8 @@ def _grid_disagreement(feature: Feature, want: int, found: int, grid_size: int) 
     per_cell = expected_length(feature, 1, 0)
     side = int(round((found / per_cell) ** 0.5))
     held = f" (a {side}x{side} grid)" if side * side * per_cell == found else ""
-    return (
-        f"key {feature.key!r}: expected {want} values for the manifest's grid_size {grid_size}, "
-        f"found {found}{held}: the manifest disagrees with this record"
-    )
+    where = f"for the manifest's grid_size {grid_size}, found {found}{held}"
+    return f"key {feature.key!r}: expected {want} values {where}: the manifest disagrees with this record"
 
 
 def tf_feature_spec(grid_size: int) -> dict:
