@@ -177,7 +177,7 @@ def run(data: BenchData, work_dir: str, rounds: int = ROUNDS) -> dict:
         "rounds": rounds,
         "local_seconds_each": [round(m.seconds, 2) for m in locals_],
         "dask_seconds_each": [round(m.seconds, 2) for m in dasks],
-        "ratio_each_round": [round(d.seconds / l.seconds, 3) for l, d in zip(locals_, dasks)],
+        "ratio_each_round": [round(d.seconds / loc.seconds, 3) for loc, d in zip(locals_, dasks)],
         "local_seconds": round(local.seconds, 2),
         "dask_seconds": round(dask.seconds, 2),
         "dask_ratio": round(dask.seconds / local.seconds, 3),

@@ -91,7 +91,7 @@ def _moved(faces: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -
         for axis, limit in ((0, width), (1, height)):
             shift = int(rng.integers(1, MAX_SHIFT + 1)) * (1 if rng.random() < 0.5 else -1)
             for step in (shift, -shift):
-                if 0 <= face[axis] + step and face[axis] + step + face[axis + 2] <= limit:
+                if face[axis] + step >= 0 and face[axis] + step + face[axis + 2] <= limit:
                     face[axis] += step
                     break
     return faces

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import json
 import os
-
-import numpy as np
 import pathlib
 import sys
 
+import numpy as np
 from absl import flags
 
 # Faces a flip moves by at least half a cell of the 4 x 4 grid at 128 px: a flip that forgot the
@@ -69,8 +68,7 @@ def wider_val_images(count: int, min_face: int = 0, max_faces: int = 1000, skip:
 def make_wider_build(root: str, entries: list, splits=("train", "val"), build_flags: tuple[str, ...] = ()) -> str:
     """Renders the images of `entries` (pipeline.sample) and builds them as they are into each
     of `splits` under root/shards (the real Beam job, in this process); returns that data_dir."""
-    from pipeline.sample import synthetic
-    from pipeline.sample import render_images
+    from pipeline.sample import render_images, synthetic
 
     os.makedirs(root, exist_ok=True)
     annotations_path = os.path.join(root, "wider_subset_bbx_gt.txt")

@@ -21,7 +21,7 @@ class Measurement:
 
 def measure(command: list[str], poll_seconds: float = 0.05, log_path: str | None = None) -> Measurement:
     """Runs `command` to completion, polling its process tree's memory. Raises on failure."""
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (closed once the command exits)
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     root = psutil.Process(process.pid)

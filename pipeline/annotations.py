@@ -228,10 +228,8 @@ _HIGHEST = (INT32_MAX,) * 4 + tuple(ATTRIBUTE_MAX[name] for name in BOX_FIELDS[4
 def _box_values(tokens: list[str], text: str, source: str, line: int) -> list[int]:
     """The values of a box line's 10 integer tokens; refuses the first outside int32 (numpy
     would overflow) or outside ATTRIBUTE_MAX."""
-    if max(map(len, tokens)) <= 11:  # `-2147483648`: int() is cheap, and exact, up to here
-        values = list(map(int, tokens))
-    else:
-        values = [_int32(token) for token in tokens]
+    # Up to 11 characters (`-2147483648`) int() is cheap, and exact.
+    values = list(map(int, tokens)) if max(map(len, tokens)) <= 11 else [_int32(token) for token in tokens]
     if None in values or not (all(map(operator.le, _LOWEST, values)) and all(map(operator.le, values, _HIGHEST))):
         column = next(i for i, value in enumerate(values) if value is None or not _LOWEST[i] <= value <= _HIGHEST[i])
         name = BOX_FIELDS[column]

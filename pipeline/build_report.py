@@ -13,8 +13,8 @@ import logging
 import re
 
 from pipeline import annotations, commit
-from reader.core import storage
 from reader.core import manifest as manifests
+from reader.core import storage
 
 # Where Beam's local runner relays its workers' log lines.
 _RELAY = "apache_beam.runners.portability.local_job_service"

@@ -34,9 +34,8 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipeline import beam_flags, build_report, commit, job, leases, preflight, transforms, worker_setup
-from reader.core import storage
 from pipeline.beam_flags import UsageError
-from reader.core import layout
+from reader.core import layout, storage
 from reader.core.boxes import RESIZE_MODES
 from reader.core.config import BuildConfig
 from reader.core.schema import IMAGE_FORMATS

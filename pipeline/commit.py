@@ -31,6 +31,7 @@ two to three listings of the output directory, one batched delete of the earlier
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import logging
@@ -198,10 +199,8 @@ class BuildHandle:
     def _remove_quietly(self, *names: str) -> None:
         """Removes TFDS files that would lie; what cannot be removed (a directory) stays."""
         for name in names:
-            try:
+            with contextlib.suppress(storage.StorageError):
                 storage.delete([self.path(name)])
-            except storage.StorageError:
-                pass
 
     def _check_in_place(self, expected: dict[str, int]) -> None:
         found = {e.name: e.size for e in storage.list_dir(self.output.output_dir)}

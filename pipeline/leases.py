@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import socket
 import time
 
@@ -33,7 +34,10 @@ def host_id() -> str:
     namespace (two containers of one pod may share a host name, never a PID namespace). A lease
     whose `host` is this one names a process that `os.kill(pid, 0)` can ask about."""
     parts = [socket.gethostname()]
-    for probe in (lambda: open("/proc/sys/kernel/random/boot_id").read().strip(), lambda: os.readlink("/proc/self/ns/pid")):
+    for probe in (
+        lambda: pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
         try:
             parts.append(probe())
         except OSError:
@@ -71,9 +75,8 @@ class Lease:
 
     def alive(self, updated: float, now: float) -> bool:
         """`updated`: when the lease was last written (its heartbeat), by the store's clock."""
-        if self.host is not None and self.host == host_id() and self.pid is not None:
-            if not _process_exists(self.pid):
-                return False  # a local build whose process is gone: over at once
+        if self.host is not None and self.host == host_id() and self.pid is not None and not _process_exists(self.pid):
+            return False  # a local build whose process is gone: over at once
         # Elsewhere (or a process id used again since): alive while it beats.
         return _beating(updated, now)
 

@@ -34,8 +34,8 @@ import posixpath
 import stat
 
 from pipeline import images
-from reader.core import storage
 from pipeline.images import UnusableImage
+from reader.core import storage
 
 # 256 MiB: Pillow's pixel limit (MAX_IMAGE_PIXELS, 89.5 Mpx) in uncompressed 8-bit RGB is one
 # byte short of it, so no image Pillow would decode as RGB needs more, while a 2 GB file read

@@ -3,13 +3,12 @@ which (data flows one way: annotations -> records -> batches), each feature key 
 library file, and no library module past 400 lines."""
 
 import ast
-import re
 import pathlib
+import re
 
 import pytest
 
 from reader.core import schema
-
 from tests.support.paths import ROOT
 
 LIBRARY = ("pipeline", "reader", "train")
@@ -18,8 +17,7 @@ MAX_LINES = 400
 
 def _modules():
     for package in LIBRARY:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            yield path
+        yield from sorted((ROOT / package).rglob("*.py"))
 
 
 def _imports(path: pathlib.Path, top_level_only: bool = False) -> set[str]:

@@ -22,11 +22,11 @@ import sys
 from absl import flags
 
 from reader.core.manifest import ManifestError
-from train import model as models
 from train import failures, predict, run_state, training, wider_report
+from train import model as models
+from train.detect import DetectSettings
 from train.progress import MODES as PROGRESS_MODES
 from train.progress import Reporter
-from train.detect import DetectSettings
 
 USAGE_EXIT = 2
 

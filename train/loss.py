@@ -36,10 +36,7 @@ def loss_terms(y_true, y_pred) -> dict:
     y_true = ops.convert_to_tensor(y_true, "float32")
     y_pred = ops.convert_to_tensor(y_pred, "float32")
     obj = y_true[..., targets.OBJ]
-    if y_true.shape[-1] > IGNORE_CHANNEL:
-        counted = 1.0 - y_true[..., IGNORE_CHANNEL]
-    else:
-        counted = ops.ones_like(obj)
+    counted = 1.0 - y_true[..., IGNORE_CHANNEL] if y_true.shape[-1] > IGNORE_CHANNEL else ops.ones_like(obj)
     p = ops.clip(y_pred[..., targets.OBJ], _EPSILON, 1.0 - _EPSILON)
     bce = -(obj * ops.log(p) + (1.0 - obj) * ops.log(1.0 - p))
     objectness = ops.sum(bce * counted) / ops.maximum(ops.sum(counted), 1.0)

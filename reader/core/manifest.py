@@ -17,11 +17,13 @@ import json
 from reader.core import layout, schema, storage
 from reader.core.config import BuildConfig
 
+# isort: off
 # Re-exported: the values and their rules live in manifest_values; callers import them from here.
 from reader.core.manifest_values import (  # noqa: F401
     COUNT_KEYS, COUNT_LAWS, MAX_BYTES, MAX_COUNT, ManifestError, NonFinite, Problem, ShardEntry, Validator,
     count_imbalances, is_plain_name, loads,
 )  # fmt: skip
+# isort: on
 
 
 @dataclasses.dataclass(frozen=True)

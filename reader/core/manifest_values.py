@@ -132,7 +132,7 @@ def _is_count(value, upper: int = MAX_COUNT) -> bool:
 
 
 def _is_build_id(value) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{%d}" % layout.BUILD_ID_LENGTH, value) is not None
+    return isinstance(value, str) and re.fullmatch(rf"[0-9a-f]{{{layout.BUILD_ID_LENGTH}}}", value) is not None
 
 
 class Validator:

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-
 ETA_AFTER = 5.0  # seconds of work, from the first unit done, before under 1% of it estimates the time left
 
 

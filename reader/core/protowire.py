@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
 Kind = Literal["bytes", "float", "int64"]
-Values = Union[Sequence[bytes], np.ndarray, Sequence[float], Sequence[int]]
+Values = Sequence[bytes] | np.ndarray | Sequence[float] | Sequence[int]
 
 _LIST_FIELD: dict[str, int] = {"bytes": 1, "float": 2, "int64": 3}
 _KIND_OF_FIELD: dict[int, Kind] = {1: "bytes", 2: "float", 3: "int64"}

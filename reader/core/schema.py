@@ -291,10 +291,7 @@ def parse_features(data: bytes, keys: Collection[str] | None = None, *, grid_siz
         features = protowire.decode_example(data, keys)
     except protowire.WireError as e:
         raise SchemaError(f"not a tf.train.Example: {e}") from None
-    if derived == "as_held":
-        require_derived = any(key in features for key in DERIVED_KEYS)
-    else:
-        require_derived = derived == "required"
+    require_derived = any(key in features for key in DERIVED_KEYS) if derived == "as_held" else derived == "required"
     validate_features(features, grid_size, require_derived=require_derived, keys=keys)
     return {key: values for key, (_, values) in features.items()}
 

@@ -26,8 +26,8 @@ import threading
 
 import tensorflow as tf
 
-from reader.core import schema, storage, tfrecord
 from reader.core import manifest as manifests
+from reader.core import schema, storage, tfrecord
 
 _READ_BUFFER = 1 << 20  # bytes buffered per open shard
 _CHUNK = 64  # records per step of the skip_corrupt check

@@ -24,8 +24,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from reader.core import storage
 from reader.core import manifest as manifests
+from reader.core import storage
 from reader.data import damage, parse
 
 # Re-exported: callers import it from here, beside make_dataset.
@@ -162,10 +162,7 @@ def _plan(
     if drop_remainder and num_records < batch_size:
         raise ValueError(f"{split} has {num_records} records, fewer than one batch of {batch_size} (drop_remainder=True)")
     file_seed, record_seed, flip_seed = _seeds(seed)
-    if skip_corrupt:
-        length = None
-    else:
-        length = num_records // batch_size if drop_remainder else math.ceil(num_records / batch_size)
+    length = None if skip_corrupt else num_records // batch_size if drop_remainder else math.ceil(num_records / batch_size)
     return _Plan(
         batch_size=batch_size,
         drop_remainder=drop_remainder,

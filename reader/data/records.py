@@ -46,8 +46,8 @@ import numpy as np
 
 from reader.core import boxes as box_formats
 from reader.core import images, schema, targets, tfrecord
-from reader.core import storage as files
 from reader.core import manifest as manifests
+from reader.core import storage as files
 from reader.data import augment as augmentation
 from reader.data.shard_index import load_index
 

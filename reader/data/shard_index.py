@@ -12,6 +12,7 @@ TensorFlow here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -22,8 +23,8 @@ import threading
 import numpy as np
 
 from reader.core import layout, tfrecord
-from reader.core import storage as files
 from reader.core import manifest as manifests
+from reader.core import storage as files
 from reader.core.config import is_int
 
 INDEX_VERSION = 2  # 2: with each shard's file identity (`_identity`) when it was hashed
@@ -153,7 +154,5 @@ def _write_cache(path: str, manifest: manifests.Manifest, key: list[dict], per_s
             json.dump(cached, f, separators=(",", ":"))
         os.replace(temp, path)
     except OSError:  # a read-only data directory: keep the index in memory only
-        try:
+        with contextlib.suppress(OSError):
             os.remove(temp)
-        except OSError:
-            pass

@@ -85,7 +85,7 @@ def test_records_are_placed_by_the_hash_of_their_filename(default_build):
     out, manifest = default_build
     shards = read_split(out, manifest)
     seen = []
-    for index, (name, shard) in enumerate(shards.items()):
+    for index, shard in enumerate(shards.values()):
         names = [r.filename for r in shard]
         assert all(layout.shard_of(n, 3) == index for n in names)
         assert names == sorted(names, key=layout.record_key)
@@ -93,7 +93,7 @@ def test_records_are_placed_by_the_hash_of_their_filename(default_build):
         seen += names
     assert sorted(seen) == sorted(
         n
-        for n in (line.strip() for line in open(FIXTURE_ANNOTATIONS))
+        for n in (line.strip() for line in FIXTURE_ANNOTATIONS.read_text().splitlines())
         if n.endswith((".jpg", ".png")) and n not in EXPECTED_ERRORS
     )
 

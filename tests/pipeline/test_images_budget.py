@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from pipeline import images
-from pipeline.sample import synthetic
 from pipeline.images import UnusableImage
+from pipeline.sample import synthetic
 from reader.core.config import BuildConfig
 
 JPEG = BuildConfig()
@@ -93,9 +93,8 @@ def test_a_wait_that_is_interrupted_gives_up_its_turn(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(budget._changed, "wait_for", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        with budget.hold(10):
-            pass
+    with pytest.raises(KeyboardInterrupt), budget.hold(10):
+        pass
     monkeypatch.undo()
     with budget.hold(10):  # the line is not stuck behind the interrupted waiter
         assert budget.in_use == 10

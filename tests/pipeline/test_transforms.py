@@ -14,8 +14,8 @@ from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
 from pipeline.transforms import ShardWritten
 from reader.core import layout, tfds_metadata
-from reader.core.manifest import ErrorEntry, ShardEntry
 from reader.core.config import BuildConfig
+from reader.core.manifest import ErrorEntry, ShardEntry
 from tests.support import builds
 from tests.support.builds import IN_MEMORY
 from tests.support.paths import FIXTURE_ANNOTATIONS, FIXTURE_IMAGES

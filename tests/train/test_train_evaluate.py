@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from reader.core import boxes as box_formats
 from reader.core import targets
-from train import detect, metrics, wider
 from tests.support.fakes import GuessingModel
+from train import detect, metrics, wider
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
@@ -137,7 +137,7 @@ def test_detections_are_written_in_source_pixels(tmp_path, mode):
 def test_predictions_are_written_in_the_wider_layout(tmp_path):
     path = wider.write_predictions(str(tmp_path), "0--Parade/0_Parade_x_1.jpg", [[1, 2, 30.25, 40]], [0.875])
     assert path == str(tmp_path / "0--Parade" / "0_Parade_x_1.txt")
-    assert open(path).read() == "0_Parade_x_1\n1\n1 2 30.25 40 0.875\n"
+    assert (tmp_path / "0--Parade" / "0_Parade_x_1.txt").read_text() == "0_Parade_x_1\n1\n1 2 30.25 40 0.875\n"
     with pytest.raises(ValueError, match="stay inside"):
         wider.prediction_path(str(tmp_path), "../escape.jpg")
 

@@ -41,7 +41,7 @@ def write_ground_truth(directory, images):
     scipy.io.savemat(os.path.join(directory, wider_ap.FACE_FILE), common)
     for subset, filename in wider_ap.SUBSET_FILES.items():
 
-        def rows(boxes, keep):
+        def rows(boxes, keep, subset=subset):
             return np.array(keep.get(subset, range(1, len(np.reshape(boxes, (-1, 4))) + 1)), np.uint16).reshape(-1, 1)
 
         gt = _column([_column([rows(b, keep) for _, _, b, keep in of[e]]) for e in events])

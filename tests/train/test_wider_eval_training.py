@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import reader
+from tests.support.fakes import GuessingModel
 from train import validation, wider_ap, wider_predictions, wider_report
 from train.detect import DetectSettings
-from tests.support.fakes import GuessingModel
 
 NO_NMS = DetectSettings(score_threshold=0.5, iou_threshold=1.0)  # every cell's box kept
 

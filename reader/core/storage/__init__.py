@@ -29,9 +29,13 @@ from reader.core.storage import gcs, local, s3
 from reader.core.storage.gcs import GcsSettings
 from reader.core.storage.local import local_path
 from reader.core.storage.ranged import READAHEAD, RangedFile
+
+# isort: off
 from reader.core.storage.rule import (
     ERRORS_FILE, LEASE, MANIFEST, Bound, Entry, RefusedFile, StorageError, describe, index_bound, open_fd, shard_bound,
 )  # fmt: skip
+
+# isort: on
 from reader.core.storage.s3 import NO_CREDENTIALS, S3Settings
 
 __all__ = [

@@ -79,7 +79,7 @@ def create(path: str, temp: str | None, in_place: bool = False):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
     os.makedirs(directory, exist_ok=True)
-    f = open(temp, "wb")
+    f = open(temp, "wb")  # noqa: SIM115 (opened outside the try: a failed open leaves no temp file to remove)
     try:
         with f:
             yield f

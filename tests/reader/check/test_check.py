@@ -51,7 +51,8 @@ def test_summary_for_people(good_build, capsys):
 
 def test_flipped_byte(broken, capsys):
     file = fx.shard_files(broken)[1]
-    spans = tfrecord.index_records(open(broken / file, "rb"), file)
+    with open(broken / file, "rb") as f:
+        spans = tfrecord.index_records(f, file)
     target = spans[-1]
     data = bytearray((broken / file).read_bytes())
     data[target.data_offset + target.length // 2] ^= 0x40

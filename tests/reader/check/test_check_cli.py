@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from reader.check import cli as check
-from reader.check.report import dataset as dataset_report
 from reader.check import runner as check_runner
 from reader.check import split as check_split
+from reader.check.report import dataset as dataset_report
 from reader.core import progress, schema
 from tests.support import build_edits as fx
 from tests.support.checker import run_check

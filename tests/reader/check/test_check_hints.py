@@ -47,13 +47,13 @@ def no_keys(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", cloud_fixtures.S3_REGION)
 
 
-def test_the_checker_takes_the_builds_s3_flags(s3, no_keys, good_build, capsys):
+def test_the_checker_takes_the_builds_s3_flags(s3, no_keys, good_build, capsys):  # noqa: F811 (the fixture)
     s3.upload_tree(BUCKET, "hints", good_build)
     code, report = run_check(f"s3://{BUCKET}/hints", *s3.beam_flags(), capsys=capsys)  # keys as flags, none elsewhere
     assert code == 0, report["problems"]
 
 
-def test_no_credentials_and_no_bucket_say_so(s3, no_keys, capsys):
+def test_no_credentials_and_no_bucket_say_so(s3, no_keys, capsys):  # noqa: F811 (the fixture)
     message = _manifest_problem(f"s3://{BUCKET}/none", "val", capsys, f"--s3_endpoint_url={s3.endpoint}")
     assert message == f"unreadable manifest: no S3 credentials: {storage.NO_CREDENTIALS}"
     keys = [flag for flag in s3.beam_flags() if "endpoint" not in flag]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reader.check import split as check_split
 from reader.check.report import dataset as dataset_report
 from reader.check.report import faces as report_faces
 from reader.check.report import numbers as report_numbers
-from reader.check import split as check_split
 from reader.core import schema
 from reader.core.config import BuildConfig
 from tests.support import build_edits as fx

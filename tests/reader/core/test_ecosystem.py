@@ -289,7 +289,7 @@ def test_boxes_as_tfds_bboxfeature_would_lose_them(jpeg_build, tmp_path):
     for entry in manifest.load(str(jpeg_build), "val").shards:
         shutil.copy(jpeg_build / entry.file, tmp_path)
     features = tfds.builder_from_directory(str(tmp_path)).info.features
-    spec = {key: features[key] for key in features.keys() if key not in schema.BOX_KEYS}
+    spec = {key: features[key] for key in features if key not in schema.BOX_KEYS}
     spec["image/object/bbox"] = tfds.features.Sequence(tfds.features.BBoxFeature())
     (tmp_path / tfds_metadata.FEATURES).write_text(json.dumps(tfds.features.FeaturesDict(spec).to_json()))
     examples = list(tfds.builder_from_directory(str(tmp_path)).as_dataset(split="val").as_numpy_iterator())

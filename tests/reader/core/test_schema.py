@@ -6,6 +6,7 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from reader.core import protowire, schema, tfrecord
 
@@ -116,7 +117,7 @@ def test_tfrecord_framing_matches_tensorflow(tmp_path):
         for p in payloads:
             writer.write(p)
     ours = b"".join(tfrecord.encode_record(p) for p in payloads)
-    assert open(path, "rb").read() == ours
+    assert (tmp_path / "tf.tfrecord").read_bytes() == ours
     assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == payloads
 
 
@@ -345,7 +346,7 @@ def test_int64_lists_decode_as_tensorflow_decodes_them():
     long_tag = bytes([0x8A] + [0x80] * 8 + [0x02])  # field 1, length-delimited, plus bit 66
     inner = field(1, field(1, b"n") + field(2, field(3, field(1, b"\x01"))))
     data = long_tag + protowire._varint(len(inner)) + inner
-    with pytest.raises(Exception):
+    with pytest.raises(DecodeError):
         tf.train.Example.FromString(data)
     for decode in (protowire.decode_example, _general_decode):
         assert "n" not in decode(data)

@@ -213,7 +213,7 @@ def random_faces(rng, n):
 def test_tensorflow_flip_equals_reader_targets_eagerly_and_inside_tf_data(resize):
     rng = np.random.default_rng(0)
     cases = []
-    for i in range(60):
+    for _ in range(60):
         boxes, invalid = random_faces(rng, int(rng.integers(0, 12)))
         cases.append((boxes, invalid, int(rng.integers(50, 2000)), int(rng.integers(50, 2000)), float(rng.choice([0.0, 8.0]))))
 

@@ -202,7 +202,7 @@ def test_pickles_without_open_files_and_reads_in_threads(built_val):
 
     with ThreadPoolExecutor(4) as pool:
         threaded = list(pool.map(seq.__getitem__, range(len(seq))))
-    for batch, (images, grids) in enumerate(threaded):
+    for batch, (_, grids) in enumerate(threaded):
         np.testing.assert_array_equal(grids, seq[batch][1])
 
 
