@@ -21,7 +21,8 @@ import logging
 import apache_beam as beam
 
 from pipeline import commit, records, reuse, worker_setup
-from pipeline.transforms import ShardWritten, plural
+from pipeline.build_report import plural
+from pipeline.transforms import ShardWritten
 from reader.core import manifest as manifests
 from reader.core.config import BuildConfig
 

@@ -42,10 +42,9 @@ from pipeline import annotations as annotation_formats
 from pipeline import commit, images, records, reuse, sources, worker_setup
 from pipeline.annotations import ImageAnnotation
 from pipeline.build_report import plural
-from pipeline.hashing_writer import WRITE_BYTES as _WRITE_BYTES
-from pipeline.hashing_writer import HashingWriter as _HashingWriter
-from pipeline.prefetch import prefetch as _prefetch
-from pipeline.shard_progress import progress_of as _progress_of
+from pipeline.hashing_writer import WRITE_BYTES, HashingWriter
+from pipeline.prefetch import prefetch
+from pipeline.shard_progress import progress_of
 from reader.core import layout, storage, tfrecord
 from reader.core.config import BuildConfig
 from reader.core.manifest import ErrorEntry, ShardEntry
@@ -54,7 +53,7 @@ from reader.core.targets import NUM_CHANNELS
 _LOG = logging.getLogger(__name__)
 NAMESPACE = "facegrid"
 IMAGE_THREADS = 8  # images in flight per shard writer: both cores here, 8 reads in flight on gs://
-IMAGES_PER_TASK = 8  # images a thread takes at once (_prefetch), fewer where records are large:
+IMAGES_PER_TASK = 8  # images a thread takes at once (prefetch), fewer where records are large:
 HELD_RECORD_BYTES = 32 * 2**20  # records done and waiting their turn, at most (threads + 1) chunks
 
 
@@ -195,12 +194,12 @@ class WriteShardFn(beam.DoFn):
         name = build.shard_name(index)
         counts = records.Counts()
         reused, failures, errors, written = 0, [], [], []
-        shown = _progress_of(build, annotations.totals["images_annotated"])
+        shown = progress_of(build, annotations.totals["images_annotated"])
         build.heartbeat()
         with build.create(name) as file, reuse.EarlierRecords() as earlier_records:
-            f = _HashingWriter(file, _WRITE_BYTES)
+            f = HashingWriter(file, WRITE_BYTES)
             framed_record = functools.partial(self._framed_record, earlier=earlier, earlier_records=earlier_records)
-            for annotation, result in _prefetch(
+            for annotation, result in prefetch(
                 framed_record, ordered, self._pool, self._threads, self._images_per_task(len(ordered))
             ):
                 build.heartbeat()

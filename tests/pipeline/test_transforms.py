@@ -12,6 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline import commit, finalize, records, transforms
 from pipeline.annotations import parse_boxes
 from pipeline.commit import OutputSpec
+from pipeline.prefetch import prefetch
 from pipeline.transforms import ShardWritten
 from reader.core import layout, tfds_metadata
 from reader.core.config import BuildConfig
@@ -121,7 +122,7 @@ def test_prefetch_hands_back_every_result_in_order_and_holds_a_bounded_number(th
 
     items = list(range(101))
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        for item, result in transforms._prefetch(work, items, pool, threads, chunk):
+        for item, result in prefetch(work, items, pool, threads, chunk):
             yielded.append(item)
             assert isinstance(result, ValueError) and str(result) == f"image {item}" if item % 7 == 3 else result == item * item
     assert yielded == items
@@ -141,7 +142,7 @@ def test_prefetch_left_early_cancels_the_chunks_not_yet_started():
         return n
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        results = transforms._prefetch(work, range(100), pool, 4, 2)
+        results = prefetch(work, range(100), pool, 4, 2)
         assert next(results) == (0, 0)
         results.close()  # the bundle failed: chunk (2, 3) may be running; the three after it never start
         gate.set()
