@@ -53,6 +53,8 @@ val: $(CORE)
 # The import contracts of pyproject.toml first (lint-imports: which package may import which).
 test: $(FULL)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist=loadgroup -q
 
 bench: $(FULL)

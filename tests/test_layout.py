@@ -5,6 +5,8 @@ library file, and no library module past 400 lines."""
 import ast
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -158,8 +160,26 @@ def test_the_static_import_contracts_are_this_layering():
 def test_make_test_runs_the_import_contracts():
     """CI (.ci/run) runs `make test`, whose recipe checks the contracts before pytest."""
     assert "make test" in (ROOT / ".ci" / "run").read_text()
-    recipe = (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    recipe = _make_test_recipe()
     assert recipe.index("lint-imports") < recipe.index("pytest"), recipe
+
+
+def _make_test_recipe() -> str:
+    return (ROOT / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+
+
+def test_make_test_runs_ruff_lint_and_format_before_pytest():
+    """`make test` (CI's command) runs ruff's lint and its format check, before pytest."""
+    recipe = _make_test_recipe()
+    for command in ("ruff check .", "ruff format --check ."):
+        assert command in recipe and recipe.index(command) < recipe.index("pytest"), (command, recipe)
+
+
+@pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]], ids=" ".join)
+def test_the_tree_passes_ruff(command):
+    """The tree as committed passes pyproject.toml's [tool.ruff] lint and format."""
+    result = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_wider_attributes_are_named_in_one_library_file():
