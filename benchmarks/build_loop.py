@@ -20,7 +20,8 @@ def build_loop(annotations_path: str, images_dir: str, output_dir: str, split: s
     os.makedirs(output_dir, exist_ok=True)
     config = BuildConfig()
     counts = records.Counts()
-    shards = [open(os.path.join(output_dir, layout.shard_name(split, i, num_shards)), "wb") for i in range(num_shards)]  # noqa: SIM115 (closed after the loop)
+    names = [os.path.join(output_dir, layout.shard_name(split, i, num_shards)) for i in range(num_shards)]
+    shards = [open(name, "wb") for name in names]  # noqa: SIM115 (closed after the loop)
     with open(annotations_path, "rb") as f:
         for annotation in annotations.parse(f, annotations_path, annotations.list_format_for_split(split)):
             try:

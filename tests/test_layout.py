@@ -178,7 +178,8 @@ def test_make_test_runs_ruff_lint_and_format_before_pytest():
 @pytest.mark.parametrize("command", [["check", "."], ["format", "--check", "."]], ids=" ".join)
 def test_the_tree_passes_ruff(command):
     """The tree as committed passes pyproject.toml's [tool.ruff] lint and format."""
-    result = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    ruff = [sys.executable, "-m", "ruff", *command]
+    result = subprocess.run(ruff, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

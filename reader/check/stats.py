@@ -24,7 +24,8 @@ def bin_counts(values: np.ndarray, edges: Sequence[float], integer: bool, weight
     edges: the lower edge of each bin, ascending; the last bin is open. weights: what each value
     adds to its bin (1 by default). The dataset report (reader.check.report.dataset) bins by this
     function too, so its numbers are the checker's."""
-    counts = np.histogram(values, bins=[*edges, np.inf], weights=weights)[0] if len(values) else np.zeros(len(edges), int)
+    bins = [*edges, np.inf]
+    counts = np.histogram(values, bins=bins, weights=weights)[0] if len(values) else np.zeros(len(edges), int)
     labels = []
     for low, high in zip(edges, [*edges[1:], None]):
         if high is None:

@@ -162,7 +162,8 @@ def _plan(
     if drop_remainder and num_records < batch_size:
         raise ValueError(f"{split} has {num_records} records, fewer than one batch of {batch_size} (drop_remainder=True)")
     file_seed, record_seed, flip_seed = _seeds(seed)
-    length = None if skip_corrupt else num_records // batch_size if drop_remainder else math.ceil(num_records / batch_size)
+    batches = num_records // batch_size if drop_remainder else math.ceil(num_records / batch_size)
+    length = None if skip_corrupt else batches
     return _Plan(
         batch_size=batch_size,
         drop_remainder=drop_remainder,
