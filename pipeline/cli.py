@@ -291,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     verbose = _verbose(argv)
     build_report.setup_logging(verbose)
     if verbose:  # the local multi-process runner's workers show a failing step's traceback too
-        os.environ[worker_setup.VERBOSE_ENV] = "1"
+        os.environ.pop(worker_setup.QUIET_ENV, None)
+    else:
+        os.environ[worker_setup.QUIET_ENV] = "1"
     if {"-h", "--help", "-help"} & set(argv):
         print(usage())
         return 0

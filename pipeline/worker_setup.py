@@ -12,6 +12,7 @@ plain settings and never Beam's options.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -30,8 +31,10 @@ _STORAGE_OPTIONS = (
     beam_options.HadoopFileSystemOptions,
 )
 _LOCK = threading.Lock()
-# Set by the launcher for --verbose: its worker processes then print a failing step's traceback too.
-VERBOSE_ENV = "FACEGRID_VERBOSE"
+# Set by the launcher unless --verbose: the worker processes it starts on this machine (Beam's local
+# multi-process runner) inherit it and leave a failing step's traceback to the launcher's one line.
+# Dataflow's workers do not inherit it: their logs keep every traceback.
+QUIET_ENV = "FACEGRID_QUIET_WORKERS"
 
 
 def settings_of(options: beam_options.PipelineOptions | None) -> dict:
@@ -69,16 +72,25 @@ def storage_settings(settings: dict) -> storage.Settings:
 
 
 def quiet_worker_tracebacks() -> None:
-    """In a worker process of Beam's local multi-process runner (sdk_worker_main), Beam prints a
-    failing step's traceback straight to stderr, the launcher's, besides sending it to the
-    launcher, whose one line says what failed (and, with --verbose, shows the traceback): that
-    print is silenced here, unless the launcher runs with --verbose. Elsewhere nothing changes."""
+    """In a worker process the launcher started (Beam's local multi-process runner, whose
+    sdk_worker_main inherits QUIET_ENV), Beam prints a failing step's traceback straight to
+    stderr, the launcher's, and logs it again through the runner's logging channel, besides
+    sending it to the launcher, whose one line says what failed (and, with --verbose, shows the
+    traceback): both are silenced here. Elsewhere nothing changes."""
     main = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if getattr(main, "name", None) != "apache_beam.runners.worker.sdk_worker_main" or os.environ.get(VERBOSE_ENV):
+    if getattr(main, "name", None) != "apache_beam.runners.worker.sdk_worker_main" or not os.environ.get(QUIET_ENV):
         return
     from apache_beam.runners.worker import sdk_worker
 
     sdk_worker.print = lambda *args, **kwargs: None  # its one print: the traceback of a failed instruction
+    logging.getLogger(sdk_worker.__name__).addFilter(_NO_INSTRUCTION_TRACEBACK)  # the same object: added once
+
+
+def _no_instruction_traceback(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Error processing instruction")
+
+
+_NO_INSTRUCTION_TRACEBACK = _no_instruction_traceback
 
 
 class Configured(beam.DoFn):

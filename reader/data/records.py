@@ -45,9 +45,8 @@ import threading
 import numpy as np
 
 from reader.core import boxes as box_formats
-from reader.core import images, schema, targets, tfrecord
+from reader.core import images, schema, storage, targets, tfrecord
 from reader.core import manifest as manifests
-from reader.core import storage as files
 from reader.data import augment as augmentation
 from reader.data.shard_index import load_index
 
@@ -97,7 +96,7 @@ class ShardRecords:
             # The index cache would let a missing shard (or a FIFO, a link out of the directory, a
             # shard larger than its entry) go unnoticed until its first read.
             try:
-                files.open_binary(path, files.shard_bound(entry.bytes), readahead=0).close()
+                storage.open_binary(path, storage.shard_bound(entry.bytes), readahead=0).close()
             except FileNotFoundError:
                 raise FileNotFoundError(manifests.missing_shard(path, split)) from None
         self.index = load_index(self.manifest, write_cache=cache_index, read_cache=cache_index)
@@ -249,7 +248,7 @@ class _Files:
 
     def __init__(self, manifest: manifests.Manifest):
         self._paths = manifest.shard_paths()
-        self._bounds = [files.shard_bound(entry.bytes) for entry in manifest.shards]
+        self._bounds = [storage.shard_bound(entry.bytes) for entry in manifest.shards]
         self._reset()
 
     def __getstate__(self):
@@ -269,14 +268,14 @@ class _Files:
     def read(self, shard: int, offset: int, length: int) -> bytes:
         self._check_pid()
         path = self._paths[shard]
-        if files.is_local(path):
+        if storage.is_local(path):
             return os.pread(self._local(shard).fileno(), length, offset)
         opened = getattr(self._threads, "files", None)
         if opened is None:
             opened = self._threads.files = {}
         f = opened.get(shard)
         if f is None:
-            f = opened[shard] = files.open_binary(path, self._bounds[shard], readahead=0)  # one ranged read a record
+            f = opened[shard] = storage.open_binary(path, self._bounds[shard], readahead=0)  # one ranged read a record
         f.seek(offset)
         return f.read(length)
 
@@ -286,7 +285,7 @@ class _Files:
             with self._lock:
                 f = self._local_files.get(shard)
                 if f is None:
-                    f = self._local_files[shard] = files.open_binary(self._paths[shard], self._bounds[shard])
+                    f = self._local_files[shard] = storage.open_binary(self._paths[shard], self._bounds[shard])
         return f
 
 

@@ -22,9 +22,8 @@ import threading
 
 import numpy as np
 
-from reader.core import layout, tfrecord
+from reader.core import layout, storage, tfrecord
 from reader.core import manifest as manifests
-from reader.core import storage as files
 from reader.core.config import is_int
 
 INDEX_VERSION = 2  # 2: with each shard's file identity (`_identity`) when it was hashed
@@ -57,8 +56,8 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
     Raises CorruptRecordError for a damaged header, ValueError when a shard's record count or
     sha256 differs from the manifest.
     """
-    cache_path = files.join(manifest.data_dir, layout.index_name(manifest.split))
-    local = files.is_local(cache_path)
+    cache_path = storage.join(manifest.data_dir, layout.index_name(manifest.split))
+    local = storage.is_local(cache_path)
     key = _cache_key(manifest)  # before hashing: a shard changed meanwhile fails to match next time
     per_shard = _read_cache(cache_path, manifest, key) if read_cache else None
     if per_shard is None:
@@ -73,7 +72,7 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
             if size != entry.bytes:
                 raise ValueError(manifests.other_size(path, size, entry))
             if sha256 != entry.sha256:
-                with files.open_binary(path, files.shard_bound(entry.bytes)) as f:
+                with storage.open_binary(path, storage.shard_bound(entry.bytes)) as f:
                     raise tfrecord.first_damage(f, entry.file) or ValueError(manifests.other_bytes(path, sha256, entry))
             per_shard.append(([s.offset for s in spans], [s.length for s in spans]))
         if write_cache and local:
@@ -86,10 +85,10 @@ def load_index(manifest: manifests.Manifest, *, read_cache: bool = True, write_c
 
 def _index_shard(path: str, entry: manifests.ShardEntry) -> tuple[list[tfrecord.RecordSpan], int, str]:
     """(the shard's record spans, its size in bytes, its sha256); never read past the bytes its
-    manifest entry says (files.shard_bound)."""
+    manifest entry says (storage.shard_bound)."""
     name = entry.file
-    with files.open_binary(path, files.shard_bound(entry.bytes)) as f:
-        if files.is_local(path):
+    with storage.open_binary(path, storage.shard_bound(entry.bytes)) as f:
+        if storage.is_local(path):
             spans = tfrecord.index_records(f, name)
             size = f.seek(0, 2)
             f.seek(0)
@@ -103,7 +102,7 @@ def _identity(path: str) -> list[int] | None:
     """A local shard's size, mtime (ns) and inode: what changes when its bytes are rewritten or
     the file replaced, so that a cached index (and its hash) is not trusted past it. None for
     remote shards and files that cannot be looked at: no cache is trusted for them."""
-    if not files.is_local(path):
+    if not storage.is_local(path):
         return None
     try:
         stat = os.stat(path.removeprefix("file://"))
@@ -120,8 +119,8 @@ def _cache_key(manifest: manifests.Manifest) -> list[dict]:
 
 def _read_cache(path: str, manifest: manifests.Manifest, key: list[dict]):
     try:
-        cached = json.loads(files.read_bytes(path, files.index_bound(len(manifest.shards), manifest.num_records)))
-    except files.RefusedFile as e:  # a FIFO, a link out of the directory, too large: never read
+        cached = json.loads(storage.read_bytes(path, storage.index_bound(len(manifest.shards), manifest.num_records)))
+    except storage.RefusedFile as e:  # a FIFO, a link out of the directory, too large: never read
         _LOG.warning("%s; the index is built from the shards instead", e)
         return None
     except Exception:  # missing or unreadable: build the index instead
