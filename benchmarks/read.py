@@ -131,7 +131,7 @@ def _baseline(data: BenchData, batches: int) -> dict:
         "examples_per_epoch": len(generator.examples),
         "examples_timed": examples,
         "examples_per_s": rate,
-        "epoch_s_extrapolated": len(generator.boxes) / rate,
+        "epoch_s_extrapolated": len(generator.examples) / rate,
     }
 
 
