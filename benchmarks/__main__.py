@@ -25,9 +25,7 @@ import sys
 
 from absl import flags
 
-from benchmarks.data import BenchData
-
-WIDER_SPLIT = pathlib.Path(__file__).resolve().parents[1] / "data" / "wider_face_split"
+from benchmarks.data import WIDER_SPLIT, BenchData
 
 
 def machine() -> str:

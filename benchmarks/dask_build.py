@@ -217,7 +217,7 @@ def _same_bytes(a: str, b: str) -> bool:
 if __name__ == "__main__":
     import json
 
-    from benchmarks.__main__ import WIDER_SPLIT
+    from benchmarks.data import WIDER_SPLIT
 
     work = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build/bench")
     val = str(WIDER_SPLIT / "wider_face_val_bbx_gt.txt")

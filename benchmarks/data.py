@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+
+# The real WIDER annotation files, checked in under data/.
+WIDER_SPLIT = pathlib.Path(__file__).resolve().parents[1] / "data" / "wider_face_split"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -346,7 +346,7 @@ def run_splits(splits: list[str], split_dir: str, work_dir: str, rounds: int = R
 def main(argv: list[str]) -> int:
     from absl import flags
 
-    from benchmarks.__main__ import WIDER_SPLIT
+    from benchmarks.data import WIDER_SPLIT
     from pipeline.sample import render_images
 
     fv = flags.FlagValues()

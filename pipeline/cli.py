@@ -37,8 +37,7 @@ from pipeline import beam_flags, build_report, commit, job, leases, preflight, t
 from pipeline.beam_flags import UsageError
 from reader.core import layout, storage
 from reader.core.boxes import RESIZE_MODES
-from reader.core.config import BuildConfig
-from reader.core.schema import IMAGE_FORMATS
+from reader.core.config import IMAGE_FORMATS, BuildConfig
 
 PROGRAM = "facegrid-build"
 

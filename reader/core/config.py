@@ -16,7 +16,8 @@ import reprlib
 from collections.abc import Callable
 
 from reader.core.boxes import RESIZE_MODES
-from reader.core.schema import IMAGE_FORMATS
+
+IMAGE_FORMATS = ("jpeg", "raw")  # how a record stores its image (image/format)
 
 _SHORT = reprlib.Repr()  # Python 3.11's takes no arguments
 _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 4, 4, 60, 60, 40

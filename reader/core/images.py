@@ -21,7 +21,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from reader.core.schema import IMAGE_FORMATS
+from reader.core.config import IMAGE_FORMATS
 
 
 def decode_stored_image(encoded: bytes, image_format: str, height: int, width: int, *, any_mode: bool = False) -> np.ndarray:

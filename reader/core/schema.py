@@ -21,19 +21,15 @@ import dataclasses
 import functools
 import re
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
 from reader.core import layout, protowire
+from reader.core.config import IMAGE_FORMATS, BuildConfig
 from reader.core.targets import NUM_CHANNELS, finite_problem
 
-if TYPE_CHECKING:
-    from reader.core.config import BuildConfig
-
 SCHEMA_VERSION = 1
-IMAGE_FORMATS = ("jpeg", "raw")
-
 ENCODED = "image/encoded"
 FORMAT = "image/format"
 HEIGHT = "image/height"
