@@ -16,6 +16,7 @@ import http.server
 import io
 import json
 import logging
+import os
 import pathlib
 import threading
 import urllib.parse
@@ -253,3 +254,25 @@ def check_split(files: dict[str, bytes], split: str) -> dict:
 
 def local_files(directory: pathlib.Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@contextlib.contextmanager
+def every_store(local_dir: str, bucket: str, prefix: str) -> Iterator[dict[str, str]]:
+    """{scheme: a directory there}: `local_dir`, and `prefix` in `bucket` on the GCS emulator and on
+    moto's S3 server, both up and the storage layer (reader.core.storage) pointed at them until
+    the block ends."""
+    from reader.core import storage
+
+    with contextlib.ExitStack() as stack:
+        s3 = stack.enter_context(s3_server())
+        s3.client.create_bucket(Bucket=bucket)
+        gcs = stack.enter_context(gcs_emulator(bucket))
+        saved = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = gcs.endpoint
+        settings = storage.Settings(s3=storage.S3Settings(s3.endpoint, S3_REGION, S3_KEY_ID, S3_SECRET))
+        previous = storage.configure(settings)
+        try:
+            yield {"file": local_dir, "gs": f"gs://{bucket}/{prefix}", "s3": f"s3://{bucket}/{prefix}"}
+        finally:
+            storage.configure(previous)
+            os.environ.pop("STORAGE_EMULATOR_HOST") if saved is None else os.environ.__setitem__("STORAGE_EMULATOR_HOST", saved)

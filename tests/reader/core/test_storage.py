@@ -4,9 +4,6 @@ calls the same way; the atomic writes under faults are tests/test_commit.py's.""
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import pytest
 
 from reader.core import storage
@@ -18,20 +15,8 @@ BUCKET = "facegrid-storage"
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """{scheme: a directory there}, the servers up for the module."""
-    with contextlib.ExitStack() as stack:
-        s3 = stack.enter_context(cloud_fixtures.s3_server())
-        s3.client.create_bucket(Bucket=BUCKET)
-        gcs = stack.enter_context(cloud_fixtures.gcs_emulator(BUCKET))
-        saved = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = gcs.endpoint
-        previous = storage.configure(storage.Settings(
-            s3=storage.S3Settings(s3.endpoint, cloud_fixtures.S3_REGION, cloud_fixtures.S3_KEY_ID, cloud_fixtures.S3_SECRET)
-        ))  # fmt: skip
-        try:
-            yield {"file": str(tmp_path_factory.mktemp("local")), "gs": f"gs://{BUCKET}/dir", "s3": f"s3://{BUCKET}/dir"}
-        finally:
-            storage.configure(previous)
-            os.environ.pop("STORAGE_EMULATOR_HOST") if saved is None else os.environ.__setitem__("STORAGE_EMULATOR_HOST", saved)
+    with cloud_fixtures.every_store(str(tmp_path_factory.mktemp("local")), BUCKET, "dir") as found:
+        yield found
 
 
 SCHEMES = ["file", "gs", "s3"]

@@ -102,24 +102,8 @@ def test_a_store_fault_in_a_worker_process_is_one_line_without_a_traceback(tmp_p
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """{scheme: a directory there}: local disk, gs:// on the GCS emulator, s3:// on moto."""
-    import contextlib
-
-    from reader.core import storage
-
-    with contextlib.ExitStack() as stack:
-        s3 = stack.enter_context(cloud_fixtures.s3_server())
-        s3.client.create_bucket(Bucket="hostile")
-        gcs = stack.enter_context(cloud_fixtures.gcs_emulator("hostile"))
-        saved = os.environ.get("STORAGE_EMULATOR_HOST")
-        os.environ["STORAGE_EMULATOR_HOST"] = gcs.endpoint
-        previous = storage.configure(storage.Settings(
-            s3=storage.S3Settings(s3.endpoint, cloud_fixtures.S3_REGION, cloud_fixtures.S3_KEY_ID, cloud_fixtures.S3_SECRET)
-        ))  # fmt: skip
-        try:
-            yield {"file": str(tmp_path_factory.mktemp("hostile")), "gs": "gs://hostile/fuzz", "s3": "s3://hostile/fuzz"}
-        finally:
-            storage.configure(previous)
-            os.environ.pop("STORAGE_EMULATOR_HOST") if saved is None else os.environ.__setitem__("STORAGE_EMULATOR_HOST", saved)
+    with cloud_fixtures.every_store(str(tmp_path_factory.mktemp("hostile")), "hostile", "fuzz") as found:
+        yield found
 
 
 @pytest.mark.parametrize("scheme", ["file", "gs", "s3"])
