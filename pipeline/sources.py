@@ -140,22 +140,9 @@ def _read_local(images_dir: str, relative: str, filename: str, max_bytes: int) -
 
 def _check_regular(status: os.stat_result, path: str, max_bytes: int) -> None:
     if not stat.S_ISREG(status.st_mode):
-        raise UnusableImage("not_a_regular_file", f"{path} is a {_kind(status.st_mode)}, not a file")
+        raise UnusableImage("not_a_regular_file", f"{path} is {storage.file_kind(status.st_mode)}, not a file")
     if status.st_size > max_bytes:
         raise UnusableImage("file_too_large", f"{path} has {status.st_size} bytes, over the limit of {max_bytes}")
-
-
-def _kind(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-    ):
-        if test(mode):
-            return name
-    return "special file"
 
 
 def _opened_path(fd: int) -> str | None:

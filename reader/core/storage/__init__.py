@@ -32,7 +32,8 @@ from reader.core.storage.ranged import READAHEAD, RangedFile
 
 # isort: off
 from reader.core.storage.rule import (
-    ERRORS_FILE, LEASE, MANIFEST, Bound, Entry, RefusedFile, StorageError, describe, index_bound, open_fd, shard_bound,
+    ERRORS_FILE, LEASE, MANIFEST, Bound, Entry, RefusedFile, StorageError, describe, file_kind, index_bound, open_fd,
+    shard_bound,
 )  # fmt: skip
 
 # isort: on
@@ -41,7 +42,7 @@ from reader.core.storage.s3 import NO_CREDENTIALS, S3Settings
 __all__ = [
     "ERRORS_FILE", "LEASE", "MANIFEST", "NO_CREDENTIALS", "READAHEAD", "SCHEMES", "Bound", "Entry", "GcsSettings",
     "RefusedFile", "S3Settings", "Settings", "StorageError", "check_file", "configure", "configure_s3", "create",
-    "delete", "describe", "ensure_dir", "exists", "index_bound", "is_local", "join", "list_dir", "list_names",
+    "delete", "describe", "ensure_dir", "exists", "file_kind", "index_bound", "is_local", "join", "list_dir", "list_names",
     "local_path", "open_binary", "open_fd", "open_input", "read_bytes", "read_or_none", "read_range", "s3_settings", "scheme",
     "settings", "shard_bound", "stat", "write_bytes",
 ]  # fmt: skip

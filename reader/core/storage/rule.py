@@ -104,7 +104,8 @@ def index_bound(shards: int, records: int) -> Bound:
     return Bound(4096 + 1024 * max(shards, 0) + 48 * max(records, 0), "the index of its manifest's records may hold")
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of `mode` (os.stat's st_mode) is, said with its article: "a FIFO", ..."""
     for test, name in (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -165,6 +166,6 @@ def open_fd(path: str, bound: Bound | None) -> int:
 
 def _check_status(path: str, status: os.stat_result, bound: Bound | None) -> None:
     if not stat.S_ISREG(status.st_mode):
-        raise RefusedFile(path, f"not a regular file ({_kind(status.st_mode)})")
+        raise RefusedFile(path, f"not a regular file ({file_kind(status.st_mode)})")
     if bound is not None:
         bound.check(path, status.st_size)
